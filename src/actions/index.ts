@@ -1,0 +1,32 @@
+/**
+ * The built-in action types, and the loading of plugins: a plugin is a module whose default export (or
+ * export named `action`) is an ActionType: `{ type, paramsSchema?, create(params, settings) }`.
+ */
+
+import { pathToFileURL } from 'node:url';
+import { isAbsolute } from 'node:path';
+import type { ActionType } from '../core/action.js';
+import { DispatcherError } from '../core/errors.js';
+import { httpAction } from './http/index.js';
+import { noopAction } from './noop/index.js';
+import { publishAction } from './publish/index.js';
+
+export const builtinActionTypes: readonly ActionType[] = [httpAction, publishAction, noopAction];
+
+export async function loadPlugins(plugins: Readonly<Record<string, string>>): Promise<ActionType[]> {
+  const out: ActionType[] = [];
+  for (const [type, module] of Object.entries(plugins)) {
+    let loaded: Record<string, unknown>;
+    try {
+      loaded = (await import(isAbsolute(module) ? pathToFileURL(module).href : module)) as Record<string, unknown>;
+    } catch (err) {
+      throw new DispatcherError('plugin_invalid', `plugins.${type}: cannot load ${module}: ${(err as Error).message}`, { cause: err });
+    }
+    const candidate = (loaded.default ?? loaded.action) as Partial<ActionType> | undefined;
+    if (candidate === undefined || typeof candidate.create !== 'function') {
+      throw new DispatcherError('plugin_invalid', `plugins.${type}: ${module} must export (default or \`action\`) an object with a create(params, settings) function`);
+    }
+    out.push({ ...candidate, type } as ActionType);
+  }
+  return out;
+}

@@ -1,0 +1,149 @@
+/**
+ * The HTTP app, built without listening (tests use `inject`). Fastify with one body reader for every
+ * content type (the raw bytes are what intake and dead letters need), one error handler that maps codes to
+ * statuses, and the OpenAPI 3.1 document generated from the route schemas.
+ */
+
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import { DispatcherError, isDispatcherError } from '../core/errors.js';
+import type { Owner } from '../core/types.js';
+import { DEFAULT_OWNER, type Dispatcher } from '../dispatcher.js';
+import { replayHeaders } from '../transports/http/decode.js';
+import { errorBody, fromFastifyError, HTTP_STATUS } from './errors.js';
+import { registerEventRoutes } from './routes/events.js';
+import { registerRunRoutes } from './routes/runs.js';
+import { registerDeadLetterRoutes } from './routes/dead-letters.js';
+import { registerStreamRoute } from './routes/stream.js';
+import { registerHealthRoutes } from './routes/health.js';
+
+/** Raw bytes read before a body was refused (too large): kept as a bounded dead letter. */
+const PARTIAL_BODY = Symbol('partialBody');
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Who is calling. Until authentication lands, every request is the default owner. */
+    owner: Owner;
+  }
+}
+
+export async function buildApp(d: Dispatcher): Promise<FastifyInstance> {
+  const { server } = d.config;
+  const app: FastifyInstance = Fastify({
+    loggerInstance: d.log.child({ part: 'api' }),
+    disableRequestLogging: true,
+    bodyLimit: server.bodyLimit,
+    requestTimeout: server.requestTimeout,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false } },
+  }) as unknown as FastifyInstance;
+
+  app.decorateRequest('owner', null as unknown as Owner);
+  app.addHook('onRequest', async (request) => {
+    request.owner = DEFAULT_OWNER;
+  });
+
+  // One reader for every content type: bytes in, bounded. A body over the limit is read to its end
+  // (keeping only what a dead letter keeps), so that the client gets a clean 413 instead of a reset.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { bodyLimit: Number.MAX_SAFE_INTEGER }, (request, payload, done) => {
+    const limit = server.bodyLimit;
+    const keep = d.config.deadLetters.maxBytes;
+    const declared = Number(request.headers['content-length']);
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let over = false;
+    payload.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        if (!over) {
+          over = true;
+          let kept = 0;
+          for (const c of chunks) kept += c.length;
+          if (kept < keep) chunks.push(chunk.subarray(0, keep - kept));
+        }
+        // Reading on costs nothing but time; past 16 times the limit the client is not worth waiting for.
+        if (size > limit * 16) payload.destroy();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    payload.on('end', () => {
+      if (over) {
+        const err = new DispatcherError('payload_too_large', `the body is larger than ${limit} bytes`);
+        (err as unknown as Record<symbol, Buffer>)[PARTIAL_BODY] = Buffer.concat(chunks).subarray(0, keep);
+        done(err as unknown as FastifyError, undefined);
+      } else done(null, Buffer.concat(chunks, size));
+    });
+    payload.on('error', (err) => done(err as FastifyError, undefined));
+    if (Number.isFinite(declared) && declared > limit * 16) {
+      const err = new DispatcherError('payload_too_large', `the body is larger than ${limit} bytes`);
+      (err as unknown as Record<symbol, Buffer>)[PARTIAL_BODY] = Buffer.alloc(0);
+      payload.destroy();
+      done(err as unknown as FastifyError, undefined);
+    }
+  });
+
+  app.setErrorHandler(async (error: FastifyError | DispatcherError, request: FastifyRequest, reply: FastifyReply) => {
+    const err = isDispatcherError(error) ? error : fromFastifyError(error as FastifyError);
+    const partial = (error as unknown as Record<symbol, Buffer | undefined>)[PARTIAL_BODY];
+    if (request.routeOptions.url === '/v1/events' && request.method === 'POST' && (partial !== undefined || !isDispatcherError(error))) {
+      // Refused before intake saw it (too large, unreadable): intake still keeps it as a dead letter.
+      await d.intake.reject(intakeMessage(request, partial ?? Buffer.alloc(0)), err);
+    }
+    const status = HTTP_STATUS[err.code] ?? 500;
+    if (status >= 500) request.log.error({ err: error }, 'request failed');
+    if (err.code === 'rate_limited' && err.retryAfterMs !== undefined) reply.header('retry-after', Math.ceil(err.retryAfterMs / 1000));
+    if (status === 503) reply.header('retry-after', 1);
+    return reply.code(status).type('application/json').send(errorBody(err));
+  });
+
+  app.setNotFoundHandler(async (request, reply) => {
+    return reply.code(404).send(errorBody(new DispatcherError('not_found', `no route ${request.method} ${request.url.split('?')[0]}`)));
+  });
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'Dispatcher',
+        version: '0.1.0',
+        description: 'Events in from HTTP or any bus, checked, routed by rules to actions; every run tracked.',
+      },
+      tags: [
+        { name: 'events', description: 'Intake and stored events' },
+        { name: 'runs', description: 'Runs of actions, their attempts, cancel and retry' },
+        { name: 'dead-letters', description: 'What could not be accepted or finished' },
+        { name: 'stream', description: 'Run events as server-sent events' },
+        { name: 'health', description: 'Liveness, readiness, metrics' },
+      ],
+    },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+
+  registerHealthRoutes(app, d);
+  registerEventRoutes(app, d, intakeMessage);
+  registerRunRoutes(app, d);
+  registerDeadLetterRoutes(app, d);
+  registerStreamRoute(app, d);
+  return app;
+}
+
+export function intakeMessage(request: FastifyRequest, raw: Buffer) {
+  return {
+    input: 'http',
+    raw,
+    contentType: request.headers['content-type'] ?? null,
+    headers: replayHeaders(request.headers),
+    service: request.owner.service,
+    orgId: request.owner.orgId,
+  };
+}
+
+/** The principal's view: which records it may see. Until authentication lands, all of them. */
+export function scopeOf(_request: FastifyRequest): { orgId?: string; services?: string[] } | undefined {
+  return undefined;
+}

@@ -1,0 +1,163 @@
+/**
+ * Query parsing for list endpoints, JSON:API style:
+ *
+ *   filter[status]=failure,timeout      any of (also as repeated parameters)
+ *   filter[labels][team]=noc            every label pair must match
+ *   filter[created_at][gte]=2026-11-01T00:00:00Z   also gt, lt, lte; RFC 3339 or epoch milliseconds
+ *   sort=-created_at                    or created_at:desc; a leading '-' means descending
+ *   limit=50&offset=100                 paging; answers carry meta.total and links
+ *   fields[data]=id,status              sparse fieldsets
+ *
+ * Anything unknown is a `bad_request` naming the parameter, so a typo never silently widens a query.
+ */
+
+import { DispatcherError } from '../core/errors.js';
+import type { TimeRange, SortDirection } from '../store/types.js';
+
+export interface ParsedQuery {
+  filters: Map<string, string[]>;
+  labels: Record<string, string>;
+  ranges: Map<string, TimeRange>;
+  sort?: { field: string; direction: SortDirection };
+  limit: number;
+  offset: number;
+  fields?: string[];
+  /** Parameters other than filter/sort/limit/offset/fields, for endpoints that take more. */
+  rest: URLSearchParams;
+  raw: URLSearchParams;
+}
+
+export interface QuerySpec {
+  filters: readonly string[];
+  ranges?: readonly string[];
+  labels?: boolean;
+  sort?: readonly string[];
+  fields?: readonly string[];
+  extra?: readonly string[];
+  maxLimit?: number;
+  defaultLimit?: number;
+}
+
+const FILTER = /^filter\[([a-z_]+)\](?:\[([^\]]*)\])?$/;
+
+export function parseQuery(url: string, spec: QuerySpec): ParsedQuery {
+  const at = url.indexOf('?');
+  const raw = new URLSearchParams(at < 0 ? '' : url.slice(at + 1));
+  const out: ParsedQuery = {
+    filters: new Map(),
+    labels: {},
+    ranges: new Map(),
+    limit: spec.defaultLimit ?? 50,
+    offset: 0,
+    rest: new URLSearchParams(),
+    raw,
+  };
+  const maxLimit = spec.maxLimit ?? 1000;
+  for (const [key, value] of raw) {
+    const f = FILTER.exec(key);
+    if (f) {
+      const [, name, sub] = f as unknown as [string, string, string | undefined];
+      if (name === 'labels' && spec.labels) {
+        if (sub === undefined || sub === '') bad(key, 'name a label: filter[labels][KEY]=VALUE');
+        out.labels[sub] = value;
+      } else if (spec.ranges?.includes(name)) {
+        if (sub === undefined) bad(key, 'name a bound: gt, gte, lt or lte');
+        out.ranges.set(name, addBound(out.ranges.get(name) ?? {}, sub, parseTime(key, value), key));
+      } else if (spec.filters.includes(name) && sub === undefined) {
+        const values = value.split(',').map((v) => v.trim()).filter((v) => v !== '');
+        if (values.length === 0) bad(key, 'must not be empty');
+        out.filters.set(name, [...(out.filters.get(name) ?? []), ...values]);
+      } else {
+        bad(key, `unknown filter; known: ${[...spec.filters, ...(spec.ranges ?? []), ...(spec.labels ? ['labels'] : [])].join(', ')}`);
+      }
+      continue;
+    }
+    switch (key) {
+      case 'limit':
+        out.limit = integer(key, value, 1, maxLimit);
+        break;
+      case 'offset':
+        out.offset = integer(key, value, 0, Number.MAX_SAFE_INTEGER);
+        break;
+      case 'sort': {
+        if (!spec.sort) bad(key, 'this list cannot be sorted');
+        let field = value.trim();
+        let direction: SortDirection = 'asc';
+        if (field.startsWith('-')) {
+          field = field.slice(1);
+          direction = 'desc';
+        } else if (field.includes(':')) {
+          const [f, d] = field.split(':', 2) as [string, string];
+          if (d !== 'asc' && d !== 'desc') bad(key, 'direction must be asc or desc');
+          field = f;
+          direction = d;
+        }
+        if (!spec.sort.includes(field)) bad(key, `cannot sort by "${field}"; known: ${spec.sort.join(', ')}`);
+        out.sort = { field, direction };
+        break;
+      }
+      case 'fields[data]': {
+        if (!spec.fields) bad(key, 'this list has no sparse fieldsets');
+        const fields = value.split(',').map((v) => v.trim()).filter((v) => v !== '');
+        for (const field of fields) if (!spec.fields.includes(field)) bad(key, `unknown field: ${field}`);
+        out.fields = [...new Set([...(out.fields ?? []), ...fields])];
+        break;
+      }
+      default:
+        if (spec.extra?.includes(key)) out.rest.append(key, value);
+        else bad(key, 'unknown parameter');
+    }
+  }
+  return out;
+}
+
+function bad(key: string, message: string): never {
+  throw new DispatcherError('bad_request', `${key}: ${message}`, { problems: [{ pointer: `?${key}`, message }] });
+}
+
+function integer(key: string, value: string, min: number, max: number): number {
+  if (!/^\d+$/.test(value)) bad(key, 'must be a whole number');
+  const n = Number(value);
+  if (n < min || n > max) bad(key, `must be between ${min} and ${max}`);
+  return n;
+}
+
+function parseTime(key: string, value: string): number {
+  if (/^\d+$/.test(value)) return Number(value);
+  const ms = Date.parse(value);
+  if (Number.isNaN(ms)) bad(key, 'must be an RFC 3339 time or epoch milliseconds');
+  return ms;
+}
+
+function addBound(range: TimeRange, bound: string, ms: number, key: string): TimeRange {
+  switch (bound) {
+    case 'gte':
+      return { ...range, from: ms };
+    case 'gt':
+      return { ...range, from: ms + 1 };
+    case 'lt':
+      return { ...range, to: ms };
+    case 'lte':
+      return { ...range, to: ms + 1 };
+    default:
+      bad(key, 'bound must be gt, gte, lt or lte');
+  }
+}
+
+/** Paging links: the same query with `limit`/`offset` replaced, keys sorted. */
+export function pageLinks(base: string, raw: URLSearchParams, limit: number, offset: number, total: number) {
+  const link = (o: number) => {
+    const params = new URLSearchParams([...raw].filter(([k]) => k !== 'limit' && k !== 'offset'));
+    params.set('limit', String(limit));
+    params.set('offset', String(o));
+    params.sort();
+    return `${base}?${params.toString()}`;
+  };
+  const last = Math.floor(Math.max(total - 1, 0) / limit) * limit;
+  return {
+    first: link(0),
+    last: link(last),
+    ...(offset + limit < total ? { next: link(offset + limit) } : {}),
+    ...(offset > 0 ? { previous: link(Math.max(offset - limit, 0)) } : {}),
+  };
+}

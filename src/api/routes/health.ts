@@ -1,0 +1,37 @@
+import type { FastifyInstance } from 'fastify';
+import type { Dispatcher } from '../../dispatcher.js';
+import { errorBody } from '../errors.js';
+import { toDispatcherError } from '../../core/errors.js';
+
+export function registerHealthRoutes(app: FastifyInstance, d: Dispatcher): void {
+  app.get('/healthz', { schema: { tags: ['health'], summary: 'The process is alive' } }, async () => ({ status: 'ok' }));
+
+  app.get(
+    '/readyz',
+    { schema: { tags: ['health'], summary: 'The store is reachable; backlog and oldest queued age' } },
+    async (_request, reply) => {
+      try {
+        await d.store.ping();
+        const now = Date.now();
+        const s = await d.store.stats(now);
+        return {
+          status: 'ready',
+          store: d.store.dialect,
+          runs: { queued: s.queued, running: s.running, waiting: s.waiting, in_flight_here: d.runner.inFlight },
+          oldest_queued_age_seconds: s.oldestQueuedAt === null ? 0 : Math.max(0, (now - s.oldestQueuedAt) / 1000),
+          dead_letters: s.deadLetters,
+        };
+      } catch (err) {
+        const e = toDispatcherError(err);
+        return reply.code(503).send({ status: 'unavailable', ...errorBody(e.code === 'internal' ? { ...e, code: 'store_unavailable', message: e.message } as never : e) });
+      }
+    },
+  );
+
+  if (d.config.metrics.enabled) {
+    app.get('/metrics', { schema: { tags: ['health'], summary: 'Prometheus metrics' } }, async (_request, reply) => {
+      const body = await d.metrics.registry.metrics();
+      return reply.type(d.metrics.registry.contentType).send(body);
+    });
+  }
+}

@@ -1,0 +1,95 @@
+/** Commands that talk to a running dispatcher over its HTTP API. */
+
+import { CliError, integerOption, printJson, printTable } from './output.js';
+
+export async function api(base: string, path: string, init: RequestInit = {}): Promise<any> {
+  let response: Response;
+  try {
+    response = await fetch(new URL(path, base), init);
+  } catch (err) {
+    throw new CliError(`cannot reach ${base}: ${(err as Error & { cause?: Error }).cause?.message ?? (err as Error).message}`);
+  }
+  const text = await response.text();
+  let body: any = text;
+  try {
+    body = text === '' ? null : JSON.parse(text);
+  } catch {
+    // not JSON: keep the text
+  }
+  if (!response.ok) {
+    const detail = body && typeof body === 'object' ? `${body.code}: ${body.message}` : String(text).slice(0, 200);
+    throw new CliError(`${init.method ?? 'GET'} ${path}: HTTP ${response.status} ${detail}`);
+  }
+  return body;
+}
+
+interface ListOptions {
+  url: string;
+  status?: string;
+  route?: string;
+  type?: string;
+  label?: string[];
+  limit: string;
+  offset: string;
+  sort?: string;
+  json?: boolean;
+  origin?: string;
+  reason?: string;
+}
+
+export async function runsListCommand(options: ListOptions): Promise<void> {
+  const params = new URLSearchParams();
+  if (options.status) params.set('filter[status]', options.status);
+  if (options.route) params.set('filter[route]', options.route);
+  if (options.type) params.set('filter[type]', options.type);
+  for (const pair of options.label ?? []) {
+    const at = pair.indexOf('=');
+    if (at <= 0) throw new CliError(`--label expects KEY=VALUE, got "${pair}"`, 2);
+    params.set(`filter[labels][${pair.slice(0, at)}]`, pair.slice(at + 1));
+  }
+  params.set('limit', String(integerOption('limit', options.limit, 1)));
+  params.set('offset', String(integerOption('offset', options.offset)));
+  if (options.sort) params.set('sort', options.sort);
+  const body = await api(options.url, `/v1/runs?${params}`);
+  if (options.json) return printJson(body);
+  printTable(body.data, ['id', 'status', 'route', 'action', 'event_type', 'attempts', 'created_at']);
+  process.stdout.write(`${body.meta.count} of ${body.meta.total}\n`);
+}
+
+export async function runsGetCommand(id: string, options: { url: string; json?: boolean }): Promise<void> {
+  const run = await api(options.url, `/v1/runs/${encodeURIComponent(id)}`);
+  if (options.json) return printJson(run);
+  const { attempts_log: attempts, ...rest } = run;
+  for (const [k, v] of Object.entries(rest)) process.stdout.write(`${k.padEnd(16)} ${typeof v === 'object' && v !== null ? JSON.stringify(v) : v ?? '-'}\n`);
+  if (attempts.length > 0) {
+    process.stdout.write('\n');
+    printTable(attempts, ['n', 'outcome', 'started_at', 'ended_at', 'http_status', 'error_code', 'error_message']);
+  }
+}
+
+export async function dlqListCommand(options: ListOptions): Promise<void> {
+  const params = new URLSearchParams();
+  if (options.origin) params.set('filter[origin]', options.origin);
+  if (options.reason) params.set('filter[reason]', options.reason);
+  params.set('limit', String(integerOption('limit', options.limit, 1)));
+  params.set('offset', String(integerOption('offset', options.offset)));
+  const body = await api(options.url, `/v1/dead-letters?${params}`);
+  if (options.json) return printJson(body);
+  printTable(body.data, ['id', 'origin', 'source', 'reason', 'attempts', 'last_seen_at', 'error']);
+  process.stdout.write(`${body.meta.count} of ${body.meta.total}\n`);
+}
+
+export async function dlqReplayCommand(ids: string[], options: { url: string }): Promise<void> {
+  let failed = 0;
+  for (const id of ids) {
+    try {
+      const r = await api(options.url, `/v1/dead-letters/${encodeURIComponent(id)}/replay`, { method: 'POST' });
+      const what = r.run ? `run ${r.run.id} queued again` : `${r.events.length} event(s): ${r.events.map((e: { status: string }) => e.status).join(', ')}`;
+      process.stdout.write(`${id}: replayed, ${what}\n`);
+    } catch (err) {
+      failed += 1;
+      process.stderr.write(`${id}: ${(err as Error).message}\n`);
+    }
+  }
+  if (failed > 0) throw new CliError(`${failed} of ${ids.length} replays failed`);
+}

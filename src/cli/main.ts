@@ -1,0 +1,14 @@
+#!/usr/bin/env node
+/** The `dispatcher` executable: see ./program.ts. */
+
+import { main } from './program.js';
+
+main(process.argv).then(
+  (code) => {
+    if (code !== 0) process.exitCode = code;
+  },
+  (err) => {
+    process.stderr.write(`${(err as Error).stack ?? String(err)}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,123 @@
+/**
+ * `dispatcher`: a thin shell over the library. Commands that need a running dispatcher (`send`, `runs`,
+ * `dlq`) speak its HTTP API (`--url`, or `DISPATCHER_URL`); the others load the configuration and work
+ * locally. Exit codes: 0 done, 1 failed, 2 usage.
+ */
+
+import { Command, CommanderError, Option } from 'commander';
+import { serveCommand, migrateCommand } from './serve.js';
+import { sendCommand } from './send.js';
+import { runsGetCommand, runsListCommand, dlqListCommand, dlqReplayCommand } from './client.js';
+import { routesTestCommand } from './routes-test.js';
+import { initConfigCommand, validateConfigCommand } from './config.js';
+import { CliError, fail } from './output.js';
+
+export function buildProgram(): Command {
+  const program = new Command('dispatcher')
+    .description('Event dispatcher: events in from HTTP or any bus, checked, routed by rules to actions, every run tracked.')
+    .version('0.1.0')
+    .showHelpAfterError()
+    .exitOverride();
+
+  const configOption = () => new Option('-c, --config <file>', 'configuration file (YAML); also DISPATCHER_CONFIG');
+  const urlOption = () => new Option('-u, --url <url>', 'the dispatcher to talk to').env('DISPATCHER_URL').default('http://127.0.0.1:8080');
+
+  program
+    .command('serve')
+    .description('serve the HTTP API and run routed actions')
+    .addOption(configOption())
+    .option('-p, --port <port>', 'HTTP port')
+    .option('-H, --host <host>', 'HTTP host to bind')
+    .option('-s, --store <url>', 'store URL: sqlite:FILE or postgres://…')
+    .option('-l, --log-level <level>', 'fatal, error, warn, info, debug, trace or silent')
+    .action(serveCommand);
+
+  program
+    .command('migrate')
+    .description('create or upgrade the store schema, then exit')
+    .addOption(configOption())
+    .option('-s, --store <url>', 'store URL: sqlite:FILE or postgres://…')
+    .action(migrateCommand);
+
+  program
+    .command('send')
+    .description('send events from a file or standard input (JSON: one event or an array; or JSON Lines)')
+    .argument('[file]', 'file to read; - or nothing for standard input')
+    .addOption(urlOption())
+    .option('-b, --batch <n>', 'events per request', '500')
+    .option('--no-progress', 'no progress bar')
+    .action(sendCommand);
+
+  const runs = program.command('runs').description('list and inspect runs');
+  runs
+    .command('list')
+    .description('list runs')
+    .addOption(urlOption())
+    .option('--status <statuses>', 'comma-separated statuses')
+    .option('--route <routes>', 'comma-separated routes')
+    .option('--type <types>', 'comma-separated event types')
+    .option('--label <key=value...>', 'label filters')
+    .option('--limit <n>', 'how many', '20')
+    .option('--offset <n>', 'skip this many', '0')
+    .option('--sort <field>', 'sort, e.g. -created_at')
+    .option('--json', 'print JSON')
+    .action(runsListCommand);
+  runs.command('get').description('one run with its attempts').argument('<id>').addOption(urlOption()).option('--json', 'print JSON').action(runsGetCommand);
+
+  const dlq = program.command('dlq').description('dead letters');
+  dlq
+    .command('list')
+    .description('list dead letters')
+    .addOption(urlOption())
+    .option('--origin <origin>', 'intake or run')
+    .option('--reason <codes>', 'comma-separated reason codes')
+    .option('--limit <n>', 'how many', '20')
+    .option('--offset <n>', 'skip this many', '0')
+    .option('--json', 'print JSON')
+    .action(dlqListCommand);
+  dlq.command('replay').description('replay dead letters').argument('<ids...>').addOption(urlOption()).action(dlqReplayCommand);
+
+  program
+    .command('routes')
+    .description('routes')
+    .command('test')
+    .description('show which routes and actions an event matches, and why')
+    .argument('<event>', 'event file (JSON), or - for standard input')
+    .addOption(configOption())
+    .option('--json', 'print JSON')
+    .action(routesTestCommand);
+
+  program
+    .command('init-config')
+    .description('write a commented starter configuration')
+    .argument('[file]', 'where to write it', 'dispatcher.yaml')
+    .option('-i, --interactive', 'ask for the main settings')
+    .option('-y, --yes', 'take the defaults without asking')
+    .option('-f, --force', 'overwrite an existing file')
+    .action(initConfigCommand);
+
+  program
+    .command('validate-config')
+    .description('check a configuration file (and the environment) without starting')
+    .argument('[file]', 'the file; else --config or DISPATCHER_CONFIG')
+    .addOption(configOption())
+    .action(validateConfigCommand);
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
+      return 2;
+    }
+    if (err instanceof CliError) return fail(err.message, err.exitCode);
+    return fail((err as Error).message ?? String(err), 1);
+  }
+}
+

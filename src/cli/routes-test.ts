@@ -1,0 +1,64 @@
+/** `dispatcher routes test EVENT.json`: which routes and actions an event matches, and why. */
+
+import { pino } from 'pino';
+import { loadPlugins, builtinActionTypes } from '../actions/index.js';
+import type { ActionType } from '../core/action.js';
+import { checkEnvelope } from '../core/envelope.js';
+import { compileRoutes, type RouteConfig, type RoutePlan } from '../core/routes.js';
+import { TypeRegistry } from '../core/type-registry.js';
+import type { CloudEvent } from '../core/types.js';
+import type { DispatcherConfig } from '../config/schema.js';
+import { configFromFlags } from './serve.js';
+import { readEvents } from './send.js';
+import { CliError, printJson } from './output.js';
+
+export async function compileForCheck(config: DispatcherConfig): Promise<RoutePlan> {
+  const actionTypes = new Map<string, ActionType>();
+  for (const t of [...builtinActionTypes, ...(await loadPlugins(config.plugins))]) actionTypes.set(t.type, t);
+  new TypeRegistry(config.types);
+  return compileRoutes({
+    routes: config.routes as RouteConfig[],
+    actionTypes,
+    actionSettings: config.actions as Record<string, Record<string, unknown>>,
+    log: pino({ level: 'silent' }),
+  });
+}
+
+export async function routesTestCommand(file: string, options: { config?: string; json?: boolean }): Promise<void> {
+  const config = await configFromFlags({ config: options.config });
+  const events = await readEvents(file);
+  if (events.length !== 1) throw new CliError(`expected one event in ${file}, found ${events.length}`);
+  const problems = checkEnvelope(events[0], '');
+  const types = new TypeRegistry(config.types);
+  const event = events[0] as CloudEvent;
+  if (problems.length === 0 && types.has(event.type)) problems.push(...types.check(event.type, event.data, ''));
+  const plan = await compileForCheck(config);
+  try {
+    const explained = plan.index.explain(event);
+    const result = {
+      valid: problems.length === 0,
+      problems,
+      routes: explained.map((r) => ({
+        route: r.name,
+        matched: r.matched,
+        reasons: r.reasons,
+        actions: r.matched ? plan.routes[r.index]!.actions.map((a) => `${a.name} (${a.type})`) : [],
+      })),
+    };
+    if (options.json) return printJson(result);
+    if (problems.length > 0) {
+      process.stdout.write('the event would be refused:\n');
+      for (const p of problems) process.stdout.write(`  ${p.pointer || '/'}: ${p.message}\n`);
+    }
+    const matched = result.routes.filter((r) => r.matched);
+    for (const r of result.routes) {
+      process.stdout.write(`${r.matched ? '✓' : '✗'} ${r.route}\n`);
+      for (const reason of r.reasons) process.stdout.write(`    ${reason}\n`);
+      for (const a of r.actions) process.stdout.write(`    → ${a}\n`);
+    }
+    process.stdout.write(matched.length === 0 ? 'no route matches: the event would be recorded as unrouted\n' : `${matched.length} route(s) match\n`);
+    if (problems.length > 0) process.exitCode = 1;
+  } finally {
+    await plan.close();
+  }
+}

@@ -1,0 +1,76 @@
+/** `dispatcher serve` and `dispatcher migrate`. */
+
+import { loadConfig } from '../config/load.js';
+import type { DispatcherConfig } from '../config/schema.js';
+import { createDispatcher } from '../dispatcher.js';
+import { openStore } from '../store/index.js';
+import { CliError, integerOption } from './output.js';
+
+interface ServeOptions {
+  config?: string;
+  port?: string;
+  host?: string;
+  store?: string;
+  logLevel?: string;
+}
+
+export async function configFromFlags(options: ServeOptions): Promise<DispatcherConfig> {
+  const overrides: Record<string, Record<string, unknown>> = {};
+  if (options.port !== undefined) overrides.server = { ...overrides.server, port: integerOption('port', options.port) };
+  if (options.host !== undefined) overrides.server = { ...overrides.server, host: options.host };
+  if (options.store !== undefined) overrides.store = { url: options.store };
+  if (options.logLevel !== undefined) overrides.log = { level: options.logLevel };
+  return loadConfig({ file: options.config, env: process.env, overrides: overrides as never });
+}
+
+export async function serveCommand(options: ServeOptions): Promise<void> {
+  const config = await configFromFlags(options);
+  const dispatcher = await createDispatcher({ config });
+  const address = await dispatcher.listen();
+  dispatcher.log.info({ address, store: config.store.url.replace(/:[^:@/]*@/, ':***@'), routes: dispatcher.plan.routes.length }, `dispatcher serving on ${address}`);
+
+  await new Promise<void>((resolve) => {
+    let stopping = false;
+    const stop = (signal: NodeJS.Signals) => {
+      if (stopping) {
+        // A second signal: the operator is not waiting any more.
+        dispatcher.log.warn({ signal }, 'second signal: exiting now');
+        process.exit(1);
+      }
+      stopping = true;
+      dispatcher.log.info({ signal }, 'stopping: no new events, finishing or releasing runs in flight');
+      // Bounded: the runner waits at most shutdownTimeout; past that plus a margin, exit anyway.
+      const hard = setTimeout(() => {
+        dispatcher.log.error('shutdown took too long; exiting');
+        process.exit(1);
+      }, config.runner.shutdownTimeout + 5_000);
+      hard.unref();
+      dispatcher.close().then(
+        () => {
+          dispatcher.log.info('stopped');
+          resolve();
+        },
+        (err) => {
+          dispatcher.log.error({ err }, 'stopping failed');
+          process.exitCode = 1;
+          resolve();
+        },
+      );
+    };
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+  });
+}
+
+export async function migrateCommand(options: { config?: string; store?: string }): Promise<void> {
+  const config = await configFromFlags(options);
+  const store = await openStore({ url: config.store.url, poolSize: 1 });
+  try {
+    await store.migrate();
+  } catch (err) {
+    throw new CliError(`migration failed: ${(err as Error).message}`);
+  } finally {
+    await store.close();
+  }
+  process.stdout.write(`the ${store.dialect} store is up to date\n`);
+}

@@ -1,0 +1,684 @@
+/**
+ * Loading the configuration, in one visible order (../../shared/STYLE.md, example 6):
+ *
+ *   defaults ← file (YAML) ← environment (`DISPATCHER_*`) ← overrides (flags)
+ *
+ * Objects merge deeply; arrays and scalars replace. The merged result is checked ONCE against
+ * `CONFIG_SCHEMA` (Ajv, all errors), then normalized (durations → milliseconds, sizes → bytes, relative
+ * paths → absolute, `schemaFile` → `schema`) and deep-frozen. Nothing checks it again later.
+ *
+ * Every problem names where the bad value came from (the file, the environment variable, `flags` or
+ * `defaults`), the option's path and what is wrong, e.g.
+ *
+ *   dispatcher.yaml: routes[0].retry.attempts: must be >= 1, got 0
+ *
+ * Messages write paths the way docs/configuration.md names options (`deadLetters.maxCount`, with
+ * `routes[0]` for list items and `types["alert.raised"]` for keys that are not plain words);
+ * `problems[].pointer` is the same place as an RFC 6901 JSON pointer (`/routes/0/retry/attempts`).
+ * They are collected, not thrown one at a time, so one run of `validate-config` shows them all.
+ */
+
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import { parseDocument } from 'yaml';
+import { DispatcherError, type ErrorProblem } from '../core/errors.js';
+import { parseDuration, parseSize } from '../core/units.js';
+import { DEFAULTS } from './defaults.js';
+import {
+  CONFIG_SCHEMA,
+  ENV_OPTIONS,
+  kindOf,
+  schemaAt,
+  unitOf,
+  type DeepPartial,
+  type DispatcherConfig,
+  type JsonSchema,
+  type RawConfig,
+  type RawRoute,
+  type RawTypeConfig,
+  type RouteAction,
+  type RouteConfig,
+  type SchemaNode,
+  type TypeConfig,
+  type ValueKind,
+} from './schema.js';
+
+export interface LoadConfigOptions {
+  /** The YAML file; else `env.DISPATCHER_CONFIG`; else none (defaults, environment and overrides only). */
+  file?: string;
+  /** Where `DISPATCHER_*` variables and `${VAR}` substitutions are read from. Default: `process.env`. */
+  env?: NodeJS.ProcessEnv;
+  /** The last layer: command-line flags. Relative paths in it are taken from the working directory. */
+  overrides?: DeepPartial<RawConfig>;
+}
+
+/** One problem of a configuration: `pointer` and `message` as every DispatcherError has them, plus `source`. */
+export interface ConfigProblem extends ErrorProblem {
+  /** Where the bad value came from: the file as given, an environment variable, `flags` or `defaults`. */
+  source: string;
+}
+
+/** The source label of the last layer. */
+const FLAGS_SOURCE = 'flags';
+const DEFAULTS_SOURCE = 'defaults';
+
+/**
+ * Merge the layers, check the result once, normalize it and freeze it. Throws a DispatcherError with code
+ * `config_invalid` listing every problem found.
+ */
+export async function loadConfig(options: LoadConfigOptions = {}): Promise<DispatcherConfig> {
+  const env = options.env ?? process.env;
+  const file = options.file ?? (env.DISPATCHER_CONFIG || undefined);
+  const problems = new Problems();
+
+  const layers: Layer[] = [{ source: DEFAULTS_SOURCE, value: structuredClone(DEFAULTS) }];
+  if (file !== undefined) {
+    const fileLayer = await readFileLayer(file, env, problems);
+    if (fileLayer !== null) layers.push(fileLayer);
+  }
+  layers.push(...readEnvLayers(env, problems));
+  if (options.overrides !== undefined) {
+    layers.push({ source: FLAGS_SOURCE, value: resolvePaths(structuredClone(options.overrides), process.cwd()) });
+  }
+  // A layer that could not be read (or a variable that did not parse) is left out, but the rest is still
+  // checked, so that one run reports every problem.
+  const origins = new Origins();
+  let merged: unknown = {};
+  for (const layer of layers) merged = mergeLayer(merged, layer.value, [], layer.source, origins);
+
+  checkSchema(merged, origins, problems);
+  checkRoutes(merged, origins, problems);
+  problems.throwIfAny();
+  const raw = merged as RawConfig;
+
+  const config = await normalize(raw, origins, problems);
+  problems.throwIfAny();
+  return deepFreeze(config);
+}
+
+/** Load `file` the way `loadConfig` would (with the environment, without flags); for `validate-config`. */
+export function validateConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): Promise<DispatcherConfig> {
+  return loadConfig({ file, env });
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Paths and problems.
+
+type Path = readonly (string | number)[];
+
+/** RFC 6901: `['routes', 0, 'retry']` → `/routes/0/retry`. */
+function toPointer(p: Path): string {
+  return p.map((key) => `/${String(key).replace(/~/g, '~0').replace(/\//g, '~1')}`).join('');
+}
+
+/** `['routes', 0, 'retry']` → `routes[0].retry`; `['types', 'alert.raised']` → `types["alert.raised"]`. */
+function toDisplayPath(p: Path): string {
+  let out = '';
+  for (const key of p) {
+    if (typeof key === 'number') out += `[${key}]`;
+    else if (/^[A-Za-z_$][\w$-]*$/.test(key)) out += out === '' ? key : `.${key}`;
+    else out += `[${JSON.stringify(key)}]`;
+  }
+  return out;
+}
+
+class Problems {
+  readonly list: ConfigProblem[] = [];
+
+  add(source: string, p: Path, problem: string): void {
+    const where = p.length === 0 ? '' : `${toDisplayPath(p)}: `;
+    const message = `${source}: ${where}${problem}`;
+    if (!this.list.some((x) => x.message === message)) this.list.push({ pointer: toPointer(p), source, message });
+  }
+
+  throwIfAny(): void {
+    if (this.list.length === 0) return;
+    const lines = this.list.map((p) => p.message);
+    const message =
+      lines.length === 1
+        ? `Invalid configuration: ${lines[0]}`
+        : `Invalid configuration (${lines.length} problems):\n  ${lines.join('\n  ')}`;
+    throw new DispatcherError('config_invalid', message, { problems: this.list.map((p) => ({ ...p })) });
+  }
+}
+
+/** Which layer gave each value: pointer → source. A path without an entry inherits its parent's. */
+class Origins {
+  readonly #map = new Map<string, string>();
+
+  set(p: Path, source: string, replacesSubtree: boolean): void {
+    const pointer = toPointer(p);
+    if (replacesSubtree) {
+      for (const key of this.#map.keys()) if (key.startsWith(`${pointer}/`)) this.#map.delete(key);
+    }
+    this.#map.set(pointer, source);
+  }
+
+  of(p: Path): string {
+    for (let n = p.length; n >= 0; n--) {
+      const source = this.#map.get(toPointer(p.slice(0, n)));
+      if (source !== undefined) return source;
+    }
+    return DEFAULTS_SOURCE;
+  }
+}
+
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'a list';
+  if (typeof value === 'object') return 'an object';
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 60 ? `${text.slice(0, 57)}…` : text;
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Layers.
+
+interface Layer {
+  source: string;
+  value: unknown;
+}
+
+/**
+ * Merge `over` into `base`: objects key by key, anything else (arrays included) replaces. `undefined`
+ * means "not set" (an absent flag), so it never replaces anything.
+ */
+function mergeLayer(base: unknown, over: unknown, p: Path, source: string, origins: Origins): unknown {
+  if (over === undefined) return base;
+  if (isPlainObject(over) && isPlainObject(base)) {
+    origins.set(p, source, false);
+    for (const [key, value] of Object.entries(over)) {
+      if (value === undefined) continue;
+      base[key] = mergeLayer(base[key], value, [...p, key], source, origins);
+    }
+    return base;
+  }
+  origins.set(p, source, true);
+  return structuredClone(over);
+}
+
+async function readFileLayer(file: string, env: NodeJS.ProcessEnv, problems: Problems): Promise<Layer | null> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    problems.add(file, [], `cannot read the configuration file: ${(err as Error).message}`);
+    return null;
+  }
+  const value = parseYamlText(text, file, [], problems);
+  if (value === undefined) return null;
+  if (value === null) return { source: file, value: {} }; // an empty file, or only comments
+  if (!isPlainObject(value)) {
+    problems.add(file, [], `the file must hold a mapping of sections (server, store, routes, …), not ${describe(value)}`);
+    return null;
+  }
+  const before = problems.list.length;
+  const substituted: Path[] = [];
+  const expanded = substituteTree(value, [], env, file, problems, substituted);
+  if (problems.list.length > before) return null;
+  for (const p of substituted) coerceSubstituted(expanded as Record<string, unknown>, p);
+  return { source: file, value: resolvePaths(expanded as Record<string, unknown>, path.dirname(path.resolve(file))) };
+}
+
+/**
+ * Parse YAML (JSON is YAML too). Syntax errors are reported with line and column against `source`, at
+ * `at` (the option that named the file, for schema files). Returns undefined when the text is not valid.
+ */
+function parseYamlText(text: string, source: string, at: Path, problems: Problems): unknown {
+  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
+  if (doc.errors.length > 0) {
+    for (const err of doc.errors) {
+      const pos = err.linePos?.[0];
+      const where = pos === undefined ? '' : ` at line ${pos.line}, column ${pos.col}`;
+      const what = err.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '');
+      problems.add(source, at, `YAML syntax error${where}: ${what}`);
+    }
+    return undefined;
+  }
+  try {
+    // A low alias count keeps a "billion laughs" document from expanding without bound.
+    return doc.toJS({ maxAliasCount: 100 }) as unknown;
+  } catch (err) {
+    problems.add(source, at, `cannot read the YAML: ${(err as Error).message}`);
+    return undefined;
+  }
+}
+
+/** One layer per variable set, so that a problem with its value names that variable. */
+function readEnvLayers(env: NodeJS.ProcessEnv, problems: Problems): Layer[] {
+  const layers: Layer[] = [];
+  for (const option of ENV_OPTIONS) {
+    const text = env[option.variable];
+    // Empty means unset, as `FOO= dispatcher serve` or a compose file's `${FOO:-}` intend.
+    if (text === undefined || text === '') continue;
+    const coerced = coerceText(option.kind, text);
+    if (!coerced.ok) {
+      problems.add(option.variable, option.path, `must be ${coerced.expected}, got ${describe(text)}`);
+      continue;
+    }
+    let value: unknown = coerced.value;
+    for (const key of [...option.path].reverse()) value = { [key]: value };
+    layers.push({ source: option.variable, value });
+  }
+  return layers;
+}
+
+type Coerced = { ok: true; value: unknown } | { ok: false; expected: string };
+
+const BOOLEANS: Record<string, boolean> = { true: true, false: false, yes: true, no: false, on: true, off: false, '1': true, '0': false };
+
+/** Text (an environment variable, a substituted value) as the option's kind wants it. */
+function coerceText(kind: ValueKind, text: string): Coerced {
+  const trimmed = text.trim();
+  switch (kind) {
+    case 'string':
+      return { ok: true, value: text };
+    case 'integer':
+      return /^[+-]?\d+$/.test(trimmed) ? { ok: true, value: Number(trimmed) } : { ok: false, expected: 'an integer' };
+    case 'number': {
+      const n = Number(trimmed);
+      return trimmed !== '' && Number.isFinite(n) ? { ok: true, value: n } : { ok: false, expected: 'a number' };
+    }
+    case 'boolean': {
+      const b = BOOLEANS[trimmed.toLowerCase()];
+      return b === undefined ? { ok: false, expected: 'true or false' } : { ok: true, value: b };
+    }
+    case 'duration':
+      if (/^\d+$/.test(trimmed)) return { ok: true, value: Number(trimmed) };
+      return parseDuration(trimmed) === null ? { ok: false, expected: DURATION_EXPECTED } : { ok: true, value: trimmed };
+    case 'size':
+      if (/^\d+$/.test(trimmed)) return { ok: true, value: Number(trimmed) };
+      return parseSize(trimmed) === null ? { ok: false, expected: SIZE_EXPECTED } : { ok: true, value: trimmed };
+    case 'string[]':
+      return { ok: true, value: text.split(',').map((s) => s.trim()).filter((s) => s !== '') };
+  }
+}
+
+const DURATION_EXPECTED = 'a duration (500ms, 30s, 5m, 1h, 7d) or a number of milliseconds';
+const SIZE_EXPECTED = 'a size (512B, 64KiB, 1MiB, 1MB) or a number of bytes';
+
+// ---------------------------------------------------------------------------------------------------
+// `${VAR}` substitution, in the string values of the file, before anything is checked.
+
+const VARIABLE = /^([A-Za-z_][A-Za-z0-9_]*)(?::-([\s\S]*))?$/;
+
+/**
+ * `${VAR}` is the variable's value (an error when it is unset); `${VAR:-default}` is the default when the
+ * variable is unset or empty; `$${` is a literal `${`.
+ */
+function substituteString(text: string, env: NodeJS.ProcessEnv): { value: string; expanded: boolean } | { error: string } {
+  if (!text.includes('$')) return { value: text, expanded: false };
+  let out = '';
+  let expanded = false;
+  let i = 0;
+  while (i < text.length) {
+    if (text.startsWith('$${', i)) {
+      out += '${';
+      i += 3;
+    } else if (text.startsWith('${', i)) {
+      const end = text.indexOf('}', i + 2);
+      if (end < 0) return { error: 'unclosed "${" (write "$${" for a literal "${")' };
+      const expression = text.slice(i + 2, end);
+      const m = VARIABLE.exec(expression);
+      if (!m) return { error: `bad substitution "\${${expression}}": write \${NAME} or \${NAME:-default} (or "$\${" for a literal "\${")` };
+      const name = m[1]!;
+      const value = env[name];
+      if (m[2] !== undefined) out += value === undefined || value === '' ? m[2] : value;
+      else if (value === undefined) return { error: `environment variable ${name} is not set (write \${${name}:-default} to give a default)` };
+      else out += value;
+      expanded = true;
+      i = end + 1;
+    } else {
+      out += text[i];
+      i += 1;
+    }
+  }
+  return { value: out, expanded };
+}
+
+function substituteTree(
+  value: unknown,
+  p: Path,
+  env: NodeJS.ProcessEnv,
+  file: string,
+  problems: Problems,
+  substituted: Path[],
+): unknown {
+  if (typeof value === 'string') {
+    const result = substituteString(value, env);
+    if ('error' in result) {
+      problems.add(file, p, result.error);
+      return value;
+    }
+    if (result.expanded) substituted.push(p);
+    return result.value;
+  }
+  if (Array.isArray(value)) return value.map((item, i) => substituteTree(item, [...p, i], env, file, problems, substituted));
+  if (isPlainObject(value)) {
+    const out: Record<string, unknown> = {};
+    for (const [key, item] of Object.entries(value)) {
+      if (key === '__proto__') {
+        problems.add(file, [...p, key], 'the key "__proto__" is not allowed');
+        continue;
+      }
+      out[key] = substituteTree(item, [...p, key], env, file, problems, substituted);
+    }
+    return out;
+  }
+  return value;
+}
+
+/**
+ * A substituted value is text; where the schema wants a number, a boolean, a duration or a size, read it
+ * as the environment variables are read (`port: ${PORT:-8080}` is a port, not the string "8080"). Values
+ * that do not read are left alone for the schema check to report.
+ */
+function coerceSubstituted(root: Record<string, unknown>, p: Path): void {
+  const kind = kindOf(schemaAt(p));
+  if (kind === null || kind === 'string') return;
+  let parent: unknown = root;
+  for (const key of p.slice(0, -1)) parent = (parent as Record<string | number, unknown>)[key];
+  const last = p[p.length - 1]!;
+  const container = parent as Record<string | number, unknown>;
+  const text = container[last];
+  if (typeof text !== 'string') return;
+  const coerced = coerceText(kind, text);
+  if (coerced.ok) container[last] = coerced.value;
+}
+
+/** `./x` and `../x` in `plugins`, and every relative `schemaFile`, are taken from `baseDir`. */
+function resolvePaths<T>(value: T, baseDir: string): T {
+  if (!isPlainObject(value)) return value;
+  if (isPlainObject(value.plugins)) {
+    for (const [type, specifier] of Object.entries(value.plugins)) {
+      // Only paths: a bare specifier (`@acme/dispatcher-action`) is a package, found by Node as usual.
+      if (typeof specifier === 'string' && /^\.\.?([/\\]|$)/.test(specifier)) value.plugins[type] = path.resolve(baseDir, specifier);
+    }
+  }
+  if (isPlainObject(value.types)) {
+    for (const type of Object.values(value.types)) {
+      if (isPlainObject(type) && typeof type.schemaFile === 'string' && type.schemaFile !== '') {
+        type.schemaFile = path.resolve(baseDir, type.schemaFile);
+      }
+    }
+  }
+  return value;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The check: once, with Ajv, against CONFIG_SCHEMA; then what a schema cannot say.
+
+let validator: ValidateFunction | undefined;
+
+function compiledSchema(): ValidateFunction {
+  // useDefaults fills what a route or type leaves out (retry, timeout, …) from the schema's defaults;
+  // verbose gives each error its schema and value, for messages that say what was expected and found.
+  validator ??= new Ajv({ allErrors: true, verbose: true, useDefaults: true, allowUnionTypes: true, strict: true, strictRequired: false }).compile(
+    CONFIG_SCHEMA as object,
+  );
+  return validator;
+}
+
+function checkSchema(data: unknown, origins: Origins, problems: Problems): void {
+  const validate = compiledSchema();
+  if (validate(data)) return;
+  const errors = validate.errors ?? [];
+  // An option that is a duration or a size is an anyOf of a number and a pattern; say that once, in words,
+  // instead of repeating each branch's complaint.
+  const unitErrors = errors.filter((e) => e.keyword === 'anyOf' && unitOf(e.parentSchema as SchemaNode) !== null);
+  for (const e of errors) {
+    if (unitErrors.some((u) => u !== e && u.instancePath === e.instancePath && e.schemaPath.startsWith(`${u.schemaPath}/`))) continue;
+    if (e.keyword === 'propertyNames') continue; // its inner error says it better
+    const { at, problem } = explain(e, data);
+    problems.add(origins.of(at), at, problem);
+  }
+}
+
+/** Turn an Ajv pointer back into keys and indexes by walking the data (a key may look like a number). */
+function pointerToPath(pointer: string, data: unknown): Path {
+  if (pointer === '') return [];
+  const out: (string | number)[] = [];
+  let node = data;
+  for (const raw of pointer.slice(1).split('/')) {
+    const key = raw.replace(/~1/g, '/').replace(/~0/g, '~');
+    if (Array.isArray(node)) {
+      out.push(Number(key));
+      node = node[Number(key)];
+    } else {
+      out.push(key);
+      node = isPlainObject(node) ? node[key] : undefined;
+    }
+  }
+  return out;
+}
+
+function explain(e: ErrorObject, data: unknown): { at: Path; problem: string } {
+  const at = pointerToPath(e.instancePath, data);
+  const got = `, got ${describe(e.data)}`;
+  const parent = e.parentSchema as SchemaNode | undefined;
+  switch (e.keyword) {
+    case 'additionalProperties': {
+      const key = String(e.params.additionalProperty);
+      const known = Object.keys(parent?.properties ?? {});
+      const near = closest(key, known);
+      const hint = near === null ? '' : ` (did you mean "${near}"?)`;
+      return { at: [...at, key], problem: `unknown key "${key}"${hint}; known keys: ${known.join(', ')}` };
+    }
+    case 'required':
+      return { at: [...at, String(e.params.missingProperty)], problem: 'is required' };
+    case 'anyOf': {
+      const unit = unitOf(parent);
+      if (unit !== null) return { at, problem: `must be ${unit === 'duration' ? DURATION_EXPECTED : SIZE_EXPECTED}${got}` };
+      return { at, problem: `${e.message ?? 'is invalid'}${got}` };
+    }
+    case 'not':
+      if (parent?.properties?.schemaFile !== undefined) return { at, problem: 'give either "schema" or "schemaFile", not both' };
+      return { at, problem: e.message ?? 'is invalid' };
+    case 'enum':
+      return { at, problem: `must be one of ${(e.params.allowedValues as unknown[]).join(', ')}${got}` };
+    case 'type':
+      return { at, problem: `must be ${String(e.params.type).split(',').join(' or ')}${got}` };
+    case 'minItems':
+      return { at, problem: `must hold at least ${String(e.params.limit)} item${e.params.limit === 1 ? '' : 's'}` };
+    case 'minProperties':
+      return { at, problem: `must hold at least ${String(e.params.limit)} key${e.params.limit === 1 ? '' : 's'}` };
+    default:
+      return { at, problem: `${e.message ?? 'is invalid'}${isPlainObject(e.data) || Array.isArray(e.data) ? '' : got}` };
+  }
+}
+
+/** The known key a typo most likely meant: at most two edits away. */
+function closest(key: string, known: readonly string[]): string | null {
+  let best: string | null = null;
+  let bestDistance = 3;
+  for (const candidate of known) {
+    const distance = editDistance(key.toLowerCase(), candidate.toLowerCase());
+    if (distance < bestDistance) {
+      best = candidate;
+      bestDistance = distance;
+    }
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      current[j] = Math.min(previous[j]! + 1, current[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    previous = current;
+  }
+  return previous[b.length]!;
+}
+
+/**
+ * What the schema cannot say: route names are unique; an action names exactly one action type; action
+ * names are unique within their route. Runs beside the schema check (so it must not trust the shape).
+ */
+function checkRoutes(data: unknown, origins: Origins, problems: Problems): void {
+  const routes = isPlainObject(data) && Array.isArray(data.routes) ? data.routes : [];
+  const firstIndex = new Map<string, number>();
+  routes.forEach((route: unknown, i) => {
+    if (!isPlainObject(route)) return;
+    if (typeof route.name === 'string') {
+      const at: Path = ['routes', i, 'name'];
+      const first = firstIndex.get(route.name);
+      if (first === undefined) firstIndex.set(route.name, i);
+      else problems.add(origins.of(at), at, `route name "${route.name}" is used twice: by routes[${first}] and routes[${i}]`);
+    }
+    const actions = Array.isArray(route.actions) ? route.actions : [];
+    const actionNames = new Map<string, number>();
+    actions.forEach((action: unknown, j) => {
+      if (!isPlainObject(action)) return;
+      const at: Path = ['routes', i, 'actions', j];
+      const types = Object.keys(action).filter((key) => key !== 'name');
+      if (types.length !== 1) {
+        const found = types.length === 0 ? 'none' : types.join(', ');
+        problems.add(origins.of(at), at, `an action has exactly one action-type key (http, publish, noop, …) besides "name"; found ${found}`);
+      }
+      if (typeof action.name !== 'string') return;
+      const other = actionNames.get(action.name);
+      if (other === undefined) actionNames.set(action.name, j);
+      else problems.add(origins.of([...at, 'name']), [...at, 'name'], `action name "${action.name}" is used twice in the route: by actions[${other}] and actions[${j}]`);
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Normalization: units, schema files; then freeze.
+
+function ms(value: unknown): number {
+  const n = parseDuration(value);
+  // The schema check let only valid durations through; reaching this is a bug in the schema.
+  if (n === null) throw new DispatcherError('internal', `not a duration after the schema check: ${describe(value)}`);
+  return n;
+}
+
+function bytes(value: unknown): number {
+  const n = parseSize(value);
+  if (n === null) throw new DispatcherError('internal', `not a size after the schema check: ${describe(value)}`);
+  return n;
+}
+
+async function normalize(raw: RawConfig, origins: Origins, problems: Problems): Promise<DispatcherConfig> {
+  const { server, store, log, intake, runner, deadLetters, metrics } = raw;
+  const { http, ...otherActions } = raw.actions;
+  return {
+    server: { host: server.host, port: server.port, bodyLimit: bytes(server.bodyLimit), requestTimeout: ms(server.requestTimeout) },
+    store: { url: store.url, poolSize: store.poolSize },
+    log: { level: log.level },
+    intake: { strict: intake.strict, maxBatch: intake.maxBatch, maxDepth: intake.maxDepth, maxHops: intake.maxHops },
+    runner: {
+      concurrency: runner.concurrency,
+      batchSize: runner.batchSize,
+      lease: ms(runner.lease),
+      poll: ms(runner.poll),
+      sweepInterval: ms(runner.sweepInterval),
+      shutdownTimeout: ms(runner.shutdownTimeout),
+    },
+    deadLetters: { maxBytes: bytes(deadLetters.maxBytes), maxCount: deadLetters.maxCount },
+    metrics: { enabled: metrics.enabled },
+    actions: {
+      ...otherActions,
+      http: {
+        allow: [...http.allow],
+        ...(http.signingSecret === undefined ? {} : { signingSecret: http.signingSecret }),
+        timeout: ms(http.timeout),
+        maxResponseBytes: bytes(http.maxResponseBytes),
+        userAgent: http.userAgent,
+      },
+    },
+    plugins: { ...raw.plugins },
+    types: await normalizeTypes(raw.types, origins, problems),
+    routes: raw.routes.map(normalizeRoute),
+  };
+}
+
+async function normalizeTypes(
+  types: Record<string, RawTypeConfig>,
+  origins: Origins,
+  problems: Problems,
+): Promise<Record<string, TypeConfig>> {
+  const out: Record<string, TypeConfig> = {};
+  await Promise.all(
+    Object.entries(types).map(async ([name, type]) => {
+      const description = type.description === undefined ? {} : { description: type.description };
+      if (type.schemaFile === undefined) {
+        out[name] = { ...description, ...(type.schema === undefined ? {} : { schema: type.schema }) };
+        return;
+      }
+      const schema = await readSchemaFile(type.schemaFile, ['types', name, 'schemaFile'], origins, problems);
+      if (schema !== undefined) out[name] = { ...description, schema, schemaFile: type.schemaFile };
+    }),
+  );
+  // Keep the file's order (Promise.all finished them in any order).
+  return Object.fromEntries(Object.keys(types).filter((name) => name in out).map((name) => [name, out[name]!]));
+}
+
+async function readSchemaFile(file: string, at: Path, origins: Origins, problems: Problems): Promise<JsonSchema | undefined> {
+  const source = origins.of(at);
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    problems.add(source, at, `cannot read the schema file: ${(err as Error).message}`);
+    return undefined;
+  }
+  let value: unknown;
+  if (/\.json$/i.test(file)) {
+    try {
+      value = JSON.parse(text) as unknown;
+    } catch (err) {
+      problems.add(source, at, `${file} is not valid JSON: ${(err as Error).message}`);
+      return undefined;
+    }
+  } else {
+    const sub = new Problems();
+    value = parseYamlText(text, file, [], sub);
+    for (const p of sub.list) problems.add(source, at, p.message);
+    if (value === undefined) return undefined;
+  }
+  if (!isPlainObject(value)) {
+    problems.add(source, at, `${file} must hold a JSON Schema object, not ${describe(value)}`);
+    return undefined;
+  }
+  return value;
+}
+
+function normalizeRoute(route: RawRoute): RouteConfig {
+  // The schema check filled every default (useDefaults), so the non-null assertions hold.
+  const retry = route.retry!;
+  return {
+    name: route.name,
+    ...(route.description === undefined ? {} : { description: route.description }),
+    enabled: route.enabled!,
+    match: route.match,
+    actions: route.actions.map((action): RouteAction => {
+      const out: Record<string, unknown> = {};
+      for (const [key, value] of Object.entries(action)) out[key] = key !== 'name' && value === null ? {} : value;
+      return out;
+    }),
+    retry: { attempts: retry.attempts!, backoff: ms(retry.backoff), maxBackoff: ms(retry.maxBackoff), maxAge: ms(retry.maxAge) },
+    timeout: ms(route.timeout),
+    deadline: ms(route.deadline),
+    ...(route.concurrency === undefined ? {} : { concurrency: route.concurrency }),
+    ...(route.orderingKey === undefined ? {} : { orderingKey: route.orderingKey }),
+    labels: route.labels!,
+  };
+}
+
+/** Freeze every object and array reachable from `value`. */
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const child of Object.values(value)) deepFreeze(child);
+  }
+  return value;
+}

@@ -1,0 +1,79 @@
+/**
+ * The action interface: one small contract that every action implements, built-in or plugin.
+ *
+ * An action type is a factory (`ActionType`) that checks its parameters once, when the configuration is
+ * loaded, and returns an `Action`: a prepared, reusable executor for one action of one route. The runner
+ * calls `execute` once per attempt of a run. A plugin is a module whose default export (or named export
+ * `action`) is an `ActionType`.
+ */
+
+import type { Logger } from 'pino';
+import type { CloudEvent } from './types.js';
+import type { Template } from './template.js';
+
+/** What an attempt may report besides throwing. Throw a DispatcherError to fail (retryable or not). */
+export type ActionOutcome =
+  | {
+      status: 'success';
+      /** HTTP status of the receiver's answer, when there was one. */
+      httpStatus?: number;
+      /** A short summary of the answer (truncated by the runner). */
+      response?: string;
+      /** Anything the action wants kept on the run as its result. */
+      result?: unknown;
+    }
+  | {
+      /** Work was handed to someone else: the run stays `running` until a callback ends it. */
+      status: 'waiting';
+      correlationId: string;
+      /** When to give up waiting (ms since epoch); the run's deadline otherwise. */
+      deadlineAt?: number;
+      response?: string;
+    };
+
+export interface ActionContext {
+  /** The event the run was planned for. */
+  event: CloudEvent;
+  /** Stable across attempts: pass it on as an idempotency key (`Idempotency-Key`, `webhook-id`, …). */
+  runId: string;
+  /** 1 for the first attempt. */
+  attempt: number;
+  /** Aborted when the attempt times out, the run is canceled or the dispatcher stops. */
+  signal: AbortSignal;
+  /** Hops the event has gone through (for `publish`). */
+  hops: number;
+  log: Logger;
+  /** Render a template against this event (`{{ data.title }}`). */
+  render(template: Template): unknown;
+  /** Services the core lends to actions. */
+  services: ActionServices;
+}
+
+/** What the core lends to actions: kept small, so that actions never reach into the core's files. */
+export interface ActionServices {
+  /** Take an event in as if it arrived on the `embedded` input, one hop further. */
+  publish(event: CloudEvent, hops: number): Promise<void>;
+}
+
+export interface Action {
+  execute(ctx: ActionContext): Promise<ActionOutcome>;
+  /** Release what `create` acquired (connections, agents). */
+  close?(): Promise<void>;
+}
+
+export interface ActionSettings {
+  /** `actions.<type>` from the configuration: settings shared by every action of the type. */
+  settings: Record<string, unknown>;
+  /** Compile a template (strings with `{{ … }}` anywhere inside a value). */
+  compile(value: unknown): Template;
+  log: Logger;
+}
+
+export interface ActionType {
+  /** The key used in route configuration: `- http: {…}`. */
+  readonly type: string;
+  /** JSON Schema of the parameters, checked once when the configuration loads. */
+  readonly paramsSchema?: object;
+  /** Prepare one action of one route. Throw to reject the configuration. */
+  create(params: Record<string, unknown>, settings: ActionSettings): Action | Promise<Action>;
+}

@@ -1,0 +1,244 @@
+/**
+ * Intake: the way of an event from the bytes an input received to committed runs.
+ *
+ *   decode ─▶ check envelope ─▶ check type schema ─▶ plan runs ─▶ group commit ─▶ answer
+ *      └──────── any problem ────────┴──▶ dead letter (raw bytes, reason, problems) ─▶ coded error
+ *
+ * A message is all or nothing: if any event in it is bad, none is accepted, every problem is named with a
+ * JSON pointer, and the raw bytes are kept as one dead letter. Sending the corrected message again is safe
+ * because (`source`, `id`) identifies an event: a duplicate is answered `duplicate` and makes no new runs.
+ *
+ * The caller acknowledges its input only after `receive` resolves: by then the events, their runs and the
+ * runs' `create` events are committed, or the dead letter is.
+ */
+
+import type { Logger } from 'pino';
+import { v7 as uuidv7 } from 'uuid';
+import { Batcher } from './batcher.js';
+import { checkEnvelope } from './envelope.js';
+import { DispatcherError, toDispatcherError, type ErrorProblem } from './errors.js';
+import type { Metrics } from './metrics.js';
+import type { RoutePlan } from './routes.js';
+import type { TypeRegistry } from './type-registry.js';
+import type { CloudEvent, Owner } from './types.js';
+import type { IntakeItem, IntakeResult, NewDeadLetter, Store } from '../store/types.js';
+
+export interface IntakeSettings {
+  /** Reject events whose type is not registered. */
+  strict: boolean;
+  maxBatch: number;
+  maxDepth: number;
+  maxHops: number;
+  /** Raw bytes kept per dead letter. */
+  deadLetterMaxBytes: number;
+}
+
+/** What an input hands to intake: the bytes as received, and who sent them. */
+export interface InboundMessage extends Owner {
+  input: string;
+  raw: Buffer;
+  contentType: string | null;
+  /** Headers or message properties worth keeping for a replay (content type, `ce-*`). */
+  headers: Record<string, string>;
+  hops?: number;
+}
+
+/** Candidate events from one message; `batch` says whether problems are pointed at as `/<index>/…`. */
+export interface Decoded {
+  events: unknown[];
+  batch: boolean;
+}
+
+/** Turns a message into candidate events; throws a DispatcherError (`invalid_json`, …) when it cannot. */
+export type Decoder = (message: InboundMessage) => Decoded;
+
+export interface IntakeAnswer {
+  results: IntakeResult[];
+}
+
+export interface IntakeDeps {
+  store: Store;
+  types: TypeRegistry;
+  plan: () => RoutePlan;
+  settings: IntakeSettings;
+  metrics: Metrics;
+  log: Logger;
+  /** Called after a commit that made runs: wakes the runner. */
+  onRuns: (count: number) => void;
+  now?: () => number;
+}
+
+export class Intake {
+  readonly #deps: IntakeDeps;
+  readonly #batcher: Batcher<IntakeItem, IntakeResult>;
+  readonly #deadLetters: Batcher<NewDeadLetter, string>;
+  #closed = false;
+
+  constructor(deps: IntakeDeps) {
+    this.#deps = deps;
+    this.#batcher = new Batcher((items) => deps.store.commitIntake(items), Math.max(deps.settings.maxBatch, 1000));
+    this.#deadLetters = new Batcher((items) => deps.store.addDeadLetters(items), 500);
+  }
+
+  get settings(): IntakeSettings {
+    return this.#deps.settings;
+  }
+
+  /** Stop taking events: `receive` answers `shutting_down` from now on. */
+  close(): void {
+    this.#closed = true;
+  }
+
+  async drain(): Promise<void> {
+    await this.#batcher.drain();
+    await this.#deadLetters.drain();
+  }
+
+  /**
+   * Decode, check, plan and commit one message. Resolves with one result per event; rejects with a coded
+   * DispatcherError after keeping the dead letter.
+   */
+  async receive(message: InboundMessage, decode: Decoder): Promise<IntakeAnswer> {
+    if (this.#closed) throw new DispatcherError('shutting_down', 'the dispatcher is stopping; send again later');
+    let decoded: Decoded;
+    try {
+      decoded = decode(message);
+      if (decoded.events.length > this.#deps.settings.maxBatch) {
+        throw new DispatcherError('batch_too_large', `the batch holds ${decoded.events.length} events; the limit is ${this.#deps.settings.maxBatch}`);
+      }
+    } catch (err) {
+      throw await this.reject(message, toDispatcherError(err));
+    }
+    return this.accept(message, decoded);
+  }
+
+  /** Check, plan and commit events already decoded. */
+  async accept(message: InboundMessage, decoded: Decoded): Promise<IntakeAnswer> {
+    const candidates = decoded.events;
+    const { types, settings } = this.#deps;
+    const hops = message.hops ?? 0;
+    if (hops > settings.maxHops) {
+      throw await this.reject(
+        message,
+        new DispatcherError('hop_limit_exceeded', `the event went through ${hops} hops; the limit is ${settings.maxHops} (a route publishes into itself?)`),
+      );
+    }
+    const problems: ErrorProblem[] = [];
+    let code: 'invalid_event' | 'unknown_type' | 'schema_violation' | 'too_deep' = 'invalid_event';
+    for (let i = 0; i < candidates.length; i++) {
+      const pointer = decoded.batch ? `/${i}` : '';
+      const envelopeProblems = checkEnvelope(candidates[i], pointer);
+      if (envelopeProblems.length > 0) {
+        problems.push(...envelopeProblems);
+        continue;
+      }
+      const e = candidates[i] as CloudEvent;
+      if (e.data !== undefined && depthExceeds(e.data, settings.maxDepth)) {
+        problems.push({ pointer: `${pointer}/data`, message: `nests deeper than ${settings.maxDepth} levels` });
+        if (code === 'invalid_event' && problems.length === 1) code = 'too_deep';
+        continue;
+      }
+      if (!types.has(e.type)) {
+        if (settings.strict) {
+          problems.push({ pointer: `${pointer}/type`, message: `type "${e.type}" is not registered` });
+          if (problems.length === 1) code = 'unknown_type';
+        }
+        continue;
+      }
+      const schemaProblems = types.check(e.type, e.data, pointer);
+      if (schemaProblems.length > 0) {
+        if (problems.length === 0) code = 'schema_violation';
+        problems.push(...schemaProblems);
+      }
+    }
+    if (problems.length > 0) {
+      const first = problems[0]!;
+      const more = problems.length > 1 ? ` (and ${problems.length - 1} more)` : '';
+      throw await this.reject(message, new DispatcherError(code, `${first.pointer || '/'}: ${first.message}${more}`, { problems }));
+    }
+
+    const now = this.#deps.now?.() ?? Date.now();
+    const plan = this.#deps.plan();
+    const items: IntakeItem[] = [];
+    for (const candidate of candidates) {
+      const event = candidate as CloudEvent;
+      const { runs } = plan.planRuns(event, now);
+      items.push({
+        record: { key: uuidv7(), event, input: message.input, hops, receivedAt: now, service: message.service, orgId: message.orgId },
+        runs,
+      });
+    }
+    let results: IntakeResult[];
+    try {
+      results = await this.#batcher.add(items);
+    } catch (err) {
+      const e = toDispatcherError(err);
+      this.#deps.log.error({ err }, 'intake commit failed');
+      throw e.code === 'internal' ? new DispatcherError('store_unavailable', `the store did not take the events: ${e.message}`, { cause: err }) : e;
+    }
+    let runCount = 0;
+    const m = this.#deps.metrics;
+    for (let i = 0; i < results.length; i++) {
+      const r = results[i]!;
+      if (r.status === 'duplicate') {
+        m.eventsReceived.inc({ input: message.input, outcome: 'duplicate' });
+        continue;
+      }
+      m.eventsReceived.inc({ input: message.input, outcome: 'accepted' });
+      if (r.runIds.length === 0) m.eventsUnrouted.inc({ input: message.input });
+      runCount += r.runIds.length;
+      for (const run of items[i]!.runs) m.runsPlanned.inc({ route: run.route });
+    }
+    if (runCount > 0) this.#deps.onRuns(runCount);
+    return { results };
+  }
+
+  /** Keep the message as a dead letter, count it, and return the error to throw. */
+  async reject(message: InboundMessage, error: DispatcherError): Promise<DispatcherError> {
+    const max = this.#deps.settings.deadLetterMaxBytes;
+    const truncated = message.raw.length > max;
+    this.#deps.metrics.eventsReceived.inc({ input: message.input, outcome: 'rejected' });
+    this.#deps.metrics.deadLetters.inc({ origin: 'intake', reason: error.code });
+    try {
+      await this.#deadLetters.add([
+        {
+          origin: 'intake',
+          source: message.input,
+          reason: error.code,
+          error: error.message,
+          details: error.problems ? { problems: error.problems } : undefined,
+          raw: truncated ? message.raw.subarray(0, max) : message.raw,
+          rawTruncated: truncated,
+          contentType: message.contentType,
+          headers: message.headers,
+          service: message.service,
+          orgId: message.orgId,
+          at: this.#deps.now?.() ?? Date.now(),
+        },
+      ]);
+    } catch (err) {
+      // The caller still gets the coded error; losing the dead letter is logged, never silent.
+      this.#deps.log.error({ err, reason: error.code }, 'could not keep a dead letter');
+    }
+    return error;
+  }
+}
+
+/** True when `value` nests deeper than `max` levels of objects and arrays. Iterative: no stack to blow. */
+export function depthExceeds(value: unknown, max: number): boolean {
+  if (value === null || typeof value !== 'object') return false;
+  const stack: Array<[unknown, number]> = [[value, 1]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (depth > max) return true;
+    if (Array.isArray(v)) {
+      for (const item of v) if (item !== null && typeof item === 'object') stack.push([item, depth + 1]);
+    } else {
+      for (const key in v as object) {
+        const item = (v as Record<string, unknown>)[key];
+        if (item !== null && typeof item === 'object') stack.push([item, depth + 1]);
+      }
+    }
+  }
+  return false;
+}

@@ -1,0 +1,409 @@
+/**
+ * The runner: claims queued runs, executes their actions, records every outcome.
+ *
+ *   claim (lease) ─▶ action ─▶ outcome ─▶ finish (group commit)
+ *                       ├ success / failure (+ dead letter)
+ *                       ├ retry later: exponential backoff with full jitter, at least Retry-After
+ *                       └ waiting: stays `running` without a lease until a callback or its deadline
+ *
+ * Leases: a claimed run carries `lease_until`; the runner renews the leases of everything in flight every
+ * third of the lease. A worker that dies stops renewing, and the sweeper puts its runs back in the queue
+ * (or ends them when out of attempts). Outcomes are fenced by the lease owner in the store, so a slow
+ * worker that lost its lease cannot overwrite what another worker did since.
+ *
+ * Deadlines: every run has one; the sweeper turns expired ones into `timeout`. Each attempt has its own
+ * timeout (the route's `timeout`), enforced with an AbortSignal and a race, so an action that ignores the
+ * signal still cannot hold the run.
+ *
+ * Wake-ups: intake calls `notify()` after committing runs, so a run starts within the same tick at low
+ * load; a timer set to the next retry time and a slow poll cover everything else (other processes, retries).
+ */
+
+import type { Logger } from 'pino';
+import type { ActionContext, ActionOutcome, ActionServices } from './action.js';
+import { DispatcherError, toDispatcherError } from './errors.js';
+import type { Metrics } from './metrics.js';
+import type { RoutePlan } from './routes.js';
+import { templateScope } from './template.js';
+import type { Attempt, CloudEvent, Run } from './types.js';
+import { Batcher } from './batcher.js';
+import { runDeadLetter } from '../store/shared.js';
+import type { ClaimedRun, RunOutcome, Store } from '../store/types.js';
+
+export interface RunnerSettings {
+  /** Runs in flight at most. */
+  concurrency: number;
+  /** Runs claimed per query. */
+  batchSize: number;
+  lease: number;
+  poll: number;
+  sweepInterval: number;
+  shutdownTimeout: number;
+  /** Bytes of a response summary kept per attempt. */
+  maxResponseBytes: number;
+  deadLetterMaxCount: number;
+}
+
+export interface RunnerDeps {
+  store: Store;
+  plan: () => RoutePlan;
+  settings: RunnerSettings;
+  services: ActionServices;
+  metrics: Metrics;
+  log: Logger;
+  /** This worker's id, written as the lease owner. */
+  owner: string;
+  /** Whether this process runs the sweeper (PostgreSQL: the holder of an advisory lock). */
+  sweeper?: boolean;
+  now?: () => number;
+  random?: () => number;
+}
+
+interface InFlight {
+  claimed: ClaimedRun;
+  controller: AbortController;
+}
+
+export class Runner {
+  readonly #deps: RunnerDeps;
+  readonly #inFlight = new Map<string, InFlight>();
+  readonly #finisher: Batcher<RunOutcome, string | null>;
+  #running = false;
+  #pumping = false;
+  #again = false;
+  #pollTimer: NodeJS.Timeout | undefined;
+  #wakeTimer: NodeJS.Timeout | undefined;
+  #wakeAt = Infinity;
+  #leaseTimer: NodeJS.Timeout | undefined;
+  #sweepTimer: NodeJS.Timeout | undefined;
+  #idle: Array<() => void> = [];
+  #stopping: Promise<void> | undefined;
+
+  constructor(deps: RunnerDeps) {
+    this.#deps = deps;
+    this.#finisher = new Batcher(async (outcomes) => {
+      const applied = new Set(await deps.store.finishRuns(outcomes));
+      return outcomes.map((o) => (applied.has(o.run.id) ? o.run.id : null));
+    }, 1000);
+  }
+
+  get inFlight(): number {
+    return this.#inFlight.size;
+  }
+
+  start(): void {
+    if (this.#running) return;
+    this.#running = true;
+    const s = this.#deps.settings;
+    this.#pollTimer = setInterval(() => this.notify(), s.poll);
+    this.#leaseTimer = setInterval(() => void this.#renewLeases(), Math.max(100, Math.floor(s.lease / 3)));
+    if (this.#deps.sweeper !== false) {
+      this.#sweepTimer = setInterval(() => void this.sweep(), s.sweepInterval);
+    }
+    for (const t of [this.#pollTimer, this.#leaseTimer, this.#sweepTimer]) t?.unref();
+    this.notify();
+  }
+
+  /** New runs may be claimable. Cheap to call often: at most one claim loop runs at a time. */
+  notify(): void {
+    if (!this.#running) return;
+    if (this.#pumping) {
+      this.#again = true;
+      return;
+    }
+    void this.#pump();
+  }
+
+  /** Cancel an attempt running in this process (the store has already marked the run canceled). */
+  abort(runId: string): boolean {
+    const f = this.#inFlight.get(runId);
+    if (f === undefined) return false;
+    f.controller.abort(new DispatcherError('canceled', 'the run was canceled'));
+    return true;
+  }
+
+  async #pump(): Promise<void> {
+    this.#pumping = true;
+    try {
+      do {
+        this.#again = false;
+        const { store, settings, owner } = this.#deps;
+        const room = settings.concurrency - this.#inFlight.size;
+        if (room <= 0) break;
+        const now = this.#now();
+        let claimed: ClaimedRun[];
+        try {
+          claimed = await store.claimRuns({
+            owner,
+            limit: Math.min(room, settings.batchSize),
+            now,
+            leaseMs: settings.lease,
+            routeLimits: this.#deps.plan().routeLimits,
+          });
+        } catch (err) {
+          this.#deps.log.error({ err }, 'claiming runs failed; trying again at the next poll');
+          break;
+        }
+        for (const c of claimed) this.#start(c);
+        if (claimed.length === Math.min(room, settings.batchSize)) this.#again = true;
+        else if (claimed.length === 0) await this.#armWakeTimer();
+        if (this.#again) await new Promise((resolve) => setImmediate(resolve));
+      } while (this.#again && this.#running);
+    } finally {
+      this.#pumping = false;
+    }
+  }
+
+  /** Sleep until the next retry becomes claimable (if sooner than the poll). */
+  async #armWakeTimer(): Promise<void> {
+    let next: number | null;
+    try {
+      next = await this.#deps.store.nextAvailableAt();
+    } catch {
+      return;
+    }
+    if (next === null || next >= this.#wakeAt) return;
+    const delay = next - this.#now();
+    if (delay <= 0 || delay >= this.#deps.settings.poll) return;
+    clearTimeout(this.#wakeTimer);
+    this.#wakeAt = next;
+    this.#wakeTimer = setTimeout(() => {
+      this.#wakeAt = Infinity;
+      this.notify();
+    }, delay + 1);
+    this.#wakeTimer.unref();
+  }
+
+  #start(claimed: ClaimedRun): void {
+    const controller = new AbortController();
+    this.#inFlight.set(claimed.run.id, { claimed, controller });
+    void this.#execute(claimed, controller).then(
+      (outcome) => this.#finish(outcome),
+      (err) => {
+        this.#deps.log.error({ err, runId: claimed.run.id }, 'recording an outcome failed; the lease will expire and the sweeper requeue the run');
+        this.#settle(claimed.run.id);
+      },
+    );
+  }
+
+  async #execute(claimed: ClaimedRun, controller: AbortController): Promise<RunOutcome> {
+    const { run } = claimed;
+    const startedAt = this.#now();
+    const compiled = this.#deps.plan().action(run.route, run.action);
+    let outcome: ActionOutcome | undefined;
+    let error: DispatcherError | undefined;
+    if (compiled === undefined) {
+      error = new DispatcherError('route_missing', `route ${run.route} has no action ${run.action} any more`);
+    } else {
+      const timeoutMs = this.#deps.plan().route(run.route)?.config.timeout ?? 30_000;
+      let event: CloudEvent | undefined;
+      let scope: object | undefined;
+      const ctx: ActionContext = {
+        get event() {
+          return (event ??= JSON.parse(claimed.envelope) as CloudEvent);
+        },
+        runId: run.id,
+        attempt: run.attempts,
+        signal: controller.signal,
+        hops: claimed.hops,
+        log: this.#deps.log,
+        render: (template) => {
+          try {
+            return template.render((scope ??= templateScope(ctx.event, { id: run.id, attempt: run.attempts })));
+          } catch (err) {
+            throw new DispatcherError('template_error', `rendering a template failed: ${(err as Error).message}`, { cause: err });
+          }
+        },
+        services: this.#deps.services,
+      };
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        const timeout = new Promise<never>((_, reject) => {
+          timer = setTimeout(() => {
+            const e = new DispatcherError('attempt_timeout', `the attempt took longer than ${timeoutMs} ms`);
+            controller.abort(e);
+            reject(e);
+          }, timeoutMs);
+          controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true });
+        });
+        timeout.catch(() => undefined);
+        outcome = await Promise.race([compiled.action.execute(ctx), timeout]);
+      } catch (err) {
+        error = toDispatcherError(controller.signal.aborted && !(err instanceof DispatcherError) ? controller.signal.reason : err);
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+    return this.#outcome(claimed, startedAt, outcome, error);
+  }
+
+  #outcome(claimed: ClaimedRun, startedAt: number, outcome: ActionOutcome | undefined, error: DispatcherError | undefined): RunOutcome {
+    const { run } = claimed;
+    const owner = this.#deps.owner;
+    const at = this.#now();
+    const max = this.#deps.settings.maxResponseBytes;
+    const attempt: Attempt = {
+      runId: run.id,
+      n: run.attempts,
+      startedAt,
+      endedAt: at,
+      outcome: 'success',
+      errorCode: null,
+      errorMessage: null,
+      httpStatus: null,
+      response: null,
+    };
+    if (error === undefined && outcome !== undefined) {
+      attempt.response = truncate(outcome.response, max);
+      if (outcome.status === 'waiting') {
+        attempt.outcome = 'waiting';
+        return { run, owner, status: 'running', attempt, at, correlationId: outcome.correlationId, deadlineAt: outcome.deadlineAt ?? run.deadlineAt };
+      }
+      attempt.httpStatus = outcome.httpStatus ?? null;
+      const result = outcome.result ?? (outcome.httpStatus !== undefined ? { httpStatus: outcome.httpStatus } : null);
+      return { run, owner, status: 'success', attempt, at, result };
+    }
+    const err = error ?? new DispatcherError('internal', 'the action returned nothing');
+    attempt.errorCode = err.code;
+    attempt.errorMessage = err.message;
+    attempt.httpStatus = err.httpStatus ?? null;
+    attempt.response = truncate(err.response, max);
+    const runError = { code: err.code, message: err.message };
+    if (err.code === 'canceled') {
+      attempt.outcome = 'canceled';
+      // The store already holds the run as canceled: this outcome will not apply, and need not.
+      return { run, owner, status: 'failure', attempt, at, error: runError };
+    }
+    if (err.retryable && run.attempts < run.maxAttempts) {
+      const delay = this.#backoff(run, err);
+      if (at + delay < run.expiresAt && at + delay < run.deadlineAt) {
+        attempt.outcome = 'retry';
+        return { run, owner, status: 'queued', attempt, at, availableAt: at + delay, error: runError };
+      }
+    }
+    attempt.outcome = err.code === 'attempt_timeout' ? 'timeout' : 'failure';
+    const finalError = err.retryable
+      ? { code: err.code, message: `${err.message} (gave up after ${run.attempts} attempt${run.attempts === 1 ? '' : 's'})` }
+      : runError;
+    return {
+      run,
+      owner,
+      status: 'failure',
+      attempt,
+      at,
+      error: finalError,
+      deadLetter: runDeadLetter(run, err.code, finalError.message, at),
+    };
+  }
+
+  /** Exponential backoff with full jitter (AWS architecture blog), and never sooner than Retry-After. */
+  #backoff(run: Run, err: DispatcherError): number {
+    const route = this.#deps.plan().route(run.route)?.config.retry;
+    const base = route?.backoff ?? 1000;
+    const cap = route?.maxBackoff ?? 300_000;
+    const ceiling = Math.min(cap, base * 2 ** Math.max(0, run.attempts - 1));
+    const jittered = Math.floor((this.#deps.random ?? Math.random)() * ceiling);
+    return Math.max(jittered, err.retryAfterMs ?? 0);
+  }
+
+  async #finish(outcome: RunOutcome): Promise<void> {
+    try {
+      const [applied] = await this.#finisher.add([outcome]);
+      if (applied !== null) this.#count(outcome);
+    } catch (err) {
+      this.#deps.log.error({ err, runId: outcome.run.id }, 'recording an outcome failed; the lease will expire and the sweeper requeue the run');
+    } finally {
+      this.#settle(outcome.run.id);
+      if (outcome.status === 'queued') void this.#armWakeTimer();
+    }
+  }
+
+  #count(o: RunOutcome): void {
+    const m = this.#deps.metrics;
+    m.attempts.inc({ route: o.run.route, outcome: o.attempt.outcome });
+    if (o.status === 'success' || o.status === 'failure') {
+      m.runsFinished.inc({ route: o.run.route, status: o.status });
+      m.acceptToDone.observe({ route: o.run.route }, (o.at - o.run.createdAt) / 1000);
+    }
+    if (o.deadLetter !== undefined) m.deadLetters.inc({ origin: 'run', reason: o.deadLetter.reason });
+  }
+
+  #settle(runId: string): void {
+    this.#inFlight.delete(runId);
+    if (this.#inFlight.size === 0) for (const resolve of this.#idle.splice(0)) resolve();
+    this.notify();
+  }
+
+  async #renewLeases(): Promise<void> {
+    if (this.#inFlight.size === 0) return;
+    try {
+      await this.#deps.store.renewLeases(this.#deps.owner, [...this.#inFlight.keys()], this.#now() + this.#deps.settings.lease);
+    } catch (err) {
+      this.#deps.log.warn({ err }, 'renewing leases failed');
+    }
+  }
+
+  /** One pass of the sweeper: expired leases, expired deadlines, the dead-letter bound. */
+  async sweep(): Promise<void> {
+    try {
+      const now = this.#now();
+      let total = 0;
+      for (let i = 0; i < 10; i++) {
+        const r = await this.#deps.store.sweep(now, 500);
+        const n = r.requeued + r.timedOut + r.failed;
+        total += n;
+        if (r.timedOut + r.failed > 0) this.#deps.metrics.deadLetters.inc({ origin: 'run', reason: 'sweeper' }, r.timedOut + r.failed);
+        if (n < 500) break;
+      }
+      if (total > 0) {
+        this.#deps.log.info({ swept: total }, 'sweeper ended or requeued runs');
+        this.notify();
+      }
+      await this.#deps.store.trimDeadLetters(this.#deps.settings.deadLetterMaxCount);
+    } catch (err) {
+      this.#deps.log.warn({ err }, 'sweeping failed');
+    }
+  }
+
+  /**
+   * Stop claiming; give in-flight attempts until the shutdown timeout to end; abort and release the rest
+   * so that another worker (or this one, restarted) picks them up at once instead of after their lease.
+   */
+  stop(): Promise<void> {
+    this.#stopping ??= this.#stop();
+    return this.#stopping;
+  }
+
+  async #stop(): Promise<void> {
+    this.#running = false;
+    for (const t of [this.#pollTimer, this.#leaseTimer, this.#sweepTimer, this.#wakeTimer]) clearInterval(t);
+    if (this.#inFlight.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        new Promise<void>((resolve) => this.#idle.push(resolve)),
+        new Promise<void>((resolve) => (timer = setTimeout(resolve, this.#deps.settings.shutdownTimeout))),
+      ]);
+      clearTimeout(timer);
+    }
+    const left = [...this.#inFlight.keys()];
+    if (left.length > 0) {
+      for (const f of this.#inFlight.values()) f.controller.abort(new DispatcherError('shutting_down', 'the dispatcher is stopping'));
+      try {
+        const n = await this.#deps.store.releaseRuns(this.#deps.owner, left, this.#now());
+        this.#deps.log.info({ released: n }, 'released runs still in flight at shutdown');
+      } catch (err) {
+        this.#deps.log.warn({ err }, 'releasing runs failed; their leases will expire');
+      }
+    }
+    await this.#finisher.drain();
+  }
+
+  #now(): number {
+    return this.#deps.now?.() ?? Date.now();
+  }
+}
+
+function truncate(text: string | undefined, max: number): string | null {
+  if (text === undefined) return null;
+  return text.length > max ? text.slice(0, max) : text;
+}

@@ -1,0 +1,219 @@
+/**
+ * The dispatcher: one object that composes the parts (store, types, routes, intake, runner, feed, HTTP
+ * app) from a checked configuration. The CLI and the library API both build it with `createDispatcher`.
+ */
+
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { pino, type Logger } from 'pino';
+import type { FastifyInstance } from 'fastify';
+import type { ActionType } from './core/action.js';
+import { DispatcherError } from './core/errors.js';
+import { RunEventFeed } from './core/feed.js';
+import { Intake, type Decoder, type InboundMessage, type IntakeAnswer } from './core/intake.js';
+import { createMetrics, type Metrics } from './core/metrics.js';
+import { compileRoutes, type RouteConfig, type RoutePlan } from './core/routes.js';
+import { Runner } from './core/runner.js';
+import { TypeRegistry } from './core/type-registry.js';
+import type { CloudEvent, DeadLetter, Owner, Run } from './core/types.js';
+import type { DispatcherConfig } from './config/schema.js';
+import { openStore } from './store/index.js';
+import type { Store } from './store/types.js';
+import { decodeHttp } from './transports/http/decode.js';
+import { builtinActionTypes, loadPlugins } from './actions/index.js';
+
+export interface DispatcherOptions {
+  config: DispatcherConfig;
+  /** A logger to use instead of one made from `config.log`. */
+  logger?: Logger;
+  /** Extra action types (besides the built-in ones and `plugins` from the configuration). */
+  actionTypes?: ActionType[];
+}
+
+/** Who is behind requests until authentication names a principal. */
+export const DEFAULT_OWNER: Owner = { service: 'anonymous', orgId: 'default' };
+
+const DECODERS: Record<string, Decoder> = {
+  http: decodeHttp,
+  embedded: decodeHttp,
+};
+
+export class Dispatcher {
+  readonly config: DispatcherConfig;
+  readonly log: Logger;
+  readonly store: Store;
+  readonly types: TypeRegistry;
+  readonly metrics: Metrics;
+  readonly intake: Intake;
+  readonly runner: Runner;
+  readonly feed: RunEventFeed;
+  readonly owner: string;
+  #plan: RoutePlan;
+  #app: FastifyInstance | undefined;
+  #closing: Promise<void> | undefined;
+
+  private constructor(config: DispatcherConfig, log: Logger, store: Store, types: TypeRegistry, plan: RoutePlan) {
+    this.config = config;
+    this.log = log;
+    this.store = store;
+    this.types = types;
+    this.#plan = plan;
+    this.owner = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+    this.metrics = createMetrics(() => store.stats(Date.now()));
+    this.feed = new RunEventFeed(store, log);
+    this.runner = new Runner({
+      store,
+      plan: () => this.#plan,
+      owner: this.owner,
+      metrics: this.metrics,
+      log: log.child({ part: 'runner' }),
+      services: { publish: (event, hops) => this.publish(event, hops) },
+      settings: {
+        ...config.runner,
+        maxResponseBytes: config.actions.http.maxResponseBytes,
+        deadLetterMaxCount: config.deadLetters.maxCount,
+      },
+    });
+    this.intake = new Intake({
+      store,
+      types,
+      plan: () => this.#plan,
+      metrics: this.metrics,
+      log: log.child({ part: 'intake' }),
+      settings: { ...config.intake, deadLetterMaxBytes: config.deadLetters.maxBytes },
+      onRuns: () => {
+        this.runner.notify();
+        this.feed.poke();
+      },
+    });
+  }
+
+  static async create(options: DispatcherOptions): Promise<Dispatcher> {
+    const { config } = options;
+    const log = options.logger ?? pino({ level: config.log.level, redact: ['req.headers.authorization', '*.signingSecret', '*.secret'] });
+    const types = new TypeRegistry(config.types);
+    const actionTypes = new Map<string, ActionType>();
+    for (const t of [...builtinActionTypes, ...(await loadPlugins(config.plugins)), ...(options.actionTypes ?? [])]) actionTypes.set(t.type, t);
+    const plan = await compileRoutes({
+      routes: config.routes as RouteConfig[],
+      actionTypes,
+      actionSettings: config.actions as Record<string, Record<string, unknown>>,
+      log,
+    });
+    let store: Store;
+    try {
+      store = await openStore({ url: config.store.url, poolSize: config.store.poolSize });
+      await store.migrate();
+    } catch (err) {
+      await plan.close();
+      throw err;
+    }
+    return new Dispatcher(config, log, store, types, plan);
+  }
+
+  get plan(): RoutePlan {
+    return this.#plan;
+  }
+
+  /** The HTTP app (built once, not listening). */
+  async app(): Promise<FastifyInstance> {
+    if (this.#app === undefined) {
+      const { buildApp } = await import('./api/app.js');
+      this.#app = await buildApp(this);
+    }
+    return this.#app;
+  }
+
+  /** Start the runner (and the sweeper). */
+  start(): void {
+    this.runner.start();
+  }
+
+  /** Start the runner and serve HTTP; resolves with the address. */
+  async listen(): Promise<string> {
+    this.start();
+    const app = await this.app();
+    return app.listen({ host: this.config.server.host, port: this.config.server.port });
+  }
+
+  /** Take events in through the `embedded` input (the library's own way in). */
+  async send(events: CloudEvent[], owner: Owner = DEFAULT_OWNER): Promise<IntakeAnswer> {
+    return this.intake.accept(this.#message('embedded', Buffer.from(JSON.stringify(events)), owner), { events, batch: events.length > 1 });
+  }
+
+  /** The `publish` action's way in: one hop further. */
+  async publish(event: CloudEvent, hops: number): Promise<void> {
+    const message = this.#message('embedded', Buffer.from(JSON.stringify(event)), DEFAULT_OWNER);
+    message.hops = hops;
+    await this.intake.accept(message, { events: [event], batch: false });
+  }
+
+  #message(input: string, raw: Buffer, owner: Owner): InboundMessage {
+    return { input, raw, contentType: 'application/cloudevents+json', headers: {}, service: owner.service, orgId: owner.orgId };
+  }
+
+  async cancelRun(id: string, scope?: { orgId?: string; services?: string[] }): Promise<Run> {
+    const run = await this.store.cancelRun(id, Date.now(), scope);
+    this.runner.abort(id);
+    this.feed.poke();
+    return run;
+  }
+
+  async retryRun(id: string, scope?: { orgId?: string; services?: string[] }): Promise<Run> {
+    const existing = await this.store.getRun(id, scope);
+    if (existing === null) throw new DispatcherError('not_found', `no run ${id}`);
+    const route = this.#plan.route(existing.route);
+    const attempts = route?.config.retry.attempts ?? 1;
+    const deadline = Date.now() + (route?.config.deadline ?? 3_600_000);
+    const run = await this.store.retryRun(id, Date.now(), attempts, deadline, scope);
+    this.runner.notify();
+    this.feed.poke();
+    return run;
+  }
+
+  /**
+   * Replay a dead letter: an intake dead letter goes through intake again, as it came (it may pass now that
+   * the configuration changed); a run dead letter retries its run.
+   */
+  async replayDeadLetter(id: string, scope?: { orgId?: string; services?: string[] }): Promise<{ deadLetter: DeadLetter; answer?: IntakeAnswer; run?: Run }> {
+    const dl = await this.store.getDeadLetter(id, scope);
+    if (dl === null) throw new DispatcherError('not_found', `no dead letter ${id}`);
+    if (dl.origin === 'run') {
+      if (dl.runId === null) throw new DispatcherError('invalid_state', `dead letter ${id} names no run`);
+      const run = await this.retryRun(dl.runId, scope);
+      await this.store.markReplayed(id, Date.now());
+      return { deadLetter: dl, run };
+    }
+    if (dl.rawTruncated) throw new DispatcherError('invalid_state', `dead letter ${id} kept only the first ${dl.raw.length} bytes; it cannot be replayed`);
+    const decode = DECODERS[dl.source] ?? decodeHttp;
+    const answer = await this.intake.receive(
+      { input: dl.source, raw: dl.raw, contentType: dl.contentType, headers: dl.headers, service: dl.service, orgId: dl.orgId },
+      decode,
+    );
+    await this.store.markReplayed(id, Date.now());
+    return { deadLetter: dl, answer };
+  }
+
+  /**
+   * Stop: refuse new events, stop serving, let in-flight runs end (or release them), close the store.
+   * Bounded by `runner.shutdownTimeout` plus the time to close connections.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    this.intake.close();
+    if (this.#app !== undefined) await this.#app.close();
+    await this.intake.drain();
+    await this.runner.stop();
+    this.feed.close();
+    await this.#plan.close();
+    await this.store.close();
+  }
+}
+
+export async function createDispatcher(options: DispatcherOptions): Promise<Dispatcher> {
+  return Dispatcher.create(options);
+}

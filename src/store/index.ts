@@ -1,0 +1,27 @@
+/**
+ * Opens the store a URL names. Each implementation is imported only when configured, so an embedded
+ * deployment never loads the PostgreSQL driver and the other way round.
+ */
+
+import { DispatcherError } from '../core/errors.js';
+import type { Store } from './types.js';
+
+export interface OpenStoreOptions {
+  url: string;
+  poolSize?: number;
+}
+
+export async function openStore(options: OpenStoreOptions): Promise<Store> {
+  const { url } = options;
+  if (url.startsWith('sqlite:')) {
+    const { SqliteStore, parseSqliteUrl } = await import('./sqlite/index.js');
+    return new SqliteStore(parseSqliteUrl(url));
+  }
+  if (url.startsWith('postgres://') || url.startsWith('postgresql://')) {
+    const { PostgresStore } = await import('./postgres/index.js');
+    return new PostgresStore({ connectionString: url, poolSize: options.poolSize ?? 10 });
+  }
+  throw new DispatcherError('config_invalid', `store.url: "${url.replace(/:[^:@/]*@/, ':***@')}" is neither sqlite:… nor postgres://…`);
+}
+
+export type { Store } from './types.js';

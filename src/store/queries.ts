@@ -1,0 +1,99 @@
+/**
+ * Read queries shared by both dialects, built with Kysely. The hot path (intake, claims, outcomes) is
+ * hand-written SQL in each dialect's folder; these are the operator's queries: filtered, sorted, paged.
+ * Where the dialects differ (JSON containment), the difference is one entry of `DialectOps`.
+ */
+
+import { sql, type Expression, type Kysely, type SelectQueryBuilder, type SqlBool } from 'kysely';
+import type { AttemptRow, DeadLetterRow, EventRow, RunEventRow, RunRow } from './rows.js';
+import type { DeadLetterQuery, EventQuery, RunQuery, Scope, TimeRange } from './types.js';
+
+export interface Database {
+  events: EventRow;
+  runs: RunRow;
+  attempts: AttemptRow;
+  run_events: RunEventRow;
+  dead_letters: DeadLetterRow;
+}
+
+export interface DialectOps {
+  /** `labels` contains every key = value pair. */
+  labelsContain(labels: Record<string, string>): Expression<SqlBool>;
+}
+
+type Q<T extends keyof Database> = SelectQueryBuilder<Database, T, object>;
+
+function scoped<T extends 'runs' | 'events' | 'dead_letters'>(qb: Q<T>, scope: Scope | undefined): Q<T> {
+  let out = qb;
+  if (scope?.orgId !== undefined) out = out.where(sql.ref('org_id'), '=', scope.orgId) as Q<T>;
+  if (scope?.services !== undefined && scope.services.length > 0) {
+    out = out.where(sql.ref('service'), 'in', scope.services) as Q<T>;
+  }
+  return out;
+}
+
+function timeRange<T extends keyof Database>(qb: Q<T>, column: string, range: TimeRange | undefined): Q<T> {
+  let out = qb;
+  if (range?.from !== undefined) out = out.where(sql.ref(column), '>=', range.from) as Q<T>;
+  if (range?.to !== undefined) out = out.where(sql.ref(column), '<', range.to) as Q<T>;
+  return out;
+}
+
+export async function listRuns(db: Kysely<Database>, ops: DialectOps, query: RunQuery): Promise<{ rows: RunRow[]; total: number }> {
+  let qb = scoped(db.selectFrom('runs') as Q<'runs'>, query.scope);
+  if (query.status?.length) qb = qb.where('status', 'in', query.status);
+  if (query.type?.length) qb = qb.where('event_type', 'in', query.type);
+  if (query.route?.length) qb = qb.where('route', 'in', query.route);
+  if (query.action?.length) qb = qb.where('action', 'in', query.action);
+  if (query.eventKey !== undefined) qb = qb.where('event_key', '=', query.eventKey);
+  if (query.correlationId !== undefined) qb = qb.where('correlation_id', '=', query.correlationId);
+  if (query.labels !== undefined && Object.keys(query.labels).length > 0) qb = qb.where(ops.labelsContain(query.labels));
+  qb = timeRange(qb, 'created_at', query.createdAt);
+  qb = timeRange(qb, 'updated_at', query.updatedAt);
+
+  const sort = query.sort ?? { field: 'created_at', direction: 'desc' };
+  const [{ total }] = (await qb.select((eb) => eb.fn.countAll<number | string>().as('total')).execute()) as [{ total: number | string }];
+  const rows = await qb
+    .selectAll()
+    .orderBy(sort.field, sort.direction)
+    .orderBy('id', sort.direction)
+    .limit(query.limit)
+    .offset(query.offset)
+    .execute();
+  return { rows: rows as RunRow[], total: Number(total) };
+}
+
+export async function listEvents(db: Kysely<Database>, query: EventQuery): Promise<{ rows: EventRow[]; total: number }> {
+  let qb = scoped(db.selectFrom('events') as Q<'events'>, query.scope);
+  if (query.type?.length) qb = qb.where('type', 'in', query.type);
+  if (query.source !== undefined) qb = qb.where('source', '=', query.source);
+  if (query.id !== undefined) qb = qb.where('id', '=', query.id);
+  if (query.unrouted === true) qb = qb.where('run_count', '=', 0);
+  if (query.unrouted === false) qb = qb.where('run_count', '>', 0);
+  qb = timeRange(qb, 'received_at', query.receivedAt);
+  const direction = query.sort?.direction ?? 'desc';
+  const [{ total }] = (await qb.select((eb) => eb.fn.countAll<number | string>().as('total')).execute()) as [{ total: number | string }];
+  const rows = await qb.selectAll().orderBy('key', direction).limit(query.limit).offset(query.offset).execute();
+  return { rows: rows as EventRow[], total: Number(total) };
+}
+
+export async function listDeadLetters(db: Kysely<Database>, query: DeadLetterQuery): Promise<{ rows: DeadLetterRow[]; total: number }> {
+  let qb = scoped(db.selectFrom('dead_letters') as Q<'dead_letters'>, query.scope);
+  if (query.origin !== undefined) qb = qb.where('origin', '=', query.origin);
+  if (query.reason?.length) qb = qb.where('reason', 'in', query.reason);
+  if (query.source !== undefined) qb = qb.where('source', '=', query.source);
+  if (query.runId !== undefined) qb = qb.where('run_id', '=', query.runId);
+  if (query.replayed === true) qb = qb.where('replayed_at', 'is not', null);
+  if (query.replayed === false) qb = qb.where('replayed_at', 'is', null);
+  qb = timeRange(qb, 'last_seen_at', query.lastSeenAt);
+  const [{ total }] = (await qb.select((eb) => eb.fn.countAll<number | string>().as('total')).execute()) as [{ total: number | string }];
+  const rows = await qb.selectAll().orderBy('last_seen_at', 'desc').orderBy('id', 'desc').limit(query.limit).offset(query.offset).execute();
+  return { rows: rows as DeadLetterRow[], total: Number(total) };
+}
+
+export async function readRunEvents(db: Kysely<Database>, afterSeq: number, limit: number, scope: Scope | undefined): Promise<RunEventRow[]> {
+  let qb = db.selectFrom('run_events').selectAll().where('seq', '>', afterSeq);
+  if (scope?.orgId !== undefined) qb = qb.where('org_id', '=', scope.orgId);
+  if (scope?.services !== undefined && scope.services.length > 0) qb = qb.where('service', 'in', scope.services);
+  return (await qb.orderBy('seq', 'asc').limit(limit).execute()) as RunEventRow[];
+}

@@ -1,0 +1,543 @@
+/**
+ * The embedded store: SQLite in one file, in WAL mode, through better-sqlite3.
+ *
+ * better-sqlite3 is synchronous, and that is what makes it fast: a batch of intake or outcomes is one
+ * transaction of prepared statements that runs to the end without yielding, so there is no interleaving to
+ * guard against inside one process. One process owns the file (several processes would serialize on the
+ * write lock); scale-out is PostgreSQL's job.
+ *
+ * Durability: `synchronous = NORMAL` in WAL mode survives a crash of the process (what the SIGKILL test
+ * checks), and may lose the last transactions on a power loss. `store.url` can ask for `?synchronous=full`.
+ */
+
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+import { Kysely, SqliteDialect, sql } from 'kysely';
+import { v7 as uuidv7 } from 'uuid';
+import { DispatcherError } from '../../core/errors.js';
+import type { Attempt, DeadLetter, EventRecord, Run, RunEvent } from '../../core/types.js';
+import * as queries from '../queries.js';
+import {
+  runSummaryJson,
+  toAttempt,
+  toDeadLetter,
+  toEventRecord,
+  toRun,
+  toRunEvent,
+  type DeadLetterRow,
+  type EventRow,
+  type RunRow,
+} from '../rows.js';
+import type {
+  ClaimOptions,
+  ClaimedRun,
+  DeadLetterQuery,
+  EventQuery,
+  IntakeItem,
+  IntakeResult,
+  Listing,
+  NewDeadLetter,
+  RunOutcome,
+  RunQuery,
+  Scope,
+  Store,
+  StoreStats,
+  SweepResult,
+} from '../types.js';
+import { attemptRow, fingerprint, runDeadLetter } from '../shared.js';
+import { SQLITE_MIGRATIONS } from './migrations.js';
+
+export interface SqliteStoreOptions {
+  /** File path, or `:memory:`. */
+  path: string;
+  synchronous?: 'off' | 'normal' | 'full';
+}
+
+/** `sqlite:./data/dispatcher.db`, `sqlite:///abs/path.db`, `sqlite::memory:` → options. */
+export function parseSqliteUrl(url: string): SqliteStoreOptions {
+  const rest = url.replace(/^sqlite:(\/\/)?/, '');
+  const [path, query] = rest.split('?', 2) as [string, string | undefined];
+  const params = new URLSearchParams(query ?? '');
+  const sync = params.get('synchronous')?.toLowerCase();
+  return {
+    path: path === '' ? ':memory:' : path,
+    ...(sync === 'off' || sync === 'normal' || sync === 'full' ? { synchronous: sync } : {}),
+  };
+}
+
+const RUN_COLUMNS =
+  'id, event_key, event_type, route, action, action_type, status, attempts, max_attempts, created_at, updated_at, ' +
+  'available_at, deadline_at, expires_at, lease_owner, lease_until, ordering_key, correlation_id, labels, service, ' +
+  'org_id, error_code, error_message, result, finished_at';
+
+export class SqliteStore implements Store {
+  readonly dialect = 'sqlite' as const;
+  readonly #db: Database.Database;
+  readonly #kysely: Kysely<queries.Database>;
+  readonly #ops: queries.DialectOps = {
+    labelsContain: (labels) =>
+      sql.join(
+        Object.entries(labels).map(([k, v]) => sql`json_extract(labels, ${'$."' + k.replace(/"/g, '') + '"'}) = ${v}`),
+        sql` AND `,
+      ) as never,
+  };
+  #statements: ReturnType<SqliteStore['prepare']> | undefined;
+
+  constructor(options: SqliteStoreOptions) {
+    if (options.path !== ':memory:') mkdirSync(dirname(options.path), { recursive: true });
+    try {
+      this.#db = new Database(options.path);
+    } catch (err) {
+      throw new DispatcherError('store_unavailable', `cannot open SQLite database ${options.path}: ${(err as Error).message}`, { cause: err });
+    }
+    this.#db.pragma('journal_mode = WAL');
+    this.#db.pragma(`synchronous = ${options.synchronous ?? 'normal'}`);
+    this.#db.pragma('busy_timeout = 5000');
+    this.#db.pragma('cache_size = -65536');
+    this.#db.pragma('temp_store = memory');
+    this.#db.pragma('foreign_keys = off');
+    this.#kysely = new Kysely({ dialect: new SqliteDialect({ database: this.#db }) });
+  }
+
+  async migrate(): Promise<void> {
+    this.#db.exec('CREATE TABLE IF NOT EXISTS dispatcher_migrations (name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)');
+    const applied = new Set(
+      (this.#db.prepare('SELECT name FROM dispatcher_migrations').all() as Array<{ name: string }>).map((r) => r.name),
+    );
+    const apply = this.#db.transaction((name: string, statements: string[]) => {
+      for (const statement of statements) this.#db.exec(statement);
+      this.#db.prepare('INSERT INTO dispatcher_migrations (name, applied_at) VALUES (?, ?)').run(name, Date.now());
+    });
+    for (const [name, statements] of Object.entries(SQLITE_MIGRATIONS).sort(([a], [b]) => a.localeCompare(b))) {
+      if (!applied.has(name)) apply.immediate(name, statements);
+    }
+    this.#statements = this.prepare();
+  }
+
+  async ping(): Promise<void> {
+    this.#db.prepare('SELECT 1').get();
+  }
+
+  async close(): Promise<void> {
+    if (this.#db.open) this.#db.close();
+  }
+
+  /** Prepared once after migration: every hot-path statement. */
+  private prepare() {
+    const db = this.#db;
+    return {
+      insertEvent: db.prepare(
+        `INSERT INTO events (key, source, id, type, topic, subject, envelope, input, hops, service, org_id, received_at, run_count)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, id) DO NOTHING`,
+      ),
+      eventKeyByIdentity: db.prepare('SELECT key FROM events WHERE source = ? AND id = ?').pluck(),
+      insertRun: db.prepare(
+        `INSERT INTO runs (${RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, NULL, ?, ?, ?, NULL, NULL, NULL, NULL)`,
+      ),
+      insertRunEvent: db.prepare(
+        'INSERT INTO run_events (run_id, event_type, status, service, org_id, at, payload) VALUES (?, ?, ?, ?, ?, ?, ?)',
+      ),
+      selectClaimable: db.prepare(
+        `SELECT r.*, e.envelope AS envelope, e.hops AS hops FROM runs r JOIN events e ON e.key = r.event_key
+         WHERE r.status = 'queued' AND r.available_at <= ?
+           AND (r.ordering_key IS NULL OR NOT EXISTS (
+             SELECT 1 FROM runs p WHERE p.ordering_key = r.ordering_key AND p.status IN ('queued', 'running') AND p.id < r.id))
+         ORDER BY r.available_at, r.id LIMIT ?`,
+      ),
+      runningByRoute: db.prepare(`SELECT route, count(*) AS n FROM runs WHERE status = 'running' GROUP BY route`),
+      claim: db.prepare(
+        `UPDATE runs SET status = 'running', attempts = attempts + 1, lease_owner = ?, lease_until = ?, updated_at = ?
+         WHERE id = ? AND status = 'queued'`,
+      ),
+      renew: db.prepare(`UPDATE runs SET lease_until = ? WHERE id = ? AND lease_owner = ? AND status = 'running'`),
+      finish: db.prepare(
+        `UPDATE runs SET status = ?, updated_at = ?, available_at = ?, deadline_at = ?, lease_owner = NULL, lease_until = NULL,
+           correlation_id = ?, error_code = ?, error_message = ?, result = ?, finished_at = ?
+         WHERE id = ? AND status = 'running' AND lease_owner = ?`,
+      ),
+      insertAttempt: db.prepare(
+        `INSERT INTO attempts (run_id, n, started_at, ended_at, outcome, error_code, error_message, http_status, response)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, n) DO UPDATE SET ended_at = excluded.ended_at,
+           outcome = excluded.outcome, error_code = excluded.error_code, error_message = excluded.error_message,
+           http_status = excluded.http_status, response = excluded.response`,
+      ),
+      release: db.prepare(
+        `UPDATE runs SET status = 'queued', attempts = max(attempts - 1, 0), lease_owner = NULL, lease_until = NULL,
+           available_at = ?, updated_at = ? WHERE id = ? AND status = 'running' AND lease_owner = ?`,
+      ),
+      selectRun: db.prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE id = ?`),
+      expiredLeases: db.prepare(
+        `SELECT ${RUN_COLUMNS} FROM runs WHERE status = 'running' AND lease_owner IS NOT NULL AND lease_until < ? LIMIT ?`,
+      ),
+      expiredDeadlines: db.prepare(
+        `SELECT ${RUN_COLUMNS} FROM runs WHERE status IN ('queued', 'running') AND deadline_at < ? LIMIT ?`,
+      ),
+      setState: db.prepare(
+        `UPDATE runs SET status = ?, updated_at = ?, available_at = ?, deadline_at = ?, expires_at = ?, max_attempts = ?,
+           lease_owner = NULL, lease_until = NULL, correlation_id = ?, error_code = ?, error_message = ?, finished_at = ?
+         WHERE id = ? AND status = ?`,
+      ),
+      insertDeadLetter: db.prepare(
+        `INSERT INTO dead_letters (id, origin, source, reason, error, details, raw, raw_truncated, content_type, headers,
+           run_id, event_key, service, org_id, fingerprint, attempts, first_seen_at, last_seen_at, replayed_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, NULL)
+         ON CONFLICT (fingerprint) DO UPDATE SET attempts = dead_letters.attempts + 1, last_seen_at = excluded.last_seen_at,
+           reason = excluded.reason, error = excluded.error, details = excluded.details, replayed_at = NULL
+         RETURNING id`,
+      ).pluck(),
+      nextAvailable: db.prepare(`SELECT min(available_at) FROM runs WHERE status = 'queued'`).pluck(),
+    };
+  }
+
+  get #s() {
+    if (this.#statements === undefined) throw new DispatcherError('store_unavailable', 'the store is not migrated: call migrate() first');
+    return this.#statements;
+  }
+
+  #writeRunEvent(run: Run, eventType: 'create' | 'update' | 'delete' | 'read', at: number): void {
+    this.#s.insertRunEvent.run(run.id, eventType, run.status, run.service, run.orgId, at, runSummaryJson(run));
+  }
+
+  async commitIntake(items: IntakeItem[]): Promise<IntakeResult[]> {
+    return this.#commitIntake(items);
+  }
+
+  readonly #commitIntake = (items: IntakeItem[]): IntakeResult[] =>
+    this.#transaction(() => {
+      const s = this.#s;
+      const results: IntakeResult[] = [];
+      for (const { record, runs } of items) {
+        const e = record.event;
+        const inserted = s.insertEvent.run(
+          record.key,
+          e.source,
+          e.id,
+          e.type,
+          typeof e.topic === 'string' ? e.topic : null,
+          typeof e.subject === 'string' ? e.subject : null,
+          JSON.stringify(e),
+          record.input,
+          record.hops,
+          record.service,
+          record.orgId,
+          record.receivedAt,
+          runs.length,
+        );
+        if (inserted.changes === 0) {
+          results.push({ key: s.eventKeyByIdentity.get(e.source, e.id) as string, status: 'duplicate', runIds: [] });
+          continue;
+        }
+        const runIds: string[] = [];
+        for (const r of runs) {
+          const labels = JSON.stringify(r.labels);
+          s.insertRun.run(
+            r.id, record.key, e.type, r.route, r.action, r.actionType, r.maxAttempts, record.receivedAt, record.receivedAt,
+            r.availableAt, r.deadlineAt, r.expiresAt, r.orderingKey, labels, record.service, record.orgId,
+          );
+          this.#writeRunEvent(
+            {
+              id: r.id, eventKey: record.key, eventType: e.type, route: r.route, action: r.action, actionType: r.actionType,
+              status: 'queued', attempts: 0, maxAttempts: r.maxAttempts, createdAt: record.receivedAt,
+              updatedAt: record.receivedAt, availableAt: r.availableAt, deadlineAt: r.deadlineAt, expiresAt: r.expiresAt,
+              leaseOwner: null, leaseUntil: null, orderingKey: r.orderingKey, correlationId: null, labels: r.labels,
+              service: record.service, orgId: record.orgId, error: null, result: null, finishedAt: null,
+            },
+            'create',
+            record.receivedAt,
+          );
+          runIds.push(r.id);
+        }
+        results.push({ key: record.key, status: 'accepted', runIds });
+      }
+      return results;
+    });
+
+  /** Runs `fn` in one IMMEDIATE transaction (takes the write lock up front: no upgrade deadlocks). */
+  #transaction<T>(fn: () => T): T {
+    return this.#db.transaction(fn).immediate();
+  }
+
+  async claimRuns(options: ClaimOptions): Promise<ClaimedRun[]> {
+    return this.#transaction(() => {
+      const s = this.#s;
+      const { owner, limit, now, leaseMs, routeLimits } = options;
+      const candidates = s.selectClaimable.all(now, routeLimits.size > 0 ? limit * 4 : limit) as Array<RunRow & { envelope: string; hops: number }>;
+      if (candidates.length === 0) return [];
+      let room: Map<string, number> | undefined;
+      if (routeLimits.size > 0) {
+        room = new Map(routeLimits);
+        for (const { route, n } of s.runningByRoute.all() as Array<{ route: string; n: number }>) {
+          const limitFor = routeLimits.get(route);
+          if (limitFor !== undefined) room.set(route, limitFor - n);
+        }
+      }
+      const leaseUntil = now + leaseMs;
+      const claimed: ClaimedRun[] = [];
+      for (const row of candidates) {
+        if (claimed.length >= limit) break;
+        if (room !== undefined) {
+          const left = room.get(row.route);
+          if (left !== undefined) {
+            if (left <= 0) continue;
+            room.set(row.route, left - 1);
+          }
+        }
+        if (s.claim.run(owner, leaseUntil, now, row.id).changes === 0) continue;
+        const run = toRun(row);
+        run.status = 'running';
+        run.attempts += 1;
+        run.leaseOwner = owner;
+        run.leaseUntil = leaseUntil;
+        run.updatedAt = now;
+        this.#writeRunEvent(run, 'update', now);
+        claimed.push({ run, envelope: row.envelope, hops: row.hops });
+      }
+      return claimed;
+    });
+  }
+
+  async renewLeases(owner: string, runIds: string[], leaseUntil: number): Promise<number> {
+    return this.#transaction(() => {
+      let n = 0;
+      for (const id of runIds) n += this.#s.renew.run(leaseUntil, id, owner).changes;
+      return n;
+    });
+  }
+
+  async finishRuns(outcomes: RunOutcome[]): Promise<string[]> {
+    return this.#transaction(() => {
+      const s = this.#s;
+      const applied: string[] = [];
+      for (const o of outcomes) {
+        const terminal = o.status === 'success' || o.status === 'failure' || o.status === 'timeout';
+        const run: Run = {
+          ...o.run,
+          status: o.status,
+          updatedAt: o.at,
+          availableAt: o.availableAt ?? o.run.availableAt,
+          deadlineAt: o.deadlineAt ?? o.run.deadlineAt,
+          leaseOwner: null,
+          leaseUntil: null,
+          correlationId: o.correlationId ?? null,
+          error: o.error ?? null,
+          result: o.result === undefined ? o.run.result : o.result,
+          finishedAt: terminal ? o.at : null,
+        };
+        const changed = s.finish.run(
+          run.status, run.updatedAt, run.availableAt, run.deadlineAt, run.correlationId, run.error?.code ?? null,
+          run.error?.message ?? null, run.result === null || run.result === undefined ? null : JSON.stringify(run.result),
+          run.finishedAt, run.id, o.owner,
+        ).changes;
+        if (changed === 0) continue;
+        this.#insertAttempt(o.attempt);
+        this.#writeRunEvent(run, 'update', o.at);
+        if (o.deadLetter !== undefined) this.#insertDeadLetter(o.deadLetter);
+        applied.push(run.id);
+      }
+      return applied;
+    });
+  }
+
+  #insertAttempt(a: Attempt): void {
+    this.#s.insertAttempt.run(a.runId, a.n, a.startedAt, a.endedAt, a.outcome, a.errorCode, a.errorMessage, a.httpStatus, a.response);
+  }
+
+  async releaseRuns(owner: string, runIds: string[], now: number): Promise<number> {
+    return this.#transaction(() => {
+      let n = 0;
+      for (const id of runIds) {
+        if (this.#s.release.run(now, now, id, owner).changes === 0) continue;
+        n += 1;
+        this.#writeRunEvent(toRun(this.#s.selectRun.get(id) as RunRow), 'update', now);
+      }
+      return n;
+    });
+  }
+
+  async sweep(now: number, limit: number): Promise<SweepResult> {
+    return this.#transaction(() => {
+      const s = this.#s;
+      const result: SweepResult = { requeued: 0, timedOut: 0, failed: 0 };
+      // Deadlines first: a run past its deadline ends as `timeout`, whatever its lease says.
+      for (const row of s.expiredDeadlines.all(now, limit) as RunRow[]) {
+        const run = toRun(row);
+        const error = { code: 'deadline_exceeded', message: `the run did not end before its deadline (${new Date(run.deadlineAt).toISOString()})` };
+        this.#setState(run, { ...run, status: 'timeout', error, finishedAt: now, updatedAt: now, correlationId: null }, now);
+        if (run.status === 'running' && run.leaseOwner !== null) {
+          this.#insertAttempt(attemptRow(run, now, 'timeout', error));
+        }
+        this.#insertDeadLetter(runDeadLetter(run, 'deadline_exceeded', error.message, now));
+        result.timedOut += 1;
+      }
+      for (const row of s.expiredLeases.all(now, limit) as RunRow[]) {
+        const run = toRun(row);
+        const error = { code: 'lease_expired', message: `worker ${run.leaseOwner} stopped renewing its lease` };
+        this.#insertAttempt(attemptRow(run, now, 'failure', error));
+        if (run.attempts >= run.maxAttempts || now >= run.expiresAt) {
+          const final = { code: 'attempts_exhausted', message: `${run.attempts} attempts, the last: ${error.message}` };
+          this.#setState(run, { ...run, status: 'failure', error: final, finishedAt: now, updatedAt: now }, now);
+          this.#insertDeadLetter(runDeadLetter(run, final.code, final.message, now));
+          result.failed += 1;
+        } else {
+          this.#setState(run, { ...run, status: 'queued', availableAt: now, error, updatedAt: now }, now);
+          result.requeued += 1;
+        }
+      }
+      return result;
+    });
+  }
+
+  /** Moves `from` to `to` if it is still in `from`'s status; writes the run event. */
+  #setState(from: Run, to: Run, now: number): boolean {
+    const changed = this.#s.setState.run(
+      to.status, to.updatedAt, to.availableAt, to.deadlineAt, to.expiresAt, to.maxAttempts, to.correlationId,
+      to.error?.code ?? null, to.error?.message ?? null, to.finishedAt, from.id, from.status,
+    ).changes;
+    if (changed === 0) return false;
+    this.#writeRunEvent({ ...to, leaseOwner: null, leaseUntil: null }, 'update', now);
+    return true;
+  }
+
+  async nextAvailableAt(): Promise<number | null> {
+    return (this.#s.nextAvailable.get() as number | null) ?? null;
+  }
+
+  async getRun(id: string, scope?: Scope): Promise<Run | null> {
+    const row = this.#s.selectRun.get(id) as RunRow | undefined;
+    if (row === undefined || !inScope(row, scope)) return null;
+    return toRun(row);
+  }
+
+  async getAttempts(runId: string): Promise<Attempt[]> {
+    return (this.#db.prepare('SELECT * FROM attempts WHERE run_id = ? ORDER BY n').all(runId) as never[]).map(toAttempt);
+  }
+
+  async cancelRun(id: string, now: number, scope?: Scope): Promise<Run> {
+    return this.#transaction(() => {
+      const run = this.#runInScope(id, scope);
+      if (run.status !== 'queued' && run.status !== 'running') {
+        throw new DispatcherError('invalid_state', `run ${id} is ${run.status}; only queued or running runs can be canceled`);
+      }
+      const error = { code: 'canceled', message: 'canceled through the API' };
+      const to: Run = { ...run, status: 'canceled', error, finishedAt: now, updatedAt: now, correlationId: null, leaseOwner: null, leaseUntil: null };
+      this.#setState(run, to, now);
+      if (run.status === 'running' && run.leaseOwner !== null) this.#insertAttempt(attemptRow(run, now, 'canceled', error));
+      return to;
+    });
+  }
+
+  async retryRun(id: string, now: number, extraAttempts: number, deadlineAt: number, scope?: Scope): Promise<Run> {
+    return this.#transaction(() => {
+      const run = this.#runInScope(id, scope);
+      if (run.status !== 'failure' && run.status !== 'timeout' && run.status !== 'canceled') {
+        throw new DispatcherError('invalid_state', `run ${id} is ${run.status}; only failed, timed-out or canceled runs can be retried`);
+      }
+      const to: Run = {
+        ...run, status: 'queued', availableAt: now, deadlineAt, expiresAt: deadlineAt, maxAttempts: run.attempts + extraAttempts,
+        error: null, finishedAt: null, updatedAt: now, correlationId: null, leaseOwner: null, leaseUntil: null,
+      };
+      this.#setState(run, to, now);
+      return to;
+    });
+  }
+
+  #runInScope(id: string, scope: Scope | undefined): Run {
+    const row = this.#s.selectRun.get(id) as RunRow | undefined;
+    if (row === undefined || !inScope(row, scope)) throw new DispatcherError('not_found', `no run ${id}`);
+    return toRun(row);
+  }
+
+  async listRuns(query: RunQuery): Promise<Listing<Run>> {
+    const { rows, total } = await queries.listRuns(this.#kysely, this.#ops, query);
+    return { items: rows.map(toRun), total };
+  }
+
+  async getEvent(key: string, scope?: Scope): Promise<EventRecord | null> {
+    const row = this.#db.prepare('SELECT * FROM events WHERE key = ?').get(key) as EventRow | undefined;
+    if (row === undefined || !inScope(row, scope)) return null;
+    return toEventRecord(row);
+  }
+
+  async listEvents(query: EventQuery): Promise<Listing<EventRecord>> {
+    const { rows, total } = await queries.listEvents(this.#kysely, query);
+    return { items: rows.map(toEventRecord), total };
+  }
+
+  async addDeadLetters(items: NewDeadLetter[]): Promise<string[]> {
+    return this.#transaction(() => items.map((d) => this.#insertDeadLetter(d)));
+  }
+
+  #insertDeadLetter(d: NewDeadLetter): string {
+    return this.#s.insertDeadLetter.get(
+      uuidv7(), d.origin, d.source, d.reason, d.error, d.details === undefined ? null : JSON.stringify(d.details), d.raw,
+      d.rawTruncated === true ? 1 : 0, d.contentType ?? null, JSON.stringify(d.headers ?? {}), d.runId ?? null, d.eventKey ?? null,
+      d.service, d.orgId, fingerprint(d), d.at, d.at,
+    ) as string;
+  }
+
+  async getDeadLetter(id: string, scope?: Scope): Promise<DeadLetter | null> {
+    const row = this.#db.prepare('SELECT * FROM dead_letters WHERE id = ?').get(id) as DeadLetterRow | undefined;
+    if (row === undefined || !inScope(row, scope)) return null;
+    return toDeadLetter(row);
+  }
+
+  async listDeadLetters(query: DeadLetterQuery): Promise<Listing<DeadLetter>> {
+    const { rows, total } = await queries.listDeadLetters(this.#kysely, query);
+    return { items: rows.map(toDeadLetter), total };
+  }
+
+  async markReplayed(id: string, at: number): Promise<void> {
+    this.#db.prepare('UPDATE dead_letters SET replayed_at = ? WHERE id = ?').run(at, id);
+  }
+
+  async deleteDeadLetter(id: string, scope?: Scope): Promise<boolean> {
+    const row = this.#db.prepare('SELECT org_id, service FROM dead_letters WHERE id = ?').get(id) as DeadLetterRow | undefined;
+    if (row === undefined || !inScope(row, scope)) return false;
+    return this.#db.prepare('DELETE FROM dead_letters WHERE id = ?').run(id).changes > 0;
+  }
+
+  async trimDeadLetters(maxCount: number): Promise<number> {
+    return this.#db
+      .prepare(
+        `DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters ORDER BY last_seen_at DESC, id DESC LIMIT -1 OFFSET ?)`,
+      )
+      .run(maxCount).changes;
+  }
+
+  async readRunEvents(afterSeq: number, limit: number, scope?: Scope): Promise<RunEvent[]> {
+    return (await queries.readRunEvents(this.#kysely, afterSeq, limit, scope)).map(toRunEvent);
+  }
+
+  async lastRunEventSeq(): Promise<number> {
+    return (this.#db.prepare('SELECT coalesce(max(seq), 0) FROM run_events').pluck().get() as number) ?? 0;
+  }
+
+  async stats(now: number): Promise<StoreStats> {
+    const counts = this.#db
+      .prepare(
+        `SELECT
+           (SELECT count(*) FROM runs WHERE status = 'queued') AS queued,
+           (SELECT count(*) FROM runs WHERE status = 'running' AND lease_owner IS NOT NULL) AS running,
+           (SELECT count(*) FROM runs WHERE status = 'running' AND lease_owner IS NULL) AS waiting,
+           (SELECT min(available_at) FROM runs WHERE status = 'queued' AND available_at <= ?) AS oldest,
+           (SELECT count(*) FROM dead_letters) AS dead_letters`,
+      )
+      .get(now) as { queued: number; running: number; waiting: number; oldest: number | null; dead_letters: number };
+    return {
+      queued: counts.queued,
+      running: counts.running,
+      waiting: counts.waiting,
+      oldestQueuedAt: counts.oldest,
+      deadLetters: counts.dead_letters,
+    };
+  }
+}
+
+function inScope(row: { org_id: string; service: string }, scope: Scope | undefined): boolean {
+  if (scope === undefined) return true;
+  if (scope.orgId !== undefined && row.org_id !== scope.orgId) return false;
+  if (scope.services !== undefined && scope.services.length > 0 && !scope.services.includes(row.service)) return false;
+  return true;
+}
+

@@ -1,0 +1,109 @@
+/**
+ * SQLite schema. Times are integer milliseconds since the epoch; JSON is text.
+ *
+ * Indexes are chosen for the hot path first: every index on `runs` is written for every run, so the queue
+ * and lease indexes are partial (only the rows in that state are in them) and the listing uses `rowid`
+ * order, which is insertion order.
+ */
+
+export const SQLITE_MIGRATIONS: Record<string, string[]> = {
+  '0001_initial': [
+    `CREATE TABLE events (
+      key TEXT PRIMARY KEY,
+      source TEXT NOT NULL,
+      id TEXT NOT NULL,
+      type TEXT NOT NULL,
+      topic TEXT,
+      subject TEXT,
+      envelope TEXT NOT NULL,
+      input TEXT NOT NULL,
+      hops INTEGER NOT NULL,
+      service TEXT NOT NULL,
+      org_id TEXT NOT NULL,
+      received_at INTEGER NOT NULL,
+      run_count INTEGER NOT NULL
+    )`,
+    `CREATE UNIQUE INDEX events_identity ON events (source, id)`,
+    `CREATE INDEX events_unrouted ON events (received_at) WHERE run_count = 0`,
+    `CREATE TABLE runs (
+      id TEXT PRIMARY KEY,
+      event_key TEXT NOT NULL,
+      event_type TEXT NOT NULL,
+      route TEXT NOT NULL,
+      action TEXT NOT NULL,
+      action_type TEXT NOT NULL,
+      status TEXT NOT NULL,
+      attempts INTEGER NOT NULL,
+      max_attempts INTEGER NOT NULL,
+      created_at INTEGER NOT NULL,
+      updated_at INTEGER NOT NULL,
+      available_at INTEGER NOT NULL,
+      deadline_at INTEGER NOT NULL,
+      expires_at INTEGER NOT NULL,
+      lease_owner TEXT,
+      lease_until INTEGER,
+      ordering_key TEXT,
+      correlation_id TEXT,
+      labels TEXT NOT NULL,
+      service TEXT NOT NULL,
+      org_id TEXT NOT NULL,
+      error_code TEXT,
+      error_message TEXT,
+      result TEXT,
+      finished_at INTEGER
+    )`,
+    `CREATE INDEX runs_queue ON runs (available_at, id) WHERE status = 'queued'`,
+    `CREATE INDEX runs_ordering ON runs (ordering_key, id) WHERE ordering_key IS NOT NULL AND status IN ('queued', 'running')`,
+    `CREATE INDEX runs_leases ON runs (lease_until) WHERE status = 'running' AND lease_owner IS NOT NULL`,
+    `CREATE INDEX runs_deadlines ON runs (deadline_at) WHERE status IN ('queued', 'running')`,
+    `CREATE INDEX runs_running_route ON runs (route) WHERE status = 'running'`,
+    `CREATE INDEX runs_correlation ON runs (correlation_id) WHERE correlation_id IS NOT NULL`,
+    `CREATE INDEX runs_event ON runs (event_key)`,
+    `CREATE INDEX runs_created ON runs (created_at)`,
+    `CREATE TABLE attempts (
+      run_id TEXT NOT NULL,
+      n INTEGER NOT NULL,
+      started_at INTEGER NOT NULL,
+      ended_at INTEGER NOT NULL,
+      outcome TEXT NOT NULL,
+      error_code TEXT,
+      error_message TEXT,
+      http_status INTEGER,
+      response TEXT,
+      PRIMARY KEY (run_id, n)
+    ) WITHOUT ROWID`,
+    `CREATE TABLE run_events (
+      seq INTEGER PRIMARY KEY AUTOINCREMENT,
+      run_id TEXT NOT NULL,
+      event_type TEXT NOT NULL,
+      status TEXT NOT NULL,
+      service TEXT NOT NULL,
+      org_id TEXT NOT NULL,
+      at INTEGER NOT NULL,
+      payload TEXT NOT NULL
+    )`,
+    `CREATE TABLE dead_letters (
+      id TEXT PRIMARY KEY,
+      origin TEXT NOT NULL,
+      source TEXT NOT NULL,
+      reason TEXT NOT NULL,
+      error TEXT NOT NULL,
+      details TEXT,
+      raw BLOB NOT NULL,
+      raw_truncated INTEGER NOT NULL,
+      content_type TEXT,
+      headers TEXT NOT NULL,
+      run_id TEXT,
+      event_key TEXT,
+      service TEXT NOT NULL,
+      org_id TEXT NOT NULL,
+      fingerprint TEXT NOT NULL,
+      attempts INTEGER NOT NULL,
+      first_seen_at INTEGER NOT NULL,
+      last_seen_at INTEGER NOT NULL,
+      replayed_at INTEGER
+    )`,
+    `CREATE UNIQUE INDEX dead_letters_fingerprint ON dead_letters (fingerprint)`,
+    `CREATE INDEX dead_letters_last_seen ON dead_letters (last_seen_at)`,
+  ],
+};

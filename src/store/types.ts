@@ -1,0 +1,238 @@
+/**
+ * The Store: the one port between the core and a database. SQLite (embedded default) and PostgreSQL
+ * (scale-out) implement it, and both pass one shared test suite (`test/store.suite.ts`).
+ *
+ * Every method that changes a run writes its run event (the outbox) in the same transaction, so a run
+ * event exists if and only if the change it describes was committed.
+ *
+ * The hot path is batched: `commitIntake` takes many events at once (group commit), `claimRuns` claims many
+ * runs, `finishRuns` records many outcomes, each in one transaction.
+ */
+
+import type {
+  Attempt,
+  CloudEvent,
+  DeadLetter,
+  DeadLetterOrigin,
+  EventRecord,
+  Run,
+  RunError,
+  RunEvent,
+  RunStatus,
+} from '../core/types.js';
+
+/** A run planned at intake, not yet stored. */
+export interface NewRun {
+  id: string;
+  route: string;
+  action: string;
+  actionType: string;
+  maxAttempts: number;
+  availableAt: number;
+  deadlineAt: number;
+  expiresAt: number;
+  orderingKey: string | null;
+  labels: Record<string, string>;
+}
+
+export interface IntakeItem {
+  record: Omit<EventRecord, 'runCount'>;
+  runs: NewRun[];
+}
+
+export interface IntakeResult {
+  /** The stored event's key: the new one, or the existing one for a duplicate. */
+  key: string;
+  status: 'accepted' | 'duplicate';
+  /** Ids of the runs made; empty for a duplicate. */
+  runIds: string[];
+}
+
+export interface ClaimOptions {
+  /** Who claims: the worker id written as the lease owner. */
+  owner: string;
+  limit: number;
+  now: number;
+  leaseMs: number;
+  /** Routes with a concurrency limit: at most that many of their runs are `running` at once. */
+  routeLimits: ReadonlyMap<string, number>;
+}
+
+/** A claimed run, with the event it was planned for. */
+export interface ClaimedRun {
+  run: Run;
+  /** The event, as JSON text: parsed only by the actions that read it. */
+  envelope: string;
+  hops: number;
+}
+
+export interface NewDeadLetter {
+  origin: DeadLetterOrigin;
+  source: string;
+  reason: string;
+  error: string;
+  details?: unknown;
+  raw: Buffer;
+  /** The raw bytes were cut to the configured bound. */
+  rawTruncated?: boolean;
+  contentType?: string | null;
+  headers?: Record<string, string>;
+  runId?: string | null;
+  eventKey?: string | null;
+  service: string;
+  orgId: string;
+  at: number;
+}
+
+/**
+ * The end of an attempt, as the runner saw it. The store applies it only while the run is still
+ * `running` under the same lease owner (a fencing check): a run canceled, swept or claimed by another
+ * worker meanwhile is left alone, and the outcome reported as not applied.
+ */
+export interface RunOutcome {
+  /** The run as claimed (its state before this outcome). */
+  run: Run;
+  owner: string;
+  /** `queued` = retry later, `running` = waiting for a callback. */
+  status: 'success' | 'failure' | 'queued' | 'running' | 'timeout';
+  attempt: Attempt;
+  at: number;
+  availableAt?: number;
+  error?: RunError | null;
+  result?: unknown;
+  correlationId?: string | null;
+  deadlineAt?: number;
+  /** For a final failure: the dead letter to keep. */
+  deadLetter?: NewDeadLetter;
+}
+
+export interface SweepResult {
+  requeued: number;
+  timedOut: number;
+  failed: number;
+}
+
+export type SortDirection = 'asc' | 'desc';
+
+export interface Page {
+  limit: number;
+  offset: number;
+}
+
+export interface TimeRange {
+  from?: number;
+  to?: number;
+}
+
+/** Who may see what: set by the API from the principal; empty means no restriction. */
+export interface Scope {
+  orgId?: string;
+  services?: string[];
+}
+
+export const RUN_SORT_FIELDS = ['created_at', 'updated_at', 'finished_at', 'status', 'route'] as const;
+export type RunSortField = (typeof RUN_SORT_FIELDS)[number];
+
+export interface RunQuery extends Page {
+  scope?: Scope;
+  status?: RunStatus[];
+  /** Event types (exact). */
+  type?: string[];
+  route?: string[];
+  action?: string[];
+  eventKey?: string;
+  correlationId?: string;
+  labels?: Record<string, string>;
+  createdAt?: TimeRange;
+  updatedAt?: TimeRange;
+  sort?: { field: RunSortField; direction: SortDirection };
+}
+
+export interface EventQuery extends Page {
+  scope?: Scope;
+  type?: string[];
+  source?: string;
+  id?: string;
+  /** true: only events no route matched. */
+  unrouted?: boolean;
+  receivedAt?: TimeRange;
+  sort?: { direction: SortDirection };
+}
+
+export interface DeadLetterQuery extends Page {
+  scope?: Scope;
+  origin?: DeadLetterOrigin;
+  reason?: string[];
+  source?: string;
+  runId?: string;
+  replayed?: boolean;
+  lastSeenAt?: TimeRange;
+}
+
+export interface Listing<T> {
+  items: T[];
+  total: number;
+}
+
+export interface StoreStats {
+  queued: number;
+  running: number;
+  waiting: number;
+  /** When the oldest claimable queued run became claimable; null when none. */
+  oldestQueuedAt: number | null;
+  deadLetters: number;
+}
+
+export interface Store {
+  readonly dialect: 'sqlite' | 'postgres';
+  /** Create or upgrade the schema. Safe to call from several processes at once. */
+  migrate(): Promise<void>;
+  /** Throws `store_unavailable` when the database cannot be reached. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+
+  // intake
+  commitIntake(items: IntakeItem[]): Promise<IntakeResult[]>;
+
+  // runner
+  claimRuns(options: ClaimOptions): Promise<ClaimedRun[]>;
+  renewLeases(owner: string, runIds: string[], leaseUntil: number): Promise<number>;
+  /** Record outcomes; returns the ids of the runs whose outcome applied. */
+  finishRuns(outcomes: RunOutcome[]): Promise<string[]>;
+  /** Give back runs this owner claimed but did not finish (shutdown): they become claimable again. */
+  releaseRuns(owner: string, runIds: string[], now: number): Promise<number>;
+  /** Expired leases back to `queued` (or `failure` when out of attempts); expired deadlines to `timeout`. */
+  sweep(now: number, limit: number): Promise<SweepResult>;
+  /** The earliest time a queued run becomes claimable, for the runner's timer. */
+  nextAvailableAt(): Promise<number | null>;
+
+  // operations on one run
+  getRun(id: string, scope?: Scope): Promise<Run | null>;
+  getAttempts(runId: string): Promise<Attempt[]>;
+  /** queued or running → canceled. Throws not_found / invalid_state. */
+  cancelRun(id: string, now: number, scope?: Scope): Promise<Run>;
+  /** failure, timeout or canceled → queued with `extraAttempts` more attempts. Throws not_found / invalid_state. */
+  retryRun(id: string, now: number, extraAttempts: number, deadlineAt: number, scope?: Scope): Promise<Run>;
+
+  // reads
+  listRuns(query: RunQuery): Promise<Listing<Run>>;
+  getEvent(key: string, scope?: Scope): Promise<EventRecord | null>;
+  listEvents(query: EventQuery): Promise<Listing<EventRecord>>;
+
+  // dead letters
+  addDeadLetters(items: NewDeadLetter[]): Promise<string[]>;
+  getDeadLetter(id: string, scope?: Scope): Promise<DeadLetter | null>;
+  listDeadLetters(query: DeadLetterQuery): Promise<Listing<DeadLetter>>;
+  markReplayed(id: string, at: number): Promise<void>;
+  deleteDeadLetter(id: string, scope?: Scope): Promise<boolean>;
+  /** Keep at most `maxCount` dead letters: delete the oldest beyond it. */
+  trimDeadLetters(maxCount: number): Promise<number>;
+
+  // outbox
+  readRunEvents(afterSeq: number, limit: number, scope?: Scope): Promise<RunEvent[]>;
+  lastRunEventSeq(): Promise<number>;
+
+  stats(now: number): Promise<StoreStats>;
+}
+
+export type { CloudEvent };

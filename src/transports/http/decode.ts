@@ -1,0 +1,107 @@
+/**
+ * The HTTP input's decoder: CloudEvents HTTP protocol binding 1.0
+ * (https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/bindings/http-protocol-binding.md).
+ *
+ * > 3.1 Binary Content Mode: the event data is carried in the message body, and event attributes are
+ * > mapped to HTTP headers prefixed with `ce-`. […] The `datacontenttype` attribute maps to Content-Type.
+ * > Header values […] MUST be percent-encoded for characters outside printable ASCII, space, `"` and `%`.
+ * > 3.2 Structured Content Mode: the whole event is in the body, `Content-Type: application/cloudevents+json`.
+ * > 3.3 Batched Content Mode: `Content-Type: application/cloudevents-batch+json`, a JSON array of events.
+ *
+ * Plain `application/json` is accepted too when the body is an event (an object with `specversion`) or an
+ * array of them, because many producers cannot set the CloudEvents media types.
+ */
+
+import secureJson from 'secure-json-parse';
+import { DispatcherError } from '../../core/errors.js';
+import type { Decoded, InboundMessage } from '../../core/intake.js';
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+export function mediaType(contentType: string | null | undefined): string {
+  return (contentType ?? '').split(';', 1)[0]!.trim().toLowerCase();
+}
+
+export function isJsonMediaType(type: string): boolean {
+  return type === 'application/json' || type === 'text/json' || type.endsWith('+json');
+}
+
+/** Parses JSON text from bytes: valid UTF-8, no prototype-poisoning keys. */
+export function parseJsonBytes(raw: Buffer): unknown {
+  let text: string;
+  try {
+    text = utf8.decode(raw);
+  } catch {
+    throw new DispatcherError('invalid_utf8', 'the body is not valid UTF-8');
+  }
+  if (text.trim() === '') throw new DispatcherError('invalid_json', 'the body is empty');
+  try {
+    return secureJson.parse(text, undefined, { protoAction: 'error', constructorAction: 'error' });
+  } catch (err) {
+    const message = (err as Error).message;
+    if (/prototype/i.test(message)) {
+      throw new DispatcherError('forbidden_key', 'the body holds a "__proto__" or "constructor.prototype" key');
+    }
+    throw new DispatcherError('invalid_json', `the body is not valid JSON: ${message}`);
+  }
+}
+
+export function decodeHttp(message: InboundMessage): Decoded {
+  const type = mediaType(message.contentType);
+  const headers = message.headers;
+  if (type === 'application/cloudevents-batch+json') {
+    const body = parseJsonBytes(message.raw);
+    if (!Array.isArray(body)) throw new DispatcherError('invalid_event', 'a batch must be a JSON array of events', { problems: [{ pointer: '', message: 'must be an array' }] });
+    return { events: body, batch: true };
+  }
+  if (type === 'application/cloudevents+json') {
+    return { events: [parseJsonBytes(message.raw)], batch: false };
+  }
+  if (headers['ce-specversion'] !== undefined) return { events: [binaryEvent(message, type)], batch: false };
+  if (type === 'application/json') {
+    const body = parseJsonBytes(message.raw);
+    if (Array.isArray(body)) return { events: body, batch: true };
+    return { events: [body], batch: false };
+  }
+  throw new DispatcherError(
+    'unsupported_media_type',
+    `content type "${type || '(none)'}" is not accepted: send application/cloudevents+json, application/cloudevents-batch+json, application/json, or binary mode with ce-* headers`,
+  );
+}
+
+function binaryEvent(message: InboundMessage, type: string): Record<string, unknown> {
+  const event: Record<string, unknown> = {};
+  for (const [name, value] of Object.entries(message.headers)) {
+    if (!name.startsWith('ce-')) continue;
+    let decoded: string;
+    try {
+      decoded = decodeURIComponent(value);
+    } catch {
+      decoded = value;
+    }
+    event[name.slice(3)] = decoded;
+  }
+  if (message.contentType) event.datacontenttype = message.contentType;
+  if (message.raw.length > 0) {
+    if (isJsonMediaType(type)) event.data = parseJsonBytes(message.raw);
+    else if (type.startsWith('text/') || type === '') {
+      try {
+        event.data = utf8.decode(message.raw);
+      } catch {
+        throw new DispatcherError('invalid_utf8', 'the body is not valid UTF-8');
+      }
+    } else event.data_base64 = message.raw.toString('base64');
+  }
+  return event;
+}
+
+/** The headers worth keeping with a dead letter so that it can be replayed as it came. */
+export function replayHeaders(headers: Record<string, string | string[] | undefined>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined) continue;
+    const lower = name.toLowerCase();
+    if (lower.startsWith('ce-') || lower === 'content-type') out[lower] = Array.isArray(value) ? value.join(', ') : value;
+  }
+  return out;
+}
