@@ -2,7 +2,6 @@
 
 import { initConfig } from '../config/init.js';
 import { loadConfig } from '../config/load.js';
-import { isDispatcherError } from '../core/errors.js';
 import { CliError } from './output.js';
 
 export async function initConfigCommand(file: string, options: { interactive?: boolean; yes?: boolean; force?: boolean }): Promise<void> {
@@ -25,9 +24,6 @@ export async function validateConfigCommand(file: string | undefined, options: {
     await plan.close();
     process.stdout.write(`${path}: valid (${config.routes.length} routes, ${Object.keys(config.types).length} types)\n`);
   } catch (err) {
-    if (isDispatcherError(err) && err.problems && err.problems.length > 1) {
-      throw new CliError(`${err.message}\n${err.problems.map((p) => `  ${p.pointer}: ${p.message}`).join('\n')}`);
-    }
     throw new CliError((err as Error).message);
   }
 }

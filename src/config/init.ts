@@ -283,9 +283,9 @@ ${kv('enabled', d.metrics.enabled)}
 
 # Settings shared by every action of a type; the key is the action type.
 actions:
-  http:                           # webhooks
+${'  http:'.padEnd(32)} # webhooks
 ${allowLine}
-    # signingSecret: "\${WEBHOOK_SECRET}"   # sign requests, Standard Webhooks style; unset: unsigned
+    # signingSecret: "\${WEBHOOK_SECRET}"    # sign requests, Standard Webhooks style; unset: unsigned
 ${kv('timeout', d.actions.http.timeout, 'longest time one request may take', 4)}
 ${kv('maxResponseBytes', d.actions.http.maxResponseBytes, 'how much of the answer is kept on the run', 4)}
 ${kv('userAgent', str(d.actions.http.userAgent), undefined, 4)}

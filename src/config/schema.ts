@@ -343,7 +343,7 @@ const ROUTE_SCHEMA: SchemaNode = {
     concurrency: {
       type: 'integer',
       minimum: 1,
-      description: 'At most this many runs of this route at once (per ordering key when one is set). Default: no limit.',
+      description: 'At most this many runs of this route at once. Default: no limit.',
     },
     orderingKey: {
       type: 'string',

@@ -1,0 +1,116 @@
+/**
+ * Test helpers: a real dispatcher on a real SQLite file in a fresh temporary folder, built through the same
+ * configuration loader as `serve`; polling helpers that fail with what they last saw.
+ */
+
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { loadConfig } from '../src/config/load.js';
+import type { DispatcherConfig } from '../src/config/schema.js';
+import { createDispatcher, type Dispatcher } from '../src/dispatcher.js';
+import type { ActionType } from '../src/core/action.js';
+import type { Run } from '../src/core/types.js';
+
+export interface TestDispatcher {
+  d: Dispatcher;
+  config: DispatcherConfig;
+  dir: string;
+  close(): Promise<void>;
+}
+
+/** `overrides` are configuration in the file's shape (durations as text), applied over the defaults. */
+export async function startDispatcher(
+  overrides: Record<string, unknown> = {},
+  options: { start?: boolean; actionTypes?: ActionType[]; storeUrl?: string } = {},
+): Promise<TestDispatcher> {
+  const dir = mkdtempSync(join(tmpdir(), 'dispatcher-test-'));
+  const config = await loadConfig({
+    env: {},
+    overrides: {
+      store: { url: options.storeUrl ?? `sqlite:${join(dir, 'dispatcher.db')}` },
+      log: { level: 'silent' },
+      runner: { poll: '100ms', sweepInterval: '200ms' },
+      ...overrides,
+    } as never,
+  });
+  const d = await createDispatcher({ config, logger: pino({ level: 'silent' }), actionTypes: options.actionTypes });
+  if (options.start !== false) d.start();
+  return {
+    d,
+    config,
+    dir,
+    async close() {
+      await d.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export function event(overrides: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    specversion: '1.0',
+    id: `e-${Math.random().toString(36).slice(2)}`,
+    source: 'urn:test',
+    type: 'example.hello',
+    data: { hello: 'world' },
+    ...overrides,
+  };
+}
+
+/** Polls `read` until `done` holds; fails with the last value seen. */
+export async function waitFor<T>(read: () => Promise<T>, done: (value: T) => boolean, timeoutMs = 10_000, what = 'condition'): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  let last: T = await read();
+  while (!done(last)) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}; last seen: ${JSON.stringify(last)?.slice(0, 2000)}`);
+    await new Promise((r) => setTimeout(r, 20));
+    last = await read();
+  }
+  return last;
+}
+
+export async function waitForRun(d: Dispatcher, id: string, statuses: Run['status'][], timeoutMs = 10_000): Promise<Run> {
+  const run = await waitFor(() => d.store.getRun(id), (r) => r !== null && statuses.includes(r.status), timeoutMs, `run ${id} to be ${statuses.join('|')}`);
+  return run!;
+}
+
+export interface Receiver {
+  url: string;
+  requests: Array<{ method: string; url: string; headers: IncomingMessage['headers']; body: string; at: number }>;
+  server: Server;
+  close(): Promise<void>;
+}
+
+/** A real HTTP server on 127.0.0.1 that records requests and answers with `handler` (default 200). */
+export async function startReceiver(
+  handler: (req: IncomingMessage, body: string, res: ServerResponse, n: number) => void | Promise<void> = (_req, _body, res) => {
+    res.end('ok');
+  },
+): Promise<Receiver> {
+  const requests: Receiver['requests'] = [];
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks).toString('utf8');
+      requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body, at: Date.now() });
+      void handler(req, body, res, requests.length);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    requests,
+    server,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
