@@ -6,7 +6,7 @@
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
-import { event, startDispatcher, waitFor, waitForRun, type TestDispatcher } from './helpers.js';
+import { event, startDispatcher, waitForRun, type TestDispatcher } from './helpers.js';
 
 let t: TestDispatcher;
 let app: FastifyInstance;
@@ -367,6 +367,22 @@ describe('health, metrics, OpenAPI', () => {
   });
 });
 
+/** Reads a response body until `done` holds on the text so far. */
+async function readUntil(body: ReadableStream<Uint8Array>, done: (text: string) => boolean, what: string): Promise<string> {
+  const reader = body.getReader();
+  const decoder = new TextDecoder();
+  let text = '';
+  const until = Date.now() + 10_000;
+  while (!done(text)) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}; got: ${text}`);
+    const chunk = await Promise.race([reader.read(), new Promise<null>((r) => setTimeout(() => r(null), 10_000))]);
+    if (chunk === null || chunk.done) break;
+    text += decoder.decode(chunk.value, { stream: true });
+  }
+  reader.releaseLock();
+  return text;
+}
+
 describe('stream', () => {
   it('streams run events as server-sent events, and resumes after Last-Event-ID', async () => {
     const s = await startDispatcher({ server: { port: 0 } });
@@ -375,16 +391,9 @@ describe('stream', () => {
       const controller = new AbortController();
       const res = await fetch(`${address}/v1/stream?filter[route]=example`, { signal: controller.signal });
       expect(res.headers.get('content-type')).toContain('text/event-stream');
-      const reader = res.body!.getReader();
       const posted = await fetch(`${address}/v1/events`, { method: 'POST', headers: { 'content-type': CE }, body: JSON.stringify(event()) });
-      const runId = (await posted.json()).events[0].runs[0];
-      let text = '';
-      const decoder = new TextDecoder();
-      await waitFor(async () => {
-        const chunk = await Promise.race([reader.read(), new Promise<{ value?: Uint8Array }>((r) => setTimeout(() => r({}), 200))]);
-        if (chunk.value) text += decoder.decode(chunk.value);
-        return text;
-      }, (x) => x.includes('"status":"success"'), 10_000, 'the success run event');
+      const runId = ((await posted.json()) as { events: Array<{ runs: string[] }> }).events[0]!.runs[0]!;
+      const text = await readUntil(res.body!, (x) => x.includes('"status":"success"'), 'the success run event');
       controller.abort();
       const messages = text.split('\n\n').filter((m) => m.startsWith('id:'));
       const statuses = messages.map((m) => JSON.parse(m.split('\ndata: ')[1]!).run.status);
@@ -396,13 +405,7 @@ describe('stream', () => {
       const firstSeq = messages[0]!.split('\n')[0]!.slice(4);
       const resume = new AbortController();
       const again = await fetch(`${address}/v1/stream?filter[run]=${runId}`, { headers: { 'last-event-id': firstSeq }, signal: resume.signal });
-      const r2 = again.body!.getReader();
-      let text2 = '';
-      await waitFor(async () => {
-        const chunk = await Promise.race([r2.read(), new Promise<{ value?: Uint8Array }>((r) => setTimeout(() => r({}), 200))]);
-        if (chunk.value) text2 += decoder.decode(chunk.value);
-        return text2;
-      }, (x) => x.includes('"status":"success"'), 10_000, 'the replayed run events');
+      const text2 = await readUntil(again.body!, (x) => x.includes('"status":"success"'), 'the replayed run events');
       resume.abort();
       const replayed = text2.split('\n\n').filter((m) => m.startsWith('id:')).map((m) => JSON.parse(m.split('\ndata: ')[1]!).run.status);
       expect(replayed).toEqual(['running', 'success']);

@@ -91,7 +91,7 @@ export async function buildApp(d: Dispatcher): Promise<FastifyInstance> {
     const partial = (error as unknown as Record<symbol, Buffer | undefined>)[PARTIAL_BODY];
     if (request.routeOptions.url === '/v1/events' && request.method === 'POST' && (partial !== undefined || !isDispatcherError(error))) {
       // Refused before intake saw it (too large, unreadable): intake still keeps it as a dead letter.
-      await d.intake.reject(intakeMessage(request, partial ?? Buffer.alloc(0)), err);
+      await d.intake.reject({ ...intakeMessage(request, partial ?? Buffer.alloc(0)), rawTruncated: partial !== undefined }, err);
     }
     const status = HTTP_STATUS[err.code] ?? 500;
     if (status >= 500) request.log.error({ err: error }, 'request failed');

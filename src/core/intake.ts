@@ -41,6 +41,8 @@ export interface InboundMessage extends Owner {
   /** Headers or message properties worth keeping for a replay (content type, `ce-*`). */
   headers: Record<string, string>;
   hops?: number;
+  /** The raw bytes are only the start of what was received (the rest was over a limit). */
+  rawTruncated?: boolean;
 }
 
 /** Candidate events from one message; `batch` says whether problems are pointed at as `/<index>/…`. */
@@ -196,7 +198,7 @@ export class Intake {
   /** Keep the message as a dead letter, count it, and return the error to throw. */
   async reject(message: InboundMessage, error: DispatcherError): Promise<DispatcherError> {
     const max = this.#deps.settings.deadLetterMaxBytes;
-    const truncated = message.raw.length > max;
+    const truncated = message.rawTruncated === true || message.raw.length > max;
     this.#deps.metrics.eventsReceived.inc({ input: message.input, outcome: 'rejected' });
     this.#deps.metrics.deadLetters.inc({ origin: 'intake', reason: error.code });
     try {

@@ -1,0 +1,256 @@
+#!/usr/bin/env node
+/**
+ * End-to-end benchmark of the embedded default: a real `dispatcher serve` child process on SQLite, a client
+ * in this process posting over HTTP, every event routed to a `noop` action, and every event, run, attempt
+ * and run event stored. Figures are the median of several runs (2-core machines are noisy).
+ *
+ *   npm run bench                      all modes
+ *   npm run bench -- throughput        batches of 1,000 in over 4 connections → events/s, accept-to-done p50/p99
+ *   npm run bench -- latency           1,000 events/s in batches of 10 every 10 ms → accept-to-done p50/p99
+ *   npm run bench -- single            single-event POSTs over 10 connections vs bare Fastify → requests/s
+ *
+ * Options (environment): BENCH_EVENTS (throughput, default 200000), BENCH_SECONDS (latency and single,
+ * default 10), BENCH_REPEAT (default 3).
+ *
+ * accept-to-done is measured from the store: a run's `finished_at - created_at`, where `created_at` is the
+ * moment intake took the event (before the commit that makes the 202 possible).
+ */
+
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
+import { Pool } from 'undici';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const EVENTS = Number(process.env.BENCH_EVENTS ?? 200_000);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
+const REPEAT = Number(process.env.BENCH_REPEAT ?? 3);
+const modes = process.argv.slice(2).length > 0 ? process.argv.slice(2) : ['throughput', 'latency', 'single'];
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function startServer(extraConfig = '') {
+  const dir = mkdtempSync(join(tmpdir(), 'dispatcher-bench-'));
+  const port = await freePort();
+  const config = join(dir, 'dispatcher.yaml');
+  writeFileSync(
+    config,
+    `server: { port: ${port}, bodyLimit: 8MiB }
+store: { url: "sqlite:${join(dir, 'dispatcher.db')}" }
+log: { level: warn }
+intake: { maxBatch: 5000 }
+runner: { concurrency: 4096, batchSize: 1024 }
+routes:
+  - name: bench
+    match: { type: "bench.*" }
+    actions: [ { noop: {} } ]
+${extraConfig}`,
+  );
+  const child = spawn(process.execPath, [join(root, 'dist/cli/main.js'), 'serve', '--config', config], { stdio: ['ignore', 'inherit', 'inherit'] });
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 200; i++) {
+    try {
+      const r = await fetch(`${url}/healthz`);
+      if (r.ok) break;
+    } catch {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  return {
+    url,
+    db: join(dir, 'dispatcher.db'),
+    async stop() {
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+let seq = 0;
+function batchBody(n) {
+  const events = [];
+  for (let i = 0; i < n; i++) {
+    seq += 1;
+    events.push({ specversion: '1.0', id: `b-${process.pid}-${seq}`, source: 'urn:bench', type: 'bench.tick', topic: 'bench.eu.tick', data: { n: seq, host: 'web-1', severity: 'low' } });
+  }
+  return JSON.stringify(events);
+}
+
+async function waitDone(server, expected) {
+  const db = new Database(server.db, { readonly: true, fileMustExist: true });
+  try {
+    for (;;) {
+      const { n } = db.prepare(`SELECT count(*) AS n FROM runs WHERE status = 'success'`).get();
+      if (n >= expected) return;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  } finally {
+    db.close();
+  }
+}
+
+function latencies(server) {
+  const db = new Database(server.db, { readonly: true });
+  const rows = db.prepare(`SELECT finished_at - created_at AS ms FROM runs WHERE status = 'success' ORDER BY 1`).pluck().all();
+  const counts = db.prepare(`SELECT (SELECT count(*) FROM events) AS events, (SELECT count(*) FROM runs) AS runs, (SELECT count(*) FROM attempts) AS attempts, (SELECT count(*) FROM run_events) AS run_events`).get();
+  db.close();
+  const at = (p) => rows[Math.min(rows.length - 1, Math.floor((p / 100) * rows.length))] ?? NaN;
+  return { p50: at(50), p99: at(99), counts };
+}
+
+async function throughputOnce() {
+  const server = await startServer();
+  const pool = new Pool(server.url, { connections: 4, pipelining: 1 });
+  const batch = 1000;
+  const bodies = Array.from({ length: Math.ceil(EVENTS / batch) }, () => batchBody(batch));
+  const started = performance.now();
+  let next = 0;
+  async function worker() {
+    while (next < bodies.length) {
+      const body = bodies[next++];
+      const res = await pool.request({ path: '/v1/events', method: 'POST', headers: { 'content-type': 'application/cloudevents-batch+json' }, body });
+      const text = await res.body.text();
+      if (res.statusCode !== 202) throw new Error(`HTTP ${res.statusCode}: ${text.slice(0, 200)}`);
+    }
+  }
+  await Promise.all([worker(), worker(), worker(), worker()]);
+  const accepted = performance.now();
+  await waitDone(server, bodies.length * batch);
+  const done = performance.now();
+  await pool.close();
+  const l = latencies(server);
+  await server.stop();
+  const total = bodies.length * batch;
+  return { eventsPerSecond: total / ((done - started) / 1000), intakePerSecond: total / ((accepted - started) / 1000), ...l };
+}
+
+async function latencyOnce() {
+  const server = await startServer();
+  const pool = new Pool(server.url, { connections: 2 });
+  const perTick = 10;
+  const ticks = SECONDS * 100;
+  const started = performance.now();
+  const pending = [];
+  for (let i = 0; i < ticks; i++) {
+    const due = started + i * 10;
+    const wait = due - performance.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    pending.push(
+      pool
+        .request({ path: '/v1/events', method: 'POST', headers: { 'content-type': 'application/cloudevents-batch+json' }, body: batchBody(perTick) })
+        .then((res) => res.body.text()),
+    );
+  }
+  await Promise.all(pending);
+  await waitDone(server, ticks * perTick);
+  await pool.close();
+  const l = latencies(server);
+  await server.stop();
+  return l;
+}
+
+async function hammer(url, path, body, headers) {
+  const pool = new Pool(url, { connections: 10, pipelining: 1 });
+  let count = 0;
+  let errors = 0;
+  const until = performance.now() + SECONDS * 1000;
+  async function worker() {
+    while (performance.now() < until) {
+      const res = await pool.request({ path, method: 'POST', headers, body: body() });
+      await res.body.text();
+      if (res.statusCode === 202) count += 1;
+      else errors += 1;
+    }
+  }
+  const started = performance.now();
+  await Promise.all(Array.from({ length: 10 }, worker));
+  const seconds = (performance.now() - started) / 1000;
+  await pool.close();
+  return { perSecond: count / seconds, errors };
+}
+
+async function singleOnce() {
+  const server = await startServer();
+  const headers = { 'content-type': 'application/cloudevents+json' };
+  const ours = await hammer(server.url, '/v1/events', () => {
+    seq += 1;
+    return JSON.stringify({ specversion: '1.0', id: `s-${process.pid}-${seq}`, source: 'urn:bench', type: 'bench.single', data: { n: seq } });
+  }, headers);
+  await server.stop();
+
+  // Bare Fastify on the same machine: parse the JSON body, answer 202 with a small JSON body.
+  const port = await freePort();
+  const bare = spawn(process.execPath, ['--input-type=module', '-e', `
+    import Fastify from 'fastify';
+    const app = Fastify();
+    app.addContentTypeParser('application/cloudevents+json', { parseAs: 'string' }, (req, body, done) => done(null, JSON.parse(body)));
+    app.post('/v1/events', async (req, reply) => reply.code(202).send({ accepted: 1, duplicates: 0, events: [{ id: req.body.id, status: 'accepted', runs: [] }] }));
+    await app.listen({ port: ${port}, host: '127.0.0.1' });
+  `], { cwd: root, stdio: ['ignore', 'inherit', 'inherit'] });
+  for (let i = 0; i < 100; i++) {
+    try {
+      await fetch(`http://127.0.0.1:${port}/`);
+      break;
+    } catch {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  const baseline = await hammer(`http://127.0.0.1:${port}`, '/v1/events', () => {
+    seq += 1;
+    return JSON.stringify({ specversion: '1.0', id: `s-${seq}`, source: 'urn:bench', type: 'bench.single', data: { n: seq } });
+  }, headers);
+  bare.kill('SIGTERM');
+  await new Promise((r) => bare.once('exit', r));
+  return { ours: ours.perSecond, bare: baseline.perSecond, ratio: ours.perSecond / baseline.perSecond, errors: ours.errors };
+}
+
+function median(values) {
+  const s = [...values].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+const fmt = (n, digits = 0) => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
+
+console.log(`machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`);
+console.log(`each figure: median of ${REPEAT} runs\n`);
+
+if (modes.includes('throughput')) {
+  const runs = [];
+  for (let i = 0; i < REPEAT; i++) runs.push(await throughputOnce());
+  const c = runs[0].counts;
+  console.log(`throughput (${fmt(EVENTS)} events in batches of 1,000, 4 connections, noop route):`);
+  console.log(`  end to end:      ${fmt(median(runs.map((r) => r.eventsPerSecond)))} events/s   (runs: ${runs.map((r) => fmt(r.eventsPerSecond)).join(', ')})`);
+  console.log(`  intake (202s):   ${fmt(median(runs.map((r) => r.intakePerSecond)))} events/s`);
+  console.log(`  accept-to-done:  p50 ${fmt(median(runs.map((r) => r.p50)))} ms, p99 ${fmt(median(runs.map((r) => r.p99)))} ms (under full load)`);
+  console.log(`  stored per run:  ${fmt(c.events)} events, ${fmt(c.runs)} runs, ${fmt(c.attempts)} attempts, ${fmt(c.run_events)} run events\n`);
+}
+
+if (modes.includes('latency')) {
+  const runs = [];
+  for (let i = 0; i < REPEAT; i++) runs.push(await latencyOnce());
+  console.log(`latency (1,000 events/s for ${SECONDS} s, batches of 10 every 10 ms):`);
+  console.log(`  accept-to-done:  p50 ${fmt(median(runs.map((r) => r.p50)), 1)} ms, p99 ${fmt(median(runs.map((r) => r.p99)), 1)} ms   (p99s: ${runs.map((r) => fmt(r.p99, 1)).join(', ')})\n`);
+}
+
+if (modes.includes('single')) {
+  const runs = [];
+  for (let i = 0; i < REPEAT; i++) runs.push(await singleOnce());
+  console.log(`single-event POSTs (10 connections, ${SECONDS} s):`);
+  console.log(`  dispatcher:      ${fmt(median(runs.map((r) => r.ours)))} requests/s (each event routed, run and stored)`);
+  console.log(`  bare Fastify:    ${fmt(median(runs.map((r) => r.bare)))} requests/s (parse and answer only)`);
+  console.log(`  ratio:           ${fmt(median(runs.map((r) => r.ratio)) * 100)} %   (errors: ${runs.reduce((n, r) => n + r.errors, 0)})`);
+}

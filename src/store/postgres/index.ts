@@ -1,0 +1,854 @@
+/**
+ * The scale-out store: PostgreSQL through node-postgres, shared by any number of dispatcher processes.
+ *
+ * Same tables, columns and rules as the SQLite store (`../sqlite/index.ts`); what differs is how
+ * concurrency is handled, because here several processes (and several pooled connections of one process)
+ * write at once:
+ *
+ * - Claims lock their candidates with `FOR UPDATE SKIP LOCKED`: two claimers never wait for each other
+ *   and never take the same run.
+ * - A route's concurrency limit is counted under `pg_advisory_xact_lock(hashtext('route:' || route))`,
+ *   held until commit, so two claimers cannot both see room for the last slot.
+ * - Outcomes are fenced in the UPDATE itself (`status = 'running' AND lease_owner = $owner`).
+ * - The sweeper locks what it sweeps with `FOR UPDATE SKIP LOCKED`; cancel and retry lock their run with
+ *   `FOR UPDATE`, so a concurrent outcome either lands before (and the state check sees it) or fails its
+ *   fence after.
+ * - Rows that several transactions may lock (events by identity, runs, dead letters by fingerprint) are
+ *   written in a sorted order, so two batches that overlap cannot deadlock on each other.
+ *
+ * The hot path is hand-written SQL with one statement per step, whole batches passed as arrays and
+ * expanded with `unnest`; run events are inserted in the same statement or transaction as the change.
+ */
+
+import pg from 'pg';
+import { Kysely, PostgresDialect, sql, type Expression, type SqlBool } from 'kysely';
+import { v7 as uuidv7 } from 'uuid';
+import { DispatcherError } from '../../core/errors.js';
+import type { Attempt, DeadLetter, EventRecord, Run, RunEvent, RunEventType } from '../../core/types.js';
+import * as queries from '../queries.js';
+import {
+  runSummaryJson,
+  toAttempt,
+  toDeadLetter,
+  toEventRecord,
+  toRun,
+  toRunEvent,
+  type AttemptRow,
+  type DeadLetterRow,
+  type EventRow,
+  type RunRow,
+} from '../rows.js';
+import type {
+  ClaimOptions,
+  ClaimedRun,
+  DeadLetterQuery,
+  EventQuery,
+  IntakeItem,
+  IntakeResult,
+  Listing,
+  NewDeadLetter,
+  RunOutcome,
+  RunQuery,
+  Scope,
+  Store,
+  StoreStats,
+  SweepResult,
+} from '../types.js';
+import { attemptRow, fingerprint, runDeadLetter } from '../shared.js';
+import { POSTGRES_MIGRATIONS } from './migrations.js';
+
+export interface PostgresStoreOptions {
+  /** `postgres://user:password@host:port/database?…` */
+  connectionString: string;
+  /** Connections in the pool. */
+  poolSize: number;
+  /**
+   * Schema for the dispatcher's tables: every connection sets `search_path` to it, and `migrate()` creates
+   * it when missing. Default: the server's search path (usually `public`).
+   */
+  schema?: string;
+}
+
+const RUN_COLUMNS =
+  'id, event_key, event_type, route, action, action_type, status, attempts, max_attempts, created_at, updated_at, ' +
+  'available_at, deadline_at, expires_at, lease_owner, lease_until, ordering_key, correlation_id, labels, service, ' +
+  'org_id, error_code, error_message, result, finished_at';
+
+const INT8_OID = 20;
+
+/**
+ * int8 (our millisecond times, `seq`, `count(*)`) as a JS number instead of pg's default string. Safe:
+ * milliseconds since the epoch and sequence numbers stay far below 2^53.
+ */
+const getTypeParser = ((oid: number, format?: 'text' | 'binary') =>
+  oid === INT8_OID && format !== 'binary'
+    ? (value: string) => Number(value)
+    : pg.types.getTypeParser(oid, format ?? 'text')) as pg.CustomTypesConfig['getTypeParser'];
+
+/** How many times a transaction is tried again after PostgreSQL broke a deadlock or serialization conflict. */
+const TRANSACTION_RETRIES = 3;
+
+/** Positional parameters: `p.add(value, 'text[]')` returns `$n::text[]`. */
+class Params {
+  readonly values: unknown[] = [];
+  add(value: unknown, type: string): string {
+    this.values.push(value);
+    return `$${this.values.length}::${type}`;
+  }
+}
+
+type Queryable = Pick<pg.PoolClient, 'query'>;
+
+export class PostgresStore implements Store {
+  readonly dialect = 'postgres' as const;
+  readonly #pool: pg.Pool;
+  readonly #kysely: Kysely<queries.Database>;
+  readonly #schema: string | undefined;
+  readonly #where: string;
+  readonly #ops: queries.DialectOps = {
+    labelsContain: (labels): Expression<SqlBool> => sql<SqlBool>`labels @> ${JSON.stringify(labels)}::jsonb`,
+  };
+  #closed = false;
+
+  constructor(options: PostgresStoreOptions) {
+    const { schema } = options;
+    if (schema !== undefined && !/^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(schema)) {
+      throw new DispatcherError('config_invalid', `store.schema: "${schema}" is not a plain SQL identifier (letters, digits, _)`);
+    }
+    this.#schema = schema;
+    this.#where = redact(options.connectionString);
+    this.#pool = new pg.Pool({
+      connectionString: options.connectionString,
+      max: options.poolSize,
+      connectionTimeoutMillis: 10_000,
+      types: { getTypeParser },
+      // Set at connection start-up, so that no query can run before it is in effect.
+      ...(schema === undefined ? {} : { options: `-c search_path="${schema}"` }),
+    });
+    // An idle connection that dies (server restart, network) emits 'error' on the pool; without a listener
+    // that would crash the process. The pool drops the connection, and the next query reports the problem.
+    this.#pool.on('error', () => {});
+    this.#kysely = new Kysely({ dialect: new PostgresDialect({ pool: this.#pool }) });
+  }
+
+  async migrate(): Promise<void> {
+    await this.#transaction(async (c) => {
+      // Several processes may start at once: the first to take the lock migrates, the others then find
+      // the migrations applied. The lock is per schema, so test schemas migrate in parallel.
+      await c.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`dispatcher:migrate:${this.#schema ?? ''}`]);
+      if (this.#schema !== undefined) await c.query(`CREATE SCHEMA IF NOT EXISTS "${this.#schema}"`);
+      await c.query('CREATE TABLE IF NOT EXISTS dispatcher_migrations (name text PRIMARY KEY, applied_at bigint NOT NULL)');
+      const applied = new Set((await c.query<{ name: string }>('SELECT name FROM dispatcher_migrations')).rows.map((r) => r.name));
+      for (const [name, statements] of Object.entries(POSTGRES_MIGRATIONS).sort(([a], [b]) => a.localeCompare(b))) {
+        if (applied.has(name)) continue;
+        for (const statement of statements) await c.query(statement);
+        await c.query('INSERT INTO dispatcher_migrations (name, applied_at) VALUES ($1, $2)', [name, Date.now()]);
+      }
+    });
+  }
+
+  async ping(): Promise<void> {
+    await this.#query('SELECT 1');
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    // Kysely borrows connections from this pool only per query; ending the pool ends everything.
+    await this.#pool.end();
+  }
+
+  // ---------------------------------------------------------------------------------------------- intake
+
+  async commitIntake(items: IntakeItem[]): Promise<IntakeResult[]> {
+    if (items.length === 0) return [];
+    return this.#transaction(async (c) => {
+      // Insert in (source, id) order: two batches holding the same events then lock them in the same order
+      // and cannot deadlock. The sort is stable, so of two copies of one event in a batch the first wins.
+      const order = items.map((_, i) => i).sort((a, b) => compareIdentity(items[a]!, items[b]!));
+      const records = order.map((i) => items[i]!.record);
+      const inserted = await c.query<{ key: string }>(
+        `INSERT INTO events (key, source, id, type, topic, subject, envelope, input, hops, service, org_id, received_at, run_count)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[], $8::text[],
+           $9::int[], $10::text[], $11::text[], $12::bigint[], $13::int[])
+         ON CONFLICT (source, id) DO NOTHING
+         RETURNING key`,
+        [
+          records.map((r) => r.key),
+          records.map((r) => r.event.source),
+          records.map((r) => r.event.id),
+          records.map((r) => r.event.type),
+          records.map((r) => (typeof r.event.topic === 'string' ? r.event.topic : null)),
+          records.map((r) => (typeof r.event.subject === 'string' ? r.event.subject : null)),
+          records.map((r) => JSON.stringify(r.event)),
+          records.map((r) => r.input),
+          records.map((r) => r.hops),
+          records.map((r) => r.service),
+          records.map((r) => r.orgId),
+          records.map((r) => r.receivedAt),
+          order.map((i) => items[i]!.runs.length),
+        ],
+      );
+      const accepted = new Set(inserted.rows.map((r) => r.key));
+
+      const results: IntakeResult[] = new Array(items.length);
+      const duplicates: number[] = [];
+      const created: Run[] = [];
+      for (let i = 0; i < items.length; i++) {
+        const { record, runs } = items[i]!;
+        // `delete`, not `has`: the same record twice in one batch is accepted once.
+        if (!accepted.delete(record.key)) {
+          duplicates.push(i);
+          continue;
+        }
+        for (const r of runs) created.push(newRun(record, r));
+        results[i] = { key: record.key, status: 'accepted', runIds: runs.map((r) => r.id) };
+      }
+
+      if (duplicates.length > 0) {
+        const found = await c.query<{ key: string; source: string; id: string }>(
+          `SELECT e.key, e.source, e.id FROM events e
+           JOIN unnest($1::text[], $2::text[]) AS d(source, id) ON e.source = d.source AND e.id = d.id`,
+          [duplicates.map((i) => items[i]!.record.event.source), duplicates.map((i) => items[i]!.record.event.id)],
+        );
+        const keys = new Map(found.rows.map((r) => [`${r.source}\0${r.id}`, r.key]));
+        for (const i of duplicates) {
+          const e = items[i]!.record.event;
+          const key = keys.get(`${e.source}\0${e.id}`);
+          if (key === undefined) throw new Error(`event (${e.source}, ${e.id}) was neither inserted nor found`);
+          results[i] = { key, status: 'duplicate', runIds: [] };
+        }
+      }
+
+      if (created.length > 0) {
+        const p = new Params();
+        await c.query(
+          `WITH r AS (
+             INSERT INTO runs (id, event_key, event_type, route, action, action_type, status, attempts, max_attempts,
+               created_at, updated_at, available_at, deadline_at, expires_at, ordering_key, labels, service, org_id)
+             SELECT id, event_key, event_type, route, action, action_type, 'queued', 0, max_attempts,
+               created_at, created_at, available_at, deadline_at, expires_at, ordering_key, labels, service, org_id
+             FROM unnest(${p.add(created.map((r) => r.id), 'text[]')}, ${p.add(created.map((r) => r.eventKey), 'text[]')},
+               ${p.add(created.map((r) => r.eventType), 'text[]')}, ${p.add(created.map((r) => r.route), 'text[]')},
+               ${p.add(created.map((r) => r.action), 'text[]')}, ${p.add(created.map((r) => r.actionType), 'text[]')},
+               ${p.add(created.map((r) => r.maxAttempts), 'int[]')}, ${p.add(created.map((r) => r.createdAt), 'bigint[]')},
+               ${p.add(created.map((r) => r.availableAt), 'bigint[]')}, ${p.add(created.map((r) => r.deadlineAt), 'bigint[]')},
+               ${p.add(created.map((r) => r.expiresAt), 'bigint[]')}, ${p.add(created.map((r) => r.orderingKey), 'text[]')},
+               ${p.add(created.map((r) => JSON.stringify(r.labels)), 'jsonb[]')}, ${p.add(created.map((r) => r.service), 'text[]')},
+               ${p.add(created.map((r) => r.orgId), 'text[]')})
+             AS t(id, event_key, event_type, route, action, action_type, max_attempts, created_at, available_at, deadline_at,
+               expires_at, ordering_key, labels, service, org_id)
+           )
+           ${insertRunEventsSql(p, created.map((run) => ({ run, at: run.createdAt })), 'create')}`,
+          p.values,
+        );
+      }
+      return results;
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------------- runner
+
+  async claimRuns(options: ClaimOptions): Promise<ClaimedRun[]> {
+    const { owner, limit, now, leaseMs, routeLimits } = options;
+    if (limit <= 0) return [];
+    return this.#transaction(async (c) => {
+      // A run with an ordering key is claimable only while no earlier run of its key is queued or running
+      // (a head retrying later still blocks the ones behind it). A run another claimer holds is skipped:
+      // its snapshot shows it queued, so the runs behind it stay blocked here too.
+      const candidates = (
+        await c.query<RunRow & { envelope: string; hops: number }>(
+          `SELECT ${prefixed('r', RUN_COLUMNS)}, e.envelope::text AS envelope, e.hops AS hops
+           FROM runs r JOIN events e ON e.key = r.event_key
+           WHERE r.status = 'queued' AND r.available_at <= $1
+             AND (r.ordering_key IS NULL OR NOT EXISTS (
+               SELECT 1 FROM runs p WHERE p.ordering_key = r.ordering_key AND p.status IN ('queued', 'running') AND p.id < r.id))
+           ORDER BY r.available_at, r.id
+           LIMIT $2
+           FOR UPDATE OF r SKIP LOCKED`,
+          [now, routeLimits.size > 0 ? limit * 4 : limit],
+        )
+      ).rows;
+      if (candidates.length === 0) return [];
+
+      let room: Map<string, number> | undefined;
+      const limited = [...new Set(candidates.map((r) => r.route).filter((route) => routeLimits.has(route)))];
+      if (limited.length > 0) {
+        // Count a limited route's running runs only while holding its lock, which every claimer of that route
+        // takes and keeps until commit: the count then includes every claim committed before ours, and no
+        // claim can commit between our count and our commit. Taken in sorted order (volatile functions are
+        // evaluated after ORDER BY), so two claimers cannot deadlock on them.
+        if (0) await c.query(`SELECT pg_advisory_xact_lock(hashtext('route:' || r)) FROM unnest($1::text[]) AS r ORDER BY r`, [limited]);
+        room = new Map(limited.map((route) => [route, routeLimits.get(route)!]));
+        const running = await c.query<{ route: string; n: number }>(
+          `SELECT route, count(*) AS n FROM runs WHERE status = 'running' AND route = ANY($1::text[]) GROUP BY route`,
+          [limited],
+        );
+        for (const { route, n } of running.rows) room.set(route, routeLimits.get(route)! - n);
+      }
+
+      const leaseUntil = now + leaseMs;
+      const chosen: Array<{ run: Run; envelope: string; hops: number }> = [];
+      for (const row of candidates) {
+        if (chosen.length >= limit) break;
+        if (room !== undefined) {
+          const left = room.get(row.route);
+          if (left !== undefined) {
+            if (left <= 0) continue;
+            room.set(row.route, left - 1);
+          }
+        }
+        const run = toRun(row);
+        run.status = 'running';
+        run.attempts += 1;
+        run.leaseOwner = owner;
+        run.leaseUntil = leaseUntil;
+        run.updatedAt = now;
+        chosen.push({ run, envelope: row.envelope, hops: row.hops });
+      }
+      if (chosen.length === 0) return [];
+
+      const p = new Params();
+      const done = await c.query<{ run_id: string }>(
+        `WITH u AS (
+           UPDATE runs SET status = 'running', attempts = attempts + 1, lease_owner = ${p.add(owner, 'text')},
+             lease_until = ${p.add(leaseUntil, 'bigint')}, updated_at = ${p.add(now, 'bigint')}
+           WHERE id = ANY(${p.add(chosen.map((x) => x.run.id), 'text[]')}) AND status = 'queued'
+           RETURNING id
+         )
+         ${insertRunEventsSql(p, chosen.map((x) => ({ run: x.run, at: now })), 'update', 'u')}
+         RETURNING run_id`,
+        p.values,
+      );
+      const claimed = new Set(done.rows.map((r) => r.run_id));
+      return chosen.filter((x) => claimed.has(x.run.id));
+    });
+  }
+
+  async renewLeases(owner: string, runIds: string[], leaseUntil: number): Promise<number> {
+    if (runIds.length === 0) return 0;
+    const result = await this.#query(
+      `UPDATE runs SET lease_until = $1 WHERE id = ANY($2::text[]) AND lease_owner = $3 AND status = 'running'`,
+      [leaseUntil, runIds, owner],
+    );
+    return result.rowCount ?? 0;
+  }
+
+  async finishRuns(outcomes: RunOutcome[]): Promise<string[]> {
+    // One outcome per run: a second one for the same run could not pass the fence after the first anyway.
+    // Sorted by run id, so that two batches lock their runs in the same order.
+    const seen = new Set<string>();
+    const unique = outcomes.filter((o) => !seen.has(o.run.id) && seen.add(o.run.id)).sort((a, b) => compare(a.run.id, b.run.id));
+    if (unique.length === 0) return [];
+    const after = unique.map(finishedRun);
+
+    const p = new Params();
+    const text = `WITH o AS (
+        SELECT * FROM unnest(${p.add(after.map((r) => r.id), 'text[]')}, ${p.add(unique.map((o) => o.owner), 'text[]')},
+          ${p.add(after.map((r) => r.status), 'text[]')}, ${p.add(after.map((r) => r.updatedAt), 'bigint[]')},
+          ${p.add(after.map((r) => r.availableAt), 'bigint[]')}, ${p.add(after.map((r) => r.deadlineAt), 'bigint[]')},
+          ${p.add(after.map((r) => r.correlationId), 'text[]')}, ${p.add(after.map((r) => r.error?.code ?? null), 'text[]')},
+          ${p.add(after.map((r) => r.error?.message ?? null), 'text[]')}, ${p.add(after.map((r) => jsonOrNull(r.result)), 'jsonb[]')},
+          ${p.add(after.map((r) => r.finishedAt), 'bigint[]')})
+        AS o(id, owner, status, updated_at, available_at, deadline_at, correlation_id, error_code, error_message, result, finished_at)
+      ),
+      u AS (
+        UPDATE runs r SET status = o.status, updated_at = o.updated_at, available_at = o.available_at, deadline_at = o.deadline_at,
+          lease_owner = NULL, lease_until = NULL, correlation_id = o.correlation_id, error_code = o.error_code,
+          error_message = o.error_message, result = o.result, finished_at = o.finished_at
+        FROM o WHERE r.id = o.id AND r.status = 'running' AND r.lease_owner = o.owner
+        RETURNING r.id
+      ),
+      a AS (${insertAttemptsSql(p, unique.map((o) => o.attempt), 'u')}),
+      e AS (${insertRunEventsSql(p, after.map((run, i) => ({ run, at: unique[i]!.at })), 'update', 'u')})
+      SELECT id FROM u`;
+
+    const deadLetters = unique.filter((o) => o.deadLetter !== undefined);
+    if (deadLetters.length === 0) {
+      // One statement is one transaction: the fenced update, its attempts and its run events commit together.
+      const applied = new Set((await this.#query<{ id: string }>(text, p.values)).rows.map((r) => r.id));
+      return after.filter((r) => applied.has(r.id)).map((r) => r.id);
+    }
+    return this.#transaction(async (c) => {
+      const applied = new Set((await c.query<{ id: string }>(text, p.values)).rows.map((r) => r.id));
+      await insertDeadLetters(c, deadLetters.filter((o) => applied.has(o.run.id)).map((o) => o.deadLetter!));
+      return after.filter((r) => applied.has(r.id)).map((r) => r.id);
+    });
+  }
+
+  async releaseRuns(owner: string, runIds: string[], now: number): Promise<number> {
+    if (runIds.length === 0) return 0;
+    return this.#transaction(async (c) => {
+      const released = await c.query<RunRow>(
+        `UPDATE runs SET status = 'queued', attempts = greatest(attempts - 1, 0), lease_owner = NULL, lease_until = NULL,
+           available_at = $1, updated_at = $1
+         WHERE id = ANY($2::text[]) AND status = 'running' AND lease_owner = $3
+         RETURNING ${RUN_COLUMNS}`,
+        [now, [...runIds].sort(compare), owner],
+      );
+      if (released.rows.length === 0) return 0;
+      const p = new Params();
+      const runs = released.rows.map(toRun).sort((a, b) => compare(a.id, b.id));
+      await c.query(insertRunEventsSql(p, runs.map((run) => ({ run, at: now })), 'update'), p.values);
+      return runs.length;
+    });
+  }
+
+  async sweep(now: number, limit: number): Promise<SweepResult> {
+    return this.#transaction(async (c) => {
+      const result: SweepResult = { requeued: 0, timedOut: 0, failed: 0 };
+      // Deadlines first: a run past its deadline ends as `timeout`, whatever its lease says. Rows another
+      // sweeper (or a claim, a cancel) holds are skipped: the next sweep gets them.
+      const late = (
+        await c.query<RunRow>(
+          `SELECT ${RUN_COLUMNS} FROM runs WHERE status IN ('queued', 'running') AND deadline_at < $1
+           ORDER BY deadline_at LIMIT $2 FOR UPDATE SKIP LOCKED`,
+          [now, limit],
+        )
+      ).rows.map(toRun);
+      if (late.length > 0) {
+        const attempts: Attempt[] = [];
+        const deadLetters: NewDeadLetter[] = [];
+        const changes = late.map((run) => {
+          const error = { code: 'deadline_exceeded', message: `the run did not end before its deadline (${new Date(run.deadlineAt).toISOString()})` };
+          if (run.status === 'running' && run.leaseOwner !== null) attempts.push(attemptRow(run, now, 'timeout', error));
+          deadLetters.push(runDeadLetter(run, 'deadline_exceeded', error.message, now));
+          return { from: run, to: { ...run, status: 'timeout' as const, error, finishedAt: now, updatedAt: now, correlationId: null } };
+        });
+        const applied = await setStates(c, changes, now);
+        await insertAttempts(c, attempts.filter((a) => applied.has(a.runId)));
+        await insertDeadLetters(c, deadLetters.filter((d) => applied.has(d.runId!)));
+        result.timedOut = applied.size;
+      }
+
+      // This statement's snapshot includes the timeouts above, so a run is never both timed out and requeued.
+      const expired = (
+        await c.query<RunRow>(
+          `SELECT ${RUN_COLUMNS} FROM runs WHERE status = 'running' AND lease_owner IS NOT NULL AND lease_until < $1
+           ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED`,
+          [now, limit],
+        )
+      ).rows.map(toRun);
+      if (expired.length > 0) {
+        const attempts: Attempt[] = [];
+        const deadLetters: NewDeadLetter[] = [];
+        const changes = expired.map((run) => {
+          const error = { code: 'lease_expired', message: `worker ${run.leaseOwner} stopped renewing its lease` };
+          attempts.push(attemptRow(run, now, 'failure', error));
+          if (run.attempts >= run.maxAttempts || now >= run.expiresAt) {
+            const final = { code: 'attempts_exhausted', message: `${run.attempts} attempts, the last: ${error.message}` };
+            deadLetters.push(runDeadLetter(run, final.code, final.message, now));
+            return { from: run, to: { ...run, status: 'failure' as const, error: final, finishedAt: now, updatedAt: now } };
+          }
+          return { from: run, to: { ...run, status: 'queued' as const, availableAt: now, error, updatedAt: now } };
+        });
+        const applied = await setStates(c, changes, now);
+        await insertAttempts(c, attempts.filter((a) => applied.has(a.runId)));
+        await insertDeadLetters(c, deadLetters.filter((d) => applied.has(d.runId!)));
+        for (const { to } of changes) {
+          if (!applied.has(to.id)) continue;
+          if (to.status === 'failure') result.failed += 1;
+          else result.requeued += 1;
+        }
+      }
+      return result;
+    });
+  }
+
+  async nextAvailableAt(): Promise<number | null> {
+    const { rows } = await this.#query<{ at: number | null }>(`SELECT min(available_at) AS at FROM runs WHERE status = 'queued'`);
+    return rows[0]?.at ?? null;
+  }
+
+  // ------------------------------------------------------------------------------------ one run at a time
+
+  async getRun(id: string, scope?: Scope): Promise<Run | null> {
+    const row = (await this.#query<RunRow>(`SELECT ${RUN_COLUMNS} FROM runs WHERE id = $1`, [id])).rows[0];
+    if (row === undefined || !inScope(row, scope)) return null;
+    return toRun(row);
+  }
+
+  async getAttempts(runId: string): Promise<Attempt[]> {
+    return (await this.#query<AttemptRow>('SELECT * FROM attempts WHERE run_id = $1 ORDER BY n', [runId])).rows.map(toAttempt);
+  }
+
+  async cancelRun(id: string, now: number, scope?: Scope): Promise<Run> {
+    return this.#transaction(async (c) => {
+      const run = await lockRun(c, id, scope);
+      if (run.status !== 'queued' && run.status !== 'running') {
+        throw new DispatcherError('invalid_state', `run ${id} is ${run.status}; only queued or running runs can be canceled`);
+      }
+      const error = { code: 'canceled', message: 'canceled through the API' };
+      const to: Run = { ...run, status: 'canceled', error, finishedAt: now, updatedAt: now, correlationId: null, leaseOwner: null, leaseUntil: null };
+      await setStates(c, [{ from: run, to }], now);
+      if (run.status === 'running' && run.leaseOwner !== null) await insertAttempts(c, [attemptRow(run, now, 'canceled', error)]);
+      return to;
+    });
+  }
+
+  async retryRun(id: string, now: number, extraAttempts: number, deadlineAt: number, scope?: Scope): Promise<Run> {
+    return this.#transaction(async (c) => {
+      const run = await lockRun(c, id, scope);
+      if (run.status !== 'failure' && run.status !== 'timeout' && run.status !== 'canceled') {
+        throw new DispatcherError('invalid_state', `run ${id} is ${run.status}; only failed, timed-out or canceled runs can be retried`);
+      }
+      const to: Run = {
+        ...run, status: 'queued', availableAt: now, deadlineAt, expiresAt: deadlineAt, maxAttempts: run.attempts + extraAttempts,
+        error: null, finishedAt: null, updatedAt: now, correlationId: null, leaseOwner: null, leaseUntil: null,
+      };
+      await setStates(c, [{ from: run, to }], now);
+      return to;
+    });
+  }
+
+  // ----------------------------------------------------------------------------------------------- reads
+
+  async listRuns(query: RunQuery): Promise<Listing<Run>> {
+    const { rows, total } = await this.#guard(() => queries.listRuns(this.#kysely, this.#ops, query));
+    return { items: rows.map(toRun), total };
+  }
+
+  async getEvent(key: string, scope?: Scope): Promise<EventRecord | null> {
+    const row = (await this.#query<EventRow>('SELECT * FROM events WHERE key = $1', [key])).rows[0];
+    if (row === undefined || !inScope(row, scope)) return null;
+    return toEventRecord(row);
+  }
+
+  async listEvents(query: EventQuery): Promise<Listing<EventRecord>> {
+    const { rows, total } = await this.#guard(() => queries.listEvents(this.#kysely, query));
+    return { items: rows.map(toEventRecord), total };
+  }
+
+  // ---------------------------------------------------------------------------------------- dead letters
+
+  async addDeadLetters(items: NewDeadLetter[]): Promise<string[]> {
+    if (items.length === 0) return [];
+    return this.#transaction((c) => insertDeadLetters(c, items));
+  }
+
+  async getDeadLetter(id: string, scope?: Scope): Promise<DeadLetter | null> {
+    const row = (await this.#query<DeadLetterRow>('SELECT * FROM dead_letters WHERE id = $1', [id])).rows[0];
+    if (row === undefined || !inScope(row, scope)) return null;
+    return toDeadLetter(row);
+  }
+
+  async listDeadLetters(query: DeadLetterQuery): Promise<Listing<DeadLetter>> {
+    const { rows, total } = await this.#guard(() => queries.listDeadLetters(this.#kysely, query));
+    return { items: rows.map(toDeadLetter), total };
+  }
+
+  async markReplayed(id: string, at: number): Promise<void> {
+    await this.#query('UPDATE dead_letters SET replayed_at = $1 WHERE id = $2', [at, id]);
+  }
+
+  async deleteDeadLetter(id: string, scope?: Scope): Promise<boolean> {
+    const params: unknown[] = [id];
+    let text = 'DELETE FROM dead_letters WHERE id = $1';
+    if (scope?.orgId !== undefined) text += ` AND org_id = $${params.push(scope.orgId)}`;
+    if (scope?.services !== undefined && scope.services.length > 0) text += ` AND service = ANY($${params.push(scope.services)}::text[])`;
+    return ((await this.#query(text, params)).rowCount ?? 0) > 0;
+  }
+
+  async trimDeadLetters(maxCount: number): Promise<number> {
+    const result = await this.#query(
+      `DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters ORDER BY last_seen_at DESC, id DESC OFFSET $1)`,
+      [Math.max(0, maxCount)],
+    );
+    return result.rowCount ?? 0;
+  }
+
+  // ---------------------------------------------------------------------------------------------- outbox
+
+  async readRunEvents(afterSeq: number, limit: number, scope?: Scope): Promise<RunEvent[]> {
+    return (await this.#guard(() => queries.readRunEvents(this.#kysely, afterSeq, limit, scope))).map(toRunEvent);
+  }
+
+  async lastRunEventSeq(): Promise<number> {
+    const { rows } = await this.#query<{ seq: number }>('SELECT coalesce(max(seq), 0) AS seq FROM run_events');
+    return rows[0]?.seq ?? 0;
+  }
+
+  async stats(now: number): Promise<StoreStats> {
+    const { rows } = await this.#query<{ queued: number; running: number; waiting: number; oldest: number | null; dead_letters: number }>(
+      `SELECT
+         (SELECT count(*) FROM runs WHERE status = 'queued') AS queued,
+         (SELECT count(*) FROM runs WHERE status = 'running' AND lease_owner IS NOT NULL) AS running,
+         (SELECT count(*) FROM runs WHERE status = 'running' AND lease_owner IS NULL) AS waiting,
+         (SELECT min(available_at) FROM runs WHERE status = 'queued' AND available_at <= $1) AS oldest,
+         (SELECT count(*) FROM dead_letters) AS dead_letters`,
+      [now],
+    );
+    const s = rows[0]!;
+    return { queued: s.queued, running: s.running, waiting: s.waiting, oldestQueuedAt: s.oldest, deadLetters: s.dead_letters };
+  }
+
+  // ------------------------------------------------------------------------------------------- plumbing
+
+  async #query<R extends pg.QueryResultRow = Record<string, unknown>>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {
+    return this.#guard(() => this.#pool.query<R>(text, values));
+  }
+
+  /** Runs `fn` in one transaction; tried again when PostgreSQL aborted it to break a deadlock. */
+  async #transaction<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    return this.#guard(async () => {
+      for (let attempt = 1; ; attempt++) {
+        const c = await this.#pool.connect();
+        let broken: Error | undefined;
+        try {
+          await c.query('BEGIN');
+          const out = await fn(c);
+          await c.query('COMMIT');
+          return out;
+        } catch (err) {
+          await c.query('ROLLBACK').catch((e: Error) => (broken = e));
+          if (broken === undefined && attempt <= TRANSACTION_RETRIES && isConflict(err)) continue;
+          throw err;
+        } finally {
+          // A connection that could not even roll back is destroyed, not returned to the pool.
+          c.release(broken);
+        }
+      }
+    });
+  }
+
+  /** Connection failures become `store_unavailable` (retryable), with the driver's error as the cause. */
+  async #guard<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof DispatcherError || !isUnavailable(err)) throw err;
+      throw new DispatcherError('store_unavailable', `PostgreSQL at ${this.#where} is unavailable: ${describe(err)}`, { cause: err });
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------- SQL
+
+/**
+ * `INSERT INTO run_events …` for these runs, as they are after the change, in this order (so `seq` follows
+ * it). With `onlyIdsFrom`, only for the runs whose ids the named CTE returned (the changes that applied).
+ */
+function insertRunEventsSql(p: Params, events: Array<{ run: Run; at: number }>, eventType: RunEventType, onlyIdsFrom?: string): string {
+  return `INSERT INTO run_events (run_id, event_type, status, service, org_id, at, payload)
+    SELECT ev.run_id, ${p.add(eventType, 'text')}, ev.status, ev.service, ev.org_id, ev.at, ev.payload
+    FROM unnest(${p.add(events.map((e) => e.run.id), 'text[]')}, ${p.add(events.map((e) => e.run.status), 'text[]')},
+      ${p.add(events.map((e) => e.run.service), 'text[]')}, ${p.add(events.map((e) => e.run.orgId), 'text[]')},
+      ${p.add(events.map((e) => e.at), 'bigint[]')}, ${p.add(events.map((e) => runSummaryJson(e.run)), 'jsonb[]')})
+      WITH ORDINALITY AS ev(run_id, status, service, org_id, at, payload, ord)
+    ${onlyIdsFrom === undefined ? '' : `WHERE ev.run_id IN (SELECT id FROM ${onlyIdsFrom})`}
+    ORDER BY ev.ord`;
+}
+
+/** `INSERT INTO attempts …`, replacing an attempt already recorded with the same number (as SQLite does). */
+function insertAttemptsSql(p: Params, attempts: Attempt[], onlyIdsFrom?: string): string {
+  return `INSERT INTO attempts (run_id, n, started_at, ended_at, outcome, error_code, error_message, http_status, response)
+    SELECT at_.* FROM unnest(${p.add(attempts.map((a) => a.runId), 'text[]')}, ${p.add(attempts.map((a) => a.n), 'int[]')},
+      ${p.add(attempts.map((a) => a.startedAt), 'bigint[]')}, ${p.add(attempts.map((a) => a.endedAt), 'bigint[]')},
+      ${p.add(attempts.map((a) => a.outcome), 'text[]')}, ${p.add(attempts.map((a) => a.errorCode), 'text[]')},
+      ${p.add(attempts.map((a) => a.errorMessage), 'text[]')}, ${p.add(attempts.map((a) => a.httpStatus), 'int[]')},
+      ${p.add(attempts.map((a) => a.response), 'text[]')})
+      AS at_(run_id, n, started_at, ended_at, outcome, error_code, error_message, http_status, response)
+    ${onlyIdsFrom === undefined ? '' : `WHERE at_.run_id IN (SELECT id FROM ${onlyIdsFrom})`}
+    ON CONFLICT (run_id, n) DO UPDATE SET ended_at = excluded.ended_at, outcome = excluded.outcome,
+      error_code = excluded.error_code, error_message = excluded.error_message, http_status = excluded.http_status,
+      response = excluded.response`;
+}
+
+async function insertAttempts(c: Queryable, attempts: Attempt[]): Promise<void> {
+  if (attempts.length === 0) return;
+  const p = new Params();
+  await c.query(insertAttemptsSql(p, attempts), p.values);
+}
+
+/**
+ * Moves each run from `from` to `to` if it is still in `from`'s status, and writes its run event; returns
+ * the ids of the runs that moved. The caller holds the rows locked, so in practice all of them move.
+ */
+async function setStates(c: Queryable, changes: Array<{ from: Run; to: Run }>, at: number): Promise<Set<string>> {
+  if (changes.length === 0) return new Set();
+  const to = changes.map((ch) => ({ ...ch.to, leaseOwner: null, leaseUntil: null }));
+  const p = new Params();
+  const { rows } = await c.query<{ run_id: string }>(
+    `WITH t AS (
+       SELECT * FROM unnest(${p.add(to.map((r) => r.id), 'text[]')}, ${p.add(changes.map((ch) => ch.from.status), 'text[]')},
+         ${p.add(to.map((r) => r.status), 'text[]')}, ${p.add(to.map((r) => r.updatedAt), 'bigint[]')},
+         ${p.add(to.map((r) => r.availableAt), 'bigint[]')}, ${p.add(to.map((r) => r.deadlineAt), 'bigint[]')},
+         ${p.add(to.map((r) => r.expiresAt), 'bigint[]')}, ${p.add(to.map((r) => r.maxAttempts), 'int[]')},
+         ${p.add(to.map((r) => r.correlationId), 'text[]')}, ${p.add(to.map((r) => r.error?.code ?? null), 'text[]')},
+         ${p.add(to.map((r) => r.error?.message ?? null), 'text[]')}, ${p.add(to.map((r) => r.finishedAt), 'bigint[]')})
+       AS t(id, from_status, status, updated_at, available_at, deadline_at, expires_at, max_attempts, correlation_id,
+         error_code, error_message, finished_at)
+     ),
+     u AS (
+       UPDATE runs r SET status = t.status, updated_at = t.updated_at, available_at = t.available_at, deadline_at = t.deadline_at,
+         expires_at = t.expires_at, max_attempts = t.max_attempts, lease_owner = NULL, lease_until = NULL,
+         correlation_id = t.correlation_id, error_code = t.error_code, error_message = t.error_message, finished_at = t.finished_at
+       FROM t WHERE r.id = t.id AND r.status = t.from_status
+       RETURNING r.id
+     )
+     ${insertRunEventsSql(p, to.map((run) => ({ run, at })), 'update', 'u')}
+     RETURNING run_id`,
+    p.values,
+  );
+  return new Set(rows.map((r) => r.run_id));
+}
+
+/**
+ * Inserts dead letters, or counts another occurrence of one already kept (same fingerprint); returns their
+ * ids in the order given. One `INSERT … ON CONFLICT DO UPDATE` may not touch a row twice, so a batch that
+ * holds the same fingerprint more than once is written in rounds, each with every fingerprint once.
+ */
+async function insertDeadLetters(c: Queryable, items: NewDeadLetter[]): Promise<string[]> {
+  const fingerprints = items.map(fingerprint);
+  const ids: string[] = new Array(items.length);
+  let pending = items.map((_, i) => i);
+  while (pending.length > 0) {
+    const inRound = new Set<string>();
+    const round: number[] = [];
+    const later: number[] = [];
+    for (const i of pending) {
+      if (inRound.has(fingerprints[i]!)) later.push(i);
+      else {
+        inRound.add(fingerprints[i]!);
+        round.push(i);
+      }
+    }
+    // Fingerprint order: two batches upserting the same dead letters lock them in the same order.
+    round.sort((a, b) => compare(fingerprints[a]!, fingerprints[b]!));
+    const d = round.map((i) => items[i]!);
+    const { rows } = await c.query<{ id: string; fingerprint: string }>(
+      `INSERT INTO dead_letters (id, origin, source, reason, error, details, raw, raw_truncated, content_type, headers,
+         run_id, event_key, service, org_id, fingerprint, attempts, first_seen_at, last_seen_at, replayed_at)
+       SELECT id, origin, source, reason, error, details, raw, raw_truncated, content_type, headers,
+         run_id, event_key, service, org_id, fingerprint, 1, at, at, NULL
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::bytea[], $8::boolean[], $9::text[],
+         $10::jsonb[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::bigint[])
+       AS t(id, origin, source, reason, error, details, raw, raw_truncated, content_type, headers, run_id, event_key, service,
+         org_id, fingerprint, at)
+       ON CONFLICT (fingerprint) DO UPDATE SET attempts = dead_letters.attempts + 1, last_seen_at = excluded.last_seen_at,
+         reason = excluded.reason, error = excluded.error, details = excluded.details, replayed_at = NULL
+       RETURNING id, fingerprint`,
+      [
+        d.map(() => uuidv7()),
+        d.map((x) => x.origin),
+        d.map((x) => x.source),
+        d.map((x) => x.reason),
+        d.map((x) => x.error),
+        d.map((x) => (x.details === undefined ? null : JSON.stringify(x.details))),
+        d.map((x) => x.raw),
+        d.map((x) => x.rawTruncated === true),
+        d.map((x) => x.contentType ?? null),
+        d.map((x) => JSON.stringify(x.headers ?? {})),
+        d.map((x) => x.runId ?? null),
+        d.map((x) => x.eventKey ?? null),
+        d.map((x) => x.service),
+        d.map((x) => x.orgId),
+        round.map((i) => fingerprints[i]!),
+        d.map((x) => x.at),
+      ],
+    );
+    const byFingerprint = new Map(rows.map((r) => [r.fingerprint, r.id]));
+    for (const i of round) ids[i] = byFingerprint.get(fingerprints[i]!)!;
+    pending = later;
+  }
+  return ids;
+}
+
+async function lockRun(c: Queryable, id: string, scope: Scope | undefined): Promise<Run> {
+  const row = (await c.query<RunRow>(`SELECT ${RUN_COLUMNS} FROM runs WHERE id = $1 FOR UPDATE`, [id])).rows[0];
+  if (row === undefined || !inScope(row, scope)) throw new DispatcherError('not_found', `no run ${id}`);
+  return toRun(row);
+}
+
+// ---------------------------------------------------------------------------------------------- helpers
+
+/** The run as intake creates it: queued, no attempt yet. */
+function newRun(record: IntakeItem['record'], r: IntakeItem['runs'][number]): Run {
+  return {
+    id: r.id, eventKey: record.key, eventType: record.event.type, route: r.route, action: r.action, actionType: r.actionType,
+    status: 'queued', attempts: 0, maxAttempts: r.maxAttempts, createdAt: record.receivedAt, updatedAt: record.receivedAt,
+    availableAt: r.availableAt, deadlineAt: r.deadlineAt, expiresAt: r.expiresAt, leaseOwner: null, leaseUntil: null,
+    orderingKey: r.orderingKey, correlationId: null, labels: r.labels, service: record.service, orgId: record.orgId,
+    error: null, result: null, finishedAt: null,
+  };
+}
+
+/** The run as an outcome leaves it (the same rules as the SQLite store). */
+function finishedRun(o: RunOutcome): Run {
+  const terminal = o.status === 'success' || o.status === 'failure' || o.status === 'timeout';
+  return {
+    ...o.run,
+    status: o.status,
+    updatedAt: o.at,
+    availableAt: o.availableAt ?? o.run.availableAt,
+    deadlineAt: o.deadlineAt ?? o.run.deadlineAt,
+    leaseOwner: null,
+    leaseUntil: null,
+    correlationId: o.correlationId ?? null,
+    error: o.error ?? null,
+    result: o.result === undefined ? o.run.result : o.result,
+    finishedAt: terminal ? o.at : null,
+  };
+}
+
+function jsonOrNull(value: unknown): string | null {
+  return value === null || value === undefined ? null : JSON.stringify(value);
+}
+
+function prefixed(alias: string, columns: string): string {
+  return columns
+    .split(', ')
+    .map((c) => `${alias}.${c}`)
+    .join(', ');
+}
+
+/** Byte-order comparison (as the "C" collation and JS `<` on ASCII ids). */
+function compare(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function compareIdentity(a: IntakeItem, b: IntakeItem): number {
+  return compare(a.record.event.source, b.record.event.source) || compare(a.record.event.id, b.record.event.id);
+}
+
+function inScope(row: { org_id: string; service: string }, scope: Scope | undefined): boolean {
+  if (scope === undefined) return true;
+  if (scope.orgId !== undefined && row.org_id !== scope.orgId) return false;
+  if (scope.services !== undefined && scope.services.length > 0 && !scope.services.includes(row.service)) return false;
+  return true;
+}
+
+const UNAVAILABLE_NODE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', 'EAI_AGAIN']);
+
+/**
+ * The database cannot be reached or is going away: a network error, a refused or timed-out connection,
+ * SQLSTATE class 08 (connection exception), 57P01–57P03 (shutdown, cannot connect now), 53300 (too many
+ * connections).
+ */
+function isUnavailable(err: unknown): boolean {
+  if (err instanceof AggregateError && err.errors.some(isUnavailable)) return true;
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string') {
+    if (UNAVAILABLE_NODE_CODES.has(code) || code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03' || code === '53300') {
+      return true;
+    }
+  }
+  const message = err instanceof Error ? err.message : '';
+  return /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error/i.test(message);
+}
+
+/** SQLSTATE 40P01 (deadlock detected) or 40001 (serialization failure): the transaction can simply run again. */
+function isConflict(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === '40P01' || code === '40001';
+}
+
+function describe(err: unknown): string {
+  if (err instanceof AggregateError && err.errors.length > 0) return err.errors.map(describe).join('; ');
+  return err instanceof Error ? err.message || String((err as { code?: unknown }).code ?? err.name) : String(err);
+}
+
+/** The connection string without its password, for messages. */
+function redact(url: string): string {
+  return url.replace(/:[^:@/]*@/, ':***@');
+}

@@ -1,0 +1,115 @@
+/**
+ * PostgreSQL schema: the same tables and columns as SQLite (so `rows.ts` and `queries.ts` serve both).
+ * Times are integer milliseconds since the epoch as `bigint` (the pool parses int8 to a JS number); JSON is
+ * `jsonb`; raw bytes are `bytea`.
+ *
+ * Text columns that are compared with `<` or sorted (ids, keys, status, route) use the "C" collation, so
+ * that order is byte order as in SQLite whatever the database's default collation, and so that the
+ * ordering-key head check (`p.id < r.id` on UUIDv7 ids) means "created earlier" in both dialects.
+ *
+ * Indexes follow SQLite's: the queue, lease, deadline and running-by-route indexes are partial, so a run is
+ * in them only while it is in that state. `runs.labels` has a GIN index for `labels @> …` filters.
+ */
+
+export const POSTGRES_MIGRATIONS: Record<string, string[]> = {
+  '0001_initial': [
+    `CREATE TABLE events (
+      key text COLLATE "C" PRIMARY KEY,
+      source text NOT NULL,
+      id text NOT NULL,
+      type text NOT NULL,
+      topic text,
+      subject text,
+      envelope jsonb NOT NULL,
+      input text NOT NULL,
+      hops integer NOT NULL,
+      service text NOT NULL,
+      org_id text NOT NULL,
+      received_at bigint NOT NULL,
+      run_count integer NOT NULL
+    )`,
+    `CREATE UNIQUE INDEX events_identity ON events (source, id)`,
+    `CREATE INDEX events_unrouted ON events (received_at) WHERE run_count = 0`,
+    `CREATE TABLE runs (
+      id text COLLATE "C" PRIMARY KEY,
+      event_key text COLLATE "C" NOT NULL,
+      event_type text NOT NULL,
+      route text COLLATE "C" NOT NULL,
+      action text COLLATE "C" NOT NULL,
+      action_type text NOT NULL,
+      status text COLLATE "C" NOT NULL,
+      attempts integer NOT NULL,
+      max_attempts integer NOT NULL,
+      created_at bigint NOT NULL,
+      updated_at bigint NOT NULL,
+      available_at bigint NOT NULL,
+      deadline_at bigint NOT NULL,
+      expires_at bigint NOT NULL,
+      lease_owner text,
+      lease_until bigint,
+      ordering_key text,
+      correlation_id text,
+      labels jsonb NOT NULL,
+      service text NOT NULL,
+      org_id text NOT NULL,
+      error_code text,
+      error_message text,
+      result jsonb,
+      finished_at bigint
+    )`,
+    `CREATE INDEX runs_queue ON runs (available_at, id) WHERE status = 'queued'`,
+    `CREATE INDEX runs_ordering ON runs (ordering_key, id) WHERE ordering_key IS NOT NULL AND status IN ('queued', 'running')`,
+    `CREATE INDEX runs_leases ON runs (lease_until) WHERE status = 'running' AND lease_owner IS NOT NULL`,
+    `CREATE INDEX runs_deadlines ON runs (deadline_at) WHERE status IN ('queued', 'running')`,
+    `CREATE INDEX runs_running_route ON runs (route) WHERE status = 'running'`,
+    `CREATE INDEX runs_correlation ON runs (correlation_id) WHERE correlation_id IS NOT NULL`,
+    `CREATE INDEX runs_event ON runs (event_key)`,
+    `CREATE INDEX runs_created ON runs (created_at)`,
+    `CREATE INDEX runs_labels ON runs USING gin (labels jsonb_path_ops)`,
+    `CREATE TABLE attempts (
+      run_id text COLLATE "C" NOT NULL,
+      n integer NOT NULL,
+      started_at bigint NOT NULL,
+      ended_at bigint NOT NULL,
+      outcome text NOT NULL,
+      error_code text,
+      error_message text,
+      http_status integer,
+      response text,
+      PRIMARY KEY (run_id, n)
+    )`,
+    `CREATE TABLE run_events (
+      seq bigserial PRIMARY KEY,
+      run_id text COLLATE "C" NOT NULL,
+      event_type text NOT NULL,
+      status text NOT NULL,
+      service text NOT NULL,
+      org_id text NOT NULL,
+      at bigint NOT NULL,
+      payload jsonb NOT NULL
+    )`,
+    `CREATE TABLE dead_letters (
+      id text COLLATE "C" PRIMARY KEY,
+      origin text NOT NULL,
+      source text NOT NULL,
+      reason text NOT NULL,
+      error text NOT NULL,
+      details jsonb,
+      raw bytea NOT NULL,
+      raw_truncated boolean NOT NULL,
+      content_type text,
+      headers jsonb NOT NULL,
+      run_id text COLLATE "C",
+      event_key text COLLATE "C",
+      service text NOT NULL,
+      org_id text NOT NULL,
+      fingerprint text NOT NULL,
+      attempts integer NOT NULL,
+      first_seen_at bigint NOT NULL,
+      last_seen_at bigint NOT NULL,
+      replayed_at bigint
+    )`,
+    `CREATE UNIQUE INDEX dead_letters_fingerprint ON dead_letters (fingerprint)`,
+    `CREATE INDEX dead_letters_last_seen ON dead_letters (last_seen_at)`,
+  ],
+};

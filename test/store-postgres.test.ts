@@ -1,0 +1,167 @@
+/**
+ * The Store contract against PostgreSQL: every test gets a fresh schema `dispatcher_test_<file>_<n>` in the
+ * `test` database, dropped with CASCADE afterwards. Set DISPATCHER_TEST_POSTGRES_URL to use another server.
+ *
+ * Without a reachable server the suite is skipped with a warning that says why; in CI (`CI=true`) it fails.
+ */
+
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DispatcherError } from '../src/core/errors.js';
+import { PostgresStore } from '../src/store/postgres/index.js';
+import { POSTGRES_MIGRATIONS } from '../src/store/postgres/migrations.js';
+import { defineStoreSuite } from './store.suite.js';
+
+const BASE_URL = process.env.DISPATCHER_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+const SHOWN_URL = BASE_URL.replace(/:[^:@/]*@/, ':***@');
+const FILE_ID = randomBytes(4).toString('hex');
+/** Every connection this file opens says so, which lets the last check find leaked ones. */
+const APP_NAME = `dispatcher_test_${FILE_ID}`;
+const SCHEMA_PREFIX = `dispatcher_test_${FILE_ID}_`;
+
+function urlWith(params: Record<string, string>): string {
+  const url = new URL(BASE_URL);
+  for (const [k, v] of Object.entries(params)) url.searchParams.set(k, v);
+  return url.toString();
+}
+
+async function probe(): Promise<string | null> {
+  const client = new pg.Client({ connectionString: BASE_URL, connectionTimeoutMillis: 3000 });
+  client.on('error', () => {});
+  try {
+    await client.connect();
+    await client.query('SELECT 1');
+    return null;
+  } catch (err) {
+    const e = err as Error & { code?: string; errors?: Error[] };
+    return e.message || e.code || e.errors?.map((x) => x.message).join('; ') || String(err);
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+const unreachable = await probe();
+const requireDatabase = process.env.CI === 'true';
+if (unreachable !== null && !requireDatabase) {
+  console.warn(`store-postgres.test.ts skipped: PostgreSQL at ${SHOWN_URL} is unreachable (${unreachable}). Start it, or set CI=true to make this a failure.`);
+}
+
+describe.skipIf(unreachable !== null && !requireDatabase)('PostgresStore', () => {
+  let admin: pg.Pool;
+  let n = 0;
+
+  async function openStore(schema: string, poolSize = 4): Promise<PostgresStore> {
+    const store = new PostgresStore({ connectionString: urlWith({ application_name: APP_NAME }), poolSize, schema });
+    await store.migrate();
+    return store;
+  }
+
+  beforeAll(() => {
+    if (unreachable !== null) {
+      throw new Error(`PostgreSQL at ${SHOWN_URL} is unreachable (${unreachable}); with CI=true the store suite must run against it`);
+    }
+    admin = new pg.Pool({ connectionString: BASE_URL, max: 2 });
+  });
+
+  afterAll(async () => {
+    if (admin === undefined) return;
+    try {
+      // No connection left open (every store closed its pool) and no schema left behind. A backend goes
+      // away shortly after its client hangs up, so wait for it a little.
+      let left = -1;
+      for (let i = 0; i < 50 && left !== 0; i++) {
+        if (i > 0) await new Promise((r) => setTimeout(r, 100));
+        left = Number((await admin.query('SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1', [APP_NAME])).rows[0].n);
+      }
+      expect(left, 'connections left open by the stores of this file').toBe(0);
+      const schemas = await admin.query('SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)', [SCHEMA_PREFIX]);
+      expect(schemas.rows).toEqual([]);
+    } finally {
+      await admin.end();
+    }
+  });
+
+  defineStoreSuite('postgres', async () => {
+    const schema = `${SCHEMA_PREFIX}${n++}`;
+    const store = await openStore(schema);
+    return {
+      store,
+      openPeer: () => openStore(schema),
+      async cleanup() {
+        await store.close();
+        await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      },
+    };
+  });
+
+  describe('PostgreSQL specifics', () => {
+    it('migrates from several processes at once, into its own schema', async () => {
+      const schema = `${SCHEMA_PREFIX}${n++}`;
+      const stores = Array.from({ length: 4 }, () => new PostgresStore({ connectionString: urlWith({ application_name: APP_NAME }), poolSize: 1, schema }));
+      try {
+        await Promise.all(stores.map((s) => s.migrate()));
+        const applied = await admin.query(`SELECT name FROM "${schema}".dispatcher_migrations ORDER BY name`);
+        expect(applied.rows.map((r) => r.name)).toEqual(Object.keys(POSTGRES_MIGRATIONS).sort());
+        const tables = await admin.query(`SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY tablename`, [schema]);
+        expect(tables.rows.map((r) => r.tablename)).toEqual(['attempts', 'dead_letters', 'dispatcher_migrations', 'events', 'run_events', 'runs']);
+        const indexes = await admin.query(`SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = 'runs'`, [schema]);
+        const defs = new Map(indexes.rows.map((r) => [r.indexname as string, r.indexdef as string]));
+        expect(defs.get('runs_labels')).toMatch(/USING gin/);
+        expect(defs.get('runs_queue')).toMatch(/WHERE \(status = 'queued'::text\)/);
+      } finally {
+        for (const s of stores) await s.close();
+        await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      }
+    });
+
+    it('reports an unreachable server as store_unavailable, with the cause', async () => {
+      const store = new PostgresStore({ connectionString: 'postgres://postgres:secret@127.0.0.1:1/test', poolSize: 1 });
+      try {
+        for (const attempt of [() => store.ping(), () => store.migrate(), () => store.getRun('x'), () => store.listRuns({ limit: 1, offset: 0 })]) {
+          const err = await attempt().then(
+            () => undefined,
+            (e: unknown) => e,
+          );
+          expect(err).toBeInstanceOf(DispatcherError);
+          expect(err).toMatchObject({ code: 'store_unavailable', retryable: true });
+          expect((err as Error).cause).toBeDefined();
+          expect((err as Error).message).not.toContain('secret');
+        }
+      } finally {
+        await store.close();
+      }
+    });
+
+    it('recovers when the server ends its connections', async () => {
+      const schema = `${SCHEMA_PREFIX}${n++}`;
+      const app = `${APP_NAME}_kill`;
+      const store = new PostgresStore({ connectionString: urlWith({ application_name: app }), poolSize: 2, schema });
+      try {
+        await store.migrate();
+        await store.ping();
+        await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [app]);
+        let ok = false;
+        for (let i = 0; i < 5 && !ok; i++) {
+          try {
+            await store.ping();
+            ok = true;
+          } catch (err) {
+            expect(err).toMatchObject({ code: 'store_unavailable' });
+          }
+        }
+        expect(ok).toBe(true);
+        expect(await store.stats(0)).toMatchObject({ queued: 0 });
+      } finally {
+        await store.close();
+        await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      }
+    });
+
+    it('refuses a schema name that is not a plain identifier', () => {
+      expect(() => new PostgresStore({ connectionString: BASE_URL, poolSize: 1, schema: 'x"; DROP TABLE runs; --' })).toThrow(
+        expect.objectContaining({ code: 'config_invalid' }),
+      );
+    });
+  });
+});

@@ -1,0 +1,1085 @@
+/**
+ * The Store contract, as one suite that every implementation runs against its real database
+ * (`store-sqlite.test.ts`, `store-postgres.test.ts`). Each test gets a fresh, migrated, empty store from
+ * `open()` and gives it back with `cleanup()`, so no test sees another's runs.
+ *
+ * Times are fixed (`T0` and offsets) and passed in, as the Store takes them: nothing here waits on a clock.
+ */
+
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { v7 as uuidv7 } from 'uuid';
+import { DispatcherError } from '../src/core/errors.js';
+import type { Attempt, CloudEvent, Run } from '../src/core/types.js';
+import type { ClaimOptions, ClaimedRun, IntakeItem, NewDeadLetter, NewRun, RunOutcome, Store } from '../src/store/types.js';
+
+export interface StoreFixture {
+  store: Store;
+  /** Closes the store and removes its database (file, schema). */
+  cleanup: () => Promise<void>;
+  /**
+   * Another store on the same database, with its own connections (a second process, as far as the
+   * database can tell). The suite closes it. Without it, the tests of concurrent callers use two
+   * concurrent calls on one store.
+   */
+  openPeer?: () => Promise<Store>;
+}
+
+const T0 = 1_700_000_000_000;
+const HOUR = 3_600_000;
+const LEASE = 30_000;
+
+let counter = 0;
+
+function cloudEvent(overrides: Partial<CloudEvent> = {}): CloudEvent {
+  counter += 1;
+  return {
+    specversion: '1.0',
+    id: `ev-${counter}-${Math.random().toString(36).slice(2, 10)}`,
+    source: 'urn:test',
+    type: 'test.created',
+    data: { n: counter, text: 'quotes " and \\ backslashes, ünïcode' },
+    ...overrides,
+  };
+}
+
+function newRun(overrides: Partial<NewRun> = {}, at = T0): NewRun {
+  return {
+    id: uuidv7(),
+    route: 'route-a',
+    action: 'call',
+    actionType: 'http',
+    maxAttempts: 3,
+    availableAt: at,
+    deadlineAt: at + HOUR,
+    expiresAt: at + HOUR,
+    orderingKey: null,
+    labels: {},
+    ...overrides,
+  };
+}
+
+interface ItemOptions {
+  event?: Partial<CloudEvent>;
+  /** Runs to plan; default one run. */
+  runs?: Array<Partial<NewRun>>;
+  at?: number;
+  service?: string;
+  orgId?: string;
+  input?: string;
+  hops?: number;
+  key?: string;
+}
+
+function intakeItem(o: ItemOptions = {}): IntakeItem {
+  const at = o.at ?? T0;
+  return {
+    record: {
+      key: o.key ?? uuidv7(),
+      event: cloudEvent(o.event),
+      input: o.input ?? 'http',
+      hops: o.hops ?? 0,
+      service: o.service ?? 'svc-a',
+      orgId: o.orgId ?? 'org-1',
+      receivedAt: at,
+    },
+    runs: (o.runs ?? [{}]).map((r) => newRun(r, at)),
+  };
+}
+
+/** Commits one event with these runs; returns the run ids in order. */
+async function seed(store: Store, runs: Array<Partial<NewRun>>, o: Omit<ItemOptions, 'runs'> = {}): Promise<string[]> {
+  const item = intakeItem({ ...o, runs });
+  const [result] = await store.commitIntake([item]);
+  expect(result?.status).toBe('accepted');
+  return result!.runIds;
+}
+
+function claim(store: Store, o: Partial<ClaimOptions> = {}): Promise<ClaimedRun[]> {
+  return store.claimRuns({ owner: 'worker-1', limit: 10, now: T0, leaseMs: LEASE, routeLimits: new Map(), ...o });
+}
+
+async function claimOne(store: Store, o: Partial<ClaimOptions> = {}): Promise<Run> {
+  const claimed = await claim(store, { limit: 1, ...o });
+  expect(claimed).toHaveLength(1);
+  return claimed[0]!.run;
+}
+
+/** An outcome for a claimed run; `success` unless told otherwise. */
+function outcome(run: Run, o: Partial<RunOutcome> & { attemptOutcome?: Attempt['outcome'] } = {}): RunOutcome {
+  const at = o.at ?? run.updatedAt + 100;
+  const { attemptOutcome, ...rest } = o;
+  return {
+    run,
+    owner: run.leaseOwner ?? 'worker-1',
+    status: 'success',
+    at,
+    attempt: {
+      runId: run.id,
+      n: run.attempts,
+      startedAt: run.updatedAt,
+      endedAt: at,
+      outcome: attemptOutcome ?? (o.status === undefined || o.status === 'success' ? 'success' : 'failure'),
+      errorCode: o.error?.code ?? null,
+      errorMessage: o.error?.message ?? null,
+      httpStatus: 200,
+      response: 'ok',
+    },
+    ...rest,
+  };
+}
+
+function deadLetter(o: Partial<NewDeadLetter> = {}): NewDeadLetter {
+  return {
+    origin: 'intake',
+    source: 'http',
+    reason: 'invalid_json',
+    error: 'Unexpected token } in JSON at position 7',
+    details: [{ pointer: '', message: 'not JSON' }],
+    raw: Buffer.from(`{"bad": ${Math.random()}}`),
+    rawTruncated: false,
+    contentType: 'application/json',
+    headers: { 'content-type': 'application/json', 'ce-id': 'x' },
+    service: 'svc-a',
+    orgId: 'org-1',
+    at: T0,
+    ...o,
+  };
+}
+
+function withoutLease(run: Run): Omit<Run, 'leaseOwner' | 'leaseUntil'> {
+  const { leaseOwner: _o, leaseUntil: _u, ...rest } = run;
+  return rest;
+}
+
+async function allRunEvents(store: Store) {
+  return store.readRunEvents(0, 100_000);
+}
+
+/** The run events of one run as `eventType:status`, in `seq` order. */
+async function historyOf(store: Store, runId: string): Promise<string[]> {
+  return (await allRunEvents(store)).filter((e) => e.runId === runId).map((e) => `${e.eventType}:${e.status}`);
+}
+
+async function expectError(promise: Promise<unknown>, code: string): Promise<void> {
+  const err = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err, `expected a DispatcherError ${code}`).toBeInstanceOf(DispatcherError);
+  expect((err as DispatcherError).code).toBe(code);
+}
+
+export function defineStoreSuite(name: string, open: () => Promise<StoreFixture>): void {
+  describe(`Store contract: ${name}`, () => {
+    let fixture: StoreFixture;
+    let store: Store;
+    const peers: Store[] = [];
+
+    beforeEach(async () => {
+      fixture = await open();
+      store = fixture.store;
+    });
+
+    afterEach(async () => {
+      for (const peer of peers.splice(0)) await peer.close();
+      await fixture.cleanup();
+    });
+
+    /** A second store on the same database when the fixture has one, else the same store. */
+    async function peer(): Promise<Store> {
+      if (fixture.openPeer === undefined) return store;
+      const other = await fixture.openPeer();
+      peers.push(other);
+      return other;
+    }
+
+    describe('schema', () => {
+      it('migrate() again changes nothing and keeps the data; ping() answers', async () => {
+        const [id] = await seed(store, [{}]);
+        await store.migrate();
+        await store.ping();
+        expect((await store.getRun(id!))?.status).toBe('queued');
+      });
+
+      it('a second store on the same database migrates concurrently and sees the same data', async () => {
+        const [id] = await seed(store, [{}]);
+        const other = await peer();
+        await Promise.all([store.migrate(), other.migrate()]);
+        expect((await other.getRun(id!))?.id).toBe(id);
+      });
+    });
+
+    describe('commitIntake', () => {
+      it('stores accepted events and their runs, with a create run event per run in order', async () => {
+        const a = intakeItem({
+          event: { topic: 'orders.created', subject: 'order-1', data: { nested: { list: [1, 2, 3] } } },
+          runs: [
+            { route: 'r1', labels: { team: 'red' }, orderingKey: 'k-1', maxAttempts: 5 },
+            { route: 'r2', action: 'emit', actionType: 'publish', availableAt: T0 + 500 },
+          ],
+          at: T0 + 5,
+          hops: 2,
+          input: 'kafka',
+          service: 'svc-x',
+          orgId: 'org-x',
+        });
+        const b = intakeItem({ runs: [], at: T0 + 6 });
+        const results = await store.commitIntake([a, b]);
+        expect(results).toEqual([
+          { key: a.record.key, status: 'accepted', runIds: a.runs.map((r) => r.id) },
+          { key: b.record.key, status: 'accepted', runIds: [] },
+        ]);
+
+        expect(await store.getEvent(a.record.key)).toEqual({ ...a.record, runCount: 2 });
+        expect(await store.getEvent(b.record.key)).toEqual({ ...b.record, runCount: 0 });
+
+        const [r1, r2] = a.runs as [NewRun, NewRun];
+        const run1 = await store.getRun(r1.id);
+        expect(run1).toEqual({
+          id: r1.id,
+          eventKey: a.record.key,
+          eventType: a.record.event.type,
+          route: 'r1',
+          action: 'call',
+          actionType: 'http',
+          status: 'queued',
+          attempts: 0,
+          maxAttempts: 5,
+          createdAt: T0 + 5,
+          updatedAt: T0 + 5,
+          availableAt: T0 + 5,
+          deadlineAt: r1.deadlineAt,
+          expiresAt: r1.expiresAt,
+          leaseOwner: null,
+          leaseUntil: null,
+          orderingKey: 'k-1',
+          correlationId: null,
+          labels: { team: 'red' },
+          service: 'svc-x',
+          orgId: 'org-x',
+          error: null,
+          result: null,
+          finishedAt: null,
+        });
+        const run2 = await store.getRun(r2.id);
+        expect(run2).toMatchObject({ route: 'r2', action: 'emit', actionType: 'publish', availableAt: T0 + 500, orderingKey: null, labels: {} });
+
+        const events = await allRunEvents(store);
+        expect(events.map((e) => [e.runId, e.eventType, e.status, e.service, e.orgId, e.at])).toEqual([
+          [r1.id, 'create', 'queued', 'svc-x', 'org-x', T0 + 5],
+          [r2.id, 'create', 'queued', 'svc-x', 'org-x', T0 + 5],
+        ]);
+        expect(events[0]!.seq).toBeLessThan(events[1]!.seq);
+        expect(events[0]!.payload).toEqual(withoutLease(run1!));
+        expect(events[1]!.payload).toEqual(withoutLease(run2!));
+      });
+
+      it('answers duplicate for a known (source, id) and makes no runs or run events for it', async () => {
+        const first = intakeItem({ runs: [{}, {}] });
+        await store.commitIntake([first]);
+        const again = intakeItem({ runs: [{}], event: { id: first.record.event.id, source: first.record.event.source } });
+        const other = intakeItem({ runs: [{}], event: { id: first.record.event.id, source: 'urn:elsewhere' } });
+        const results = await store.commitIntake([again, other]);
+        expect(results).toEqual([
+          { key: first.record.key, status: 'duplicate', runIds: [] },
+          { key: other.record.key, status: 'accepted', runIds: [other.runs[0]!.id] },
+        ]);
+        expect(await store.getEvent(again.record.key)).toBeNull();
+        expect(await store.getRun(again.runs[0]!.id)).toBeNull();
+        expect((await store.listRuns({ limit: 100, offset: 0 })).total).toBe(3);
+        expect((await allRunEvents(store)).map((e) => e.runId)).not.toContain(again.runs[0]!.id);
+        expect((await store.getEvent(first.record.key))?.runCount).toBe(2);
+      });
+
+      it('accepts the first of two copies of one event inside one batch and answers duplicate for the second', async () => {
+        const a = intakeItem({ runs: [{}] });
+        const b = intakeItem({ runs: [{}, {}], event: { id: a.record.event.id, source: a.record.event.source } });
+        const c = intakeItem({ runs: [{}] });
+        const results = await store.commitIntake([a, b, c]);
+        expect(results).toEqual([
+          { key: a.record.key, status: 'accepted', runIds: [a.runs[0]!.id] },
+          { key: a.record.key, status: 'duplicate', runIds: [] },
+          { key: c.record.key, status: 'accepted', runIds: [c.runs[0]!.id] },
+        ]);
+        for (const r of b.runs) expect(await store.getRun(r.id)).toBeNull();
+        const listed = await store.listRuns({ limit: 100, offset: 0 });
+        expect(listed.items.map((r) => r.id).sort()).toEqual([a.runs[0]!.id, c.runs[0]!.id].sort());
+        expect((await allRunEvents(store)).map((e) => e.runId).sort()).toEqual([a.runs[0]!.id, c.runs[0]!.id].sort());
+      });
+
+      it('accepts the same item given twice in one batch once', async () => {
+        const a = intakeItem({ runs: [{}, {}] });
+        const results = await store.commitIntake([a, a]);
+        expect(results).toEqual([
+          { key: a.record.key, status: 'accepted', runIds: a.runs.map((r) => r.id) },
+          { key: a.record.key, status: 'duplicate', runIds: [] },
+        ]);
+        expect((await store.listRuns({ limit: 10, offset: 0 })).total).toBe(2);
+        expect(await allRunEvents(store)).toHaveLength(2);
+      });
+
+      it('stores a large batch in one call', async () => {
+        const items = Array.from({ length: 300 }, (_, i) => intakeItem({ runs: i % 3 === 0 ? [] : [{}, {}], at: T0 + i }));
+        const results = await store.commitIntake(items);
+        expect(results.map((r) => r.status)).toEqual(items.map(() => 'accepted'));
+        expect(results.map((r) => r.key)).toEqual(items.map((i) => i.record.key));
+        const runs = items.flatMap((i) => i.runs);
+        expect((await store.listRuns({ limit: 1, offset: 0 })).total).toBe(runs.length);
+        expect((await allRunEvents(store)).map((e) => e.runId)).toEqual(runs.map((r) => r.id));
+        expect((await store.listEvents({ limit: 1, offset: 0, unrouted: true })).total).toBe(100);
+      });
+    });
+
+    describe('claimRuns', () => {
+      it('claims queued runs whose time has come, oldest first, writes the lease and a run event', async () => {
+        const item = intakeItem({ runs: [{ availableAt: T0 + 200 }, { availableAt: T0 + 100 }, { availableAt: T0 + 1000 }], hops: 3 });
+        await store.commitIntake([item]);
+        const [late, early, future] = item.runs as [NewRun, NewRun, NewRun];
+
+        expect(await claim(store, { now: T0 + 99 })).toEqual([]);
+        const claimed = await claim(store, { now: T0 + 200, owner: 'worker-7', leaseMs: 5000 });
+        expect(claimed.map((c) => c.run.id)).toEqual([early.id, late.id]);
+        for (const c of claimed) {
+          expect(c.hops).toBe(3);
+          expect(JSON.parse(c.envelope)).toEqual(item.record.event);
+          expect(c.run).toMatchObject({ status: 'running', attempts: 1, leaseOwner: 'worker-7', leaseUntil: T0 + 5200, updatedAt: T0 + 200 });
+          expect(await store.getRun(c.run.id)).toEqual(c.run);
+          expect(await historyOf(store, c.run.id)).toEqual(['create:queued', 'update:running']);
+        }
+        const events = await allRunEvents(store);
+        expect(events.at(-1)!.payload).toEqual(withoutLease(claimed[1]!.run));
+        expect((await store.getRun(future.id))?.status).toBe('queued');
+        expect(await claim(store, { now: T0 + 999 })).toEqual([]);
+        expect((await claim(store, { now: T0 + 1000 })).map((c) => c.run.id)).toEqual([future.id]);
+      });
+
+      it('claims at most limit runs', async () => {
+        await seed(store, [{}, {}, {}, {}, {}]);
+        expect(await claim(store, { limit: 2 })).toHaveLength(2);
+        expect(await claim(store, { limit: 2 })).toHaveLength(2);
+        expect(await claim(store, { limit: 2 })).toHaveLength(1);
+        expect(await claim(store, { limit: 2 })).toHaveLength(0);
+      });
+
+      it('runs one run per ordering key at a time, in order; a retrying head still blocks', async () => {
+        const [k1a, k2a, free] = await seed(store, [{ orderingKey: 'k1' }, { orderingKey: 'k2' }, {}]);
+        const [k1b, k2b] = await seed(store, [{ orderingKey: 'k1' }, { orderingKey: 'k2' }], { at: T0 + 1 });
+
+        const first = await claim(store, { now: T0 + 10 });
+        expect(first.map((c) => c.run.id).sort()).toEqual([k1a, k2a, free].sort());
+        expect(await claim(store, { now: T0 + 10 })).toEqual([]);
+
+        const byId = new Map(first.map((c) => [c.run.id, c.run]));
+        // k1's head fails and retries later; k2's head succeeds.
+        expect(
+          await store.finishRuns([
+            outcome(byId.get(k1a!)!, { status: 'queued', at: T0 + 20, availableAt: T0 + 1000, error: { code: 'http_status', message: '503' }, attemptOutcome: 'retry' }),
+            outcome(byId.get(k2a!)!, { at: T0 + 20 }),
+          ]),
+        ).toHaveLength(2);
+        expect((await claim(store, { now: T0 + 30 })).map((c) => c.run.id)).toEqual([k2b]);
+        expect(await claim(store, { now: T0 + 999 })).toEqual([]);
+
+        const again = await claim(store, { now: T0 + 1000 });
+        expect(again.map((c) => c.run.id)).toEqual([k1a]);
+        expect(again[0]!.run.attempts).toBe(2);
+        expect(await claim(store, { now: T0 + 1000 })).toEqual([]);
+        await store.finishRuns([outcome(again[0]!.run, { at: T0 + 1100 })]);
+        expect((await claim(store, { now: T0 + 1100 })).map((c) => c.run.id)).toEqual([k1b]);
+      });
+
+      it('a canceled head unblocks the next run of its key', async () => {
+        const [a, b] = await seed(store, [{ orderingKey: 'k' }, { orderingKey: 'k' }]);
+        expect((await claim(store)).map((c) => c.run.id)).toEqual([a]);
+        await store.cancelRun(a!, T0 + 5);
+        expect((await claim(store, { now: T0 + 5 })).map((c) => c.run.id)).toEqual([b]);
+      });
+
+      it('keeps at most the route limit of runs running, counting runs claimed earlier', async () => {
+        const limited = await seed(store, Array.from({ length: 5 }, () => ({ route: 'limited' })));
+        const others = await seed(store, [{ route: 'free' }, { route: 'free' }]);
+        const routeLimits = new Map([['limited', 2]]);
+
+        const first = await claim(store, { routeLimits });
+        expect(first.filter((c) => c.run.route === 'limited')).toHaveLength(2);
+        expect(first.filter((c) => c.run.route === 'free').map((c) => c.run.id).sort()).toEqual([...others].sort());
+        expect(await claim(store, { routeLimits })).toEqual([]);
+
+        const done = first.find((c) => c.run.route === 'limited')!.run;
+        await store.finishRuns([outcome(done)]);
+        const next = await claim(store, { routeLimits, now: T0 + 200 });
+        expect(next).toHaveLength(1);
+        expect(next[0]!.run.route).toBe('limited');
+        expect(limited).toContain(next[0]!.run.id);
+        // Without a limit, the rest are claimable.
+        expect(await claim(store, { now: T0 + 200 })).toHaveLength(2);
+      });
+
+      it('two concurrent claimers never claim the same run', async () => {
+        const total = 240;
+        for (let i = 0; i < total / 40; i++) await seed(store, Array.from({ length: 40 }, () => ({})), { at: T0 + i });
+        const other = await peer();
+        const claimedBy = new Map<string, string[]>();
+        async function worker(s: Store, owner: string): Promise<void> {
+          for (let round = 0, empty = 0; round < 500 && empty < 3; round++) {
+            const claimed = await s.claimRuns({ owner, limit: 7, now: T0 + 100, leaseMs: LEASE, routeLimits: new Map() });
+            empty = claimed.length === 0 ? empty + 1 : 0;
+            for (const c of claimed) claimedBy.set(c.run.id, [...(claimedBy.get(c.run.id) ?? []), owner]);
+          }
+        }
+        await Promise.all([worker(store, 'worker-a'), worker(other, 'worker-b'), worker(store, 'worker-c'), worker(other, 'worker-d')]);
+
+        const twice = [...claimedBy].filter(([, owners]) => owners.length > 1);
+        expect(twice).toEqual([]);
+        expect(claimedBy.size).toBe(total);
+        const running = await store.listRuns({ limit: 1000, offset: 0, status: ['running'] });
+        expect(running.total).toBe(total);
+        for (const run of running.items) {
+          expect(run.attempts).toBe(1);
+          expect(run.leaseOwner).toBe(claimedBy.get(run.id)![0]);
+        }
+        const claims = (await allRunEvents(store)).filter((e) => e.status === 'running');
+        expect(claims).toHaveLength(total);
+        // The claimers did take turns (this is a test of concurrency, not of one claimer draining the queue).
+        expect(new Set([...claimedBy.values()].flat()).size).toBeGreaterThan(1);
+      });
+
+      it('concurrent claimers together respect a route limit', async () => {
+        // More runs than one claimer's candidates (4 × its limit), so that every claimer finds some.
+        await seed(store, Array.from({ length: 200 }, () => ({ route: 'limited' })));
+        await seed(store, Array.from({ length: 20 }, () => ({ route: 'free' })), { at: T0 + 1 });
+        const other = await peer();
+        const routeLimits = new Map([['limited', 3]]);
+        const claimed: ClaimedRun[] = [];
+        for (let round = 0; round < 3; round++) {
+          const claims = await Promise.all(
+            [store, other, store, other].map((s, i) => s.claimRuns({ owner: `worker-${i}`, limit: 5, now: T0 + 10, leaseMs: LEASE, routeLimits })),
+          );
+          claimed.push(...claims.flat());
+        }
+        expect(claimed.filter((c) => c.run.route === 'limited')).toHaveLength(3);
+        expect((await store.listRuns({ limit: 1, offset: 0, status: ['running'], route: ['limited'] })).total).toBe(3);
+        // The limit holds back only its own route.
+        expect(claimed.filter((c) => c.run.route === 'free')).toHaveLength(20);
+      });
+    });
+
+    describe('renewLeases', () => {
+      it("extends only the owner's running runs", async () => {
+        await seed(store, [{}, {}]);
+        const [a, b] = (await claim(store)).map((c) => c.run) as [Run, Run];
+        expect(await store.renewLeases('worker-2', [a.id, b.id], T0 + 99_000)).toBe(0);
+        expect(await store.renewLeases('worker-1', [a.id], T0 + 99_000)).toBe(1);
+        expect((await store.getRun(a.id))?.leaseUntil).toBe(T0 + 99_000);
+        expect((await store.getRun(b.id))?.leaseUntil).toBe(T0 + LEASE);
+        await store.finishRuns([outcome(b)]);
+        expect(await store.renewLeases('worker-1', [a.id, b.id], T0 + 100_000)).toBe(1);
+        expect(await store.renewLeases('worker-1', [], T0 + 100_000)).toBe(0);
+      });
+    });
+
+    describe('finishRuns', () => {
+      it('records a success: status, result, attempt, run event, lease cleared', async () => {
+        await seed(store, [{}]);
+        const run = await claimOne(store);
+        const applied = await store.finishRuns([outcome(run, { at: T0 + 300, result: { status: 201, body: 'created' } })]);
+        expect(applied).toEqual([run.id]);
+        const after = await store.getRun(run.id);
+        expect(after).toEqual({
+          ...run,
+          status: 'success',
+          updatedAt: T0 + 300,
+          finishedAt: T0 + 300,
+          leaseOwner: null,
+          leaseUntil: null,
+          result: { status: 201, body: 'created' },
+        });
+        expect(await store.getAttempts(run.id)).toEqual([
+          { runId: run.id, n: 1, startedAt: T0, endedAt: T0 + 300, outcome: 'success', errorCode: null, errorMessage: null, httpStatus: 200, response: 'ok' },
+        ]);
+        const last = (await allRunEvents(store)).at(-1)!;
+        expect(last).toMatchObject({ runId: run.id, eventType: 'update', status: 'success', at: T0 + 300 });
+        expect(last.payload).toEqual(withoutLease(after!));
+        expect(await claim(store, { now: T0 + 10_000 })).toEqual([]);
+      });
+
+      it('applies nothing for a wrong owner: no state change, attempt or run event', async () => {
+        await seed(store, [{}]);
+        const run = await claimOne(store);
+        const before = await allRunEvents(store);
+        expect(await store.finishRuns([{ ...outcome(run), owner: 'worker-2' }])).toEqual([]);
+        expect(await store.getRun(run.id)).toEqual(run);
+        expect(await store.getAttempts(run.id)).toEqual([]);
+        expect(await allRunEvents(store)).toEqual(before);
+      });
+
+      it('applies nothing to a run canceled meanwhile', async () => {
+        await seed(store, [{}]);
+        const run = await claimOne(store);
+        await store.cancelRun(run.id, T0 + 50);
+        const before = await allRunEvents(store);
+        expect(await store.finishRuns([outcome(run, { at: T0 + 100 })])).toEqual([]);
+        expect((await store.getRun(run.id))?.status).toBe('canceled');
+        expect((await store.getAttempts(run.id)).map((a) => a.outcome)).toEqual(['canceled']);
+        expect(await allRunEvents(store)).toEqual(before);
+      });
+
+      it('in one batch, applies the fenced outcomes and reports only those', async () => {
+        await seed(store, [{}, {}, {}]);
+        const [a, b, c] = (await claim(store)).map((x) => x.run) as [Run, Run, Run];
+        await store.cancelRun(b.id, T0 + 10);
+        const applied = await store.finishRuns([outcome(a), outcome(b), { ...outcome(c), owner: 'nobody' }]);
+        expect(applied).toEqual([a.id]);
+        expect((await store.getRun(a.id))?.status).toBe('success');
+        expect((await store.getRun(c.id))?.status).toBe('running');
+        expect(await store.getAttempts(c.id)).toEqual([]);
+        expect(await store.finishRuns([])).toEqual([]);
+      });
+
+      it('a retry outcome queues the run until availableAt, keeping the error', async () => {
+        await seed(store, [{}]);
+        const run = await claimOne(store);
+        const error = { code: 'http_status', message: 'the receiver answered 503' };
+        expect(await store.finishRuns([outcome(run, { status: 'queued', at: T0 + 100, availableAt: T0 + 5000, error, attemptOutcome: 'retry' })])).toEqual([run.id]);
+        expect(await store.getRun(run.id)).toMatchObject({ status: 'queued', availableAt: T0 + 5000, error, leaseOwner: null, leaseUntil: null, finishedAt: null, attempts: 1 });
+        expect(await store.getAttempts(run.id)).toMatchObject([{ n: 1, outcome: 'retry', errorCode: 'http_status', errorMessage: error.message }]);
+        expect(await historyOf(store, run.id)).toEqual(['create:queued', 'update:running', 'update:queued']);
+        expect(await store.nextAvailableAt()).toBe(T0 + 5000);
+        expect(await claim(store, { now: T0 + 4999 })).toEqual([]);
+        const again = await claimOne(store, { now: T0 + 5000 });
+        expect(again.attempts).toBe(2);
+      });
+
+      it('a waiting outcome keeps the run running, without a lease, with a correlation id', async () => {
+        await seed(store, [{}]);
+        const run = await claimOne(store);
+        const applied = await store.finishRuns([
+          outcome(run, { status: 'running', at: T0 + 100, correlationId: 'corr-1', deadlineAt: T0 + 50_000, attemptOutcome: 'waiting' }),
+        ]);
+        expect(applied).toEqual([run.id]);
+        const waiting = await store.getRun(run.id);
+        expect(waiting).toMatchObject({ status: 'running', leaseOwner: null, leaseUntil: null, correlationId: 'corr-1', deadlineAt: T0 + 50_000, finishedAt: null });
+        expect(await store.getAttempts(run.id)).toMatchObject([{ outcome: 'waiting' }]);
+        expect((await store.listRuns({ limit: 10, offset: 0, correlationId: 'corr-1' })).items.map((r) => r.id)).toEqual([run.id]);
+        expect(await store.stats(T0 + 100)).toMatchObject({ running: 0, waiting: 1, queued: 0 });
+        // No lease to expire, no renewal to make.
+        expect(await store.renewLeases('worker-1', [run.id], T0 + 99_000)).toBe(0);
+        expect(await store.sweep(T0 + 40_000, 100)).toEqual({ requeued: 0, timedOut: 0, failed: 0 });
+        expect(await claim(store, { now: T0 + 40_000 })).toEqual([]);
+        // Its deadline makes it a timeout.
+        expect(await store.sweep(T0 + 50_001, 100)).toEqual({ requeued: 0, timedOut: 1, failed: 0 });
+        expect(await store.getRun(run.id)).toMatchObject({ status: 'timeout', correlationId: null, error: { code: 'deadline_exceeded' } });
+        expect((await store.getAttempts(run.id)).map((a) => a.outcome)).toEqual(['waiting']);
+      });
+
+      it('a final failure keeps its dead letter', async () => {
+        await seed(store, [{}], { service: 'svc-f', orgId: 'org-f' });
+        const run = await claimOne(store);
+        const error = { code: 'action_failed', message: 'the receiver said no' };
+        const dead: NewDeadLetter = {
+          origin: 'run', source: run.route, reason: error.code, error: error.message, details: { attempts: 1 },
+          raw: Buffer.from(JSON.stringify({ runId: run.id })), contentType: 'application/json', runId: run.id, eventKey: run.eventKey,
+          service: run.service, orgId: run.orgId, at: T0 + 100,
+        };
+        expect(await store.finishRuns([outcome(run, { status: 'failure', at: T0 + 100, error, deadLetter: dead })])).toEqual([run.id]);
+        expect(await store.getRun(run.id)).toMatchObject({ status: 'failure', error, finishedAt: T0 + 100 });
+        const letters = await store.listDeadLetters({ limit: 10, offset: 0, runId: run.id });
+        expect(letters.total).toBe(1);
+        expect(letters.items[0]).toMatchObject({
+          origin: 'run', reason: 'action_failed', error: error.message, runId: run.id, eventKey: run.eventKey, attempts: 1,
+          service: 'svc-f', orgId: 'org-f', firstSeenAt: T0 + 100, lastSeenAt: T0 + 100, details: { attempts: 1 },
+        });
+        expect(letters.items[0]!.raw.equals(dead.raw)).toBe(true);
+      });
+
+      it('keeps no dead letter when the failure is not applied', async () => {
+        await seed(store, [{}]);
+        const run = await claimOne(store);
+        const dead = deadLetter({ origin: 'run', runId: run.id });
+        expect(await store.finishRuns([{ ...outcome(run, { status: 'failure', deadLetter: dead }), owner: 'worker-2' }])).toEqual([]);
+        expect((await store.listDeadLetters({ limit: 10, offset: 0 })).total).toBe(0);
+      });
+    });
+
+    describe('releaseRuns', () => {
+      it("gives the owner's runs back: queued, attempt not counted, claimable now", async () => {
+        await seed(store, [{}, {}]);
+        const [a, b] = (await claim(store)).map((c) => c.run) as [Run, Run];
+        expect(await store.releaseRuns('worker-2', [a.id, b.id], T0 + 50)).toBe(0);
+        expect(await store.releaseRuns('worker-1', [a.id], T0 + 50)).toBe(1);
+        expect(await store.getRun(a.id)).toMatchObject({ status: 'queued', attempts: 0, leaseOwner: null, leaseUntil: null, availableAt: T0 + 50, updatedAt: T0 + 50 });
+        expect((await store.getRun(b.id))?.status).toBe('running');
+        expect(await historyOf(store, a.id)).toEqual(['create:queued', 'update:running', 'update:queued']);
+        expect((await allRunEvents(store)).at(-1)!.payload).toMatchObject({ id: a.id, status: 'queued', attempts: 0 });
+        expect(await store.getAttempts(a.id)).toEqual([]);
+        const again = await claimOne(store, { now: T0 + 50 });
+        expect(again).toMatchObject({ id: a.id, attempts: 1 });
+        expect(await store.releaseRuns('worker-1', [], T0 + 60)).toBe(0);
+      });
+    });
+
+    describe('sweep', () => {
+      it('requeues a run whose lease expired, with a lease_expired attempt', async () => {
+        await seed(store, [{}]);
+        const run = await claimOne(store, { leaseMs: 1000 });
+        expect(await store.sweep(T0 + 1000, 100)).toEqual({ requeued: 0, timedOut: 0, failed: 0 });
+        expect(await store.sweep(T0 + 1001, 100)).toEqual({ requeued: 1, timedOut: 0, failed: 0 });
+        expect(await store.getRun(run.id)).toMatchObject({
+          status: 'queued', attempts: 1, availableAt: T0 + 1001, leaseOwner: null, leaseUntil: null, error: { code: 'lease_expired' },
+        });
+        expect(await store.getAttempts(run.id)).toMatchObject([{ n: 1, outcome: 'failure', errorCode: 'lease_expired', endedAt: T0 + 1001 }]);
+        expect(await historyOf(store, run.id)).toEqual(['create:queued', 'update:running', 'update:queued']);
+        expect((await claimOne(store, { now: T0 + 1001 })).attempts).toBe(2);
+      });
+
+      it('fails a run out of attempts, with a dead letter', async () => {
+        await seed(store, [{ maxAttempts: 1 }]);
+        const run = await claimOne(store, { leaseMs: 1000 });
+        expect(await store.sweep(T0 + 2000, 100)).toEqual({ requeued: 0, timedOut: 0, failed: 1 });
+        expect(await store.getRun(run.id)).toMatchObject({ status: 'failure', finishedAt: T0 + 2000, leaseOwner: null, error: { code: 'attempts_exhausted' } });
+        expect((await store.getAttempts(run.id)).map((a) => a.errorCode)).toEqual(['lease_expired']);
+        expect(await historyOf(store, run.id)).toEqual(['create:queued', 'update:running', 'update:failure']);
+        const letters = await store.listDeadLetters({ limit: 10, offset: 0, runId: run.id });
+        expect(letters.items.map((d) => [d.origin, d.reason])).toEqual([['run', 'attempts_exhausted']]);
+      });
+
+      it('times out runs past their deadline, queued or running, with dead letters; the deadline wins over an expired lease', async () => {
+        const [queued, running, fine] = await seed(store, [{ deadlineAt: T0 + 500 }, { deadlineAt: T0 + 500 }, { deadlineAt: T0 + 10_000 }]);
+        const claimed = await claim(store, { limit: 3, leaseMs: 100 });
+        // Keep only `running` claimed: give the others back.
+        await store.releaseRuns('worker-1', claimed.map((c) => c.run.id).filter((id) => id !== running), T0 + 1);
+        // At T0 + 501 the running run's lease (until T0 + 100) has expired too.
+        const result = await store.sweep(T0 + 501, 100);
+        expect(result).toEqual({ requeued: 0, timedOut: 2, failed: 0 });
+        for (const id of [queued!, running!]) {
+          expect(await store.getRun(id)).toMatchObject({ status: 'timeout', finishedAt: T0 + 501, leaseOwner: null, error: { code: 'deadline_exceeded' } });
+          expect((await historyOf(store, id)).at(-1)).toBe('update:timeout');
+        }
+        expect(await store.getAttempts(queued!)).toEqual([]);
+        expect(await store.getAttempts(running!)).toMatchObject([{ n: 1, outcome: 'timeout', errorCode: 'deadline_exceeded' }]);
+        expect((await store.getRun(fine!))?.status).toBe('queued');
+        const letters = await store.listDeadLetters({ limit: 10, offset: 0, reason: ['deadline_exceeded'] });
+        expect(letters.items.map((d) => d.runId).sort()).toEqual([queued, running].sort());
+        expect(letters.items.map((d) => d.origin)).toEqual(['run', 'run']);
+      });
+
+      it('sweeps at most limit runs per kind at a time', async () => {
+        await seed(store, Array.from({ length: 5 }, () => ({ deadlineAt: T0 + 10 })));
+        expect((await store.sweep(T0 + 10, 2)).timedOut).toBe(0);
+        expect((await store.sweep(T0 + 11, 2)).timedOut).toBe(2);
+        expect((await store.sweep(T0 + 11, 2)).timedOut).toBe(2);
+        expect((await store.sweep(T0 + 11, 2)).timedOut).toBe(1);
+        expect((await store.sweep(T0 + 11, 2)).timedOut).toBe(0);
+      });
+
+      it('two concurrent sweepers handle each expired run once', async () => {
+        await seed(store, Array.from({ length: 40 }, () => ({ deadlineAt: T0 + 10 })));
+        const other = await peer();
+        const results = await Promise.all([store.sweep(T0 + 11, 1000), other.sweep(T0 + 11, 1000)]);
+        expect(results[0]!.timedOut + results[1]!.timedOut).toBe(40);
+        const timeouts = (await allRunEvents(store)).filter((e) => e.status === 'timeout');
+        expect(timeouts).toHaveLength(40);
+        expect((await store.listDeadLetters({ limit: 1, offset: 0 })).items[0]?.attempts).toBe(1);
+        expect((await store.listDeadLetters({ limit: 1, offset: 0 })).total).toBe(40);
+      });
+    });
+
+    describe('cancelRun', () => {
+      it('cancels a queued run, with a run event; a second cancel is invalid_state', async () => {
+        const [id] = await seed(store, [{}]);
+        const canceled = await store.cancelRun(id!, T0 + 10);
+        expect(canceled).toMatchObject({ id, status: 'canceled', finishedAt: T0 + 10, updatedAt: T0 + 10, error: { code: 'canceled' } });
+        expect(await store.getRun(id!)).toEqual(canceled);
+        expect(await historyOf(store, id!)).toEqual(['create:queued', 'update:canceled']);
+        expect(await claim(store, { now: T0 + 20 })).toEqual([]);
+        await expectError(store.cancelRun(id!, T0 + 20), 'invalid_state');
+        expect(await historyOf(store, id!)).toEqual(['create:queued', 'update:canceled']);
+      });
+
+      it('cancels a running run and records the attempt as canceled', async () => {
+        await seed(store, [{}]);
+        const run = await claimOne(store);
+        const canceled = await store.cancelRun(run.id, T0 + 10);
+        expect(canceled).toMatchObject({ status: 'canceled', leaseOwner: null, leaseUntil: null });
+        expect(await store.getAttempts(run.id)).toMatchObject([{ n: 1, outcome: 'canceled', endedAt: T0 + 10 }]);
+        expect(await store.renewLeases('worker-1', [run.id], T0 + 99_000)).toBe(0);
+      });
+
+      it('is not_found for an unknown run or one out of scope, and leaves it alone', async () => {
+        const [id] = await seed(store, [{}], { orgId: 'org-1', service: 'svc-a' });
+        await expectError(store.cancelRun('no-such-run', T0), 'not_found');
+        await expectError(store.cancelRun(id!, T0, { orgId: 'org-2' }), 'not_found');
+        await expectError(store.cancelRun(id!, T0, { services: ['svc-b'] }), 'not_found');
+        expect((await store.getRun(id!))?.status).toBe('queued');
+        expect(await historyOf(store, id!)).toEqual(['create:queued']);
+        expect((await store.cancelRun(id!, T0, { orgId: 'org-1', services: ['svc-b', 'svc-a'] })).status).toBe('canceled');
+      });
+    });
+
+    describe('retryRun', () => {
+      it('queues a failed run again with more attempts and a new deadline', async () => {
+        await seed(store, [{ maxAttempts: 1 }]);
+        const run = await claimOne(store);
+        await store.finishRuns([outcome(run, { status: 'failure', at: T0 + 100, error: { code: 'action_failed', message: 'no' } })]);
+        const retried = await store.retryRun(run.id, T0 + 200, 2, T0 + 9000);
+        expect(retried).toMatchObject({
+          status: 'queued', attempts: 1, maxAttempts: 3, availableAt: T0 + 200, deadlineAt: T0 + 9000, expiresAt: T0 + 9000,
+          error: null, finishedAt: null, updatedAt: T0 + 200,
+        });
+        expect(await store.getRun(run.id)).toEqual(retried);
+        expect(await historyOf(store, run.id)).toEqual(['create:queued', 'update:running', 'update:failure', 'update:queued']);
+        expect(await claim(store, { now: T0 + 199 })).toEqual([]);
+        expect((await claimOne(store, { now: T0 + 200 })).attempts).toBe(2);
+      });
+
+      it('retries canceled and timed-out runs; refuses queued, running and successful ones', async () => {
+        const [canceled, timedOut] = await seed(store, [{}, { deadlineAt: T0 + 5 }]);
+        const [queued] = await seed(store, [{ availableAt: T0 + 1000 }]);
+        await store.cancelRun(canceled!, T0 + 1);
+        expect(await store.sweep(T0 + 6, 10)).toMatchObject({ timedOut: 1 });
+        const [succeeded, running] = await seed(store, [{}, {}]);
+        const claimed = await claim(store, { now: T0 + 7 });
+        expect(claimed.map((c) => c.run.id)).toEqual([succeeded, running]);
+        await store.finishRuns([outcome(claimed[0]!.run)]);
+
+        expect((await store.retryRun(canceled!, T0 + 10, 1, T0 + HOUR)).status).toBe('queued');
+        expect((await store.retryRun(timedOut!, T0 + 10, 1, T0 + HOUR)).status).toBe('queued');
+        for (const id of [queued!, running!, succeeded!]) {
+          const before = await store.getRun(id);
+          await expectError(store.retryRun(id, T0 + 10, 1, T0 + HOUR), 'invalid_state');
+          expect(await store.getRun(id)).toEqual(before);
+        }
+      });
+
+      it('is not_found for an unknown run or one out of scope', async () => {
+        const [id] = await seed(store, [{}], { orgId: 'org-1', service: 'svc-a' });
+        await store.cancelRun(id!, T0);
+        await expectError(store.retryRun('no-such-run', T0, 1, T0 + HOUR), 'not_found');
+        await expectError(store.retryRun(id!, T0, 1, T0 + HOUR, { orgId: 'org-2' }), 'not_found');
+        await expectError(store.retryRun(id!, T0, 1, T0 + HOUR, { services: ['svc-b'] }), 'not_found');
+        expect((await store.getRun(id!))?.status).toBe('canceled');
+        expect((await store.retryRun(id!, T0, 1, T0 + HOUR, { orgId: 'org-1' })).status).toBe('queued');
+      });
+    });
+
+    describe('run events', () => {
+      it('record every change of a run, in order, with the status after it', async () => {
+        const [id] = await seed(store, [{ maxAttempts: 5 }]);
+        let run = await claimOne(store, { now: T0 + 1, leaseMs: 100 });
+        await store.finishRuns([outcome(run, { status: 'queued', at: T0 + 2, availableAt: T0 + 3, error: { code: 'network_error', message: 'reset' }, attemptOutcome: 'retry' })]);
+        run = await claimOne(store, { now: T0 + 3, leaseMs: 100 });
+        await store.releaseRuns('worker-1', [id!], T0 + 4);
+        run = await claimOne(store, { now: T0 + 5, leaseMs: 100 });
+        await store.sweep(T0 + 200, 10); // lease expired → queued
+        run = await claimOne(store, { now: T0 + 300, leaseMs: 100 });
+        await store.finishRuns([outcome(run, { status: 'failure', at: T0 + 301, error: { code: 'action_failed', message: 'no' } })]);
+        await store.retryRun(id!, T0 + 400, 1, T0 + HOUR);
+        await store.cancelRun(id!, T0 + 500);
+
+        expect(await historyOf(store, id!)).toEqual([
+          'create:queued',
+          'update:running',
+          'update:queued',
+          'update:running',
+          'update:queued',
+          'update:running',
+          'update:queued',
+          'update:running',
+          'update:failure',
+          'update:queued',
+          'update:canceled',
+        ]);
+        const events = (await allRunEvents(store)).filter((e) => e.runId === id);
+        expect(events.map((e) => e.at)).toEqual([T0, T0 + 1, T0 + 2, T0 + 3, T0 + 4, T0 + 5, T0 + 200, T0 + 300, T0 + 301, T0 + 400, T0 + 500]);
+        expect(events.map((e) => e.payload.status)).toEqual(events.map((e) => e.status));
+        expect(events.map((e) => e.payload.attempts)).toEqual([0, 1, 1, 2, 1, 2, 2, 3, 3, 3, 3]);
+        for (let i = 1; i < events.length; i++) expect(events[i]!.seq).toBeGreaterThan(events[i - 1]!.seq);
+      });
+
+      it('are read after a seq, up to a limit, within a scope; lastRunEventSeq is the newest', async () => {
+        expect(await store.lastRunEventSeq()).toBe(0);
+        expect(await store.readRunEvents(0, 10)).toEqual([]);
+        const [a1, a2] = await seed(store, [{}, {}], { orgId: 'org-1', service: 'svc-a' });
+        const [b1] = await seed(store, [{}], { orgId: 'org-2', service: 'svc-b' });
+        const [c1] = await seed(store, [{}], { orgId: 'org-1', service: 'svc-c' });
+        const all = await store.readRunEvents(0, 100);
+        expect(all.map((e) => e.runId)).toEqual([a1, a2, b1, c1]);
+        expect(await store.lastRunEventSeq()).toBe(all[3]!.seq);
+        expect(await store.readRunEvents(all[0]!.seq, 2)).toEqual(all.slice(1, 3));
+        expect(await store.readRunEvents(all[3]!.seq, 10)).toEqual([]);
+        expect((await store.readRunEvents(0, 100, { orgId: 'org-1' })).map((e) => e.runId)).toEqual([a1, a2, c1]);
+        expect((await store.readRunEvents(0, 100, { services: ['svc-b', 'svc-c'] })).map((e) => e.runId)).toEqual([b1, c1]);
+        expect((await store.readRunEvents(all[1]!.seq, 100, { orgId: 'org-1', services: ['svc-a'] })).map((e) => e.runId)).toEqual([]);
+      });
+    });
+
+    describe('reads', () => {
+      it('getRun and getEvent respect the scope', async () => {
+        const item = intakeItem({ orgId: 'org-1', service: 'svc-a' });
+        await store.commitIntake([item]);
+        const id = item.runs[0]!.id;
+        expect(await store.getRun('no-such-run')).toBeNull();
+        expect(await store.getRun(id, { orgId: 'org-2' })).toBeNull();
+        expect(await store.getRun(id, { services: ['svc-b'] })).toBeNull();
+        expect((await store.getRun(id, { orgId: 'org-1', services: ['svc-a'] }))?.id).toBe(id);
+        expect((await store.getRun(id, { services: [] }))?.id).toBe(id);
+        expect(await store.getEvent('no-such-event')).toBeNull();
+        expect(await store.getEvent(item.record.key, { orgId: 'org-2' })).toBeNull();
+        expect(await store.getEvent(item.record.key, { services: ['svc-b'] })).toBeNull();
+        expect((await store.getEvent(item.record.key, { orgId: 'org-1' }))?.key).toBe(item.record.key);
+      });
+
+      it('getAttempts lists attempts in order', async () => {
+        await seed(store, [{}]);
+        let run = await claimOne(store);
+        await store.finishRuns([outcome(run, { status: 'queued', at: T0 + 10, availableAt: T0 + 10, attemptOutcome: 'retry', error: { code: 'network_error', message: 'x' } })]);
+        run = await claimOne(store, { now: T0 + 10 });
+        await store.finishRuns([outcome(run, { at: T0 + 20 })]);
+        expect((await store.getAttempts(run.id)).map((a) => [a.n, a.outcome, a.startedAt, a.endedAt])).toEqual([
+          [1, 'retry', T0, T0 + 10],
+          [2, 'success', T0 + 10, T0 + 20],
+        ]);
+        expect(await store.getAttempts('no-such-run')).toEqual([]);
+      });
+
+      describe('listRuns', () => {
+        let ids: { redProd: string; blue: string; redDev: string; gamma: string; eventKey1: string };
+
+        beforeEach(async () => {
+          const e1 = intakeItem({
+            event: { type: 'order.created' },
+            runs: [{ route: 'alpha', labels: { team: 'red', env: 'prod' } }, { route: 'beta', action: 'notify', labels: { team: 'blue' } }],
+            at: T0,
+            orgId: 'org-1',
+            service: 'svc-a',
+          });
+          const e2 = intakeItem({ event: { type: 'order.paid' }, runs: [{ route: 'alpha', labels: { team: 'red', env: 'dev' } }], at: T0 + 1000, orgId: 'org-1', service: 'svc-b' });
+          const e3 = intakeItem({ event: { type: 'user.created' }, runs: [{ route: 'gamma' }], at: T0 + 2000, orgId: 'org-2', service: 'svc-a' });
+          await store.commitIntake([e1, e2, e3]);
+          ids = { redProd: e1.runs[0]!.id, blue: e1.runs[1]!.id, redDev: e2.runs[0]!.id, gamma: e3.runs[0]!.id, eventKey1: e1.record.key };
+          // gamma succeeds at T0 + 5000.
+          const run = (await claim(store, { now: T0 + 4000, limit: 10 })).find((c) => c.run.id === ids.gamma)!.run;
+          await store.releaseRuns('worker-1', [ids.redProd, ids.blue, ids.redDev], T0 + 4000);
+          await store.finishRuns([outcome(run, { at: T0 + 5000 })]);
+        });
+
+        const page = { limit: 100, offset: 0 };
+        const list = async (q: Parameters<Store['listRuns']>[0]) => (await store.listRuns(q)).items.map((r) => r.id);
+        const sorted = (...xs: string[]) => [...xs].sort();
+
+        it('filters by status, type, route, action, event key and labels', async () => {
+          expect(sorted(...(await list({ ...page, status: ['queued'] })))).toEqual(sorted(ids.redProd, ids.blue, ids.redDev));
+          expect(await list({ ...page, status: ['success'] })).toEqual([ids.gamma]);
+          expect(sorted(...(await list({ ...page, status: ['success', 'queued'] })))).toHaveLength(4);
+          expect(sorted(...(await list({ ...page, type: ['order.created', 'order.paid'] })))).toEqual(sorted(ids.redProd, ids.blue, ids.redDev));
+          expect(sorted(...(await list({ ...page, route: ['alpha'] })))).toEqual(sorted(ids.redProd, ids.redDev));
+          expect(await list({ ...page, action: ['notify'] })).toEqual([ids.blue]);
+          expect(sorted(...(await list({ ...page, eventKey: ids.eventKey1 })))).toEqual(sorted(ids.redProd, ids.blue));
+          expect(sorted(...(await list({ ...page, labels: { team: 'red' } })))).toEqual(sorted(ids.redProd, ids.redDev));
+          expect(await list({ ...page, labels: { team: 'red', env: 'prod' } })).toEqual([ids.redProd]);
+          expect(await list({ ...page, labels: { team: 'green' } })).toEqual([]);
+          expect(await list({ ...page, route: ['alpha'], status: ['success'] })).toEqual([]);
+        });
+
+        it('filters by time ranges: from inclusive, to exclusive', async () => {
+          expect(sorted(...(await list({ ...page, createdAt: { from: T0 + 1000 } })))).toEqual(sorted(ids.redDev, ids.gamma));
+          expect(sorted(...(await list({ ...page, createdAt: { to: T0 + 1000 } })))).toEqual(sorted(ids.redProd, ids.blue));
+          expect(await list({ ...page, createdAt: { from: T0 + 1000, to: T0 + 2000 } })).toEqual([ids.redDev]);
+          expect(await list({ ...page, updatedAt: { from: T0 + 5000 } })).toEqual([ids.gamma]);
+          expect(await list({ ...page, updatedAt: { to: T0 + 4001 }, status: ['success'] })).toEqual([]);
+        });
+
+        it('sorts both ways, ties broken by id, and pages with a total', async () => {
+          const asc = [...sorted(ids.redProd, ids.blue), ids.redDev, ids.gamma];
+          expect(await list({ ...page, sort: { field: 'created_at', direction: 'asc' } })).toEqual(asc);
+          expect(await list({ ...page, sort: { field: 'created_at', direction: 'desc' } })).toEqual([...asc].reverse());
+          expect(await list(page)).toEqual([...asc].reverse());
+          expect(await list({ ...page, sort: { field: 'route', direction: 'asc' } })).toEqual([...sorted(ids.redProd, ids.redDev), ids.blue, ids.gamma]);
+          expect(await list({ ...page, sort: { field: 'updated_at', direction: 'desc' } })).toEqual([ids.gamma, ...sorted(ids.redProd, ids.blue, ids.redDev).reverse()]);
+          const paged = await store.listRuns({ limit: 2, offset: 1, sort: { field: 'created_at', direction: 'asc' } });
+          expect(paged.total).toBe(4);
+          expect(paged.items.map((r) => r.id)).toEqual(asc.slice(1, 3));
+          const beyond = await store.listRuns({ limit: 2, offset: 10 });
+          expect(beyond).toEqual({ items: [], total: 4 });
+        });
+
+        it('keeps to the scope', async () => {
+          expect(await list({ ...page, scope: { orgId: 'org-2' } })).toEqual([ids.gamma]);
+          expect(await list({ ...page, scope: { services: ['svc-b'] } })).toEqual([ids.redDev]);
+          expect(sorted(...(await list({ ...page, scope: { orgId: 'org-1', services: ['svc-a'] } })))).toEqual(sorted(ids.redProd, ids.blue));
+          expect((await store.listRuns({ ...page, scope: { orgId: 'org-3' } })).total).toBe(0);
+        });
+      });
+
+      it('listEvents filters by type, source, id, unrouted and time, sorts, pages and scopes', async () => {
+        const a = intakeItem({ event: { type: 'order.created', source: 'urn:shop' }, at: T0, orgId: 'org-1', service: 'svc-a' });
+        const b = intakeItem({ event: { type: 'order.paid', source: 'urn:shop' }, runs: [], at: T0 + 1000, orgId: 'org-1', service: 'svc-b' });
+        const c = intakeItem({ event: { type: 'user.created', source: 'urn:users' }, runs: [{}, {}], at: T0 + 2000, orgId: 'org-2', service: 'svc-a' });
+        await store.commitIntake([a, b, c]);
+        const page = { limit: 100, offset: 0 };
+        const keys = async (q: Parameters<Store['listEvents']>[0]) => (await store.listEvents(q)).items.map((e) => e.key);
+        const byKey = [a, b, c].map((i) => i.record.key).sort();
+
+        expect(await keys({ ...page, sort: { direction: 'asc' } })).toEqual(byKey);
+        expect(await keys(page)).toEqual([...byKey].reverse());
+        expect(await keys({ ...page, type: ['order.paid', 'user.created'], sort: { direction: 'asc' } })).toEqual([b, c].map((i) => i.record.key).sort());
+        expect((await keys({ ...page, source: 'urn:shop' })).sort()).toEqual([a, b].map((i) => i.record.key).sort());
+        expect(await keys({ ...page, id: c.record.event.id })).toEqual([c.record.key]);
+        expect(await keys({ ...page, unrouted: true })).toEqual([b.record.key]);
+        expect((await keys({ ...page, unrouted: false })).sort()).toEqual([a, c].map((i) => i.record.key).sort());
+        expect((await keys({ ...page, receivedAt: { from: T0 + 1000 } })).sort()).toEqual([b, c].map((i) => i.record.key).sort());
+        expect(await keys({ ...page, receivedAt: { from: T0, to: T0 + 1000 } })).toEqual([a.record.key]);
+        expect(await keys({ ...page, scope: { orgId: 'org-2' } })).toEqual([c.record.key]);
+        expect(await keys({ ...page, scope: { services: ['svc-b'] } })).toEqual([b.record.key]);
+        const paged = await store.listEvents({ limit: 1, offset: 1, sort: { direction: 'asc' } });
+        expect(paged.total).toBe(3);
+        expect(paged.items.map((e) => e.key)).toEqual([byKey[1]]);
+        expect(paged.items[0]).toEqual(await store.getEvent(byKey[1]!));
+        const record = (await store.listEvents({ ...page, id: c.record.event.id })).items[0];
+        expect(record).toEqual({ ...c.record, runCount: 2 });
+      });
+    });
+
+    describe('dead letters', () => {
+      it('are added, read back whole, and listed', async () => {
+        const d = deadLetter({ rawTruncated: true, at: T0 + 7, raw: Buffer.from([0, 1, 2, 255, 254, 0x7b]) });
+        const [id] = await store.addDeadLetters([d]);
+        expect(await store.getDeadLetter(id!)).toEqual({
+          id,
+          origin: 'intake',
+          source: 'http',
+          reason: 'invalid_json',
+          error: d.error,
+          details: d.details,
+          raw: d.raw,
+          rawTruncated: true,
+          contentType: 'application/json',
+          headers: d.headers,
+          runId: null,
+          eventKey: null,
+          service: 'svc-a',
+          orgId: 'org-1',
+          attempts: 1,
+          firstSeenAt: T0 + 7,
+          lastSeenAt: T0 + 7,
+          replayedAt: null,
+        });
+        const bare = deadLetter({ details: undefined, headers: undefined, contentType: undefined, rawTruncated: undefined });
+        const [bareId] = await store.addDeadLetters([bare]);
+        expect(await store.getDeadLetter(bareId!)).toMatchObject({ details: null, headers: {}, contentType: null, rawTruncated: false });
+        expect(await store.getDeadLetter('no-such-letter')).toBeNull();
+        expect(await store.addDeadLetters([])).toEqual([]);
+      });
+
+      it('count the same failure again instead of keeping it twice, also inside one batch', async () => {
+        const raw = Buffer.from('{"same": true');
+        const [first] = await store.addDeadLetters([deadLetter({ raw, at: T0 })]);
+        const [again] = await store.addDeadLetters([deadLetter({ raw, at: T0 + 100, error: 'second time' })]);
+        expect(again).toBe(first);
+        expect(await store.getDeadLetter(first!)).toMatchObject({ attempts: 2, firstSeenAt: T0, lastSeenAt: T0 + 100, error: 'second time' });
+
+        const other = Buffer.from('other bytes');
+        const ids = await store.addDeadLetters([
+          deadLetter({ raw: other, at: T0 + 200 }),
+          deadLetter({ raw, at: T0 + 200 }),
+          deadLetter({ raw: other, at: T0 + 300 }),
+          deadLetter({ raw, reason: 'too_deep', at: T0 + 300 }),
+        ]);
+        expect(ids[0]).toBe(ids[2]);
+        expect(ids[1]).toBe(first);
+        expect(new Set(ids).size).toBe(3);
+        expect(await store.getDeadLetter(ids[0]!)).toMatchObject({ attempts: 2, firstSeenAt: T0 + 200, lastSeenAt: T0 + 300 });
+        expect(await store.getDeadLetter(first!)).toMatchObject({ attempts: 3, lastSeenAt: T0 + 200 });
+        expect((await store.listDeadLetters({ limit: 10, offset: 0 })).total).toBe(3);
+      });
+
+      it('are marked replayed; a new occurrence clears the mark', async () => {
+        const d = deadLetter();
+        const [id] = await store.addDeadLetters([d]);
+        await store.markReplayed(id!, T0 + 50);
+        expect((await store.getDeadLetter(id!))?.replayedAt).toBe(T0 + 50);
+        expect((await store.listDeadLetters({ limit: 10, offset: 0, replayed: true })).items.map((x) => x.id)).toEqual([id]);
+        expect((await store.listDeadLetters({ limit: 10, offset: 0, replayed: false })).total).toBe(0);
+        await store.addDeadLetters([{ ...d, at: T0 + 60 }]);
+        expect((await store.getDeadLetter(id!))?.replayedAt).toBeNull();
+      });
+
+      it('are listed newest first with filters, paging and scope', async () => {
+        const ids = await store.addDeadLetters([
+          deadLetter({ at: T0, reason: 'invalid_json', source: 'http', orgId: 'org-1', service: 'svc-a' }),
+          deadLetter({ at: T0 + 10, reason: 'schema_violation', source: 'kafka', orgId: 'org-1', service: 'svc-b' }),
+          deadLetter({ at: T0 + 20, origin: 'run', reason: 'action_failed', source: 'route-a', runId: 'run-1', orgId: 'org-2', service: 'svc-a' }),
+        ]);
+        const [a, b, c] = ids as [string, string, string];
+        const page = { limit: 10, offset: 0 };
+        const list = async (q: Parameters<Store['listDeadLetters']>[0]) => (await store.listDeadLetters(q)).items.map((d) => d.id);
+        expect(await list(page)).toEqual([c, b, a]);
+        expect(await list({ ...page, origin: 'run' })).toEqual([c]);
+        expect(await list({ ...page, origin: 'intake' })).toEqual([b, a]);
+        expect(await list({ ...page, reason: ['invalid_json', 'action_failed'] })).toEqual([c, a]);
+        expect(await list({ ...page, source: 'kafka' })).toEqual([b]);
+        expect(await list({ ...page, runId: 'run-1' })).toEqual([c]);
+        expect(await list({ ...page, lastSeenAt: { from: T0 + 10 } })).toEqual([c, b]);
+        expect(await list({ ...page, lastSeenAt: { to: T0 + 10 } })).toEqual([a]);
+        expect(await list({ ...page, scope: { orgId: 'org-1' } })).toEqual([b, a]);
+        expect(await list({ ...page, scope: { services: ['svc-a'] } })).toEqual([c, a]);
+        expect(await store.listDeadLetters({ limit: 1, offset: 1 })).toMatchObject({ total: 3, items: [{ id: b }] });
+        expect(await store.getDeadLetter(c, { orgId: 'org-1' })).toBeNull();
+        expect((await store.getDeadLetter(c, { orgId: 'org-2' }))?.id).toBe(c);
+      });
+
+      it('are deleted within the scope only', async () => {
+        const [id] = await store.addDeadLetters([deadLetter({ orgId: 'org-1', service: 'svc-a' })]);
+        expect(await store.deleteDeadLetter(id!, { orgId: 'org-2' })).toBe(false);
+        expect(await store.deleteDeadLetter(id!, { services: ['svc-b'] })).toBe(false);
+        expect(await store.getDeadLetter(id!)).not.toBeNull();
+        expect(await store.deleteDeadLetter(id!, { orgId: 'org-1', services: ['svc-a'] })).toBe(true);
+        expect(await store.getDeadLetter(id!)).toBeNull();
+        expect(await store.deleteDeadLetter(id!)).toBe(false);
+        expect(await store.deleteDeadLetter('no-such-letter')).toBe(false);
+      });
+
+      it('are trimmed to the newest maxCount', async () => {
+        const ids = await store.addDeadLetters(Array.from({ length: 5 }, (_, i) => deadLetter({ at: T0 + i })));
+        expect(await store.trimDeadLetters(10)).toBe(0);
+        expect(await store.trimDeadLetters(2)).toBe(3);
+        const left = await store.listDeadLetters({ limit: 10, offset: 0 });
+        expect(left.items.map((d) => d.id)).toEqual([ids[4], ids[3]]);
+        expect(await store.trimDeadLetters(2)).toBe(0);
+        expect(await store.trimDeadLetters(0)).toBe(2);
+        expect((await store.listDeadLetters({ limit: 10, offset: 0 })).total).toBe(0);
+      });
+    });
+
+    describe('stats and nextAvailableAt', () => {
+      it('are empty for an empty store', async () => {
+        expect(await store.stats(T0)).toEqual({ queued: 0, running: 0, waiting: 0, oldestQueuedAt: null, deadLetters: 0 });
+        expect(await store.nextAvailableAt()).toBeNull();
+      });
+
+      it('count queued, running and waiting runs, the oldest claimable time and dead letters', async () => {
+        const [first, second, third, fourth] = await seed(store, [
+          { availableAt: T0 },
+          { availableAt: T0 + 1 },
+          { availableAt: T0 + 500 },
+          { availableAt: T0 + 1000 },
+        ]);
+        const claimed = await claim(store, { now: T0 + 1, limit: 2 });
+        expect(claimed.map((c) => c.run.id)).toEqual([first, second]);
+        await store.finishRuns([outcome(claimed[1]!.run, { status: 'running', correlationId: 'c-1', attemptOutcome: 'waiting' })]);
+        expect(await store.nextAvailableAt()).toBe(T0 + 500);
+        expect(await store.stats(T0 + 100)).toEqual({ queued: 2, running: 1, waiting: 1, oldestQueuedAt: null, deadLetters: 0 });
+        expect(await store.stats(T0 + 600)).toEqual({ queued: 2, running: 1, waiting: 1, oldestQueuedAt: T0 + 500, deadLetters: 0 });
+        await store.cancelRun(third!, T0 + 700);
+        expect(await store.nextAvailableAt()).toBe(T0 + 1000);
+        expect(await store.stats(T0 + 2000)).toMatchObject({ queued: 1, oldestQueuedAt: T0 + 1000 });
+        await store.addDeadLetters([deadLetter(), deadLetter()]);
+        expect((await store.stats(T0 + 2000)).deadLetters).toBe(2);
+        await store.cancelRun(fourth!, T0 + 700);
+        expect(await store.nextAvailableAt()).toBeNull();
+        expect((await store.stats(T0 + 2000)).oldestQueuedAt).toBeNull();
+      });
+    });
+  });
+}
+
