@@ -85,6 +85,7 @@ export class Dispatcher {
         this.runner.notify();
         this.feed.poke();
       },
+      dispatch: this.runner,
     });
   }
 

@@ -562,6 +562,18 @@ describe('explain', () => {
     expect(t!.reasons).toEqual(['the event has no topic, expected any of ["a.#", "b.*"]']);
     expect(tags!.reasons).toEqual(['data.tags: no element of ["dev","test"] matches [prod]']);
   });
+
+  it('names the element of a list of objects that matched, or each one that failed', () => {
+    const idx = buildRouteIndex([{ name: 'hosts', match: { data: { hosts: { name: ['db-1'] } } } }]);
+    const hit = idx.explain(ev({ data: { hosts: [{ name: 'web' }, { name: 'db-1' }] } }))[0]!;
+    expect(hit.reasons).toEqual(['data.hosts[1].name: "db-1" matches [db-1]']);
+    const miss = idx.explain(ev({ data: { hosts: [{ name: 'web' }, {}] } }))[0]!;
+    expect(miss.reasons).toEqual([
+      'data.hosts: no element of the list matches',
+      'data.hosts[0].name: "web" is not one of [db-1]',
+      'data.hosts[1].name: missing, expected [db-1]',
+    ]);
+  });
 });
 
 describe('invalid patterns', () => {
@@ -595,6 +607,7 @@ describe('invalid patterns', () => {
     expect(bad({ extensions: { source: ['x'] } })).toMatch(/^routes\[1\]\.match\.extensions\.source: "source" is not an extension attribute; match it with match\.source/);
     expect(bad({ extensions: { tenantId: ['x'] } })).toMatch(/^routes\[1\]\.match\.extensions\.tenantId: .*lower-case/);
     expect(bad({ extensions: ['x'] })).toMatch(/^routes\[1\]\.match\.extensions: must be an object/);
+    expect(bad({ extensions: { $or: [{ tenant: ['a'] }, { data: ['x'] }] } })).toMatch(/^routes\[1\]\.match\.extensions\.\$or\[1\]\.data: "data" is not an extension attribute/);
     expect(bad({ source: { prefix: 'urn:' } })).toMatch(/^routes\[1\]\.match\.source: .*operators go inside a list/);
     expect(bad({ $or: [{ type: 'x' }] })).toMatch(/^routes\[1\]\.match\.\$or\[0\]\.type: type cannot be used inside \$or/);
   });

@@ -160,6 +160,18 @@ async function historyOf(store: Store, runId: string): Promise<string[]> {
   return (await allRunEvents(store)).filter((e) => e.runId === runId).map((e) => `${e.eventType}:${e.status}`);
 }
 
+/**
+ * What a store may keep of text that UTF-8 or the database cannot hold as is: the text itself, or U+FFFD
+ * in place of lone surrogates (UTF-8 has no code for them), and maybe of U+0000. Runs of U+FFFD count as
+ * one: SQLite keeps a lone surrogate as three bytes that read back as three of them.
+ */
+function expectStorable(kept: string | null | undefined, text: string): void {
+  const one = (s: string) => s.replace(/\ufffd+/g, '\ufffd');
+  const wellFormed = text.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd');
+  expect(typeof kept).toBe('string');
+  expect([text, wellFormed, wellFormed.replace(/\u0000/g, '\ufffd')].map(one)).toContainEqual(one(kept!));
+}
+
 async function expectError(promise: Promise<unknown>, code: string): Promise<void> {
   const err = await promise.then(
     () => undefined,
@@ -318,6 +330,36 @@ export function defineStoreSuite(name: string, open: () => Promise<StoreFixture>
         expect(await allRunEvents(store)).toHaveLength(2);
       });
 
+      it('stores a directly dispatched run already claimed: running, leased, its first attempt started', async () => {
+        const item = intakeItem({ runs: [{ claimedBy: { owner: 'worker-9', leaseUntil: T0 + 5000 } }, {}], at: T0 + 3 });
+        await store.commitIntake([item]);
+        const [direct, queued] = item.runs as [NewRun, NewRun];
+        const run = await store.getRun(direct.id);
+        expect(run).toMatchObject({ status: 'running', attempts: 1, leaseOwner: 'worker-9', leaseUntil: T0 + 5000, updatedAt: T0 + 3 });
+        expect(await historyOf(store, direct.id)).toEqual(['create:running']);
+        expect((await allRunEvents(store)).find((e) => e.runId === direct.id)?.payload).toEqual(withoutLease(run!));
+        expect(await store.stats(T0 + 3)).toMatchObject({ running: 1, queued: 1 });
+        expect((await claim(store, { now: T0 + 3 })).map((c) => c.run.id)).toEqual([queued.id]);
+        expect(await store.renewLeases('worker-9', [direct.id], T0 + 9000)).toBe(1);
+        expect(await store.finishRuns([outcome({ ...run!, leaseUntil: T0 + 9000 }, { at: T0 + 50 })])).toEqual([direct.id]);
+        expect(await store.getAttempts(direct.id)).toMatchObject([{ n: 1, outcome: 'success' }]);
+      });
+
+      it('a directly dispatched run whose worker died is swept back to the queue', async () => {
+        const item = intakeItem({ runs: [{ claimedBy: { owner: 'worker-9', leaseUntil: T0 + 100 } }] });
+        await store.commitIntake([item]);
+        expect(await store.sweep(T0 + 101, 10)).toEqual({ requeued: 1, timedOut: 0, failed: 0 });
+        expect(await store.getRun(item.runs[0]!.id)).toMatchObject({ status: 'queued', attempts: 1, leaseOwner: null });
+        expect((await claimOne(store, { now: T0 + 101 })).attempts).toBe(2);
+      });
+
+      it('stores the envelope text the caller already has', async () => {
+        const item = intakeItem({ event: { data: { a: [1, { b: null }], s: 'x' } } });
+        await store.commitIntake([{ ...item, envelope: JSON.stringify(item.record.event) }]);
+        expect((await store.getEvent(item.record.key))?.event).toEqual(item.record.event);
+        expect(JSON.parse((await claim(store))[0]!.envelope)).toEqual(item.record.event);
+      });
+
       it('stores a large batch in one call', async () => {
         const items = Array.from({ length: 300 }, (_, i) => intakeItem({ runs: i % 3 === 0 ? [] : [{}, {}], at: T0 + i }));
         const results = await store.commitIntake(items);
@@ -413,6 +455,20 @@ export function defineStoreSuite(name: string, open: () => Promise<StoreFixture>
         expect(limited).toContain(next[0]!.run.id);
         // Without a limit, the rest are claimable.
         expect(await claim(store, { now: T0 + 200 })).toHaveLength(2);
+      });
+
+      it('a route at its limit does not hold back the runs of other routes behind its backlog', async () => {
+        const limited = await seed(store, Array.from({ length: 100 }, () => ({ route: 'limited' })));
+        const free = await seed(store, Array.from({ length: 5 }, () => ({ route: 'free' })), { at: T0 + 1 });
+        const routeLimits = new Map([['limited', 1]]);
+        const first = await claim(store, { routeLimits, now: T0 + 10 });
+        expect(first.map((c) => c.run.id)).toEqual([limited[0], ...free]);
+        await seed(store, [{ route: 'free' }], { at: T0 + 20 });
+        // Steady state: the limited route has one slot again, and the free run still gets its turn.
+        await store.finishRuns([outcome(first[0]!.run, { at: T0 + 20 })]);
+        const second = await claim(store, { routeLimits, now: T0 + 20 });
+        expect(second.map((c) => c.run.route)).toEqual(['limited', 'free']);
+        expect(second[0]!.run.id).toBe(limited[1]);
       });
 
       it('two concurrent claimers never claim the same run', async () => {
@@ -590,6 +646,25 @@ export function defineStoreSuite(name: string, open: () => Promise<StoreFixture>
           service: 'svc-f', orgId: 'org-f', firstSeenAt: T0 + 100, lastSeenAt: T0 + 100, details: { attempts: 1 },
         });
         expect(letters.items[0]!.raw.equals(dead.raw)).toBe(true);
+      });
+
+      it('records outcomes whose text holds NUL characters or half a surrogate pair', async () => {
+        await seed(store, [{}, {}]);
+        const [a, b] = (await claim(store)).map((c) => c.run) as [Run, Run];
+        const body = 'body \u0000 with a cut emoji \ud83d';
+        const ok = outcome(a, { result: { status: 200, body } });
+        ok.attempt.response = body;
+        const error = { code: 'action_failed', message: 'receiver said \u0000' };
+        const failed = outcome(b, { status: 'failure', error, deadLetter: deadLetter({ origin: 'run', runId: b.id, error: error.message }) });
+        failed.attempt.errorMessage = error.message;
+        expect((await store.finishRuns([ok, failed])).sort()).toEqual([a.id, b.id].sort());
+        expectStorable(((await store.getRun(a.id))?.result as { body: string }).body, body);
+        expectStorable((await store.getAttempts(a.id))[0]?.response, body);
+        expectStorable((await store.getRun(b.id))?.error?.message, error.message);
+        expectStorable((await store.getAttempts(b.id))[0]?.errorMessage, error.message);
+        const events = (await allRunEvents(store)).filter((e) => e.eventType === 'update' && e.status !== 'running');
+        expect(events).toHaveLength(2);
+        expect((await store.listDeadLetters({ limit: 10, offset: 0, runId: b.id })).total).toBe(1);
       });
 
       it('keeps no dead letter when the failure is not applied', async () => {
@@ -969,6 +1044,21 @@ export function defineStoreSuite(name: string, open: () => Promise<StoreFixture>
         expect(await store.getDeadLetter(bareId!)).toMatchObject({ details: null, headers: {}, contentType: null, rawTruncated: false });
         expect(await store.getDeadLetter('no-such-letter')).toBeNull();
         expect(await store.addDeadLetters([])).toEqual([]);
+      });
+
+      it('keep text the database cannot hold as is, and the raw bytes exactly', async () => {
+        const raw = Buffer.from([0, 0xff, 0xfe, 0x00, 0x41]);
+        const error = "Unexpected token '\u0000', \"\u0000abc\" is not valid JSON";
+        const [id] = await store.addDeadLetters([
+          deadLetter({ raw, error, details: { problems: [{ pointer: '/k\u0000', message: 'lone \udc00' }] }, headers: { 'ce-id': 'a\u0000' } }),
+        ]);
+        const kept = (await store.getDeadLetter(id!))!;
+        expect(kept.raw.equals(raw)).toBe(true);
+        expectStorable(kept.error, error);
+        const problem = (kept.details as { problems: Array<{ pointer: string; message: string }> }).problems[0]!;
+        expectStorable(problem.pointer, '/k\u0000');
+        expectStorable(problem.message, 'lone \udc00');
+        expectStorable(kept.headers['ce-id'], 'a\u0000');
       });
 
       it('count the same failure again instead of keeping it twice, also inside one batch', async () => {

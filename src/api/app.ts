@@ -4,7 +4,7 @@
  * statuses, and the OpenAPI 3.1 document generated from the route schemas.
  */
 
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import { DispatcherError, isDispatcherError } from '../core/errors.js';
@@ -32,7 +32,7 @@ export async function buildApp(d: Dispatcher): Promise<FastifyInstance> {
   const { server } = d.config;
   const app: FastifyInstance = Fastify({
     loggerInstance: d.log.child({ part: 'api' }),
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: server.bodyLimit,
     requestTimeout: server.requestTimeout,
     return503OnClosing: true,

@@ -113,7 +113,9 @@ export async function main(argv: string[]): Promise<number> {
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (err) {
     if (err instanceof CommanderError) {
-      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
+      // Help asked for (`--help`, `help`) or the version: done. Help shown because a command group was
+      // called without its subcommand (`dispatcher runs`) carries exit code 1 from commander: a usage error.
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || (err.code === 'commander.help' && err.exitCode === 0)) return 0;
       return 2;
     }
     if (err instanceof CliError) return fail(err.message, err.exitCode);

@@ -45,6 +45,7 @@ export async function routesTestCommand(file: string, options: { config?: string
         actions: r.matched ? plan.routes[r.index]!.actions.map((a) => `${a.name} (${a.type})`) : [],
       })),
     };
+    if (problems.length > 0) process.exitCode = 1;
     if (options.json) return printJson(result);
     if (problems.length > 0) {
       process.stdout.write('the event would be refused:\n');
@@ -57,7 +58,6 @@ export async function routesTestCommand(file: string, options: { config?: string
       for (const a of r.actions) process.stdout.write(`    → ${a}\n`);
     }
     process.stdout.write(matched.length === 0 ? 'no route matches: the event would be recorded as unrouted\n' : `${matched.length} route(s) match\n`);
-    if (problems.length > 0) process.exitCode = 1;
   } finally {
     await plan.close();
   }

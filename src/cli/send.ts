@@ -4,7 +4,6 @@
  */
 
 import { createReadStream } from 'node:fs';
-import { createInterface } from 'node:readline';
 import { api } from './client.js';
 import { CliError, integerOption } from './output.js';
 
@@ -16,7 +15,8 @@ export async function readEvents(file: string | undefined): Promise<unknown[]> {
   } catch (err) {
     throw new CliError(`cannot read ${file}: ${(err as Error).message}`);
   }
-  const text = Buffer.concat(chunks).toString('utf8').trim();
+  const whole = Buffer.concat(chunks).toString('utf8');
+  const text = whole.trim();
   if (text === '') return [];
   if (text.startsWith('[')) {
     try {
@@ -33,7 +33,8 @@ export async function readEvents(file: string | undefined): Promise<unknown[]> {
     // fall through to JSON Lines
   }
   let n = 0;
-  for await (const line of createInterface({ input: ReadableFromString(text) })) {
+  // Numbered as in the file (blank lines included), so that an error names the line an editor shows.
+  for (const line of whole.split(/\r?\n/)) {
     n += 1;
     if (line.trim() === '') continue;
     try {
@@ -43,12 +44,6 @@ export async function readEvents(file: string | undefined): Promise<unknown[]> {
     }
   }
   return events;
-}
-
-function ReadableFromString(text: string) {
-  return (async function* () {
-    yield text;
-  })() as unknown as NodeJS.ReadableStream;
 }
 
 export async function sendCommand(file: string | undefined, options: { url: string; batch: string; progress: boolean }): Promise<void> {

@@ -21,7 +21,8 @@ import type { Metrics } from './metrics.js';
 import type { RoutePlan } from './routes.js';
 import type { TypeRegistry } from './type-registry.js';
 import type { CloudEvent, Owner } from './types.js';
-import type { IntakeItem, IntakeResult, NewDeadLetter, Store } from '../store/types.js';
+import type { ClaimedRun, IntakeItem, IntakeResult, NewDeadLetter, Store } from '../store/types.js';
+import type { Run } from './types.js';
 
 export interface IntakeSettings {
   /** Reject events whose type is not registered. */
@@ -58,6 +59,13 @@ export interface IntakeAnswer {
   results: IntakeResult[];
 }
 
+export interface DirectDispatch {
+  reserve(wanted: number): number;
+  adopt(claimed: ClaimedRun[]): void;
+  release(n: number): void;
+  leaseFor(now: number): { owner: string; leaseUntil: number };
+}
+
 export interface IntakeDeps {
   store: Store;
   types: TypeRegistry;
@@ -67,6 +75,8 @@ export interface IntakeDeps {
   log: Logger;
   /** Called after a commit that made runs: wakes the runner. */
   onRuns: (count: number) => void;
+  /** Direct dispatch to this process's runner (see runner.ts); absent: every run is queued. */
+  dispatch?: DirectDispatch;
   now?: () => number;
 }
 
@@ -162,18 +172,38 @@ export class Intake {
     const now = this.#deps.now?.() ?? Date.now();
     const plan = this.#deps.plan();
     const items: IntakeItem[] = [];
+    let eligible = 0;
     for (const candidate of candidates) {
       const event = candidate as CloudEvent;
       const { runs } = plan.planRuns(event, now);
+      for (const r of runs) if (r.orderingKey === null && !plan.routeLimits.has(r.route)) eligible += 1;
       items.push({
         record: { key: uuidv7(), event, input: message.input, hops, receivedAt: now, service: message.service, orgId: message.orgId },
         runs,
       });
     }
+    // Direct dispatch: as many runs as this worker has room for are committed already claimed by it.
+    const dispatch = this.#deps.dispatch;
+    let reserved = eligible > 0 && dispatch !== undefined ? dispatch.reserve(eligible) : 0;
+    if (reserved > 0) {
+      const lease = dispatch!.leaseFor(now);
+      let left = reserved;
+      for (const item of items) {
+        if (left === 0) break;
+        item.envelope = JSON.stringify(item.record.event);
+        for (const r of item.runs) {
+          if (left === 0) break;
+          if (r.orderingKey !== null || plan.routeLimits.has(r.route)) continue;
+          r.claimedBy = lease;
+          left -= 1;
+        }
+      }
+    }
     let results: IntakeResult[];
     try {
       results = await this.#batcher.add(items);
     } catch (err) {
+      if (reserved > 0) dispatch!.release(reserved);
       const e = toDispatcherError(err);
       this.#deps.log.error({ err }, 'intake commit failed');
       throw e.code === 'internal' ? new DispatcherError('store_unavailable', `the store did not take the events: ${e.message}`, { cause: err }) : e;
@@ -190,6 +220,17 @@ export class Intake {
       if (r.runIds.length === 0) m.eventsUnrouted.inc({ input: message.input });
       runCount += r.runIds.length;
       for (const run of items[i]!.runs) m.runsPlanned.inc({ route: run.route });
+    }
+    if (reserved > 0) {
+      const adopted: ClaimedRun[] = [];
+      for (let i = 0; i < results.length; i++) {
+        if (results[i]!.status !== 'accepted') continue;
+        const item = items[i]!;
+        for (const r of item.runs) if (r.claimedBy !== undefined) adopted.push({ run: claimedRun(item, r), envelope: item.envelope!, hops });
+      }
+      dispatch!.adopt(adopted);
+      reserved -= adopted.length;
+      if (reserved > 0) dispatch!.release(reserved);
     }
     if (runCount > 0) this.#deps.onRuns(runCount);
     return { results };
@@ -224,6 +265,18 @@ export class Intake {
     }
     return error;
   }
+}
+
+/** The run as the store wrote it when it was committed already claimed. */
+function claimedRun(item: IntakeItem, r: IntakeItem['runs'][number]): Run {
+  const { record } = item;
+  return {
+    id: r.id, eventKey: record.key, eventType: record.event.type, route: r.route, action: r.action, actionType: r.actionType,
+    status: 'running', attempts: 1, maxAttempts: r.maxAttempts, createdAt: record.receivedAt, updatedAt: record.receivedAt,
+    availableAt: r.availableAt, deadlineAt: r.deadlineAt, expiresAt: r.expiresAt, leaseOwner: r.claimedBy!.owner,
+    leaseUntil: r.claimedBy!.leaseUntil, orderingKey: null, correlationId: null, labels: r.labels, service: record.service,
+    orgId: record.orgId, error: null, result: null, finishedAt: null,
+  };
 }
 
 /** True when `value` nests deeper than `max` levels of objects and arrays. Iterative: no stack to blow. */

@@ -89,12 +89,14 @@ interface CompiledRoute {
   predicate: ((event: CloudEvent) => boolean) | null;
 }
 
-/** Candidates for one event type: without a topic, and per topic. */
+/** Candidates for one event type, per set of routes whose topic condition holds. */
 interface TypeEntry {
   /** Routes whose type condition matches this type (ascending). */
   typeRoutes: number[];
+  /** The candidates when no topic condition holds (the event has no topic, or none matches). */
   noTopic: number[] | null;
-  byTopic: Map<string, number[]> | null;
+  /** The candidates per (interned) list of routes whose topic condition holds. */
+  byTopicRoutes: Map<number[], number[]> | null;
 }
 
 export function buildRouteIndex(specs: RouteMatchSpec[], path = 'routes', options: RouteIndexOptions = {}): RouteIndex {
@@ -140,9 +142,18 @@ export function buildRouteIndex(specs: RouteMatchSpec[], path = 'routes', option
   const anyTopic = topicRoute.length > 0;
 
   // --- caches ---------------------------------------------------------------------------------------------
+  //
+  // type → TypeEntry (the routes whose type condition holds), at most `cacheLimit` distinct types;
+  // topic → the routes whose topic condition holds, at most `cacheLimit` distinct topics. Those route lists
+  // are interned (equal lists are one array), so that many distinct topics (`soar.eu.noc.host-123`) share
+  // a handful of lists, and the candidates per (type, topic) are memoized per (TypeEntry, interned list).
+  // Each cache holds at most `cacheLimit` items; a full one is dropped as a whole and fills again.
   let typeCache = new Map<string, TypeEntry>();
   let topicCache = new Map<string, number[]>();
-  let cached = 0;
+  let interned = new Map<string, number[]>();
+  /** (type, topic routes) candidate lists held, over all type entries. */
+  let pairs = 0;
+  const NO_TOPIC_ROUTES: number[] = [];
   const mark = new Uint8Array(n);
 
   function routesForType(type: string): number[] {
@@ -163,8 +174,17 @@ export function buildRouteIndex(specs: RouteMatchSpec[], path = 'routes', option
       const r = topicRoute[id]!;
       if (r !== last) out.push((last = r));
     }
+    if (out.length === 0) hit = NO_TOPIC_ROUTES;
+    else {
+      const key = out.join(',');
+      hit = interned.get(key);
+      if (hit === undefined) {
+        if (interned.size >= cacheLimit) interned = new Map();
+        interned.set(key, (hit = out));
+      }
+    }
     if (topicCache.size >= cacheLimit) topicCache = new Map();
-    topicCache.set(topic, (hit = out));
+    topicCache.set(topic, hit);
     return hit;
   }
 
@@ -180,22 +200,18 @@ export function buildRouteIndex(specs: RouteMatchSpec[], path = 'routes', option
     return out.sort((a, b) => a - b);
   }
 
-  const noTypeEntry: TypeEntry = { typeRoutes: [], noTopic: null, byTopic: null };
-
-  /** Drops every memoized candidate list (the cache is full). */
-  function dropCache(): void {
-    typeCache = new Map();
-    noTypeEntry.byTopic = null;
-    cached = 0;
-  }
+  const noTypeEntry: TypeEntry = { typeRoutes: [], noTopic: null, byTopicRoutes: null };
 
   function entryFor(type: string): TypeEntry {
     let entry = typeCache.get(type);
     if (entry === undefined) {
-      if (cached >= cacheLimit) dropCache();
-      entry = { typeRoutes: routesForType(type), noTopic: null, byTopic: null };
+      if (typeCache.size >= cacheLimit) {
+        typeCache = new Map();
+        noTypeEntry.byTopicRoutes = null;
+        pairs = 0;
+      }
+      entry = { typeRoutes: routesForType(type), noTopic: null, byTopicRoutes: null };
       typeCache.set(type, entry);
-      cached++;
     }
     return entry;
   }
@@ -204,20 +220,19 @@ export function buildRouteIndex(specs: RouteMatchSpec[], path = 'routes', option
     const type = event.type;
     const entry = typeof type === 'string' ? entryFor(type) : noTypeEntry;
     const topic = event.topic;
-    if (!anyTopic || typeof topic !== 'string') return (entry.noTopic ??= candidates(entry.typeRoutes, []));
-    let list = entry.byTopic?.get(topic);
+    const topicRoutes = anyTopic && typeof topic === 'string' ? routesForTopic(topic) : NO_TOPIC_ROUTES;
+    if (topicRoutes === NO_TOPIC_ROUTES) return (entry.noTopic ??= candidates(entry.typeRoutes, NO_TOPIC_ROUTES));
+    let list = entry.byTopicRoutes?.get(topicRoutes);
     if (list === undefined) {
-      list = candidates(entry.typeRoutes, routesForTopic(topic));
-      if (cached >= cacheLimit) {
-        dropCache();
-        if (entry !== noTypeEntry) {
-          entry.byTopic = null;
-          typeCache.set(type as string, entry);
-          cached = 1;
-        }
+      list = candidates(entry.typeRoutes, topicRoutes);
+      if (pairs >= cacheLimit) {
+        // Full: drop the lists of every type (once per `cacheLimit` misses, so the loop costs nothing).
+        for (const e of typeCache.values()) e.byTopicRoutes = null;
+        noTypeEntry.byTopicRoutes = null;
+        pairs = 0;
       }
-      (entry.byTopic ??= new Map()).set(topic, list);
-      cached++;
+      (entry.byTopicRoutes ??= new Map()).set(topicRoutes, list);
+      pairs++;
     }
     return list;
   }

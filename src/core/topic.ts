@@ -58,7 +58,9 @@ function newNode(): TrieNode {
 export class TopicTrie {
   readonly #root: TrieNode = newNode();
   #size = 0;
-  #maxId = -1;
+  /** seen[id] === epoch: id already reported by the current match (no allocation per match). */
+  #seen = new Uint32Array(16);
+  #epoch = 0;
 
   /** Number of patterns added. */
   get size(): number {
@@ -82,38 +84,45 @@ export class TopicTrie {
     }
     if (!node.ids.includes(id)) node.ids.push(id);
     this.#size++;
-    if (id > this.#maxId) this.#maxId = id;
+    if (id >= this.#seen.length) {
+      const seen = new Uint32Array(Math.max(id + 1, this.#seen.length * 2));
+      seen.set(this.#seen);
+      this.#seen = seen;
+    }
   }
 
   /** The ids of the patterns that match `topic`, each once, in ascending order. */
   match(topic: string): number[] {
     const words = splitTopic(topic);
-    const seen = new Uint8Array(this.#maxId + 1);
+    if (this.#epoch === 0xffffffff) {
+      this.#seen.fill(0);
+      this.#epoch = 0;
+    }
     const out: number[] = [];
-    walk(this.#root, words, 0, seen, out);
+    walk(this.#root, words, 0, this.#seen, ++this.#epoch, out);
     return out.length > 1 ? out.sort((a, b) => a - b) : out;
   }
 }
 
-function walk(node: TrieNode, words: string[], i: number, seen: Uint8Array, out: number[]): void {
+function walk(node: TrieNode, words: string[], i: number, seen: Uint32Array, epoch: number, out: number[]): void {
   if (i === words.length) {
     for (const id of node.ids) {
-      if (seen[id] === 0) {
-        seen[id] = 1;
+      if (seen[id] !== epoch) {
+        seen[id] = epoch;
         out.push(id);
       }
     }
     // A trailing `#` matches zero words.
-    if (node.hash !== null) walk(node.hash, words, i, seen, out);
+    if (node.hash !== null) walk(node.hash, words, i, seen, epoch, out);
     return;
   }
   if (node.words !== null) {
     const next = node.words.get(words[i]!);
-    if (next !== undefined) walk(next, words, i + 1, seen, out);
+    if (next !== undefined) walk(next, words, i + 1, seen, epoch, out);
   }
-  if (node.star !== null) walk(node.star, words, i + 1, seen, out);
+  if (node.star !== null) walk(node.star, words, i + 1, seen, epoch, out);
   if (node.hash !== null) {
     // `#` takes zero, one, … or all of the remaining words.
-    for (let j = i; j <= words.length; j++) walk(node.hash, words, j, seen, out);
+    for (let j = i; j <= words.length; j++) walk(node.hash, words, j, seen, epoch, out);
   }
 }

@@ -5,7 +5,7 @@
  */
 
 import { sql, type Expression, type Kysely, type SelectQueryBuilder, type SqlBool } from 'kysely';
-import type { AttemptRow, DeadLetterRow, EventRow, RunEventRow, RunRow } from './rows.js';
+import type { AttemptRow, DeadLetterRow, EventRow, RunEventRow, RunEventWithRunRow, RunRow } from './rows.js';
 import type { DeadLetterQuery, EventQuery, RunQuery, Scope, TimeRange } from './types.js';
 
 export interface Database {
@@ -91,9 +91,24 @@ export async function listDeadLetters(db: Kysely<Database>, query: DeadLetterQue
   return { rows: rows as DeadLetterRow[], total: Number(total) };
 }
 
-export async function readRunEvents(db: Kysely<Database>, afterSeq: number, limit: number, scope: Scope | undefined): Promise<RunEventRow[]> {
-  let qb = db.selectFrom('run_events').selectAll().where('seq', '>', afterSeq);
-  if (scope?.orgId !== undefined) qb = qb.where('org_id', '=', scope.orgId);
-  if (scope?.services !== undefined && scope.services.length > 0) qb = qb.where('service', 'in', scope.services);
-  return (await qb.orderBy('seq', 'asc').limit(limit).execute()) as RunEventRow[];
+/** Run events after `afterSeq`, with the unchanging columns of their runs (see rows.ts runStateJson). */
+export async function readRunEvents(db: Kysely<Database>, afterSeq: number, limit: number, scope: Scope | undefined): Promise<RunEventWithRunRow[]> {
+  let qb = db
+    .selectFrom('run_events as e')
+    .leftJoin('runs as r', 'r.id', 'e.run_id')
+    .selectAll('e')
+    .select([
+      'r.event_key as r_event_key',
+      'r.event_type as r_event_type',
+      'r.route as r_route',
+      'r.action as r_action',
+      'r.action_type as r_action_type',
+      'r.ordering_key as r_ordering_key',
+      'r.labels as r_labels',
+      'r.created_at as r_created_at',
+    ])
+    .where('e.seq', '>', afterSeq);
+  if (scope?.orgId !== undefined) qb = qb.where('e.org_id', '=', scope.orgId);
+  if (scope?.services !== undefined && scope.services.length > 0) qb = qb.where('e.service', 'in', scope.services);
+  return (await qb.orderBy('e.seq', 'asc').limit(limit).execute()) as unknown as RunEventWithRunRow[];
 }

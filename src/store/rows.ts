@@ -73,6 +73,18 @@ export interface RunEventRow {
   payload: string | object;
 }
 
+/** A run event with the unchanging columns of its run, as `readRunEvents` selects it. */
+export interface RunEventWithRunRow extends RunEventRow {
+  r_event_key: string | null;
+  r_event_type: string | null;
+  r_route: string | null;
+  r_action: string | null;
+  r_action_type: string | null;
+  r_ordering_key: string | null;
+  r_labels: string | object | null;
+  r_created_at: number | string | null;
+}
+
 export interface DeadLetterRow {
   id: string;
   origin: string;
@@ -159,7 +171,26 @@ export function toAttempt(row: AttemptRow): Attempt {
   };
 }
 
-export function toRunEvent(row: RunEventRow): RunEvent {
+export function toRunEvent(row: RunEventRow | RunEventWithRunRow): RunEvent {
+  const state = parseJson<Record<string, unknown>>(row.payload);
+  // An update carries only the changing part: the rest comes from the run's row (see runStateJson).
+  const payload =
+    row.event_type === 'update' && 'r_route' in row
+      ? {
+          id: row.run_id,
+          eventKey: row.r_event_key,
+          eventType: row.r_event_type,
+          route: row.r_route,
+          action: row.r_action,
+          actionType: row.r_action_type,
+          orderingKey: row.r_ordering_key,
+          labels: parseJson(row.r_labels) ?? {},
+          service: row.service,
+          orgId: row.org_id,
+          createdAt: row.r_created_at === null ? null : num(row.r_created_at),
+          ...state,
+        }
+      : state;
   return {
     seq: num(row.seq),
     runId: row.run_id,
@@ -168,7 +199,7 @@ export function toRunEvent(row: RunEventRow): RunEvent {
     service: row.service,
     orgId: row.org_id,
     at: num(row.at),
-    payload: parseJson(row.payload),
+    payload: payload as unknown as RunEvent['payload'],
   };
 }
 
@@ -196,22 +227,38 @@ export function toDeadLetter(row: DeadLetterRow): DeadLetter {
 }
 
 /**
- * The run as run events and lists carry it, serialized by hand: this runs for every state change of every
- * run, and building the string directly is several times cheaper than JSON.stringify of a fresh object.
+ * A run event's payload, serialized by hand: this runs for every state change of every run, and building
+ * the string directly is several times cheaper than JSON.stringify of a fresh object.
+ *
+ * A `create` event carries the whole run. Later events carry only what can change (status, attempts,
+ * times, error, result): the rest of a run never changes, and readers take it from the run's row
+ * (`toRunEvent` merges the two). That keeps the outbox, written three times per run, small.
  */
 export function runSummaryJson(run: Run): string {
   return (
     `{"id":${q(run.id)},"eventKey":${q(run.eventKey)},"eventType":${q(run.eventType)},` +
     `"route":${q(run.route)},"action":${q(run.action)},"actionType":${q(run.actionType)},` +
-    `"status":"${run.status}","attempts":${run.attempts},"maxAttempts":${run.maxAttempts},` +
-    `"createdAt":${run.createdAt},"updatedAt":${run.updatedAt},"availableAt":${run.availableAt},` +
-    `"deadlineAt":${run.deadlineAt},"expiresAt":${run.expiresAt},"orderingKey":${qn(run.orderingKey)},` +
-    `"correlationId":${qn(run.correlationId)},"labels":${JSON.stringify(run.labels)},` +
-    `"service":${q(run.service)},"orgId":${q(run.orgId)},` +
+    `"orderingKey":${qn(run.orderingKey)},"labels":${JSON.stringify(run.labels)},` +
+    `"service":${q(run.service)},"orgId":${q(run.orgId)},"createdAt":${run.createdAt},` +
+    runStateJson(run).slice(1)
+  );
+}
+
+/** The part of a run that changes: what `update` run events carry. */
+export function runStateJson(run: Run): string {
+  return (
+    `{"status":"${run.status}","attempts":${run.attempts},"maxAttempts":${run.maxAttempts},` +
+    `"updatedAt":${run.updatedAt},"availableAt":${run.availableAt},"deadlineAt":${run.deadlineAt},` +
+    `"expiresAt":${run.expiresAt},"correlationId":${qn(run.correlationId)},` +
     `"error":${run.error === null ? 'null' : JSON.stringify(run.error)},` +
     `"result":${run.result === null || run.result === undefined ? 'null' : JSON.stringify(run.result)},` +
     `"finishedAt":${run.finishedAt === null ? 'null' : run.finishedAt}}`
   );
+}
+
+/** The payload for a run event of `eventType`. */
+export function runEventPayload(run: Run, eventType: RunEvent['eventType']): string {
+  return eventType === 'update' ? runStateJson(run) : runSummaryJson(run);
 }
 
 export function summary(run: Run): RunSummary {

@@ -33,10 +33,18 @@ export interface NewRun {
   expiresAt: number;
   orderingKey: string | null;
   labels: Record<string, string>;
+  /**
+   * Direct dispatch: the run is stored already claimed (`running`, first attempt started, leased to this
+   * worker), so that the worker that took the event in runs it without a claim query. Only for runs with
+   * no ordering key and no concurrency limit, and only as many as the worker has room for.
+   */
+  claimedBy?: { owner: string; leaseUntil: number };
 }
 
 export interface IntakeItem {
   record: Omit<EventRecord, 'runCount'>;
+  /** The event as JSON text, when the caller already has it (saves serializing it twice). */
+  envelope?: string;
   runs: NewRun[];
 }
 

@@ -27,7 +27,7 @@ import { DispatcherError } from '../../core/errors.js';
 import type { Attempt, DeadLetter, EventRecord, Run, RunEvent, RunEventType } from '../../core/types.js';
 import * as queries from '../queries.js';
 import {
-  runSummaryJson,
+  runEventPayload,
   toAttempt,
   toDeadLetter,
   toEventRecord,
@@ -180,7 +180,7 @@ export class PostgresStore implements Store {
           records.map((r) => r.event.type),
           records.map((r) => (typeof r.event.topic === 'string' ? r.event.topic : null)),
           records.map((r) => (typeof r.event.subject === 'string' ? r.event.subject : null)),
-          records.map((r) => JSON.stringify(r.event)),
+          order.map((i) => items[i]!.envelope ?? JSON.stringify(items[i]!.record.event)),
           records.map((r) => r.input),
           records.map((r) => r.hops),
           records.map((r) => r.service),
@@ -225,9 +225,11 @@ export class PostgresStore implements Store {
         await c.query(
           `WITH r AS (
              INSERT INTO runs (id, event_key, event_type, route, action, action_type, status, attempts, max_attempts,
-               created_at, updated_at, available_at, deadline_at, expires_at, ordering_key, labels, service, org_id)
-             SELECT id, event_key, event_type, route, action, action_type, 'queued', 0, max_attempts,
-               created_at, created_at, available_at, deadline_at, expires_at, ordering_key, labels, service, org_id
+               created_at, updated_at, available_at, deadline_at, expires_at, lease_owner, lease_until, ordering_key, labels,
+               service, org_id)
+             SELECT id, event_key, event_type, route, action, action_type, status, attempts, max_attempts,
+               created_at, created_at, available_at, deadline_at, expires_at, lease_owner, lease_until, ordering_key, labels,
+               service, org_id
              FROM unnest(${p.add(created.map((r) => r.id), 'text[]')}, ${p.add(created.map((r) => r.eventKey), 'text[]')},
                ${p.add(created.map((r) => r.eventType), 'text[]')}, ${p.add(created.map((r) => r.route), 'text[]')},
                ${p.add(created.map((r) => r.action), 'text[]')}, ${p.add(created.map((r) => r.actionType), 'text[]')},
@@ -235,9 +237,11 @@ export class PostgresStore implements Store {
                ${p.add(created.map((r) => r.availableAt), 'bigint[]')}, ${p.add(created.map((r) => r.deadlineAt), 'bigint[]')},
                ${p.add(created.map((r) => r.expiresAt), 'bigint[]')}, ${p.add(created.map((r) => r.orderingKey), 'text[]')},
                ${p.add(created.map((r) => JSON.stringify(r.labels)), 'jsonb[]')}, ${p.add(created.map((r) => r.service), 'text[]')},
-               ${p.add(created.map((r) => r.orgId), 'text[]')})
+               ${p.add(created.map((r) => r.orgId), 'text[]')}, ${p.add(created.map((r) => r.status), 'text[]')},
+               ${p.add(created.map((r) => r.attempts), 'int[]')}, ${p.add(created.map((r) => r.leaseOwner), 'text[]')},
+               ${p.add(created.map((r) => r.leaseUntil), 'bigint[]')})
              AS t(id, event_key, event_type, route, action, action_type, max_attempts, created_at, available_at, deadline_at,
-               expires_at, ordering_key, labels, service, org_id)
+               expires_at, ordering_key, labels, service, org_id, status, attempts, lease_owner, lease_until)
            )
            ${insertRunEventsSql(p, created.map((run) => ({ run, at: run.createdAt })), 'create')}`,
           p.values,
@@ -253,58 +257,82 @@ export class PostgresStore implements Store {
     const { owner, limit, now, leaseMs, routeLimits } = options;
     if (limit <= 0) return [];
     return this.#transaction(async (c) => {
-      // A run with an ordering key is claimable only while no earlier run of its key is queued or running
-      // (a head retrying later still blocks the ones behind it). A run another claimer holds is skipped:
-      // its snapshot shows it queued, so the runs behind it stay blocked here too.
-      const candidates = (
-        await c.query<RunRow & { envelope: string; hops: number }>(
-          `SELECT ${prefixed('r', RUN_COLUMNS)}, e.envelope::text AS envelope, e.hops AS hops
-           FROM runs r JOIN events e ON e.key = r.event_key
-           WHERE r.status = 'queued' AND r.available_at <= $1
-             AND (r.ordering_key IS NULL OR NOT EXISTS (
-               SELECT 1 FROM runs p WHERE p.ordering_key = r.ordering_key AND p.status IN ('queued', 'running') AND p.id < r.id))
-           ORDER BY r.available_at, r.id
-           LIMIT $2
-           FOR UPDATE OF r SKIP LOCKED`,
-          [now, routeLimits.size > 0 ? limit * 4 : limit],
-        )
-      ).rows;
-      if (candidates.length === 0) return [];
-
-      let room: Map<string, number> | undefined;
-      const limited = [...new Set(candidates.map((r) => r.route).filter((route) => routeLimits.has(route)))];
-      if (limited.length > 0) {
-        // Count a limited route's running runs only while holding its lock, which every claimer of that route
-        // takes and keeps until commit: the count then includes every claim committed before ours, and no
-        // claim can commit between our count and our commit. Taken in sorted order (volatile functions are
-        // evaluated after ORDER BY), so two claimers cannot deadlock on them.
-        if (0) await c.query(`SELECT pg_advisory_xact_lock(hashtext('route:' || r)) FROM unnest($1::text[]) AS r ORDER BY r`, [limited]);
-        room = new Map(limited.map((route) => [route, routeLimits.get(route)!]));
-        const running = await c.query<{ route: string; n: number }>(
-          `SELECT route, count(*) AS n FROM runs WHERE status = 'running' AND route = ANY($1::text[]) GROUP BY route`,
-          [limited],
-        );
-        for (const { route, n } of running.rows) room.set(route, routeLimits.get(route)! - n);
-      }
-
       const leaseUntil = now + leaseMs;
       const chosen: Array<{ run: Run; envelope: string; hops: number }> = [];
-      for (const row of candidates) {
-        if (chosen.length >= limit) break;
-        if (room !== undefined) {
-          const left = room.get(row.route);
-          if (left !== undefined) {
-            if (left <= 0) continue;
-            room.set(row.route, left - 1);
+      /** Slots left per limited route, for the routes whose lock this transaction holds. */
+      const room = new Map<string, number>();
+      /** Limited routes with no slot left, or whose lock another claimer holds: left out of the candidates. */
+      const full = new Set<string>();
+
+      // Candidates are read again when a window held runs of a route at its limit: otherwise one limited
+      // route's backlog could fill every window and starve all other routes. Each pass adds at least one
+      // route to `full`, so this ends.
+      for (let pass = 0; ; pass++) {
+        const window = routeLimits.size > 0 ? (limit - chosen.length) * 4 : limit - chosen.length;
+        // A run with an ordering key is claimable only while no earlier run of its key is queued or running
+        // (a head retrying later still blocks the ones behind it). A run another claimer holds is skipped:
+        // its snapshot shows it queued, so the runs behind it stay blocked here too.
+        const candidates = (
+          await c.query<RunRow & { envelope: string; hops: number }>(
+            `SELECT ${prefixed('r', RUN_COLUMNS)}, e.envelope::text AS envelope, e.hops AS hops
+             FROM runs r JOIN events e ON e.key = r.event_key
+             WHERE r.status = 'queued' AND r.available_at <= $1
+               AND r.route <> ALL($3::text[]) AND r.id <> ALL($4::text[])
+               AND (r.ordering_key IS NULL OR NOT EXISTS (
+                 SELECT 1 FROM runs p WHERE p.ordering_key = r.ordering_key AND p.status IN ('queued', 'running') AND p.id < r.id))
+             ORDER BY r.available_at, r.id
+             LIMIT $2
+             FOR UPDATE OF r SKIP LOCKED`,
+            [now, window, [...full], chosen.map((x) => x.run.id)],
+          )
+        ).rows;
+
+        const unseen = [...new Set(candidates.map((r) => r.route))].filter((r) => routeLimits.has(r) && !room.has(r) && !full.has(r)).sort(compare);
+        if (unseen.length > 0) {
+          // Count a limited route's running runs only while holding its lock, which every claimer of that
+          // route takes and keeps until commit: the count then includes every claim committed before ours,
+          // and no claim can commit between our count and our commit. The first pass waits for the locks,
+          // in sorted order (volatile functions are evaluated after ORDER BY), so claimers cannot deadlock
+          // on them; a later pass already holds locks, so it only tries, and leaves a busy route to the
+          // claimer that holds it.
+          const locked =
+            pass === 0
+              ? (await c.query(`SELECT pg_advisory_xact_lock(hashtext('route:' || r)) FROM unnest($1::text[]) AS r ORDER BY r`, [unseen]), unseen)
+              : (
+                  await c.query<{ r: string }>(`SELECT r FROM unnest($1::text[]) AS r WHERE pg_try_advisory_xact_lock(hashtext('route:' || r))`, [unseen])
+                ).rows.map((x) => x.r);
+          for (const route of unseen) {
+            if (locked.includes(route)) room.set(route, routeLimits.get(route)!);
+            else full.add(route);
+          }
+          if (locked.length > 0) {
+            const running = await c.query<{ route: string; n: number }>(
+              `SELECT route, count(*) AS n FROM runs WHERE status = 'running' AND route = ANY($1::text[]) GROUP BY route`,
+              [locked],
+            );
+            for (const { route, n } of running.rows) room.set(route, routeLimits.get(route)! - n);
           }
         }
-        const run = toRun(row);
-        run.status = 'running';
-        run.attempts += 1;
-        run.leaseOwner = owner;
-        run.leaseUntil = leaseUntil;
-        run.updatedAt = now;
-        chosen.push({ run, envelope: row.envelope, hops: row.hops });
+
+        let skipped = false;
+        for (const row of candidates) {
+          if (chosen.length >= limit) break;
+          const left = room.get(row.route);
+          if (full.has(row.route) || (left !== undefined && left <= 0)) {
+            full.add(row.route);
+            skipped = true;
+            continue;
+          }
+          if (left !== undefined) room.set(row.route, left - 1);
+          const run = toRun(row);
+          run.status = 'running';
+          run.attempts += 1;
+          run.leaseOwner = owner;
+          run.leaseUntil = leaseUntil;
+          run.updatedAt = now;
+          chosen.push({ run, envelope: row.envelope, hops: row.hops });
+        }
+        if (!skipped || chosen.length >= limit || candidates.length < window) break;
       }
       if (chosen.length === 0) return [];
 
@@ -347,8 +375,8 @@ export class PostgresStore implements Store {
         SELECT * FROM unnest(${p.add(after.map((r) => r.id), 'text[]')}, ${p.add(unique.map((o) => o.owner), 'text[]')},
           ${p.add(after.map((r) => r.status), 'text[]')}, ${p.add(after.map((r) => r.updatedAt), 'bigint[]')},
           ${p.add(after.map((r) => r.availableAt), 'bigint[]')}, ${p.add(after.map((r) => r.deadlineAt), 'bigint[]')},
-          ${p.add(after.map((r) => r.correlationId), 'text[]')}, ${p.add(after.map((r) => r.error?.code ?? null), 'text[]')},
-          ${p.add(after.map((r) => r.error?.message ?? null), 'text[]')}, ${p.add(after.map((r) => jsonOrNull(r.result)), 'jsonb[]')},
+          ${p.add(after.map((r) => pgText(r.correlationId)), 'text[]')}, ${p.add(after.map((r) => r.error?.code ?? null), 'text[]')},
+          ${p.add(after.map((r) => pgText(r.error?.message ?? null)), 'text[]')}, ${p.add(after.map((r) => jsonOrNull(r.result)), 'jsonb[]')},
           ${p.add(after.map((r) => r.finishedAt), 'bigint[]')})
         AS o(id, owner, status, updated_at, available_at, deadline_at, correlation_id, error_code, error_message, result, finished_at)
       ),
@@ -633,7 +661,7 @@ function insertRunEventsSql(p: Params, events: Array<{ run: Run; at: number }>, 
     SELECT ev.run_id, ${p.add(eventType, 'text')}, ev.status, ev.service, ev.org_id, ev.at, ev.payload
     FROM unnest(${p.add(events.map((e) => e.run.id), 'text[]')}, ${p.add(events.map((e) => e.run.status), 'text[]')},
       ${p.add(events.map((e) => e.run.service), 'text[]')}, ${p.add(events.map((e) => e.run.orgId), 'text[]')},
-      ${p.add(events.map((e) => e.at), 'bigint[]')}, ${p.add(events.map((e) => runSummaryJson(e.run)), 'jsonb[]')})
+      ${p.add(events.map((e) => e.at), 'bigint[]')}, ${p.add(events.map((e) => pgJson(runEventPayload(e.run, eventType))), 'jsonb[]')})
       WITH ORDINALITY AS ev(run_id, status, service, org_id, at, payload, ord)
     ${onlyIdsFrom === undefined ? '' : `WHERE ev.run_id IN (SELECT id FROM ${onlyIdsFrom})`}
     ORDER BY ev.ord`;
@@ -645,8 +673,8 @@ function insertAttemptsSql(p: Params, attempts: Attempt[], onlyIdsFrom?: string)
     SELECT at_.* FROM unnest(${p.add(attempts.map((a) => a.runId), 'text[]')}, ${p.add(attempts.map((a) => a.n), 'int[]')},
       ${p.add(attempts.map((a) => a.startedAt), 'bigint[]')}, ${p.add(attempts.map((a) => a.endedAt), 'bigint[]')},
       ${p.add(attempts.map((a) => a.outcome), 'text[]')}, ${p.add(attempts.map((a) => a.errorCode), 'text[]')},
-      ${p.add(attempts.map((a) => a.errorMessage), 'text[]')}, ${p.add(attempts.map((a) => a.httpStatus), 'int[]')},
-      ${p.add(attempts.map((a) => a.response), 'text[]')})
+      ${p.add(attempts.map((a) => pgText(a.errorMessage)), 'text[]')}, ${p.add(attempts.map((a) => a.httpStatus), 'int[]')},
+      ${p.add(attempts.map((a) => pgText(a.response)), 'text[]')})
       AS at_(run_id, n, started_at, ended_at, outcome, error_code, error_message, http_status, response)
     ${onlyIdsFrom === undefined ? '' : `WHERE at_.run_id IN (SELECT id FROM ${onlyIdsFrom})`}
     ON CONFLICT (run_id, n) DO UPDATE SET ended_at = excluded.ended_at, outcome = excluded.outcome,
@@ -675,7 +703,7 @@ async function setStates(c: Queryable, changes: Array<{ from: Run; to: Run }>, a
          ${p.add(to.map((r) => r.availableAt), 'bigint[]')}, ${p.add(to.map((r) => r.deadlineAt), 'bigint[]')},
          ${p.add(to.map((r) => r.expiresAt), 'bigint[]')}, ${p.add(to.map((r) => r.maxAttempts), 'int[]')},
          ${p.add(to.map((r) => r.correlationId), 'text[]')}, ${p.add(to.map((r) => r.error?.code ?? null), 'text[]')},
-         ${p.add(to.map((r) => r.error?.message ?? null), 'text[]')}, ${p.add(to.map((r) => r.finishedAt), 'bigint[]')})
+         ${p.add(to.map((r) => pgText(r.error?.message ?? null)), 'text[]')}, ${p.add(to.map((r) => r.finishedAt), 'bigint[]')})
        AS t(id, from_status, status, updated_at, available_at, deadline_at, expires_at, max_attempts, correlation_id,
          error_code, error_message, finished_at)
      ),
@@ -731,14 +759,14 @@ async function insertDeadLetters(c: Queryable, items: NewDeadLetter[]): Promise<
       [
         d.map(() => uuidv7()),
         d.map((x) => x.origin),
-        d.map((x) => x.source),
-        d.map((x) => x.reason),
-        d.map((x) => x.error),
-        d.map((x) => (x.details === undefined ? null : JSON.stringify(x.details))),
+        d.map((x) => pgText(x.source)),
+        d.map((x) => pgText(x.reason)),
+        d.map((x) => pgText(x.error)),
+        d.map((x) => (x.details === undefined ? null : jsonOrNull(x.details))),
         d.map((x) => x.raw),
         d.map((x) => x.rawTruncated === true),
-        d.map((x) => x.contentType ?? null),
-        d.map((x) => JSON.stringify(x.headers ?? {})),
+        d.map((x) => pgText(x.contentType ?? null)),
+        d.map((x) => pgJson(JSON.stringify(x.headers ?? {}))),
         d.map((x) => x.runId ?? null),
         d.map((x) => x.eventKey ?? null),
         d.map((x) => x.service),
@@ -762,12 +790,17 @@ async function lockRun(c: Queryable, id: string, scope: Scope | undefined): Prom
 
 // ---------------------------------------------------------------------------------------------- helpers
 
-/** The run as intake creates it: queued, no attempt yet. */
+/**
+ * The run as intake creates it: queued with no attempt yet, or, for direct dispatch (`claimedBy`), already
+ * claimed: running, its first attempt started, leased to the worker that took the event in.
+ */
 function newRun(record: IntakeItem['record'], r: IntakeItem['runs'][number]): Run {
+  const claim = r.claimedBy;
   return {
     id: r.id, eventKey: record.key, eventType: record.event.type, route: r.route, action: r.action, actionType: r.actionType,
-    status: 'queued', attempts: 0, maxAttempts: r.maxAttempts, createdAt: record.receivedAt, updatedAt: record.receivedAt,
-    availableAt: r.availableAt, deadlineAt: r.deadlineAt, expiresAt: r.expiresAt, leaseOwner: null, leaseUntil: null,
+    status: claim === undefined ? 'queued' : 'running', attempts: claim === undefined ? 0 : 1, maxAttempts: r.maxAttempts,
+    createdAt: record.receivedAt, updatedAt: record.receivedAt, availableAt: r.availableAt, deadlineAt: r.deadlineAt,
+    expiresAt: r.expiresAt, leaseOwner: claim?.owner ?? null, leaseUntil: claim?.leaseUntil ?? null,
     orderingKey: r.orderingKey, correlationId: null, labels: r.labels, service: record.service, orgId: record.orgId,
     error: null, result: null, finishedAt: null,
   };
@@ -792,7 +825,34 @@ function finishedRun(o: RunOutcome): Run {
 }
 
 function jsonOrNull(value: unknown): string | null {
-  return value === null || value === undefined ? null : JSON.stringify(value);
+  return value === null || value === undefined ? null : pgJson(JSON.stringify(value));
+}
+
+const UNSTORABLE_TEXT = /[\u0000\ud800-\udfff]/;
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+/** `\u0000` or a lone-surrogate escape, not itself escaped (preceded by an even number of backslashes). */
+const UNSTORABLE_ESCAPE =
+  /(?<!\\)((?:\\\\)*)\\u(?:0000|d[89ab][0-9a-f]{2}(?!\\ud[c-f][0-9a-f]{2})|(?<!\\ud[89ab][0-9a-f]{2}\\u)d[c-f][0-9a-f]{2})/gi;
+
+/**
+ * Text as PostgreSQL can store it: `text` cannot hold U+0000, so it becomes U+FFFD (as a lone surrogate
+ * already does on its way to UTF-8). What actions and parsers report (a response body cut in the middle
+ * of a surrogate pair, a JSON error quoting a NUL byte) must not fail a whole batch of outcomes or dead
+ * letters; SQLite stores such text as it is.
+ */
+function pgText(value: string): string;
+function pgText(value: string | null): string | null;
+function pgText(value: string | null): string | null {
+  if (value === null || !UNSTORABLE_TEXT.test(value)) return value;
+  return value.replace(/\u0000/g, '\ufffd').replace(LONE_SURROGATE, '\ufffd');
+}
+
+/** JSON text as `jsonb` accepts it: `\u0000` and lone-surrogate escapes (JSON.stringify writes both) become `\ufffd`. */
+function pgJson(json: string): string;
+function pgJson(json: string | null): string | null;
+function pgJson(json: string | null): string | null {
+  if (json === null || !json.includes('\\u')) return json;
+  return json.replace(UNSTORABLE_ESCAPE, '$1\\ufffd');
 }
 
 function prefixed(alias: string, columns: string): string {

@@ -19,7 +19,7 @@ import { DispatcherError } from '../../core/errors.js';
 import type { Attempt, DeadLetter, EventRecord, Run, RunEvent } from '../../core/types.js';
 import * as queries from '../queries.js';
 import {
-  runSummaryJson,
+  runEventPayload,
   toAttempt,
   toDeadLetter,
   toEventRecord,
@@ -46,12 +46,15 @@ import type {
   SweepResult,
 } from '../types.js';
 import { attemptRow, fingerprint, runDeadLetter } from '../shared.js';
+import { Checkpointer } from './checkpointer.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
 
 export interface SqliteStoreOptions {
   /** File path, or `:memory:`. */
   path: string;
   synchronous?: 'off' | 'normal' | 'full';
+  /** Run WAL checkpoints in a worker thread (default true for files). */
+  checkpointWorker?: boolean;
 }
 
 /** `sqlite:./data/dispatcher.db`, `sqlite:///abs/path.db`, `sqlite::memory:` → options. */
@@ -83,6 +86,9 @@ export class SqliteStore implements Store {
       ) as never,
   };
   #statements: ReturnType<SqliteStore['prepare']> | undefined;
+  #checkpointer: Checkpointer | undefined;
+  readonly #path: string;
+  readonly #checkpointWorker: boolean;
 
   constructor(options: SqliteStoreOptions) {
     if (options.path !== ':memory:') mkdirSync(dirname(options.path), { recursive: true });
@@ -97,6 +103,10 @@ export class SqliteStore implements Store {
     this.#db.pragma('cache_size = -65536');
     this.#db.pragma('temp_store = memory');
     this.#db.pragma('foreign_keys = off');
+    this.#path = options.path;
+    this.#checkpointWorker = options.checkpointWorker ?? options.path !== ':memory:';
+    // With the checkpoint worker, the automatic checkpoint is only a safety net (about 256 MiB of WAL).
+    if (this.#checkpointWorker) this.#db.pragma('wal_autocheckpoint = 65536');
     this.#kysely = new Kysely({ dialect: new SqliteDialect({ database: this.#db }) });
   }
 
@@ -113,6 +123,11 @@ export class SqliteStore implements Store {
       if (!applied.has(name)) apply.immediate(name, statements);
     }
     this.#statements = this.prepare();
+    if (this.#checkpointWorker && this.#checkpointer === undefined) {
+      this.#checkpointer = new Checkpointer(this.#path, 200, (message) => {
+        process.emitWarning(`SQLite checkpoint failed: ${message}`);
+      });
+    }
   }
 
   async ping(): Promise<void> {
@@ -120,6 +135,8 @@ export class SqliteStore implements Store {
   }
 
   async close(): Promise<void> {
+    await this.#checkpointer?.stop();
+    this.#checkpointer = undefined;
     if (this.#db.open) this.#db.close();
   }
 
@@ -133,14 +150,14 @@ export class SqliteStore implements Store {
       ),
       eventKeyByIdentity: db.prepare('SELECT key FROM events WHERE source = ? AND id = ?').pluck(),
       insertRun: db.prepare(
-        `INSERT INTO runs (${RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, NULL, ?, ?, ?, NULL, NULL, NULL, NULL)`,
+        `INSERT INTO runs (${RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, NULL, NULL, NULL, NULL)`,
       ),
       insertRunEvent: db.prepare(
         'INSERT INTO run_events (run_id, event_type, status, service, org_id, at, payload) VALUES (?, ?, ?, ?, ?, ?, ?)',
       ),
       selectClaimable: db.prepare(
         `SELECT r.*, e.envelope AS envelope, e.hops AS hops FROM runs r JOIN events e ON e.key = r.event_key
-         WHERE r.status = 'queued' AND r.available_at <= ?
+         WHERE r.status = 'queued' AND r.available_at <= ? AND r.route NOT IN (SELECT value FROM json_each(?))
            AND (r.ordering_key IS NULL OR NOT EXISTS (
              SELECT 1 FROM runs p WHERE p.ordering_key = r.ordering_key AND p.status IN ('queued', 'running') AND p.id < r.id))
          ORDER BY r.available_at, r.id LIMIT ?`,
@@ -196,7 +213,7 @@ export class SqliteStore implements Store {
   }
 
   #writeRunEvent(run: Run, eventType: 'create' | 'update' | 'delete' | 'read', at: number): void {
-    this.#s.insertRunEvent.run(run.id, eventType, run.status, run.service, run.orgId, at, runSummaryJson(run));
+    this.#s.insertRunEvent.run(run.id, eventType, run.status, run.service, run.orgId, at, runEventPayload(run, eventType));
   }
 
   async commitIntake(items: IntakeItem[]): Promise<IntakeResult[]> {
@@ -207,7 +224,8 @@ export class SqliteStore implements Store {
     this.#transaction(() => {
       const s = this.#s;
       const results: IntakeResult[] = [];
-      for (const { record, runs } of items) {
+      for (const item of items) {
+        const { record, runs } = item;
         const e = record.event;
         const inserted = s.insertEvent.run(
           record.key,
@@ -216,7 +234,7 @@ export class SqliteStore implements Store {
           e.type,
           typeof e.topic === 'string' ? e.topic : null,
           typeof e.subject === 'string' ? e.subject : null,
-          JSON.stringify(e),
+          item.envelope ?? JSON.stringify(e),
           record.input,
           record.hops,
           record.service,
@@ -231,17 +249,21 @@ export class SqliteStore implements Store {
         const runIds: string[] = [];
         for (const r of runs) {
           const labels = JSON.stringify(r.labels);
+          const claim = r.claimedBy;
+          const status = claim === undefined ? 'queued' : 'running';
           s.insertRun.run(
-            r.id, record.key, e.type, r.route, r.action, r.actionType, r.maxAttempts, record.receivedAt, record.receivedAt,
-            r.availableAt, r.deadlineAt, r.expiresAt, r.orderingKey, labels, record.service, record.orgId,
+            r.id, record.key, e.type, r.route, r.action, r.actionType, status, claim === undefined ? 0 : 1, r.maxAttempts,
+            record.receivedAt, record.receivedAt, r.availableAt, r.deadlineAt, r.expiresAt, claim?.owner ?? null,
+            claim?.leaseUntil ?? null, r.orderingKey, labels, record.service, record.orgId,
           );
           this.#writeRunEvent(
             {
               id: r.id, eventKey: record.key, eventType: e.type, route: r.route, action: r.action, actionType: r.actionType,
-              status: 'queued', attempts: 0, maxAttempts: r.maxAttempts, createdAt: record.receivedAt,
+              status, attempts: claim === undefined ? 0 : 1, maxAttempts: r.maxAttempts, createdAt: record.receivedAt,
               updatedAt: record.receivedAt, availableAt: r.availableAt, deadlineAt: r.deadlineAt, expiresAt: r.expiresAt,
-              leaseOwner: null, leaseUntil: null, orderingKey: r.orderingKey, correlationId: null, labels: r.labels,
-              service: record.service, orgId: record.orgId, error: null, result: null, finishedAt: null,
+              leaseOwner: claim?.owner ?? null, leaseUntil: claim?.leaseUntil ?? null, orderingKey: r.orderingKey,
+              correlationId: null, labels: r.labels, service: record.service, orgId: record.orgId, error: null, result: null,
+              finishedAt: null,
             },
             'create',
             record.receivedAt,
@@ -262,8 +284,6 @@ export class SqliteStore implements Store {
     return this.#transaction(() => {
       const s = this.#s;
       const { owner, limit, now, leaseMs, routeLimits } = options;
-      const candidates = s.selectClaimable.all(now, routeLimits.size > 0 ? limit * 4 : limit) as Array<RunRow & { envelope: string; hops: number }>;
-      if (candidates.length === 0) return [];
       let room: Map<string, number> | undefined;
       if (routeLimits.size > 0) {
         room = new Map(routeLimits);
@@ -274,26 +294,38 @@ export class SqliteStore implements Store {
       }
       const leaseUntil = now + leaseMs;
       const claimed: ClaimedRun[] = [];
-      for (const row of candidates) {
-        if (claimed.length >= limit) break;
-        if (room !== undefined) {
-          const left = room.get(row.route);
-          if (left !== undefined) {
-            if (left <= 0) continue;
-            room.set(row.route, left - 1);
+      // Routes at their limit are left out of the candidates, and the window is read again when it held
+      // runs of such a route: otherwise one limited route's backlog could fill every window and starve all
+      // other routes. Each pass adds at least one route to `full`, so this ends.
+      for (;;) {
+        const full = room === undefined ? [] : [...room].filter(([, left]) => left <= 0).map(([route]) => route);
+        const window = room === undefined ? limit - claimed.length : (limit - claimed.length) * 4;
+        const candidates = s.selectClaimable.all(now, JSON.stringify(full), window) as Array<RunRow & { envelope: string; hops: number }>;
+        let skipped = false;
+        for (const row of candidates) {
+          if (claimed.length >= limit) break;
+          if (room !== undefined) {
+            const left = room.get(row.route);
+            if (left !== undefined) {
+              if (left <= 0) {
+                skipped = true;
+                continue;
+              }
+              room.set(row.route, left - 1);
+            }
           }
+          if (s.claim.run(owner, leaseUntil, now, row.id).changes === 0) continue;
+          const run = toRun(row);
+          run.status = 'running';
+          run.attempts += 1;
+          run.leaseOwner = owner;
+          run.leaseUntil = leaseUntil;
+          run.updatedAt = now;
+          this.#writeRunEvent(run, 'update', now);
+          claimed.push({ run, envelope: row.envelope, hops: row.hops });
         }
-        if (s.claim.run(owner, leaseUntil, now, row.id).changes === 0) continue;
-        const run = toRun(row);
-        run.status = 'running';
-        run.attempts += 1;
-        run.leaseOwner = owner;
-        run.leaseUntil = leaseUntil;
-        run.updatedAt = now;
-        this.#writeRunEvent(run, 'update', now);
-        claimed.push({ run, envelope: row.envelope, hops: row.hops });
+        if (!skipped || claimed.length >= limit || candidates.length < window) return claimed;
       }
-      return claimed;
     });
   }
 

@@ -1,0 +1,698 @@
+/**
+ * The `dispatcher` executable, run as a user runs it: `node dist/cli/main.js …` in a child process, in a
+ * temporary working directory, checking what it prints and its exit code (0 done, 1 failed, 2 usage).
+ * The commands that talk to a dispatcher run against a real `dispatcher serve` child on a free port.
+ *
+ * Needs the build (`npx tsc -p tsconfig.build.json`; `npm test` builds first).
+ */
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startReceiver, type Receiver } from './helpers.js';
+
+const MAIN = resolve(import.meta.dirname, '..', 'dist', 'cli', 'main.js');
+
+let dir: string;
+
+beforeAll(() => {
+  if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: build first with npx tsc -p tsconfig.build.json`);
+  dir = mkdtempSync(join(tmpdir(), 'dispatcher-cli-'));
+});
+
+afterAll(() => {
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+interface Result {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** The environment without any DISPATCHER_* variable of whoever runs the tests. */
+function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('DISPATCHER_')) env[k] = v;
+  return { ...env, NO_COLOR: '1', ...extra };
+}
+
+/** Runs the CLI to its end (killed after `timeoutMs`), feeding `input` on standard input. */
+function cli(args: string[], options: { input?: string; env?: Record<string, string>; timeoutMs?: number } = {}): Promise<Result> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(process.execPath, [MAIN, ...args], { cwd: dir, env: cleanEnv(options.env), stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`dispatcher ${args.join(' ')} did not end within ${options.timeoutMs ?? 20_000} ms; stdout: ${stdout}; stderr: ${stderr}`));
+    }, options.timeoutMs ?? 20_000);
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolvePromise({ code, signal, stdout, stderr });
+    });
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(options.input ?? '');
+  });
+}
+
+/** A port nothing listens on right now: bind port 0, read it, let go. */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((r) => server.close(() => r()));
+  return port;
+}
+
+/** Polls `read` until `done` holds; fails with the last value seen. */
+async function eventually<T>(read: () => Promise<T>, done: (value: T) => boolean, what: string, timeoutMs = 15_000): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  let last = await read();
+  while (!done(last)) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}; last seen: ${JSON.stringify(last)?.slice(0, 2000)}`);
+    await new Promise((r) => setTimeout(r, 100));
+    last = await read();
+  }
+  return last;
+}
+
+function file(name: string, text: string): string {
+  const path = join(dir, name);
+  writeFileSync(path, text);
+  return path;
+}
+
+function ce(overrides: Record<string, unknown> = {}): Record<string, unknown> {
+  return { specversion: '1.0', id: `e-${Math.random().toString(36).slice(2)}`, source: 'urn:cli-test', type: 'example.hello', data: { hi: 1 }, ...overrides };
+}
+
+const ALERT_TYPE = `
+types:
+  alert.raised:
+    schema:
+      type: object
+      required: [severity, title]
+      properties:
+        severity: { enum: [low, high, critical] }
+        title: { type: string }
+`;
+
+// ---------------------------------------------------------------------------------------------------------
+
+describe('usage', () => {
+  it('--help exits 0 and lists the commands', async () => {
+    const r = await cli(['--help']);
+    expect(r.code).toBe(0);
+    for (const command of ['serve', 'migrate', 'send', 'runs', 'dlq', 'routes', 'init-config', 'validate-config']) expect(r.stdout).toContain(command);
+  });
+
+  it('--help of a subcommand and --version exit 0', async () => {
+    const help = await cli(['runs', 'list', '--help']);
+    expect(help.code).toBe(0);
+    expect(help.stdout).toContain('--status');
+    const version = await cli(['--version']);
+    expect(version.code).toBe(0);
+    expect(version.stdout).toMatch(/^\d+\.\d+\.\d+/);
+  });
+
+  it('an unknown command exits 2 and says so', async () => {
+    const r = await cli(['frobnicate']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("unknown command 'frobnicate'");
+  });
+
+  it('an unknown option exits 2 and says so', async () => {
+    const r = await cli(['serve', '--bogus']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("unknown option '--bogus'");
+  });
+
+  it('a command group without its subcommand exits 2', async () => {
+    const r = await cli(['runs']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('list');
+  });
+
+  it('a missing argument exits 2', async () => {
+    const r = await cli(['runs', 'get']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("missing required argument 'id'");
+  });
+
+  it('runs list --limit abc exits 2, before talking to anyone', async () => {
+    const r = await cli(['runs', 'list', '--limit', 'abc', '--url', 'http://127.0.0.1:9']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('--limit must be a whole number');
+  });
+
+  it('runs list --label without = exits 2', async () => {
+    const r = await cli(['runs', 'list', '--label', 'team', '--url', 'http://127.0.0.1:9']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('--label expects KEY=VALUE');
+  });
+
+  it('send --batch 0 exits 2', async () => {
+    const r = await cli(['send', '-', '--batch', '0', '--url', 'http://127.0.0.1:9'], { input: JSON.stringify(ce()) });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('--batch must be a whole number of at least 1');
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------------
+
+describe('init-config and validate-config', () => {
+  it('init-config -y writes a starter file, and validate-config says it is valid', async () => {
+    const r = await cli(['init-config', '-y', 'starter.yaml']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain(`wrote ${join(dir, 'starter.yaml')}`);
+    const text = readFileSync(join(dir, 'starter.yaml'), 'utf8');
+    expect(text).toContain('page-critical');
+    const v = await cli(['validate-config', 'starter.yaml']);
+    expect(v.code, v.stderr).toBe(0);
+    expect(v.stdout).toMatch(/starter\.yaml: valid \(2 routes, 1 types\)/);
+  });
+
+  it('init-config refuses to overwrite an existing file without --force, and leaves it unchanged', async () => {
+    const path = file('mine.yaml', '# my own configuration\nserver: { port: 9999 }\n');
+    const r = await cli(['init-config', '-y', 'mine.yaml']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('mine.yaml already exists');
+    expect(r.stderr).toContain('--force');
+    expect(readFileSync(path, 'utf8')).toBe('# my own configuration\nserver: { port: 9999 }\n');
+
+    const forced = await cli(['init-config', '-y', '--force', 'mine.yaml']);
+    expect(forced.code, forced.stderr).toBe(0);
+    expect(readFileSync(path, 'utf8')).toContain('written by `dispatcher init-config`');
+  });
+
+  it('init-config -i takes its answers from standard input, and the file validates', async () => {
+    const answers = ['9191', 'sqlite:./answers.db', 'y', 'http://127.0.0.1:9000/hook', ''].join('\n');
+    const r = await cli(['init-config', '-i', 'asked.yaml'], { input: answers });
+    expect(r.code, r.stderr).toBe(0);
+    for (const question of ['HTTP port', 'Store URL', 'Include the example route', 'Webhook URL']) expect(r.stdout).toContain(question);
+    const text = readFileSync(join(dir, 'asked.yaml'), 'utf8');
+    expect(text).toMatch(/^\s+port: 9191\b/m);
+    expect(text).toContain('url: "sqlite:./answers.db"');
+    expect(text).toContain('url: "http://127.0.0.1:9000/hook"');
+    // The loopback webhook is allowlisted, or the example would fail with address_blocked.
+    expect(text).toMatch(/allow: \["127\.0\.0\.1"\]/);
+    const v = await cli(['validate-config', 'asked.yaml']);
+    expect(v.code, v.stderr).toBe(0);
+    expect(v.stdout).toContain('asked.yaml: valid');
+  });
+
+  it('init-config -i asks again after a bad answer, and takes defaults for empty ones', async () => {
+    const r = await cli(['init-config', '-i', 'asked2.yaml'], { input: 'eighty\n8181\n\nn\n' });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('a port is a number from 1 to 65535');
+    const text = readFileSync(join(dir, 'asked2.yaml'), 'utf8');
+    expect(text).toMatch(/^\s+port: 8181\b/m);
+    expect(text).toContain('url: "sqlite:./data/dispatcher.db"');
+    // No example route: it is written commented out.
+    expect(text).toMatch(/^#\s+- name: page-critical/m);
+    const v = await cli(['validate-config', 'asked2.yaml']);
+    expect(v.code, v.stderr).toBe(0);
+    expect(v.stdout).toContain('asked2.yaml: valid (1 routes, 0 types)');
+  });
+
+  const broken: Array<[string, string, RegExp]> = [
+    ['an unknown key', 'server:\n  prot: 8080\n', /bad-key\.yaml: server\.prot: unknown key "prot" \(did you mean "port"\?\)/],
+    ['a bad duration', 'runner:\n  lease: 30 sec\n', /bad-duration\.yaml: runner\.lease: must be a duration/],
+    [
+      'duplicate route names',
+      'routes:\n  - { name: twice, match: { type: a }, actions: [ { noop: {} } ] }\n  - { name: twice, match: { type: b }, actions: [ { noop: {} } ] }\n',
+      /bad-routes\.yaml: routes\[1\]\.name: route name "twice" is used twice/,
+    ],
+  ];
+  it.each(broken.map(([what, text, expected], i) => ({ what, text, expected, name: ['bad-key', 'bad-duration', 'bad-routes'][i]! })))(
+    'validate-config exits 1 for $what, naming the file and the path',
+    async ({ text, expected, name }) => {
+      file(`${name}.yaml`, text);
+      const r = await cli(['validate-config', `${name}.yaml`]);
+      expect(r.code).toBe(1);
+      expect(r.stdout).toBe('');
+      expect(r.stderr).toMatch(expected);
+    },
+  );
+
+  it('validate-config reports every problem of a file at once', async () => {
+    file('bad-all.yaml', `server:\n  prot: 1\nrunner:\n  lease: soon\nroutes:\n  - { name: x, match: { type: a }, actions: [ { noop: {} } ] }\n  - { name: x, match: { type: b }, actions: [ { noop: {} } ] }\n`);
+    const r = await cli(['validate-config', '--config', 'bad-all.yaml']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('(3 problems)');
+    for (const path of ['server.prot', 'runner.lease', 'routes[1].name']) expect(r.stderr).toContain(`bad-all.yaml: ${path}`);
+  });
+
+  it('validate-config checks routes as serve would (an unknown action type)', async () => {
+    file('bad-action.yaml', 'routes:\n  - { name: r, match: { type: a }, actions: [ { teleport: {} } ] }\n');
+    const r = await cli(['validate-config', 'bad-action.yaml']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('routes[0].actions[0]: unknown action type "teleport"');
+  });
+
+  it('validate-config of a missing file exits 1 naming it; with no file at all it exits 2', async () => {
+    const missing = await cli(['validate-config', 'nowhere.yaml']);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain('nowhere.yaml');
+    const none = await cli(['validate-config']);
+    expect(none.code).toBe(2);
+    expect(none.stderr).toContain('name a file');
+  });
+
+  it('validate-config takes DISPATCHER_CONFIG and substitutes ${VAR}', async () => {
+    file('env.yaml', 'server:\n  port: ${CLI_TEST_PORT}\n');
+    const ok = await cli(['validate-config'], { env: { DISPATCHER_CONFIG: 'env.yaml', CLI_TEST_PORT: '8123' } });
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stdout).toContain('env.yaml: valid');
+    const unset = await cli(['validate-config', 'env.yaml']);
+    expect(unset.code).toBe(1);
+    expect(unset.stderr).toContain('CLI_TEST_PORT');
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------------
+
+describe('migrate', () => {
+  it('creates the SQLite file and its schema, and is safe to run again', async () => {
+    const db = join(dir, 'migrated', 'x.db');
+    const r = await cli(['migrate', '--store', `sqlite:${db}`]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('the sqlite store is up to date');
+    expect(existsSync(db)).toBe(true);
+    const again = await cli(['migrate', '--store', `sqlite:${db}`]);
+    expect(again.code, again.stderr).toBe(0);
+  });
+
+  it('a store URL that is neither sqlite nor postgres exits 1', async () => {
+    const r = await cli(['migrate', '--store', 'mysql://localhost/x']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('store.url');
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------------
+
+describe('routes test', () => {
+  let config: string;
+  beforeAll(() => {
+    config = file(
+      'routes.yaml',
+      `${ALERT_TYPE}
+routes:
+  - name: example
+    match: { type: "example.*" }
+    actions: [ { noop: {} } ]
+  - name: page-critical
+    match: { type: alert.raised, topic: "soar.*.noc.#", data: { severity: [critical] } }
+    actions:
+      - { noop: {}, name: page }
+      - { noop: {}, name: ticket }
+`,
+    );
+  });
+
+  it('shows a matching route with ✓, why it matches, and its actions', async () => {
+    const e = file('match.json', JSON.stringify(ce({ type: 'alert.raised', topic: 'soar.eu.noc.db', data: { severity: 'critical', title: 'disk' } }), null, 2));
+    const r = await cli(['routes', 'test', e, '--config', config]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('✓ page-critical');
+    expect(r.stdout).toContain('type "alert.raised" matches "alert.raised"');
+    expect(r.stdout).toContain('topic "soar.eu.noc.db" matches "soar.*.noc.#"');
+    expect(r.stdout).toContain('data.severity: "critical" matches [critical]');
+    expect(r.stdout).toContain('→ page (noop)');
+    expect(r.stdout).toContain('→ ticket (noop)');
+    expect(r.stdout).toContain('✗ example');
+    expect(r.stdout).toContain('type "alert.raised" does not match "example.*"');
+    expect(r.stdout).toContain('1 route(s) match');
+  });
+
+  it('shows why no route matches a non-matching event', async () => {
+    const e = file('nomatch.json', JSON.stringify(ce({ type: 'alert.raised', topic: 'soar.eu.sec.db', data: { severity: 'low', title: 'meh' } })));
+    const r = await cli(['routes', 'test', e, '--config', config]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).not.toContain('✓');
+    expect(r.stdout).toContain('✗ page-critical');
+    expect(r.stdout).toContain('topic "soar.eu.sec.db" does not match "soar.*.noc.#"');
+    expect(r.stdout).toContain('data.severity: "low" is not one of [critical]');
+    expect(r.stdout).toContain('no route matches: the event would be recorded as unrouted');
+  });
+
+  it('--json prints one parseable document', async () => {
+    const e = file('match2.json', JSON.stringify(ce({ type: 'example.hi' })));
+    const r = await cli(['routes', 'test', e, '--config', config, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const body = JSON.parse(r.stdout);
+    expect(body.valid).toBe(true);
+    expect(body.problems).toEqual([]);
+    expect(body.routes).toEqual([
+      { route: 'example', matched: true, reasons: ['type "example.hi" matches "example.*"'], actions: ['noop (noop)'] },
+      { route: 'page-critical', matched: false, reasons: expect.arrayContaining([expect.stringContaining('does not match')]), actions: [] },
+    ]);
+  });
+
+  it('an event that fails its type schema exits 1 and names the problem', async () => {
+    const e = file('invalid.json', JSON.stringify(ce({ type: 'alert.raised', topic: 'soar.eu.noc.db', data: { severity: 'apocalyptic' } })));
+    const r = await cli(['routes', 'test', e, '--config', config]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toContain('the event would be refused');
+    expect(r.stdout).toContain("/data: must have required property 'title'");
+    expect(r.stdout).toContain('/data/severity: must be equal to one of the allowed values');
+
+    const json = await cli(['routes', 'test', e, '--config', config, '--json']);
+    expect(json.code).toBe(1);
+    const body = JSON.parse(json.stdout);
+    expect(body.valid).toBe(false);
+    expect(body.problems).toContainEqual({ pointer: '/data/severity', message: expect.stringContaining('allowed values') });
+  });
+
+  it('an event that is not a CloudEvent exits 1 and names the attribute', async () => {
+    const e = file('noenvelope.json', JSON.stringify({ specversion: '1.0', source: 'urn:x', type: 'example.hi' }));
+    const r = await cli(['routes', 'test', e, '--config', config]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toContain('/id: required attribute is missing');
+  });
+
+  it('reads the event from standard input with -', async () => {
+    const r = await cli(['routes', 'test', '-', '--config', config], { input: JSON.stringify(ce({ type: 'example.stdin' })) });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('✓ example');
+  });
+
+  it('more than one event, or a missing file, exits 1', async () => {
+    const two = file('two.json', JSON.stringify([ce(), ce()]));
+    const r = await cli(['routes', 'test', two, '--config', config]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('expected one event');
+    const missing = await cli(['routes', 'test', 'nowhere.json', '--config', config]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain('cannot read nowhere.json');
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------------
+
+describe('against a served dispatcher', () => {
+  let server: ChildProcess | undefined;
+  let serverExit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  let serverOutput = '';
+  let url: string;
+  let receiver: Receiver;
+  let receiverStatus = 404;
+
+  beforeAll(async () => {
+    receiver = await startReceiver((_req, _body, res) => {
+      res.statusCode = receiverStatus;
+      res.end(receiverStatus === 200 ? 'ok' : 'no such hook');
+    });
+    const port = await freePort();
+    url = `http://127.0.0.1:${port}`;
+    const config = file(
+      'serve.yaml',
+      `server: { host: 127.0.0.1, port: ${port} }
+store: { url: "sqlite:${join(dir, 'serve', 'dispatcher.db')}" }
+log: { level: info }
+runner: { poll: 100ms, sweepInterval: 200ms, shutdownTimeout: 2s }
+actions:
+  http: { allow: ["127.0.0.1/32"] }
+${ALERT_TYPE}
+routes:
+  - name: example
+    match: { type: "example.*" }
+    actions: [ { noop: {} } ]
+  - name: hook
+    match: { type: hook.fire }
+    actions: [ { http: { url: "${receiver.url}/hook" }, name: call } ]
+    retry: { attempts: 1 }
+`,
+    );
+    const child = spawn(process.execPath, [MAIN, 'serve', '--config', config], { cwd: dir, env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+    server = child;
+    child.stdout.setEncoding('utf8').on('data', (c: string) => (serverOutput += c));
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (serverOutput += c));
+    serverExit = new Promise((r) => child.on('exit', (code, signal) => r({ code, signal })));
+    let exited = false;
+    void serverExit.then(() => (exited = true));
+    const until = Date.now() + 20_000;
+    for (;;) {
+      if (exited) throw new Error(`dispatcher serve exited before it was healthy:\n${serverOutput}`);
+      try {
+        const res = await fetch(`${url}/healthz`);
+        if (res.ok) break;
+      } catch {
+        // not listening yet
+      }
+      if (Date.now() > until) throw new Error(`dispatcher serve was not healthy within 20 s:\n${serverOutput}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  });
+
+  afterAll(async () => {
+    if (server !== undefined && server.exitCode === null && server.signalCode === null) {
+      server.kill('SIGKILL');
+      await Promise.race([serverExit, new Promise((r) => setTimeout(r, 5_000))]);
+    }
+    await receiver?.close();
+  });
+
+  async function api(path: string, init?: RequestInit): Promise<any> {
+    const res = await fetch(`${url}${path}`, init);
+    return { status: res.status, body: await res.json() };
+  }
+
+  async function runsJson(...args: string[]): Promise<any> {
+    const r = await cli(['runs', 'list', '--url', url, '--json', ...args]);
+    expect(r.code, r.stderr).toBe(0);
+    return JSON.parse(r.stdout);
+  }
+
+  const batch = Array.from({ length: 50 }, (_, i) => ce({ id: `bulk-${i}`, data: { n: i } }));
+  const jsonl = () => file('bulk.jsonl', `${batch.map((e) => JSON.stringify(e)).join('\n')}\n`);
+
+  it('send: a JSON Lines file of 50 events is accepted, with a summary', async () => {
+    const r = await cli(['send', jsonl(), '--url', url]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^sent 50 events in \d+\.\d\d s: 50 accepted, 0 duplicates, 50 runs planned\n$/);
+  });
+
+  it('send: the same file again is 50 duplicates and plans no runs', async () => {
+    const r = await cli(['send', jsonl(), '--url', url, '--batch', '7']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('0 accepted, 50 duplicates, 0 runs planned');
+  });
+
+  it('send -: a JSON array from standard input', async () => {
+    const events = [ce({ id: 'stdin-1' }), ce({ id: 'stdin-2' }), ce({ id: 'stdin-3', type: 'nobody.cares' })];
+    const r = await cli(['send', '-', '--url', url], { input: JSON.stringify(events, null, 2) });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('sent 3 events');
+    expect(r.stdout).toContain('3 accepted, 0 duplicates, 2 runs planned');
+  });
+
+  it('send: one pretty-printed event from standard input, the URL from DISPATCHER_URL', async () => {
+    const r = await cli(['send'], { input: JSON.stringify(ce({ id: 'env-url' }), null, 2), env: { DISPATCHER_URL: url } });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('1 accepted');
+  });
+
+  it('send: a file with a bad line exits 1 naming the line, and sends nothing', async () => {
+    const path = file('badline.jsonl', [JSON.stringify(ce({ id: 'before-bad' })), '', '{"specversion": "1.0", oops', JSON.stringify(ce())].join('\n'));
+    const r = await cli(['send', path, '--url', url]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('badline.jsonl line 3: not valid JSON');
+    const { body } = await api('/v1/events?filter[id]=before-bad');
+    expect(body.meta.total).toBe(0);
+  });
+
+  it('send: events the dispatcher refuses exit 1 with its reason', async () => {
+    const path = file('refused.json', JSON.stringify([ce(), ce({ type: 'alert.raised', data: { severity: 'nope', title: 't' } })]));
+    const r = await cli(['send', path, '--url', url]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('events 1–2 were refused (0 accepted before)');
+    expect(r.stderr).toContain('HTTP 400 schema_violation: /1/data/severity');
+  });
+
+  it('send: an empty input or a missing file exits 1', async () => {
+    const empty = await cli(['send', '-', '--url', url], { input: '  \n' });
+    expect(empty.code).toBe(1);
+    expect(empty.stderr).toContain('no events to send');
+    const missing = await cli(['send', 'nowhere.jsonl', '--url', url]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain('cannot read nowhere.jsonl');
+  });
+
+  it('runs list --status success --json eventually lists every run', async () => {
+    const body = await eventually(
+      () => runsJson('--status', 'success', '--route', 'example', '--limit', '100'),
+      (b) => b.meta.total >= 53,
+      '53 successful runs of the example route',
+    );
+    expect(body.data.length).toBe(body.meta.total);
+    for (const run of body.data) {
+      expect(run.status).toBe('success');
+      expect(run.route).toBe('example');
+    }
+    expect(body.links.first).toContain('/v1/runs?');
+  });
+
+  it('runs list prints a table, filters and pages', async () => {
+    const r = await cli(['runs', 'list', '--url', url, '--status', 'success', '--limit', '5', '--offset', '2', '--sort', 'created_at']);
+    expect(r.code, r.stderr).toBe(0);
+    const lines = r.stdout.trimEnd().split('\n');
+    expect(lines[0]).toMatch(/^ID\s+STATUS\s+ROUTE\s+ACTION\s+EVENT_TYPE\s+ATTEMPTS\s+CREATED_AT$/);
+    expect(lines).toHaveLength(7);
+    expect(lines[6]).toMatch(/^5 of \d+$/);
+    const none = await runsJson('--type', 'nobody.cares');
+    expect(none.meta.total).toBe(0);
+  });
+
+  it('runs list with a value the API refuses exits 1 with its reason', async () => {
+    const r = await cli(['runs', 'list', '--url', url, '--status', 'finished']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('HTTP 400 bad_request: filter[status]: unknown status "finished"');
+  });
+
+  it('runs get ID prints the run and its attempts; --json parses', async () => {
+    const { data } = await runsJson('--status', 'success', '--limit', '1');
+    const id = data[0].id as string;
+    const r = await cli(['runs', 'get', id, '--url', url]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(new RegExp(`^id\\s+${id}$`, 'm'));
+    expect(r.stdout).toMatch(/^status\s+success$/m);
+    expect(r.stdout).toMatch(/^N\s+OUTCOME\s+STARTED_AT\s+ENDED_AT\s+HTTP_STATUS\s+ERROR_CODE\s+ERROR_MESSAGE$/m);
+    expect(r.stdout).toMatch(/^1\s+success\s+\d{4}-/m);
+
+    const json = await cli(['runs', 'get', id, '--url', url, '--json']);
+    expect(json.code, json.stderr).toBe(0);
+    const run = JSON.parse(json.stdout);
+    expect(run.id).toBe(id);
+    expect(run.attempts_log).toEqual([expect.objectContaining({ n: 1, outcome: 'success' })]);
+  });
+
+  it('runs get of an unknown id exits 1 with not_found', async () => {
+    const r = await cli(['runs', 'get', 'no-such-run', '--url', url]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('HTTP 404 not_found: no run no-such-run');
+  });
+
+  let intakeDeadLetter: string;
+
+  it('dlq list shows an event refused at intake', async () => {
+    const { status } = await api('/v1/events', {
+      method: 'POST',
+      headers: { 'content-type': 'application/cloudevents+json' },
+      body: JSON.stringify(ce({ id: 'bad-alert', type: 'alert.raised', data: { severity: 'apocalyptic', title: 'x' } })),
+    });
+    expect(status).toBe(400);
+    const r = await cli(['dlq', 'list', '--url', url, '--origin', 'intake', '--reason', 'schema_violation']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^ID\s+ORIGIN\s+SOURCE\s+REASON\s+ATTEMPTS\s+LAST_SEEN_AT\s+ERROR$/m);
+    expect(r.stdout).toMatch(/intake\s+http\s+schema_violation\s+1\s+\S+\s+\/data\/severity: must be equal to one of the allowed values/);
+
+    const json = await cli(['dlq', 'list', '--url', url, '--origin', 'intake', '--reason', 'schema_violation', '--json']);
+    const body = JSON.parse(json.stdout);
+    const dl = body.data.find((d: any) => JSON.parse(d.raw).id === 'bad-alert');
+    expect(dl).toBeDefined();
+    intakeDeadLetter = dl.id;
+  });
+
+  it('dlq replay of a dead letter that is still bad exits 1, and counts the attempt', async () => {
+    const r = await cli(['dlq', 'replay', intakeDeadLetter, '--url', url]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`${intakeDeadLetter}: POST /v1/dead-letters/${intakeDeadLetter}/replay: HTTP 400 schema_violation`);
+    expect(r.stderr).toContain('1 of 1 replays failed');
+    const { body } = await api(`/v1/dead-letters/${intakeDeadLetter}`);
+    expect(body.attempts).toBe(2);
+  });
+
+  it('dlq replay of an unknown id exits 1', async () => {
+    const r = await cli(['dlq', 'replay', 'no-such-dead-letter', '--url', url]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('HTTP 404 not_found');
+  });
+
+  it('dlq list --origin bogus exits 1 with the API reason', async () => {
+    const r = await cli(['dlq', 'list', '--url', url, '--origin', 'bogus']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('filter[origin]: must be intake or run');
+  });
+
+  it('dlq replay of a failed run queues it again, and it succeeds once the receiver is fixed', async () => {
+    receiverStatus = 404;
+    const sent = await cli(['send', '-', '--url', url], { input: JSON.stringify(ce({ id: 'hook-1', type: 'hook.fire' })) });
+    expect(sent.code, sent.stderr).toBe(0);
+    expect(sent.stdout).toContain('1 accepted, 0 duplicates, 1 runs planned');
+
+    // 404 is not retryable: one attempt, failure, and a run dead letter.
+    const failed = await eventually(() => runsJson('--route', 'hook'), (b) => b.data.length === 1 && b.data[0].status === 'failure', 'the hook run to fail');
+    const runId = failed.data[0].id as string;
+    expect(failed.data[0].error.code).toBe('http_status');
+
+    const listed = await cli(['dlq', 'list', '--url', url, '--origin', 'run', '--json']);
+    expect(listed.code, listed.stderr).toBe(0);
+    const dl = JSON.parse(listed.stdout).data.find((d: any) => d.run_id === runId);
+    expect(dl).toMatchObject({ origin: 'run', source: 'hook', reason: 'http_status' });
+    const table = await cli(['dlq', 'list', '--url', url, '--origin', 'run']);
+    expect(table.stdout).toMatch(new RegExp(`^${dl.id}\\s+run\\s+hook\\s+http_status\\s+1\\s`, 'm'));
+
+    receiverStatus = 200;
+    const replayed = await cli(['dlq', 'replay', dl.id, '--url', url]);
+    expect(replayed.code, replayed.stderr).toBe(0);
+    expect(replayed.stdout).toBe(`${dl.id}: replayed, run ${runId} queued again\n`);
+
+    const done = await eventually(
+      async () => JSON.parse((await cli(['runs', 'get', runId, '--url', url, '--json'])).stdout),
+      (run) => run.status === 'success',
+      'the replayed run to succeed',
+    );
+    expect(done.attempts_log.map((a: any) => [a.n, a.outcome, a.http_status])).toEqual([
+      [1, 'failure', 404],
+      [2, 'success', 200],
+    ]);
+    const shown = await cli(['runs', 'get', runId, '--url', url]);
+    expect(shown.stdout).toMatch(/^1\s+failure\s+\S+\s+\S+\s+404\s+http_status\s/m);
+    expect(shown.stdout).toMatch(/^2\s+success\s+\S+\s+\S+\s+200\s/m);
+    expect(receiver.requests.filter((q) => q.url === '/hook')).toHaveLength(2);
+
+    const { body } = await api(`/v1/dead-letters/${dl.id}`);
+    expect(body.replayed_at).not.toBeNull();
+  });
+
+  it('a run that is not failed cannot be replayed again: exit 1 with invalid_state', async () => {
+    const listed = JSON.parse((await cli(['dlq', 'list', '--url', url, '--origin', 'run', '--json'])).stdout);
+    const r = await cli(['dlq', 'replay', listed.data[0].id, '--url', url]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('HTTP 409 invalid_state');
+  });
+
+  it('send to a URL where nothing listens exits 1 with "cannot reach"', async () => {
+    const nowhere = `http://127.0.0.1:${await freePort()}`;
+    const r = await cli(['send', jsonl(), '--url', nowhere]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`cannot reach ${nowhere}`);
+    const runs = await cli(['runs', 'list', '--url', nowhere]);
+    expect(runs.code).toBe(1);
+    expect(runs.stderr).toContain('cannot reach');
+  });
+
+  it('SIGTERM stops the server: it exits 0 within a few seconds', async () => {
+    expect(server!.exitCode).toBeNull();
+    const started = Date.now();
+    server!.kill('SIGTERM');
+    const exit = await Promise.race([serverExit, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 10_000))]);
+    expect(exit, serverOutput).toEqual({ code: 0, signal: null });
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(serverOutput).toContain('stopping');
+    expect(serverOutput).toContain('stopped');
+  });
+});
