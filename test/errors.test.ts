@@ -8,7 +8,7 @@ import { HTTP_STATUS } from '../src/api/errors.js';
 function documentedRows(): Map<string, { status: number; retryable: boolean; description: string }> {
   const rows = new Map<string, { status: number; retryable: boolean; description: string }>();
   for (const line of readFileSync(new URL('../docs/errors.md', import.meta.url), 'utf8').split('\n')) {
-    const m = /^\| `([a-z_]+)` \| (\d{3}) \| (yes|no) \| (.+) \|$/.exec(line);
+    const m = /^\| `([a-z0-9_]+)` \| (\d{3}) \| (yes|no) \| (.+) \|$/.exec(line);
     if (m) rows.set(m[1]!, { status: Number(m[2]), retryable: m[3] === 'yes', description: m[4]! });
   }
   return rows;

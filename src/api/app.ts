@@ -55,6 +55,14 @@ export async function buildApp(d: Dispatcher): Promise<FastifyInstance> {
     const chunks: Buffer[] = [];
     let size = 0;
     let over = false;
+    let finished = false;
+    const refuse = () => {
+      if (finished) return;
+      finished = true;
+      const err = new DispatcherError('payload_too_large', `the body is larger than ${limit} bytes`);
+      (err as unknown as Record<symbol, Buffer>)[PARTIAL_BODY] = Buffer.concat(chunks).subarray(0, keep);
+      done(err as unknown as FastifyError, undefined);
+    };
     payload.on('data', (chunk: Buffer) => {
       size += chunk.length;
       if (size > limit) {
@@ -64,25 +72,31 @@ export async function buildApp(d: Dispatcher): Promise<FastifyInstance> {
           for (const c of chunks) kept += c.length;
           if (kept < keep) chunks.push(chunk.subarray(0, keep - kept));
         }
-        // Reading on costs nothing but time; past 16 times the limit the client is not worth waiting for.
-        if (size > limit * 16) payload.destroy();
+        // Reading on costs nothing but time; past 16 times the limit the client is not worth waiting for:
+        // keep the dead letter, and drop the connection.
+        if (size > limit * 16) {
+          refuse();
+          payload.destroy();
+        }
         return;
       }
       chunks.push(chunk);
     });
     payload.on('end', () => {
-      if (over) {
-        const err = new DispatcherError('payload_too_large', `the body is larger than ${limit} bytes`);
-        (err as unknown as Record<symbol, Buffer>)[PARTIAL_BODY] = Buffer.concat(chunks).subarray(0, keep);
-        done(err as unknown as FastifyError, undefined);
-      } else done(null, Buffer.concat(chunks, size));
+      if (over) refuse();
+      else if (!finished) {
+        finished = true;
+        done(null, Buffer.concat(chunks, size));
+      }
     });
-    payload.on('error', (err) => done(err as FastifyError, undefined));
+    payload.on('error', (err) => {
+      if (finished) return;
+      finished = true;
+      done(err as FastifyError, undefined);
+    });
     if (Number.isFinite(declared) && declared > limit * 16) {
-      const err = new DispatcherError('payload_too_large', `the body is larger than ${limit} bytes`);
-      (err as unknown as Record<symbol, Buffer>)[PARTIAL_BODY] = Buffer.alloc(0);
+      refuse();
       payload.destroy();
-      done(err as unknown as FastifyError, undefined);
     }
   });
 

@@ -34,6 +34,8 @@ export interface QuerySpec {
   sort?: readonly string[];
   fields?: readonly string[];
   extra?: readonly string[];
+  /** Filters that take one value as it is (no comma splitting): ids, sources, URIs. */
+  single?: readonly string[];
   maxLimit?: number;
   defaultLimit?: number;
 }
@@ -64,7 +66,7 @@ export function parseQuery(url: string, spec: QuerySpec): ParsedQuery {
         if (sub === undefined) bad(key, 'name a bound: gt, gte, lt or lte');
         out.ranges.set(name, addBound(out.ranges.get(name) ?? {}, sub, parseTime(key, value), key));
       } else if (spec.filters.includes(name) && sub === undefined) {
-        const values = value.split(',').map((v) => v.trim()).filter((v) => v !== '');
+        const values = spec.single?.includes(name) ? [value] : value.split(',').map((v) => v.trim()).filter((v) => v !== '');
         if (values.length === 0) bad(key, 'must not be empty');
         out.filters.set(name, [...(out.filters.get(name) ?? []), ...values]);
       } else {

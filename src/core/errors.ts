@@ -47,7 +47,7 @@ export const ERROR_CODES = {
   route_missing: { description: 'The route or action a run was planned for is no longer configured.', retryable: false },
   lease_expired: { description: 'The worker holding the run stopped renewing its lease (it died or stalled).', retryable: true },
   deadline_exceeded: { description: 'The run did not end before its deadline.', retryable: false },
-  attempts_exhausted: { description: "The run failed on every attempt its route allows, or outlived the route's age limit.", retryable: false },
+  attempts_exhausted: { description: "A worker's lease expired on the run's last allowed attempt. (A run whose attempts all failed otherwise keeps the last attempt's code.)", retryable: false },
   canceled: { description: 'The run was canceled.', retryable: false },
 
   // The dispatcher itself.

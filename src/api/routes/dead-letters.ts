@@ -6,7 +6,7 @@ import { pageLinks, parseQuery } from '../query.js';
 import { deadLetterResource, runResource } from '../resources.js';
 import { anyObject, errors, idParams, links, listMeta } from '../schemas.js';
 
-const spec = { filters: ['origin', 'reason', 'source', 'run', 'replayed'], ranges: ['last_seen_at'] } as const;
+const spec = { filters: ['origin', 'reason', 'source', 'run', 'replayed'], single: ['source', 'run'], ranges: ['last_seen_at'] } as const;
 
 export function registerDeadLetterRoutes(app: FastifyInstance, d: Dispatcher): void {
   app.get(

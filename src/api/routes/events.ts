@@ -57,7 +57,7 @@ export function registerEventRoutes(
     },
   );
 
-  const spec = { filters: ['type', 'source', 'id', 'routed'], ranges: ['received_at'], sort: ['received_at'], extra: [] } as const;
+  const spec = { filters: ['type', 'source', 'id', 'routed'], single: ['source', 'id'], ranges: ['received_at'], sort: ['received_at'], extra: [] } as const;
   app.get(
     '/v1/events',
     {

@@ -10,6 +10,7 @@ import { anyObject, errors, idParams, links, listMeta } from '../schemas.js';
 
 const spec = {
   filters: ['status', 'type', 'route', 'action', 'event', 'correlation_id'],
+  single: ['event', 'correlation_id'],
   ranges: ['created_at', 'updated_at'],
   labels: true,
   sort: RUN_SORT_FIELDS,
