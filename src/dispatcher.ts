@@ -81,8 +81,8 @@ export class Dispatcher {
       metrics: this.metrics,
       log: log.child({ part: 'intake' }),
       settings: { ...config.intake, deadLetterMaxBytes: config.deadLetters.maxBytes },
-      onRuns: () => {
-        this.runner.notify();
+      onRuns: (_count, queued) => {
+        if (queued > 0) this.runner.notify();
         this.feed.poke();
       },
       dispatch: this.runner,

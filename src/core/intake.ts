@@ -73,8 +73,8 @@ export interface IntakeDeps {
   settings: IntakeSettings;
   metrics: Metrics;
   log: Logger;
-  /** Called after a commit that made runs: wakes the runner. */
-  onRuns: (count: number) => void;
+  /** Called after a commit that made runs: `queued` of them wait for a claim (the rest were dispatched). */
+  onRuns: (count: number, queued: number) => void;
   /** Direct dispatch to this process's runner (see runner.ts); absent: every run is queued. */
   dispatch?: DirectDispatch;
   now?: () => number;
@@ -221,6 +221,7 @@ export class Intake {
       runCount += r.runIds.length;
       for (const run of items[i]!.runs) m.runsPlanned.inc({ route: run.route });
     }
+    let adoptedCount = 0;
     if (reserved > 0) {
       const adopted: ClaimedRun[] = [];
       for (let i = 0; i < results.length; i++) {
@@ -229,10 +230,11 @@ export class Intake {
         for (const r of item.runs) if (r.claimedBy !== undefined) adopted.push({ run: claimedRun(item, r), envelope: item.envelope!, hops });
       }
       dispatch!.adopt(adopted);
+      adoptedCount = adopted.length;
       reserved -= adopted.length;
       if (reserved > 0) dispatch!.release(reserved);
     }
-    if (runCount > 0) this.#deps.onRuns(runCount);
+    if (runCount > 0) this.#deps.onRuns(runCount, runCount - adoptedCount);
     return { results };
   }
 

@@ -82,6 +82,12 @@ export class Runner {
   #reserved = 0;
   #pumping = false;
   #again = false;
+  /**
+   * Whether claimable runs may be waiting. Set by whatever can make them (intake queued runs, a retry, the
+   * poll); cleared when a claim finds fewer than it asked for. A run ending only claims again when it is
+   * set, so that directly dispatched runs do not cost a claim query each.
+   */
+  #maybeQueued = true;
   #pollTimer: NodeJS.Timeout | undefined;
   #wakeTimer: NodeJS.Timeout | undefined;
   #wakeAt = Infinity;
@@ -96,7 +102,7 @@ export class Runner {
     this.#finisher = new Batcher(async (outcomes) => {
       const applied = new Set(await deps.store.finishRuns(outcomes));
       return outcomes.map((o) => (applied.has(o.run.id) ? o.run.id : null));
-    }, 1000);
+    }, 1000, 2);
   }
 
   get inFlight(): number {
@@ -118,6 +124,7 @@ export class Runner {
 
   /** New runs may be claimable. Cheap to call often: at most one claim loop runs at a time. */
   notify(): void {
+    this.#maybeQueued = true;
     if (!this.#running) return;
     if (this.#pumping) {
       this.#again = true;
@@ -147,7 +154,6 @@ export class Runner {
   /** Step 2, otherwise: reserved room that was not used (duplicates, a failed commit). */
   release(n: number): void {
     this.#reserved = Math.max(0, this.#reserved - n);
-    if (n > 0) this.notify();
   }
 
   /** The lease a directly dispatched run gets. */
@@ -187,7 +193,10 @@ export class Runner {
         }
         for (const c of claimed) this.#start(c);
         if (claimed.length === Math.min(room, settings.batchSize)) this.#again = true;
-        else if (claimed.length === 0) await this.#armWakeTimer();
+        else {
+          if (!this.#again) this.#maybeQueued = false;
+          if (claimed.length === 0) await this.#armWakeTimer();
+        }
         if (this.#again) await new Promise((resolve) => setImmediate(resolve));
       } while (this.#again && this.#running);
     } finally {
@@ -400,7 +409,7 @@ export class Runner {
   #settle(runId: string): void {
     this.#inFlight.delete(runId);
     if (this.#inFlight.size === 0) for (const resolve of this.#idle.splice(0)) resolve();
-    this.notify();
+    if (this.#maybeQueued) this.notify();
   }
 
   async #renewLeases(): Promise<void> {

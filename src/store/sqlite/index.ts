@@ -87,6 +87,7 @@ export class SqliteStore implements Store {
   };
   #statements: ReturnType<SqliteStore['prepare']> | undefined;
   #checkpointer: Checkpointer | undefined;
+  #tx: Database.Transaction<(f: () => unknown) => unknown> | undefined;
   readonly #path: string;
   readonly #checkpointWorker: boolean;
 
@@ -277,7 +278,8 @@ export class SqliteStore implements Store {
 
   /** Runs `fn` in one IMMEDIATE transaction (takes the write lock up front: no upgrade deadlocks). */
   #transaction<T>(fn: () => T): T {
-    return this.#db.transaction(fn).immediate();
+    this.#tx ??= this.#db.transaction((f: () => unknown) => f());
+    return this.#tx.immediate(fn) as T;
   }
 
   async claimRuns(options: ClaimOptions): Promise<ClaimedRun[]> {
