@@ -88,6 +88,9 @@ export class SqliteStore implements Store {
   #statements: ReturnType<SqliteStore['prepare']> | undefined;
   #checkpointer: Checkpointer | undefined;
   #tx: Database.Transaction<(f: () => unknown) => unknown> | undefined;
+  #nested: Database.Transaction<(f: () => unknown) => unknown> | undefined;
+  #writes: Array<{ fn: () => unknown; resolve: (value: unknown) => void; reject: (err: unknown) => void }> = [];
+  #writeScheduled = false;
   readonly #path: string;
   readonly #checkpointWorker: boolean;
 
@@ -136,6 +139,7 @@ export class SqliteStore implements Store {
   }
 
   async close(): Promise<void> {
+    if (this.#db.open && this.#statements !== undefined) this.#flushWrites();
     await this.#checkpointer?.stop();
     this.#checkpointer = undefined;
     if (this.#db.open) this.#db.close();
@@ -221,8 +225,8 @@ export class SqliteStore implements Store {
     return this.#commitIntake(items);
   }
 
-  readonly #commitIntake = (items: IntakeItem[]): IntakeResult[] =>
-    this.#transaction(() => {
+  readonly #commitIntake = (items: IntakeItem[]): Promise<IntakeResult[]> =>
+    this.#write(() => {
       const s = this.#s;
       const results: IntakeResult[] = [];
       for (const item of items) {
@@ -276,6 +280,53 @@ export class SqliteStore implements Store {
       return results;
     });
 
+  /**
+   * Coalesced writes: every write that arrives within one turn of the event loop (intake, claims,
+   * outcomes, dead letters, lease renewals) is committed in ONE transaction. A commit costs far more
+   * than the rows in it (each touched page is written to the WAL), so this is what keeps the embedded
+   * store fast under many small requests. Each write runs in its own savepoint: one that throws is rolled
+   * back alone and rejects only its own caller.
+   */
+  #write<T>(fn: () => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.#writes.push({ fn, resolve: resolve as (v: unknown) => void, reject });
+      if (!this.#writeScheduled) {
+        this.#writeScheduled = true;
+        setImmediate(this.#flushWrites);
+      }
+    });
+  }
+
+  readonly #flushWrites = (): void => {
+    this.#writeScheduled = false;
+    const writes = this.#writes;
+    this.#writes = [];
+    if (writes.length === 0) return;
+    const outcomes: Array<{ ok: boolean; value: unknown }> = [];
+    try {
+      this.#nested ??= this.#db.transaction((f: () => unknown) => f());
+      const nested = this.#nested;
+      this.#transaction(() => {
+        for (const w of writes) {
+          try {
+            outcomes.push({ ok: true, value: writes.length === 1 ? w.fn() : nested(w.fn) });
+          } catch (err) {
+            if (writes.length === 1) throw err;
+            outcomes.push({ ok: false, value: err });
+          }
+        }
+      });
+    } catch (err) {
+      for (const w of writes) w.reject(err);
+      return;
+    }
+    for (let i = 0; i < writes.length; i++) {
+      const o = outcomes[i]!;
+      if (o.ok) writes[i]!.resolve(o.value);
+      else writes[i]!.reject(o.value);
+    }
+  };
+
   /** Runs `fn` in one IMMEDIATE transaction (takes the write lock up front: no upgrade deadlocks). */
   #transaction<T>(fn: () => T): T {
     this.#tx ??= this.#db.transaction((f: () => unknown) => f());
@@ -283,7 +334,7 @@ export class SqliteStore implements Store {
   }
 
   async claimRuns(options: ClaimOptions): Promise<ClaimedRun[]> {
-    return this.#transaction(() => {
+    return this.#write(() => {
       const s = this.#s;
       const { owner, limit, now, leaseMs, routeLimits } = options;
       let room: Map<string, number> | undefined;
@@ -332,7 +383,7 @@ export class SqliteStore implements Store {
   }
 
   async renewLeases(owner: string, runIds: string[], leaseUntil: number): Promise<number> {
-    return this.#transaction(() => {
+    return this.#write(() => {
       let n = 0;
       for (const id of runIds) n += this.#s.renew.run(leaseUntil, id, owner).changes;
       return n;
@@ -340,7 +391,7 @@ export class SqliteStore implements Store {
   }
 
   async finishRuns(outcomes: RunOutcome[]): Promise<string[]> {
-    return this.#transaction(() => {
+    return this.#write(() => {
       const s = this.#s;
       const applied: string[] = [];
       for (const o of outcomes) {
@@ -378,7 +429,7 @@ export class SqliteStore implements Store {
   }
 
   async releaseRuns(owner: string, runIds: string[], now: number): Promise<number> {
-    return this.#transaction(() => {
+    return this.#write(() => {
       let n = 0;
       for (const id of runIds) {
         if (this.#s.release.run(now, now, id, owner).changes === 0) continue;
@@ -390,7 +441,7 @@ export class SqliteStore implements Store {
   }
 
   async sweep(now: number, limit: number): Promise<SweepResult> {
-    return this.#transaction(() => {
+    return this.#write(() => {
       const s = this.#s;
       const result: SweepResult = { requeued: 0, timedOut: 0, failed: 0 };
       // Deadlines first: a run past its deadline ends as `timeout`, whatever its lease says.
@@ -499,7 +550,7 @@ export class SqliteStore implements Store {
   }
 
   async addDeadLetters(items: NewDeadLetter[]): Promise<string[]> {
-    return this.#transaction(() => items.map((d) => this.#insertDeadLetter(d)));
+    return this.#write(() => items.map((d) => this.#insertDeadLetter(d)));
   }
 
   #insertDeadLetter(d: NewDeadLetter): string {
