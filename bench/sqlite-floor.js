@@ -1,0 +1,74 @@
+#!/usr/bin/env node
+/**
+ * The floor under the embedded store: the same rows the dispatcher writes for one event with one run
+ * (event, run, `create` run event; then the run's update, its attempt, the `update` run event), written with
+ * bare better-sqlite3 prepared statements into our schema, 1,000 events per transaction, nothing else.
+ * No HTTP, no JSON parsing, no routing: what the disk and SQLite cost on this machine.
+ *
+ *   node bench/sqlite-floor.js        (after npm run build; BENCH_EVENTS, default 100000; BENCH_REPEAT, default 3)
+ */
+
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { v7 } from 'uuid';
+import { SQLITE_MIGRATIONS } from '../dist/store/sqlite/migrations.js';
+
+const N = Number(process.env.BENCH_EVENTS ?? 100_000);
+const REPEAT = Number(process.env.BENCH_REPEAT ?? 3);
+
+function once() {
+  const dir = mkdtempSync(join(tmpdir(), 'dispatcher-floor-'));
+  const db = new Database(join(dir, 'd.db'));
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = normal');
+  db.pragma('wal_autocheckpoint = 65536');
+  for (const statement of SQLITE_MIGRATIONS['0001_initial']) db.exec(statement);
+  const insertEvent = db.prepare(`INSERT INTO events (key, source, id, type, topic, subject, envelope, input, hops, service, org_id, received_at, run_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, id) DO NOTHING`);
+  const insertRun = db.prepare(`INSERT INTO runs (id, event_key, event_type, route, action, action_type, status, attempts, max_attempts, created_at, updated_at, available_at, deadline_at, expires_at, lease_owner, lease_until, labels, service, org_id) VALUES (?, ?, 'bench.tick', 'bench', 'noop', 'noop', 'running', 1, 5, ?, ?, ?, ?, ?, 'w', ?, '{}', 's', 'o')`);
+  const insertRunEvent = db.prepare('INSERT INTO run_events (run_id, event_type, status, service, org_id, at, payload) VALUES (?, ?, ?, ?, ?, ?, ?)');
+  const finish = db.prepare(`UPDATE runs SET status = 'success', updated_at = ?, lease_owner = NULL, lease_until = NULL, finished_at = ? WHERE id = ? AND status = 'running' AND lease_owner = 'w'`);
+  const insertAttempt = db.prepare(`INSERT INTO attempts (run_id, n, started_at, ended_at, outcome) VALUES (?, 1, ?, ?, 'success')`);
+  const envelope = JSON.stringify({ specversion: '1.0', id: 'x', source: 'urn:bench', type: 'bench.tick', topic: 'bench.eu.tick', data: { n: 1, host: 'web-1' } });
+  const created = '{"id":"01a20856-080b-75be-bcf5-67681343d276","eventKey":"01a20856-080b-75be-bcf5-67681343d276","eventType":"bench.tick","route":"bench","action":"noop","actionType":"noop","orderingKey":null,"labels":{},"service":"s","orgId":"o","createdAt":1795436184030,"status":"running","attempts":1,"maxAttempts":5,"updatedAt":1795436184030,"availableAt":1795436184030,"deadlineAt":1795436184030,"expiresAt":1795436184030,"correlationId":null,"error":null,"result":null,"finishedAt":null}';
+  const updated = '{"status":"success","attempts":1,"maxAttempts":5,"updatedAt":1795436184030,"availableAt":1795436184030,"deadlineAt":1795436184030,"expiresAt":1795436184030,"correlationId":null,"error":null,"result":null,"finishedAt":1795436184030}';
+  let seq = 0;
+  const ids = [];
+  const intake = db.transaction(() => {
+    for (let i = 0; i < 1000; i++) {
+      const key = v7();
+      const id = v7();
+      const now = Date.now();
+      seq += 1;
+      insertEvent.run(key, 'urn:bench', `e-${seq}`, 'bench.tick', 'bench.eu.tick', null, envelope, 'http', 0, 's', 'o', now, 1);
+      insertRun.run(id, key, now, now, now, now + 3.6e6, now + 3.6e6, now + 30_000);
+      insertRunEvent.run(id, 'create', 'running', 's', 'o', now, created);
+      ids.push(id);
+    }
+  });
+  const done = db.transaction((batch) => {
+    for (const id of batch) {
+      const now = Date.now();
+      finish.run(now, now, id);
+      insertAttempt.run(id, now, now);
+      insertRunEvent.run(id, 'update', 'success', 's', 'o', now, updated);
+    }
+  });
+  const started = performance.now();
+  for (let b = 0; b < N / 1000; b++) {
+    intake.immediate();
+    done.immediate(ids.splice(0));
+  }
+  const us = ((performance.now() - started) * 1000) / N;
+  db.close();
+  rmSync(dir, { recursive: true, force: true });
+  return us;
+}
+
+const runs = [];
+for (let i = 0; i < REPEAT; i++) runs.push(once());
+runs.sort((a, b) => a - b);
+const median = runs[Math.floor(runs.length / 2)];
+console.log(`SQLite floor: ${median.toFixed(1)} µs per event (6 rows written), at most ${Math.round(1e6 / median).toLocaleString('en-US')} events/s on one core`);
+console.log(`  runs: ${runs.map((r) => r.toFixed(1)).join(', ')} µs`);
