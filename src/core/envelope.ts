@@ -12,7 +12,6 @@
  */
 
 import type { ErrorProblem } from './errors.js';
-import type { CloudEvent } from './types.js';
 
 const NAME = /^[a-z0-9]+$/;
 // RFC 3339 date-time, as the spec requires for `time`.
@@ -73,8 +72,4 @@ export function checkEnvelope(candidate: unknown, pointer: string): ErrorProblem
 /** RFC 6901: `~` → `~0`, `/` → `~1`. */
 export function escapePointer(token: string): string {
   return token.replace(/~/g, '~0').replace(/\//g, '~1');
-}
-
-export function asCloudEvent(candidate: unknown): CloudEvent {
-  return candidate as CloudEvent;
 }

@@ -21,7 +21,7 @@ import type { Metrics } from './metrics.js';
 import type { RoutePlan } from './routes.js';
 import type { TypeRegistry } from './type-registry.js';
 import type { CloudEvent, Owner } from './types.js';
-import type { ClaimedRun, IntakeItem, IntakeResult, NewDeadLetter, Store } from '../store/types.js';
+import type { ClaimedRun, IntakeItem, IntakeResult, NewDeadLetter, NewRun, Store } from '../store/types.js';
 import type { Run } from './types.js';
 
 export interface IntakeSettings {
@@ -176,7 +176,7 @@ export class Intake {
     for (const candidate of candidates) {
       const event = candidate as CloudEvent;
       const { runs } = plan.planRuns(event, now);
-      for (const r of runs) if (r.orderingKey === null && !plan.routeLimits.has(r.route)) eligible += 1;
+      for (const r of runs) if (dispatchable(r, plan)) eligible += 1;
       items.push({
         record: { key: uuidv7(), event, input: message.input, hops, receivedAt: now, service: message.service, orgId: message.orgId },
         runs,
@@ -193,7 +193,7 @@ export class Intake {
         item.envelope = JSON.stringify(item.record.event);
         for (const r of item.runs) {
           if (left === 0) break;
-          if (r.orderingKey !== null || plan.routeLimits.has(r.route)) continue;
+          if (!dispatchable(r, plan)) continue;
           r.claimedBy = lease;
           left -= 1;
         }
@@ -269,8 +269,13 @@ export class Intake {
   }
 }
 
+/** Runs with an ordering key or a concurrency limit wait for a claim, which enforces both. */
+function dispatchable(run: NewRun, plan: RoutePlan): boolean {
+  return run.orderingKey === null && !plan.routeLimits.has(run.route);
+}
+
 /** The run as the store wrote it when it was committed already claimed. */
-function claimedRun(item: IntakeItem, r: IntakeItem['runs'][number]): Run {
+function claimedRun(item: IntakeItem, r: NewRun): Run {
   const { record } = item;
   return {
     id: r.id, eventKey: record.key, eventType: record.event.type, route: r.route, action: r.action, actionType: r.actionType,

@@ -71,7 +71,7 @@ export async function compileRoutes(options: CompileRoutesOptions): Promise<Rout
   const routes: CompiledRoute[] = [];
   const created: Action[] = [];
   try {
-    for (const [i, config] of enabled.entries()) {
+    for (const config of enabled) {
       const path = `routes[${options.routes.indexOf(config)}]`;
       const actions: CompiledAction[] = [];
       const seen = new Map<string, number>();
@@ -124,7 +124,6 @@ export async function compileRoutes(options: CompileRoutesOptions): Promise<Rout
         orderingKey: config.orderingKey ? engine.compile(config.orderingKey, `${path}.orderingKey`) : null,
         labels: config.labels && Object.keys(config.labels).length > 0 ? engine.compile(config.labels, `${path}.labels`) : null,
       });
-      void i;
     }
   } catch (err) {
     await Promise.allSettled(created.map((a) => a.close?.()));
