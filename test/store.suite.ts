@@ -9,6 +9,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { v7 as uuidv7 } from 'uuid';
 import { DispatcherError } from '../src/core/errors.js';
+import { MAX_LEASE_EXPIRIES } from '../src/store/shared.js';
 import type { Attempt, CloudEvent, Run } from '../src/core/types.js';
 import type { ClaimOptions, ClaimedRun, IntakeItem, NewDeadLetter, NewRun, RunOutcome, Store } from '../src/store/types.js';
 
@@ -707,15 +708,40 @@ export function defineStoreSuite(name: string, open: () => Promise<StoreFixture>
         expect((await claimOne(store, { now: T0 + 1001 })).attempts).toBe(2);
       });
 
-      it('fails a run out of attempts, with a dead letter', async () => {
+      it('does not charge a lost lease to the retry budget, up to MAX_LEASE_EXPIRIES times', async () => {
         await seed(store, [{ maxAttempts: 1 }]);
         const run = await claimOne(store, { leaseMs: 1000 });
-        expect(await store.sweep(T0 + 2000, 100)).toEqual({ requeued: 0, timedOut: 0, failed: 1 });
-        expect(await store.getRun(run.id)).toMatchObject({ status: 'failure', finishedAt: T0 + 2000, leaseOwner: null, error: { code: 'attempts_exhausted' } });
+        // A worker died holding the run's only attempt: it is queued again, with one more attempt allowed.
+        expect(await store.sweep(T0 + 2000, 100)).toEqual({ requeued: 1, timedOut: 0, failed: 0 });
+        expect(await store.getRun(run.id)).toMatchObject({ status: 'queued', maxAttempts: 2, leaseOwner: null, error: { code: 'lease_expired' } });
         expect((await store.getAttempts(run.id)).map((a) => a.errorCode)).toEqual(['lease_expired']);
-        expect(await historyOf(store, run.id)).toEqual(['create:queued', 'update:running', 'update:failure']);
-        const letters = await store.listDeadLetters({ limit: 10, offset: 0, runId: run.id });
+        expect(await historyOf(store, run.id)).toEqual(['create:queued', 'update:running', 'update:queued']);
+      });
+
+      it('fails a run that lost its worker more than MAX_LEASE_EXPIRIES times, with a dead letter', async () => {
+        await seed(store, [{ maxAttempts: 1 }]);
+        let id = '';
+        let at = T0;
+        for (let i = 1; i <= MAX_LEASE_EXPIRIES; i++) {
+          id = (await claimOne(store, { leaseMs: 1000, now: at })).id;
+          at += 2000;
+          expect(await store.sweep(at, 100)).toEqual({ requeued: 1, timedOut: 0, failed: 0 });
+        }
+        await claimOne(store, { leaseMs: 1000, now: at });
+        expect(await store.sweep(at + 2000, 100)).toEqual({ requeued: 0, timedOut: 0, failed: 1 });
+        expect(await store.getRun(id)).toMatchObject({ status: 'failure', finishedAt: at + 2000, leaseOwner: null, error: { code: 'attempts_exhausted' } });
+        const attempts = await store.getAttempts(id);
+        expect(attempts.map((a) => a.errorCode)).toEqual(Array(MAX_LEASE_EXPIRIES + 1).fill('lease_expired'));
+        expect(attempts.map((a) => a.n)).toEqual(Array.from({ length: MAX_LEASE_EXPIRIES + 1 }, (_, i) => i + 1));
+        const letters = await store.listDeadLetters({ limit: 10, offset: 0, runId: id });
         expect(letters.items.map((d) => [d.origin, d.reason])).toEqual([['run', 'attempts_exhausted']]);
+      });
+
+      it('fails a run past its age limit when its lease expires', async () => {
+        await seed(store, [{ maxAttempts: 5, expiresAt: T0 + 1500 }]);
+        const run = await claimOne(store, { leaseMs: 1000 });
+        expect(await store.sweep(T0 + 2000, 100)).toEqual({ requeued: 0, timedOut: 0, failed: 1 });
+        expect(await store.getRun(run.id)).toMatchObject({ status: 'failure', error: { code: 'attempts_exhausted' } });
       });
 
       it('times out runs past their deadline, queued or running, with dead letters; the deadline wins over an expired lease', async () => {

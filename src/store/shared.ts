@@ -40,3 +40,29 @@ export function runDeadLetter(run: Run, reason: string, message: string, now: nu
     at: now,
   };
 }
+
+/**
+ * How many times a run may lose its worker (lease expired: the process died or stalled) without that
+ * counting against its retry budget. A lost lease is the worker's failure, not the action's: a run committed
+ * already claimed by a process that died before starting it must not fail for it. Past this many, the
+ * run is taken for a poison that kills its workers, and ends.
+ */
+export const MAX_LEASE_EXPIRIES = 3;
+
+/** What the sweeper makes of a run whose lease expired, given how many times that happened before. */
+export function afterLeaseExpiry(run: Run, now: number, expiriesBefore: number): { attempt: Attempt; to: Run; deadLetter?: NewDeadLetter } {
+  const error = { code: 'lease_expired', message: `worker ${run.leaseOwner} stopped renewing its lease` };
+  const attempt = attemptRow(run, now, 'failure', error);
+  if (now >= run.expiresAt || expiriesBefore + 1 > MAX_LEASE_EXPIRIES) {
+    const final = {
+      code: 'attempts_exhausted',
+      message: now >= run.expiresAt ? `the run outlived its age limit; the last attempt: ${error.message}` : `${expiriesBefore + 1} workers lost the run; the last: ${error.message}`,
+    };
+    return {
+      attempt,
+      to: { ...run, status: 'failure', error: final, finishedAt: now, updatedAt: now },
+      deadLetter: runDeadLetter(run, final.code, final.message, now),
+    };
+  }
+  return { attempt, to: { ...run, status: 'queued', availableAt: now, error, updatedAt: now, maxAttempts: run.maxAttempts + 1 } };
+}

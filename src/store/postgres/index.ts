@@ -54,7 +54,7 @@ import type {
   StoreStats,
   SweepResult,
 } from '../types.js';
-import { attemptRow, fingerprint, runDeadLetter } from '../shared.js';
+import { afterLeaseExpiry, attemptRow, fingerprint, runDeadLetter } from '../shared.js';
 import { POSTGRES_MIGRATIONS } from './migrations.js';
 
 export interface PostgresStoreOptions {
@@ -460,15 +460,19 @@ export class PostgresStore implements Store {
       if (expired.length > 0) {
         const attempts: Attempt[] = [];
         const deadLetters: NewDeadLetter[] = [];
+        const counts = new Map(
+          (
+            await c.query<{ run_id: string; n: number }>(
+              `SELECT run_id, count(*)::int AS n FROM attempts WHERE run_id = ANY($1::text[]) AND error_code = 'lease_expired' GROUP BY run_id`,
+              [expired.map((r) => r.id)],
+            )
+          ).rows.map((r) => [r.run_id, r.n]),
+        );
         const changes = expired.map((run) => {
-          const error = { code: 'lease_expired', message: `worker ${run.leaseOwner} stopped renewing its lease` };
-          attempts.push(attemptRow(run, now, 'failure', error));
-          if (run.attempts >= run.maxAttempts || now >= run.expiresAt) {
-            const final = { code: 'attempts_exhausted', message: `${run.attempts} attempts, the last: ${error.message}` };
-            deadLetters.push(runDeadLetter(run, final.code, final.message, now));
-            return { from: run, to: { ...run, status: 'failure' as const, error: final, finishedAt: now, updatedAt: now } };
-          }
-          return { from: run, to: { ...run, status: 'queued' as const, availableAt: now, error, updatedAt: now } };
+          const { attempt, to, deadLetter } = afterLeaseExpiry(run, now, counts.get(run.id) ?? 0);
+          attempts.push(attempt);
+          if (deadLetter !== undefined) deadLetters.push(deadLetter);
+          return { from: run, to };
         });
         const applied = await setStates(c, changes, now);
         await insertAttempts(c, attempts.filter((a) => applied.has(a.runId)));

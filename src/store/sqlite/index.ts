@@ -45,7 +45,7 @@ import type {
   StoreStats,
   SweepResult,
 } from '../types.js';
-import { attemptRow, fingerprint, runDeadLetter } from '../shared.js';
+import { afterLeaseExpiry, attemptRow, fingerprint, runDeadLetter } from '../shared.js';
 import { Checkpointer } from './checkpointer.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
 
@@ -208,6 +208,7 @@ export class SqliteStore implements Store {
            reason = excluded.reason, error = excluded.error, details = excluded.details, replayed_at = NULL
          RETURNING id`,
       ).pluck(),
+      leaseExpiries: db.prepare(`SELECT count(*) FROM attempts WHERE run_id = ? AND error_code = 'lease_expired'`).pluck(),
       nextAvailable: db.prepare(`SELECT min(available_at) FROM runs WHERE status = 'queued'`).pluck(),
     };
   }
@@ -457,17 +458,13 @@ export class SqliteStore implements Store {
       }
       for (const row of s.expiredLeases.all(now, limit) as RunRow[]) {
         const run = toRun(row);
-        const error = { code: 'lease_expired', message: `worker ${run.leaseOwner} stopped renewing its lease` };
-        this.#insertAttempt(attemptRow(run, now, 'failure', error));
-        if (run.attempts >= run.maxAttempts || now >= run.expiresAt) {
-          const final = { code: 'attempts_exhausted', message: `${run.attempts} attempts, the last: ${error.message}` };
-          this.#setState(run, { ...run, status: 'failure', error: final, finishedAt: now, updatedAt: now }, now);
-          this.#insertDeadLetter(runDeadLetter(run, final.code, final.message, now));
+        const { attempt, to, deadLetter } = afterLeaseExpiry(run, now, s.leaseExpiries.get(run.id) as number);
+        this.#insertAttempt(attempt);
+        this.#setState(run, to, now);
+        if (deadLetter !== undefined) {
+          this.#insertDeadLetter(deadLetter);
           result.failed += 1;
-        } else {
-          this.#setState(run, { ...run, status: 'queued', availableAt: now, error, updatedAt: now }, now);
-          result.requeued += 1;
-        }
+        } else result.requeued += 1;
       }
       return result;
     });
