@@ -68,6 +68,7 @@ export class Dispatcher {
       metrics: this.metrics,
       log: log.child({ part: 'runner' }),
       services: { publish: (event, hops) => this.publish(event, hops) },
+      onRecorded: () => this.feed.poke(),
       settings: {
         ...config.runner,
         maxResponseBytes: config.actions.http.maxResponseBytes,
@@ -206,7 +207,14 @@ export class Dispatcher {
 
   async #close(): Promise<void> {
     this.intake.close();
-    if (this.#app !== undefined) await this.#app.close();
+    if (this.#app !== undefined) {
+      // Requests in flight get a moment to finish; connections still open after it (keep-alive sockets a
+      // client holds, streams a client stopped reading) are closed, so that stopping stays bounded.
+      const app = this.#app;
+      const grace = setTimeout(() => app.server.closeAllConnections(), Math.min(1000, this.config.runner.shutdownTimeout));
+      await app.close();
+      clearTimeout(grace);
+    }
     await this.intake.drain();
     await this.runner.stop();
     this.feed.close();

@@ -181,6 +181,22 @@ describe('intake', () => {
     });
   }
 
+  it('refuses strings no store can keep (U+0000, unpaired surrogates), naming where they are', async () => {
+    for (const [body, pointer] of [
+      ['{"specversion":"1.0","id":"nul-1","source":"s","type":"example.x","data":{"a":["ok","x\\u0000y"]}}', '/data/a/1'],
+      ['{"specversion":"1.0","id":"sur-1","source":"s","type":"example.x","data":{"k\\ud800":1}}', '/data/k\ud800'],
+      ['{"specversion":"1.0","id":"sub\\u0000","source":"s","type":"example.x"}', '/id'],
+    ] as const) {
+      const res = await post(body);
+      expect(res.statusCode, body).toBe(400);
+      expect(res.json().code).toBe('invalid_event');
+      expect(res.json().problems[0].pointer).toBe(pointer);
+    }
+    // A surrogate pair written as escapes is a well-formed string, and accepted.
+    const ok = await post('{"specversion":"1.0","id":"pair-1","source":"s","type":"example.x","data":{"smile":"\\ud83d\\ude00"}}');
+    expect(ok.statusCode).toBe(202);
+  });
+
   it('keeps only the configured bytes of an oversized body', async () => {
     const dls = await deadLetterFor('payload_too_large');
     expect(dls.length).toBeGreaterThan(0);

@@ -15,7 +15,7 @@
 import type { Logger } from 'pino';
 import { v7 as uuidv7 } from 'uuid';
 import { Batcher } from './batcher.js';
-import { checkEnvelope } from './envelope.js';
+import { checkEnvelope, escapePointer } from './envelope.js';
 import { DispatcherError, toDispatcherError, type ErrorProblem } from './errors.js';
 import type { Metrics } from './metrics.js';
 import type { RoutePlan } from './routes.js';
@@ -137,12 +137,21 @@ export class Intake {
     }
     const problems: ErrorProblem[] = [];
     let code: 'invalid_event' | 'unknown_type' | 'schema_violation' | 'too_deep' = 'invalid_event';
+    // Only bodies that could hold them are searched (a NUL byte, or a \u escape of NUL or a surrogate).
+    const checkStrings = mayHoldUnstorableText(message.raw);
     for (let i = 0; i < candidates.length; i++) {
       const pointer = decoded.batch ? `/${i}` : '';
       const envelopeProblems = checkEnvelope(candidates[i], pointer);
       if (envelopeProblems.length > 0) {
         problems.push(...envelopeProblems);
         continue;
+      }
+      if (checkStrings) {
+        const bad = unstorableString(candidates[i], pointer);
+        if (bad !== null) {
+          problems.push({ pointer: bad, message: 'strings must not hold U+0000 or unpaired surrogates (no store can keep them as text)' });
+          continue;
+        }
       }
       const e = candidates[i] as CloudEvent;
       if (e.data !== undefined && depthExceeds(e.data, settings.maxDepth)) {
@@ -284,6 +293,37 @@ function claimedRun(item: IntakeItem, r: NewRun): Run {
     leaseUntil: r.claimedBy!.leaseUntil, orderingKey: null, correlationId: null, labels: r.labels, service: record.service,
     orgId: record.orgId, error: null, result: null, finishedAt: null,
   };
+}
+
+const NUL_OR_SURROGATE_ESCAPE = /\\u(0000|[dD][89a-fA-F][0-9a-fA-F]{2})/;
+
+/** Whether raw bytes may decode to strings that hold U+0000 or an unpaired surrogate. */
+function mayHoldUnstorableText(raw: Buffer): boolean {
+  if (raw.includes(0)) return true;
+  return raw.includes('\\u') && NUL_OR_SURROGATE_ESCAPE.test(raw.toString('latin1'));
+}
+
+/**
+ * The pointer to the first string (key or value) holding U+0000 or an unpaired surrogate, or null.
+ * PostgreSQL refuses both in text and jsonb, and one such event would otherwise fail a whole group commit.
+ */
+export function unstorableString(value: unknown, pointer: string): string | null {
+  const stack: Array<[unknown, string]> = [[value, pointer]];
+  const bad = (s: string) => s.includes('\u0000') || !s.isWellFormed();
+  while (stack.length > 0) {
+    const [v, at] = stack.pop()!;
+    if (typeof v === 'string') {
+      if (bad(v)) return at;
+    } else if (Array.isArray(v)) {
+      for (let i = 0; i < v.length; i++) stack.push([v[i], `${at}/${i}`]);
+    } else if (v !== null && typeof v === 'object') {
+      for (const key of Object.keys(v)) {
+        if (bad(key)) return `${at}/${escapePointer(key)}`;
+        stack.push([(v as Record<string, unknown>)[key], `${at}/${escapePointer(key)}`]);
+      }
+    }
+  }
+  return null;
 }
 
 /** True when `value` nests deeper than `max` levels of objects and arrays. Iterative: no stack to blow. */

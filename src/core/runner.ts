@@ -58,6 +58,8 @@ export interface RunnerDeps {
   log: Logger;
   /** This worker's id, written as the lease owner. */
   owner: string;
+  /** Called after outcomes were recorded (run events were written). */
+  onRecorded?: () => void;
   /** Whether this process runs the sweeper (PostgreSQL: the holder of an advisory lock). */
   sweeper?: boolean;
   now?: () => number;
@@ -101,6 +103,7 @@ export class Runner {
     this.#deps = deps;
     this.#finisher = new Batcher(async (outcomes) => {
       const applied = new Set(await deps.store.finishRuns(outcomes));
+      if (applied.size > 0) deps.onRecorded?.();
       return outcomes.map((o) => (applied.has(o.run.id) ? o.run.id : null));
     }, 1000, 2);
   }

@@ -15,6 +15,12 @@ import { runEventResource } from '../resources.js';
 const spec = { filters: ['run', 'route', 'status'], extra: ['after'] } as const;
 
 export function registerStreamRoute(app: FastifyInstance, d: Dispatcher): void {
+  // Streams never end by themselves: stopping the server ends them, so that shutdown stays bounded.
+  const open = new Set<() => void>();
+  app.addHook('preClose', async () => {
+    for (const end of open) end();
+  });
+
   app.get(
     '/v1/stream',
     {
@@ -59,8 +65,17 @@ export function registerStreamRoute(app: FastifyInstance, d: Dispatcher): void {
       const close = () => {
         clearInterval(heartbeat);
         unsubscribe();
+        open.delete(end);
       };
-      request.raw.on('close', close);
+      const end = () => {
+        close();
+        // End the stream and let go of its connection: server-sent events clients reconnect by design.
+        res.end();
+        res.destroy();
+      };
+      open.add(end);
+      // The response's close, not the request's: a request closes as soon as its (empty) body is read.
+      res.on('close', close);
       if (afterText !== undefined) {
         last = Number(afterText);
         // Catch up from the outbox, then switch to live events (skipping what was already sent).
