@@ -411,7 +411,8 @@ export const CONFIG_SCHEMA: SchemaNode = {
           pattern: '^(sqlite:.+|postgres(ql)?://.+)$',
           description:
             '`sqlite:<file>` (embedded; a relative file is taken from the working directory; `sqlite::memory:` for a ' +
-            'throw-away store) or `postgres://user:password@host:5432/db` (scale-out).',
+            'throw-away store) or `postgres://user:password@host:5432/db` (scale-out; `?schema=NAME` keeps the tables in ' +
+            'that schema, created if missing).',
           default: d.store.url,
         },
         poolSize: { type: 'integer', minimum: 1, description: 'Connections in the pool (PostgreSQL).', default: d.store.poolSize },
