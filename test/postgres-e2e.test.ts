@@ -126,4 +126,32 @@ describe.skipIf(unreachable !== null && !required)('the dispatcher on PostgreSQL
     expect(events.map((e) => e.status)).toEqual(['running', 'success']);
     expect(events[1]!.payload).toMatchObject({ id: runId, route: 'example', status: 'success' });
   });
+
+  it('hands run events out in seq order even when a later seq commits first', async () => {
+    const got: number[] = [];
+    const unsubscribe = await t.d.feed.subscribe((events) => got.push(...events.map((e) => e.seq)));
+    const url = new URL(BASE_URL);
+    const slow = new pg.Client({ connectionString: url.toString(), options: `-c search_path="${SCHEMA}"` });
+    await slow.connect();
+    try {
+      // A writer takes the next seq and holds its transaction open...
+      await slow.query('BEGIN');
+      const held = Number((await slow.query(`INSERT INTO run_events (run_id, event_type, status, service, org_id, at, payload) VALUES ('held', 'update', 'running', 's', 'o', 0, '{}') RETURNING seq`)).rows[0].seq);
+      // ...while the dispatcher commits later ones.
+      const res = await app.inject({ method: 'POST', url: '/v1/events', headers: { 'content-type': 'application/cloudevents+json' }, payload: JSON.stringify(event()) });
+      await waitForRun(t.d, res.json().events[0].runs[0], ['success']);
+      t.d.feed.poke();
+      await new Promise((r) => setTimeout(r, 300));
+      // Nothing past the open gap was handed out.
+      expect(got.filter((seq) => seq > held)).toEqual([]);
+      await slow.query('COMMIT');
+      t.d.feed.poke();
+      await waitFor(async () => got, (list) => list.includes(held) && list.some((seq) => seq > held), 5000, 'the held and later run events');
+      expect(got).toEqual([...got].sort((a, b) => a - b));
+      expect(new Set(got).size).toBe(got.length);
+    } finally {
+      await slow.end();
+      unsubscribe();
+    }
+  });
 });

@@ -3,6 +3,11 @@
  * the subscribers (the `/v1/stream` server-sent events, and later the outputs). It reads only while
  * someone listens: after a commit that wrote run events (`poke`) and on a slow poll for changes made by
  * other processes.
+ *
+ * Gaps: a run event's `seq` is taken when it is inserted, not when its transaction commits, so with
+ * PostgreSQL (several writers) seq 11 can become visible before seq 10. Reading past 10 would lose it for
+ * good. The feed therefore hands out only the gap-free prefix of what it reads, and waits for a gap to fill;
+ * a gap still open after `gapWaitMs` is a rolled-back insert (sequences skip those) and is passed over.
  */
 
 import type { Logger } from 'pino';
@@ -20,11 +25,14 @@ export class RunEventFeed {
   #reading = false;
   #again = false;
   #timer: NodeJS.Timeout | undefined;
+  #gapSince: number | undefined;
+  readonly #gapWaitMs: number;
 
-  constructor(store: Store, log: Logger, pollMs = 250) {
+  constructor(store: Store, log: Logger, pollMs = 250, gapWaitMs = 2000) {
     this.#store = store;
     this.#log = log;
     this.#pollMs = pollMs;
+    this.#gapWaitMs = gapWaitMs;
   }
 
   /** Listen from now on; returns the function that stops listening. */
@@ -64,8 +72,22 @@ export class RunEventFeed {
     try {
       do {
         this.#again = false;
-        const events = await this.#store.readRunEvents(this.#cursor, 1000);
-        if (events.length === 0) break;
+        const read = await this.#store.readRunEvents(this.#cursor, 1000);
+        if (read.length === 0) break;
+        let take = 0;
+        while (take < read.length && read[take]!.seq === this.#cursor + take + 1) take += 1;
+        if (take < read.length) {
+          const now = Date.now();
+          this.#gapSince ??= now;
+          if (now - this.#gapSince >= this.#gapWaitMs) {
+            take = read.length;
+            this.#gapSince = undefined;
+          } else if (take === 0) {
+            setTimeout(() => this.poke(), 50).unref();
+            break;
+          }
+        } else this.#gapSince = undefined;
+        const events = take === read.length ? read : read.slice(0, take);
         this.#cursor = events[events.length - 1]!.seq;
         for (const listener of this.#listeners) {
           try {
@@ -75,6 +97,7 @@ export class RunEventFeed {
           }
         }
         if (events.length === 1000) this.#again = true;
+        if (take < read.length) setTimeout(() => this.poke(), 50).unref();
       } while (this.#again && this.#listeners.size > 0);
     } catch (err) {
       this.#log.warn({ err }, 'reading run events failed');

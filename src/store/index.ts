@@ -19,7 +19,12 @@ export async function openStore(options: OpenStoreOptions): Promise<Store> {
   }
   if (url.startsWith('postgres://') || url.startsWith('postgresql://')) {
     const { PostgresStore } = await import('./postgres/index.js');
-    return new PostgresStore({ connectionString: url, poolSize: options.poolSize ?? 10 });
+    // `?schema=NAME` keeps the dispatcher's tables in that schema (created if missing); the rest of the URL
+    // goes to the driver as it is.
+    const parsed = new URL(url);
+    const schema = parsed.searchParams.get('schema') ?? undefined;
+    parsed.searchParams.delete('schema');
+    return new PostgresStore({ connectionString: parsed.toString(), poolSize: options.poolSize ?? 10, ...(schema ? { schema } : {}) });
   }
   throw new DispatcherError('config_invalid', `store.url: "${url.replace(/:[^:@/]*@/, ':***@')}" is neither sqlite:… nor postgres://…`);
 }
