@@ -157,6 +157,7 @@ export class Dispatcher {
   async cancelRun(id: string, scope?: { orgId?: string; services?: string[] }): Promise<Run> {
     const run = await this.store.cancelRun(id, Date.now(), scope);
     this.runner.abort(id);
+    this.metrics.runsFinished.inc({ route: run.route, status: 'canceled' });
     this.feed.poke();
     return run;
   }

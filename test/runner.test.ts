@@ -436,6 +436,8 @@ describe('waiting, deadlines and leases', () => {
     expect(items).toHaveLength(1);
     expect(items[0]!.reason).toBe('deadline_exceeded');
     expect((await runEvents(t.d, id)).at(-1)?.status).toBe('timeout');
+    const metrics = await t.d.metrics.registry.metrics();
+    expect(metrics).toMatch(/dispatcher_runs_swept_total\{outcome="timed_out"\} 1\b/);
   });
 
   it('requeues a run whose lease expired and completes it', async () => {

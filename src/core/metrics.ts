@@ -14,6 +14,7 @@ export interface Metrics {
   runsFinished: Counter<'route' | 'status'>;
   attempts: Counter<'route' | 'outcome'>;
   deadLetters: Counter<'origin' | 'reason'>;
+  swept: Counter<'outcome'>;
   acceptToDone: Histogram<'route'>;
   backlog: Gauge<'state'>;
   oldestQueuedAge: Gauge;
@@ -48,6 +49,12 @@ export function createMetrics(readStats: () => Promise<{ queued: number; running
     runsFinished: new Counter({ name: 'dispatcher_runs_finished_total', help: 'Runs ended, by route and status', labelNames: ['route', 'status'], registers: [registry] }),
     attempts: new Counter({ name: 'dispatcher_attempts_total', help: 'Attempts ended, by route and outcome', labelNames: ['route', 'outcome'], registers: [registry] }),
     deadLetters: new Counter({ name: 'dispatcher_dead_letters_total', help: 'Dead letters written, by origin and reason', labelNames: ['origin', 'reason'], registers: [registry] }),
+    swept: new Counter({
+      name: 'dispatcher_runs_swept_total',
+      help: 'Runs the sweeper acted on: requeued (lease expired), timed_out (deadline passed), failed (out of attempts)',
+      labelNames: ['outcome'],
+      registers: [registry],
+    }),
     acceptToDone: new Histogram({
       name: 'dispatcher_run_accept_to_done_seconds',
       help: 'From the event being accepted to its run ending',

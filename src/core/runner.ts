@@ -433,7 +433,10 @@ export class Runner {
         const r = await this.#deps.store.sweep(now, 500);
         const n = r.requeued + r.timedOut + r.failed;
         total += n;
-        if (r.timedOut + r.failed > 0) this.#deps.metrics.deadLetters.inc({ origin: 'run', reason: 'sweeper' }, r.timedOut + r.failed);
+        const m = this.#deps.metrics;
+        if (r.requeued > 0) m.swept.inc({ outcome: 'requeued' }, r.requeued);
+        if (r.timedOut > 0) m.swept.inc({ outcome: 'timed_out' }, r.timedOut);
+        if (r.failed > 0) m.swept.inc({ outcome: 'failed' }, r.failed);
         if (n < 500) break;
       }
       if (total > 0) {

@@ -23,7 +23,7 @@ export function registerHealthRoutes(app: FastifyInstance, d: Dispatcher): void 
         };
       } catch (err) {
         const e = toDispatcherError(err);
-        return reply.code(503).send({ status: 'unavailable', ...errorBody(e.code === 'internal' ? { ...e, code: 'store_unavailable', message: e.message } as never : e) });
+        return reply.code(503).header('retry-after', 1).send({ status: 'unavailable', ...errorBody(e.code === 'internal' ? { ...e, code: 'store_unavailable', message: e.message } as never : e) });
       }
     },
   );
