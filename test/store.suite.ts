@@ -458,6 +458,18 @@ export function defineStoreSuite(name: string, open: () => Promise<StoreFixture>
         expect(await claim(store, { now: T0 + 200 })).toHaveLength(2);
       });
 
+      it('does not count a waiting run against its route limit', async () => {
+        await seed(store, Array.from({ length: 3 }, () => ({ route: 'limited' })));
+        const routeLimits = new Map([['limited', 1]]);
+        const [first] = await claim(store, { routeLimits });
+        expect(await claim(store, { routeLimits })).toEqual([]);
+        // The first hands its work to someone else: it waits, holding no slot.
+        await store.finishRuns([outcome(first!.run, { status: 'running', correlationId: 'c-1', deadlineAt: T0 + 50_000, attemptOutcome: 'waiting' })]);
+        const next = await claim(store, { routeLimits, now: T0 + 200 });
+        expect(next).toHaveLength(1);
+        expect(next[0]!.run.id).not.toBe(first!.run.id);
+      });
+
       it('a route at its limit does not hold back the runs of other routes behind its backlog', async () => {
         const limited = await seed(store, Array.from({ length: 100 }, () => ({ route: 'limited' })));
         const free = await seed(store, Array.from({ length: 5 }, () => ({ route: 'free' })), { at: T0 + 1 });

@@ -217,19 +217,27 @@ export class Intake {
       this.#deps.log.error({ err }, 'intake commit failed');
       throw e.code === 'internal' ? new DispatcherError('store_unavailable', `the store did not take the events: ${e.message}`, { cause: err }) : e;
     }
+    // Counted per message, not per event: label lookups cost more than the counting.
     let runCount = 0;
-    const m = this.#deps.metrics;
+    let duplicates = 0;
+    let unrouted = 0;
+    const planned = new Map<string, number>();
     for (let i = 0; i < results.length; i++) {
       const r = results[i]!;
       if (r.status === 'duplicate') {
-        m.eventsReceived.inc({ input: message.input, outcome: 'duplicate' });
+        duplicates += 1;
         continue;
       }
-      m.eventsReceived.inc({ input: message.input, outcome: 'accepted' });
-      if (r.runIds.length === 0) m.eventsUnrouted.inc({ input: message.input });
+      if (r.runIds.length === 0) unrouted += 1;
       runCount += r.runIds.length;
-      for (const run of items[i]!.runs) m.runsPlanned.inc({ route: run.route });
+      for (const run of items[i]!.runs) planned.set(run.route, (planned.get(run.route) ?? 0) + 1);
     }
+    const m = this.#deps.metrics;
+    const input = message.input;
+    if (results.length > duplicates) m.eventsReceived.inc({ input, outcome: 'accepted' }, results.length - duplicates);
+    if (duplicates > 0) m.eventsReceived.inc({ input, outcome: 'duplicate' }, duplicates);
+    if (unrouted > 0) m.eventsUnrouted.inc({ input }, unrouted);
+    for (const [route, n] of planned) m.runsPlanned.inc({ route }, n);
     let adoptedCount = 0;
     if (reserved > 0) {
       const adopted: ClaimedRun[] = [];

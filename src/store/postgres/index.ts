@@ -307,7 +307,7 @@ export class PostgresStore implements Store {
           }
           if (locked.length > 0) {
             const running = await c.query<{ route: string; n: number }>(
-              `SELECT route, count(*) AS n FROM runs WHERE status = 'running' AND route = ANY($1::text[]) GROUP BY route`,
+              `SELECT route, count(*) AS n FROM runs WHERE status = 'running' AND lease_owner IS NOT NULL AND route = ANY($1::text[]) GROUP BY route`,
               [locked],
             );
             for (const { route, n } of running.rows) room.set(route, routeLimits.get(route)! - n);

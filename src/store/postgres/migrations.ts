@@ -61,7 +61,7 @@ export const POSTGRES_MIGRATIONS: Record<string, string[]> = {
     `CREATE INDEX runs_ordering ON runs (ordering_key, id) WHERE ordering_key IS NOT NULL AND status IN ('queued', 'running')`,
     `CREATE INDEX runs_leases ON runs (lease_until) WHERE status = 'running' AND lease_owner IS NOT NULL`,
     `CREATE INDEX runs_deadlines ON runs (deadline_at) WHERE status IN ('queued', 'running')`,
-    `CREATE INDEX runs_running_route ON runs (route) WHERE status = 'running'`,
+    `CREATE INDEX runs_running_route ON runs (route) WHERE status = 'running' AND lease_owner IS NOT NULL`,
     `CREATE INDEX runs_correlation ON runs (correlation_id) WHERE correlation_id IS NOT NULL`,
     `CREATE INDEX runs_event ON runs (event_key)`,
     `CREATE INDEX runs_created ON runs (created_at)`,

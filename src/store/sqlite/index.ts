@@ -167,7 +167,8 @@ export class SqliteStore implements Store {
              SELECT 1 FROM runs p WHERE p.ordering_key = r.ordering_key AND p.status IN ('queued', 'running') AND p.id < r.id))
          ORDER BY r.available_at, r.id LIMIT ?`,
       ),
-      runningByRoute: db.prepare(`SELECT route, count(*) AS n FROM runs WHERE status = 'running' GROUP BY route`),
+      // Runs holding a lease: a run waiting for a callback holds no slot of its route's concurrency limit.
+      runningByRoute: db.prepare(`SELECT route, count(*) AS n FROM runs WHERE status = 'running' AND lease_owner IS NOT NULL GROUP BY route`),
       claim: db.prepare(
         `UPDATE runs SET status = 'running', attempts = attempts + 1, lease_owner = ?, lease_until = ?, updated_at = ?
          WHERE id = ? AND status = 'queued'`,
