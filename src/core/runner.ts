@@ -97,13 +97,17 @@ export class Runner {
   #sweepTimer: NodeJS.Timeout | undefined;
   #timeoutTimer: NodeJS.Timeout | undefined;
   #idle: Array<() => void> = [];
+  readonly #histograms = new Map<string, { observe(value: number): void }>();
   #stopping: Promise<void> | undefined;
 
   constructor(deps: RunnerDeps) {
     this.#deps = deps;
     this.#finisher = new Batcher(async (outcomes) => {
       const applied = new Set(await deps.store.finishRuns(outcomes));
-      if (applied.size > 0) deps.onRecorded?.();
+      if (applied.size > 0) {
+        this.#count(outcomes.filter((o) => applied.has(o.run.id)));
+        deps.onRecorded?.();
+      }
       return outcomes.map((o) => (applied.has(o.run.id) ? o.run.id : null));
     }, 1000, 2);
   }
@@ -389,8 +393,7 @@ export class Runner {
 
   async #finish(outcome: RunOutcome): Promise<void> {
     try {
-      const [applied] = await this.#finisher.add([outcome]);
-      if (applied !== null) this.#count(outcome);
+      await this.#finisher.add([outcome]);
     } catch (err) {
       this.#deps.log.error({ err, runId: outcome.run.id }, 'recording an outcome failed; the lease will expire and the sweeper requeue the run');
     } finally {
@@ -399,14 +402,34 @@ export class Runner {
     }
   }
 
-  #count(o: RunOutcome): void {
+  /** Metrics of recorded outcomes, counted per batch: label lookups cost more than the counting. */
+  #count(recorded: RunOutcome[]): void {
     const m = this.#deps.metrics;
-    m.attempts.inc({ route: o.run.route, outcome: o.attempt.outcome });
-    if (o.status === 'success' || o.status === 'failure') {
-      m.runsFinished.inc({ route: o.run.route, status: o.status });
-      m.acceptToDone.observe({ route: o.run.route }, (o.at - o.run.createdAt) / 1000);
+    const counts = new Map<string, { route: string; key: string; kind: 'attempt' | 'finished' | 'dead'; n: number }>();
+    const add = (kind: 'attempt' | 'finished' | 'dead', route: string, key: string) => {
+      const id = `${kind}\u0000${route}\u0000${key}`;
+      const c = counts.get(id);
+      if (c === undefined) counts.set(id, { route, key, kind, n: 1 });
+      else c.n += 1;
+    };
+    for (const o of recorded) {
+      add('attempt', o.run.route, o.attempt.outcome);
+      if (o.status === 'success' || o.status === 'failure') {
+        add('finished', o.run.route, o.status);
+        let histogram = this.#histograms.get(o.run.route);
+        if (histogram === undefined) {
+          histogram = m.acceptToDone.labels({ route: o.run.route });
+          this.#histograms.set(o.run.route, histogram);
+        }
+        histogram.observe((o.at - o.run.createdAt) / 1000);
+      }
+      if (o.deadLetter !== undefined) add('dead', o.run.route, o.deadLetter.reason);
     }
-    if (o.deadLetter !== undefined) m.deadLetters.inc({ origin: 'run', reason: o.deadLetter.reason });
+    for (const c of counts.values()) {
+      if (c.kind === 'attempt') m.attempts.inc({ route: c.route, outcome: c.key }, c.n);
+      else if (c.kind === 'finished') m.runsFinished.inc({ route: c.route, status: c.key }, c.n);
+      else m.deadLetters.inc({ origin: 'run', reason: c.key }, c.n);
+    }
   }
 
   #settle(runId: string): void {
