@@ -280,7 +280,7 @@ export class SqliteStore implements Store {
         results.push({ key: record.key, status: 'accepted', runIds });
       }
       return results;
-    });
+    }, true);
 
   /**
    * Coalesced writes: every write that arrives within one turn of the event loop (intake, claims,
@@ -289,10 +289,13 @@ export class SqliteStore implements Store {
    * store fast under many small requests. Each write runs in its own savepoint: one that throws is rolled
    * back alone and rejects only its own caller.
    */
-  #write<T>(fn: () => T): Promise<T> {
+  #write<T>(fn: () => T, now = false): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       this.#writes.push({ fn, resolve: resolve as (v: unknown) => void, reject });
-      if (!this.#writeScheduled) {
+      // Intake is already a batch that a caller waits on: commit it at once, together with whatever
+      // else is waiting, instead of one more turn of the event loop later.
+      if (now) this.#flushWrites();
+      else if (!this.#writeScheduled) {
         this.#writeScheduled = true;
         setImmediate(this.#flushWrites);
       }
