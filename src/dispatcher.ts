@@ -73,6 +73,7 @@ export class Dispatcher {
         ...config.runner,
         maxResponseBytes: config.actions.http.maxResponseBytes,
         deadLetterMaxCount: config.deadLetters.maxCount,
+        retention: config.retention,
       },
     });
     this.intake = new Intake({

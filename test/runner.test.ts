@@ -440,6 +440,27 @@ describe('waiting, deadlines and leases', () => {
     expect(metrics).toMatch(/dispatcher_runs_swept_total\{outcome="timed_out"\} 1\b/);
   });
 
+  it('prunes ended runs, their events, run events and dead letters past their retention, a batch at a time', async () => {
+    const t = await dispatcher({
+      runner: { poll: '100ms', sweepInterval: '100ms' },
+      retention: { runs: '50ms', events: '50ms', runEvents: '50ms', deadLetters: '50ms', interval: '100ms', batchSize: 2 },
+      routes: [{ name: 'n', match: { type: 'prune.*' }, actions: [{ noop: {} }] }],
+    });
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push(await sendOne(t.d, event({ type: 'prune.me' })));
+    await t.d.store.addDeadLetters([{ origin: 'intake', source: 'http', reason: 'invalid_json', error: 'x', raw: Buffer.from('{'), service: 's', orgId: 'o', at: Date.now() }]);
+    await waitFor(
+      async () => [(await t.d.store.listRuns({ limit: 10, offset: 0 })).total, (await t.d.store.listEvents({ limit: 10, offset: 0 })).total, (await t.d.store.listDeadLetters({ limit: 10, offset: 0 })).total, (await t.d.store.readRunEvents(0, 100)).length],
+      (counts) => counts.every((n) => n === 0),
+      10_000,
+      'everything to be pruned',
+    );
+    for (const id of ids) expect(await t.d.store.getAttempts(id)).toEqual([]);
+    const metrics = await t.d.metrics.registry.metrics();
+    expect(metrics).toMatch(/dispatcher_pruned_total\{kind="runs"\} 5\b/);
+    expect(metrics).toMatch(/dispatcher_pruned_total\{kind="events"\} 5\b/);
+  });
+
   it('requeues a run whose lease expired and completes it', async () => {
     const t = await dispatcher(
       { runner: { poll: '100ms', sweepInterval: '100ms' }, routes: [{ name: 'n', match: { type: 'lease.*' }, actions: [{ noop: {} }] }] },

@@ -1053,6 +1053,45 @@ export function defineStoreSuite(name: string, open: () => Promise<StoreFixture>
       });
     });
 
+    describe('prune', () => {
+      it('deletes ended runs with their attempts, events left without runs, old run events and dead letters, at most limit of each', async () => {
+        const ids: string[] = [];
+        const keys: string[] = [];
+        for (let i = 0; i < 3; i++) {
+          const key = uuidv7({ msecs: T0 });
+          keys.push(key);
+          ids.push(...(await seed(store, [{}], { key })));
+        }
+        const claimed = await claim(store, { limit: 2 });
+        await store.finishRuns(claimed.map((c) => outcome(c.run)));
+        const ended = claimed.map((c) => c.run.id);
+        const kept = ids.find((id) => !ended.includes(id))!;
+        await store.addDeadLetters([deadLetter({ at: T0, raw: Buffer.from('old') }), deadLetter({ at: T0 + 10 * HOUR, raw: Buffer.from('new') })]);
+        const cutoffs = { runsBefore: T0 + HOUR, eventsBefore: T0 + HOUR, runEventsBefore: T0 + HOUR, deadLettersBefore: T0 + HOUR };
+
+        // Nothing is pruned of a kind without a cutoff.
+        expect(await store.prune({ limit: 10 })).toEqual({ runs: 0, attempts: 0, events: 0, runEvents: 0, deadLetters: 0 });
+
+        expect(await store.prune({ ...cutoffs, limit: 1 })).toEqual({ runs: 1, attempts: 1, events: 1, runEvents: 1, deadLetters: 1 });
+        const second = await store.prune({ ...cutoffs, limit: 100 });
+        expect(second).toMatchObject({ runs: 1, attempts: 1, events: 1, deadLetters: 0 });
+        expect(await store.prune({ ...cutoffs, limit: 100 })).toEqual({ runs: 0, attempts: 0, events: 0, runEvents: 0, deadLetters: 0 });
+
+        for (const id of ended) {
+          expect(await store.getRun(id)).toBeNull();
+          expect(await store.getAttempts(id)).toEqual([]);
+        }
+        // The run that has not ended stays, and so does its event.
+        expect((await store.getRun(kept))?.status).toBe('queued');
+        const keptEvent = keys[ids.indexOf(kept)]!;
+        expect(await store.getEvent(keptEvent)).not.toBeNull();
+        expect((await store.listEvents({ limit: 10, offset: 0 })).items.map((e) => e.key)).toEqual([keptEvent]);
+        expect(await store.readRunEvents(0, 100)).toEqual([]);
+        const letters = await store.listDeadLetters({ limit: 10, offset: 0 });
+        expect(letters.items.map((d) => d.raw.toString())).toEqual(['new']);
+      });
+    });
+
     describe('dead letters', () => {
       it('are added, read back whole, and listed', async () => {
         const d = deadLetter({ rawTruncated: true, at: T0 + 7, raw: Buffer.from([0, 1, 2, 255, 254, 0x7b]) });

@@ -277,6 +277,13 @@ deadLetters:
 ${kv('maxBytes', d.deadLetters.maxBytes, 'raw bytes kept per dead letter')}
 ${kv('maxCount', d.deadLetters.maxCount, 'beyond it, the oldest are deleted')}
 
+# How long finished records are kept (0 = forever); pruned in small batches. The audit log is kept.
+retention:
+${kv('runs', d.retention.runs, 'ended runs, with their attempts')}
+${kv('events', d.retention.events, 'events, once none of their runs is left')}
+${kv('runEvents', d.retention.runEvents, 'the run-event outbox')}
+${kv('deadLetters', d.retention.deadLetters, 'by when each was last seen')}
+
 # Prometheus metrics on the HTTP server.
 metrics:
 ${kv('enabled', d.metrics.enabled)}

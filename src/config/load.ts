@@ -568,7 +568,7 @@ function bytes(value: unknown): number {
 }
 
 async function normalize(raw: RawConfig, origins: Origins, problems: Problems): Promise<DispatcherConfig> {
-  const { server, store, log, intake, runner, deadLetters, metrics } = raw;
+  const { server, store, log, intake, runner, deadLetters, retention, metrics } = raw;
   const { http, ...otherActions } = raw.actions;
   return {
     server: { host: server.host, port: server.port, bodyLimit: bytes(server.bodyLimit), requestTimeout: ms(server.requestTimeout) },
@@ -584,6 +584,14 @@ async function normalize(raw: RawConfig, origins: Origins, problems: Problems): 
       shutdownTimeout: ms(runner.shutdownTimeout),
     },
     deadLetters: { maxBytes: bytes(deadLetters.maxBytes), maxCount: deadLetters.maxCount },
+    retention: {
+      runs: ms(retention.runs),
+      events: ms(retention.events),
+      runEvents: ms(retention.runEvents),
+      deadLetters: ms(retention.deadLetters),
+      interval: ms(retention.interval),
+      batchSize: retention.batchSize,
+    },
     metrics: { enabled: metrics.enabled },
     actions: {
       ...otherActions,

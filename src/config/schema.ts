@@ -85,6 +85,7 @@ export interface RawConfig {
     shutdownTimeout: Duration;
   };
   deadLetters: { maxBytes: Size; maxCount: number };
+  retention: { runs: Duration; events: Duration; runEvents: Duration; deadLetters: Duration; interval: Duration; batchSize: number };
   metrics: { enabled: boolean };
   actions: RawActionsConfig;
   plugins: Record<string, string>;
@@ -145,6 +146,16 @@ export interface DeadLettersConfig {
   /** Bytes. */
   readonly maxBytes: number;
   readonly maxCount: number;
+}
+
+/** How long finished records are kept, all in milliseconds; 0 keeps them forever. */
+export interface RetentionConfig {
+  readonly runs: number;
+  readonly events: number;
+  readonly runEvents: number;
+  readonly deadLetters: number;
+  readonly interval: number;
+  readonly batchSize: number;
 }
 
 export interface MetricsConfig {
@@ -212,6 +223,7 @@ export interface DispatcherConfig {
   readonly intake: IntakeConfig;
   readonly runner: RunnerConfig;
   readonly deadLetters: DeadLettersConfig;
+  readonly retention: RetentionConfig;
   readonly metrics: MetricsConfig;
   readonly actions: ActionsConfig;
   /** Action type → module: an absolute path (relative ones were resolved) or a package name. */
@@ -248,7 +260,7 @@ export interface SchemaNode {
 }
 
 /** The sections whose scalar options can be set from `DISPATCHER_*` environment variables. */
-export const FIXED_SECTIONS = ['server', 'store', 'log', 'intake', 'runner', 'deadLetters', 'metrics', 'actions.http'] as const;
+export const FIXED_SECTIONS = ['server', 'store', 'log', 'intake', 'runner', 'deadLetters', 'retention', 'metrics', 'actions.http'] as const;
 
 const NAME_PATTERN = '^[A-Za-z0-9_.:-]+$';
 
@@ -470,6 +482,22 @@ export const CONFIG_SCHEMA: SchemaNode = {
       properties: {
         maxBytes: size('Raw bytes kept per dead letter; the rest is cut off (marked truncated).', d.deadLetters.maxBytes),
         maxCount: { type: 'integer', minimum: 1, description: 'Most dead letters kept; beyond it the oldest are deleted.', default: d.deadLetters.maxCount },
+      },
+    },
+    retention: {
+      type: 'object',
+      description:
+        'How long finished records are kept. The sweeper deletes older ones in small batches (`batchSize` a kind at a time, ' +
+        'each in its own short transaction), so pruning never stalls intake. `0` keeps a kind forever. The audit log is never pruned.',
+      additionalProperties: false,
+      default: d.retention,
+      properties: {
+        runs: duration('Runs that ended (success, failure, timeout, canceled) longer ago than this are deleted, with their attempts.', d.retention.runs),
+        events: duration('Events received longer ago than this are deleted once none of their runs is left.', d.retention.events),
+        runEvents: duration('Run events (the outbox) older than this are deleted.', d.retention.runEvents),
+        deadLetters: duration('Dead letters last seen longer ago than this are deleted.', d.retention.deadLetters),
+        interval: duration('How often pruning runs.', d.retention.interval),
+        batchSize: { type: 'integer', minimum: 1, description: 'Most records of one kind deleted in one transaction.', default: d.retention.batchSize },
       },
     },
     metrics: {

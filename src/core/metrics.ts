@@ -15,6 +15,7 @@ export interface Metrics {
   attempts: Counter<'route' | 'outcome'>;
   deadLetters: Counter<'origin' | 'reason'>;
   swept: Counter<'outcome'>;
+  pruned: Counter<'kind'>;
   acceptToDone: Histogram<'route'>;
   backlog: Gauge<'state'>;
   oldestQueuedAge: Gauge;
@@ -53,6 +54,12 @@ export function createMetrics(readStats: () => Promise<{ queued: number; running
       name: 'dispatcher_runs_swept_total',
       help: 'Runs the sweeper acted on: requeued (lease expired), timed_out (deadline passed), failed (out of attempts)',
       labelNames: ['outcome'],
+      registers: [registry],
+    }),
+    pruned: new Counter({
+      name: 'dispatcher_pruned_total',
+      help: 'Records deleted by retention, by kind (runs, attempts, events, runEvents, deadLetters)',
+      labelNames: ['kind'],
       registers: [registry],
     }),
     acceptToDone: new Histogram({

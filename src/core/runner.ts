@@ -47,6 +47,8 @@ export interface RunnerSettings {
   /** Bytes of a response summary kept per attempt. */
   maxResponseBytes: number;
   deadLetterMaxCount: number;
+  /** How long finished records are kept (ms, 0 = forever), how often and how many at a time pruning deletes. */
+  retention?: { runs: number; events: number; runEvents: number; deadLetters: number; interval: number; batchSize: number };
 }
 
 export interface RunnerDeps {
@@ -96,6 +98,7 @@ export class Runner {
   #leaseTimer: NodeJS.Timeout | undefined;
   #sweepTimer: NodeJS.Timeout | undefined;
   #timeoutTimer: NodeJS.Timeout | undefined;
+  #pruneTimer: NodeJS.Timeout | undefined;
   #idle: Array<() => void> = [];
   readonly #histograms = new Map<string, { observe(value: number): void }>();
   #stopping: Promise<void> | undefined;
@@ -124,8 +127,9 @@ export class Runner {
     this.#leaseTimer = setInterval(() => void this.#renewLeases(), Math.max(100, Math.floor(s.lease / 3)));
     if (this.#deps.sweeper !== false) {
       this.#sweepTimer = setInterval(() => void this.sweep(), s.sweepInterval);
+      if (s.retention !== undefined) this.#pruneTimer = setInterval(() => void this.prune(), s.retention.interval);
     }
-    for (const t of [this.#pollTimer, this.#leaseTimer, this.#sweepTimer]) t?.unref();
+    for (const t of [this.#pollTimer, this.#leaseTimer, this.#sweepTimer, this.#pruneTimer]) t?.unref();
     this.notify();
   }
 
@@ -472,6 +476,41 @@ export class Runner {
     }
   }
 
+  #pruning = false;
+
+  /**
+   * Retention: deletes what is older than its configured age, a batch of each kind at a time, yielding
+   * between batches so that intake and outcomes get the store in between. Returns what it deleted.
+   */
+  async prune(now = this.#now()): Promise<{ runs: number; attempts: number; events: number; runEvents: number; deadLetters: number }> {
+    const total = { runs: 0, attempts: 0, events: 0, runEvents: 0, deadLetters: 0 };
+    const r = this.#deps.settings.retention;
+    if (r === undefined || this.#pruning) return total;
+    this.#pruning = true;
+    const cutoff = (age: number) => (age > 0 ? now - age : undefined);
+    try {
+      // Bounded per pass: a large backlog is worked off over several intervals.
+      for (let batch = 0; batch < 100; batch++) {
+        const got = await this.#deps.store.prune({
+          runsBefore: cutoff(r.runs),
+          eventsBefore: cutoff(r.events),
+          runEventsBefore: cutoff(r.runEvents),
+          deadLettersBefore: cutoff(r.deadLetters),
+          limit: r.batchSize,
+        });
+        for (const k of Object.keys(total) as Array<keyof typeof total>) total[k] += got[k];
+        if (Math.max(got.runs, got.events, got.runEvents, got.deadLetters) < r.batchSize) break;
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      for (const [kind, n] of Object.entries(total)) if (n > 0) this.#deps.metrics.pruned.inc({ kind }, n);
+    } catch (err) {
+      this.#deps.log.warn({ err }, 'pruning failed');
+    } finally {
+      this.#pruning = false;
+    }
+    return total;
+  }
+
   /**
    * Stop claiming; give in-flight attempts until the shutdown timeout to end; abort and release the rest
    * so that another worker (or this one, restarted) picks them up at once instead of after their lease.
@@ -483,7 +522,7 @@ export class Runner {
 
   async #stop(): Promise<void> {
     this.#running = false;
-    for (const t of [this.#pollTimer, this.#leaseTimer, this.#sweepTimer, this.#wakeTimer]) clearInterval(t);
+    for (const t of [this.#pollTimer, this.#leaseTimer, this.#sweepTimer, this.#wakeTimer, this.#pruneTimer]) clearInterval(t);
     if (this.#inFlight.size > 0) {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([

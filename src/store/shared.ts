@@ -66,3 +66,14 @@ export function afterLeaseExpiry(run: Run, now: number, expiriesBefore: number):
   }
   return { attempt, to: { ...run, status: 'queued', availableAt: now, error, updatedAt: now, maxAttempts: run.maxAttempts + 1 } };
 }
+
+/**
+ * The smallest UUIDv7 of a millisecond: keys and run ids are UUIDv7, whose first 48 bits are the time, so
+ * `key < v7Floor(t)` selects what was made before `t` through the primary key alone.
+ */
+export function v7Floor(ms: number): string {
+  const hex = Math.max(0, Math.floor(ms)).toString(16).padStart(12, '0').slice(-12);
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-0000-0000-000000000000`;
+}
+
+export const ENDED_STATUSES_SQL = "('success', 'failure', 'timeout', 'canceled')";

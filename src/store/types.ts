@@ -182,6 +182,26 @@ export interface Listing<T> {
   total: number;
 }
 
+/** What pruning may delete: records older than each cutoff (ms since epoch); a kind without one is kept. */
+export interface PruneOptions {
+  /** Ended runs (and their attempts) that were created before this and finished before it. */
+  runsBefore?: number;
+  /** Events received before this, once no run of theirs is left. */
+  eventsBefore?: number;
+  runEventsBefore?: number;
+  deadLettersBefore?: number;
+  /** Most records of each kind deleted by this call. */
+  limit: number;
+}
+
+export interface PruneResult {
+  runs: number;
+  attempts: number;
+  events: number;
+  runEvents: number;
+  deadLetters: number;
+}
+
 export interface StoreStats {
   queued: number;
   running: number;
@@ -235,6 +255,9 @@ export interface Store {
   deleteDeadLetter(id: string, scope?: Scope): Promise<boolean>;
   /** Keep at most `maxCount` dead letters: delete the oldest beyond it. */
   trimDeadLetters(maxCount: number): Promise<number>;
+
+  /** Retention: delete old records, at most `limit` of each kind, each kind in its own short transaction. */
+  prune(options: PruneOptions): Promise<PruneResult>;
 
   // outbox
   readRunEvents(afterSeq: number, limit: number, scope?: Scope): Promise<RunEvent[]>;

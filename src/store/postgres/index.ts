@@ -47,6 +47,8 @@ import type {
   IntakeResult,
   Listing,
   NewDeadLetter,
+  PruneOptions,
+  PruneResult,
   RunOutcome,
   RunQuery,
   Scope,
@@ -54,7 +56,7 @@ import type {
   StoreStats,
   SweepResult,
 } from '../types.js';
-import { afterLeaseExpiry, attemptRow, fingerprint, runDeadLetter } from '../shared.js';
+import { afterLeaseExpiry, attemptRow, ENDED_STATUSES_SQL, fingerprint, runDeadLetter, v7Floor } from '../shared.js';
 import { POSTGRES_MIGRATIONS } from './migrations.js';
 
 export interface PostgresStoreOptions {
@@ -587,6 +589,44 @@ export class PostgresStore implements Store {
       [Math.max(0, maxCount)],
     );
     return result.rowCount ?? 0;
+  }
+
+  async prune(o: PruneOptions): Promise<PruneResult> {
+    const result: PruneResult = { runs: 0, attempts: 0, events: 0, runEvents: 0, deadLetters: 0 };
+    // Each kind in its own statement or transaction: short, so pruning never holds intake up.
+    if (o.runsBefore !== undefined) {
+      const before = o.runsBefore;
+      await this.#transaction(async (c) => {
+        const ids = (
+          await c.query<{ id: string }>(
+            `SELECT id FROM runs WHERE created_at < $1 AND status IN ${ENDED_STATUSES_SQL} AND finished_at < $1 ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED`,
+            [before, o.limit],
+          )
+        ).rows.map((r) => r.id);
+        if (ids.length === 0) return;
+        result.attempts = (await c.query('DELETE FROM attempts WHERE run_id = ANY($1::text[])', [ids])).rowCount ?? 0;
+        result.runs = (await c.query('DELETE FROM runs WHERE id = ANY($1::text[])', [ids])).rowCount ?? 0;
+      });
+    }
+    if (o.eventsBefore !== undefined) {
+      const r = await this.#query(
+        `DELETE FROM events WHERE key IN (SELECT key FROM events e WHERE key < $1 AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.event_key = e.key) ORDER BY key LIMIT $2)`,
+        [v7Floor(o.eventsBefore), o.limit],
+      );
+      result.events = r.rowCount ?? 0;
+    }
+    if (o.runEventsBefore !== undefined) {
+      const r = await this.#query('DELETE FROM run_events WHERE seq IN (SELECT seq FROM run_events WHERE at < $1 ORDER BY seq LIMIT $2)', [o.runEventsBefore, o.limit]);
+      result.runEvents = r.rowCount ?? 0;
+    }
+    if (o.deadLettersBefore !== undefined) {
+      const r = await this.#query(
+        'DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters WHERE last_seen_at < $1 ORDER BY last_seen_at LIMIT $2)',
+        [o.deadLettersBefore, o.limit],
+      );
+      result.deadLetters = r.rowCount ?? 0;
+    }
+    return result;
   }
 
   // ---------------------------------------------------------------------------------------------- outbox

@@ -38,6 +38,8 @@ import type {
   IntakeResult,
   Listing,
   NewDeadLetter,
+  PruneOptions,
+  PruneResult,
   RunOutcome,
   RunQuery,
   Scope,
@@ -45,7 +47,7 @@ import type {
   StoreStats,
   SweepResult,
 } from '../types.js';
-import { afterLeaseExpiry, attemptRow, fingerprint, runDeadLetter } from '../shared.js';
+import { afterLeaseExpiry, attemptRow, ENDED_STATUSES_SQL, fingerprint, runDeadLetter, v7Floor } from '../shared.js';
 import { Checkpointer } from './checkpointer.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
 
@@ -589,6 +591,50 @@ export class SqliteStore implements Store {
         `DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters ORDER BY last_seen_at DESC, id DESC LIMIT -1 OFFSET ?)`,
       )
       .run(maxCount).changes;
+  }
+
+  async prune(o: PruneOptions): Promise<PruneResult> {
+    const result: PruneResult = { runs: 0, attempts: 0, events: 0, runEvents: 0, deadLetters: 0 };
+    const db = this.#db;
+    // Each kind in its own write (and so its own short transaction): pruning never holds intake up for long.
+    if (o.runsBefore !== undefined) {
+      const before = o.runsBefore;
+      await this.#write(() => {
+        const ids = JSON.stringify(
+          db
+            .prepare(`SELECT id FROM runs WHERE created_at < ? AND status IN ${ENDED_STATUSES_SQL} AND finished_at < ? ORDER BY created_at LIMIT ?`)
+            .pluck()
+            .all(before, before, o.limit),
+        );
+        result.attempts = db.prepare('DELETE FROM attempts WHERE run_id IN (SELECT value FROM json_each(?))').run(ids).changes;
+        result.runs = db.prepare('DELETE FROM runs WHERE id IN (SELECT value FROM json_each(?))').run(ids).changes;
+      });
+    }
+    if (o.eventsBefore !== undefined) {
+      const bound = v7Floor(o.eventsBefore);
+      await this.#write(() => {
+        result.events = db
+          .prepare(
+            `DELETE FROM events WHERE key IN (SELECT key FROM events e WHERE key < ? AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.event_key = e.key) ORDER BY key LIMIT ?)`,
+          )
+          .run(bound, o.limit).changes;
+      });
+    }
+    if (o.runEventsBefore !== undefined) {
+      const before = o.runEventsBefore;
+      await this.#write(() => {
+        result.runEvents = db.prepare('DELETE FROM run_events WHERE seq IN (SELECT seq FROM run_events WHERE at < ? ORDER BY seq LIMIT ?)').run(before, o.limit).changes;
+      });
+    }
+    if (o.deadLettersBefore !== undefined) {
+      const before = o.deadLettersBefore;
+      await this.#write(() => {
+        result.deadLetters = db
+          .prepare('DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters WHERE last_seen_at < ? ORDER BY last_seen_at LIMIT ?)')
+          .run(before, o.limit).changes;
+      });
+    }
+    return result;
   }
 
   async readRunEvents(afterSeq: number, limit: number, scope?: Scope): Promise<RunEvent[]> {
