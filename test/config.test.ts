@@ -49,8 +49,16 @@ afterEach(() => {
 describe('defaults', () => {
   it('with no configuration at all, gives the normalized defaults and the example route', async () => {
     const config = await loadConfig({ env: {} });
-    expect(config.server).toEqual({ host: '127.0.0.1', port: 8080, bodyLimit: 1024 * 1024, requestTimeout: 30_000 });
+    expect(config.server).toEqual({
+      host: '127.0.0.1',
+      port: 8080,
+      bodyLimit: 1024 * 1024,
+      requestTimeout: 30_000,
+      cors: [],
+      rateLimit: { max: 20_000, window: 1000 },
+    });
     expect(config.store).toEqual({ url: 'sqlite:./data/dispatcher.db', poolSize: 10 });
+    expect(config.retention).toEqual({ runs: 30 * 86_400_000, events: 30 * 86_400_000, runEvents: 7 * 86_400_000, deadLetters: 30 * 86_400_000, interval: 60_000, batchSize: 500 });
     expect(config.log).toEqual({ level: 'info' });
     expect(config.intake).toEqual({ strict: false, maxBatch: 1000, maxDepth: 32, maxHops: 8 });
     expect(config.runner).toEqual({ concurrency: 512, batchSize: 256, lease: 30_000, poll: 1000, sweepInterval: 5000, shutdownTimeout: 10_000 });
@@ -149,9 +157,16 @@ describe('environment variables', () => {
       const keys = section.split('.');
       let node: unknown = DEFAULTS;
       for (const key of keys) node = (node as Record<string, unknown>)[key];
-      for (const key of Object.keys(node as object)) {
-        expected.push(['DISPATCHER', ...keys, key].join('_').replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase());
-      }
+      // Scalars and arrays of scalars have a variable; a nested object's scalars do too; arrays of objects do not.
+      const walk = (path: string[], value: unknown) => {
+        if (path.join('.') === 'server.cors') return; // a list of objects (empty by default)
+        if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
+          for (const [k, v] of Object.entries(value)) walk([...path, k], v);
+          return;
+        }
+        expected.push(['DISPATCHER', ...path].join('_').replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase());
+      };
+      for (const [key, value] of Object.entries(node as object)) walk([...keys, key], value);
     }
     expected.push('DISPATCHER_ACTIONS_HTTP_SIGNING_SECRET'); // optional, so not in DEFAULTS
     expect([...names].sort()).toEqual(expected.sort());
@@ -177,7 +192,7 @@ describe('environment variables', () => {
         DISPATCHER_SERVER_HOST: '', // empty counts as unset
       },
     });
-    expect(config.server).toEqual({ host: '127.0.0.1', port: 8181, bodyLimit: 2 * 1024 * 1024, requestTimeout: 1500 });
+    expect(config.server).toMatchObject({ host: '127.0.0.1', port: 8181, bodyLimit: 2 * 1024 * 1024, requestTimeout: 1500 });
     expect(config.intake.strict).toBe(true);
     expect(config.metrics.enabled).toBe(false);
     expect(config.runner.lease).toBe(120_000);

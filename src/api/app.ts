@@ -7,6 +7,8 @@
 import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
+import cors from '@fastify/cors';
+import rateLimit from '@fastify/rate-limit';
 import { DispatcherError, isDispatcherError } from '../core/errors.js';
 import type { Owner } from '../core/types.js';
 import { DEFAULT_OWNER, type Dispatcher } from '../dispatcher.js';
@@ -17,6 +19,9 @@ import { registerRunRoutes } from './routes/runs.js';
 import { registerDeadLetterRoutes } from './routes/dead-letters.js';
 import { registerStreamRoute } from './routes/stream.js';
 import { registerHealthRoutes } from './routes/health.js';
+
+/** Paths no rate limit applies to: probes and scrapes. */
+const UNLIMITED = new Set(['/healthz', '/readyz', '/metrics']);
 
 /** Raw bytes read before a body was refused (too large): kept as a bounded dead letter. */
 const PARTIAL_BODY = Symbol('partialBody');
@@ -44,6 +49,51 @@ export async function buildApp(d: Dispatcher): Promise<FastifyInstance> {
   app.addHook('onRequest', async (request) => {
     request.owner = DEFAULT_OWNER;
   });
+
+  // Security headers on every answer. The browsable docs need their scripts and styles, so the strict
+  // content policy is for everything else.
+  app.addHook('onSend', async (request, reply) => {
+    reply.header('x-content-type-options', 'nosniff');
+    reply.header('x-frame-options', 'DENY');
+    reply.header('referrer-policy', 'no-referrer');
+    reply.header('cross-origin-opener-policy', 'same-origin');
+    if (!request.url.startsWith('/docs')) {
+      reply.header('content-security-policy', "default-src 'none'; frame-ancestors 'none'");
+      reply.header('cache-control', 'no-store');
+    }
+  });
+
+  // CORS per path prefix: the first configured entry whose path starts the request's path decides.
+  if (server.cors.length > 0) {
+    await app.register(cors, {
+      delegator: (request, callback) => {
+        const path = (request.url ?? '/').split('?', 1)[0]!;
+        const entry = server.cors.find((c) => path.startsWith(c.path));
+        if (entry === undefined) return callback(null, { origin: false });
+        const any = entry.origins.includes('*');
+        callback(null, {
+          origin: any ? '*' : [...entry.origins],
+          methods: [...entry.methods],
+          ...(entry.headers.length > 0 ? { allowedHeaders: [...entry.headers] } : {}),
+          credentials: entry.credentials && !any,
+          maxAge: entry.maxAge,
+        });
+      },
+    });
+  }
+
+  // A rate limit per principal (until authentication names one, per client address).
+  if (server.rateLimit.max > 0) {
+    await app.register(rateLimit, {
+      max: server.rateLimit.max,
+      timeWindow: server.rateLimit.window,
+      keyGenerator: (request) =>
+        request.owner === undefined || request.owner === DEFAULT_OWNER ? `ip:${request.ip}` : `principal:${request.owner.orgId}:${request.owner.service}`,
+      allowList: (request) => UNLIMITED.has((request.url ?? '').split('?', 1)[0]!),
+      errorResponseBuilder: (_request, context) =>
+        new DispatcherError('rate_limited', `more than ${context.max} requests in ${context.after}; try again later`, { retryAfterMs: context.ttl }),
+    });
+  }
 
   // One reader for every content type: bytes in, bounded. A body over the limit is read to its end
   // (keeping only what a dead letter keeps), so that the client gets a clean 413 instead of a reset.

@@ -25,7 +25,7 @@ export const ROUTE_DEFAULTS = {
 export const EXAMPLE_ROUTE: RawRoute = { name: 'example', match: { type: 'example.*' }, actions: [{ noop: {} }] };
 
 export const DEFAULTS: RawConfig = {
-  server: { host: '127.0.0.1', port: 8080, bodyLimit: '1MiB', requestTimeout: '30s' },
+  server: { host: '127.0.0.1', port: 8080, bodyLimit: '1MiB', requestTimeout: '30s', cors: [], rateLimit: { max: 20_000, window: '1s' } },
   store: { url: 'sqlite:./data/dispatcher.db', poolSize: 10 },
   log: { level: 'info' },
   intake: { strict: false, maxBatch: 1000, maxDepth: 32, maxHops: 8 },

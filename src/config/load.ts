@@ -571,7 +571,21 @@ async function normalize(raw: RawConfig, origins: Origins, problems: Problems): 
   const { server, store, log, intake, runner, deadLetters, retention, metrics } = raw;
   const { http, ...otherActions } = raw.actions;
   return {
-    server: { host: server.host, port: server.port, bodyLimit: bytes(server.bodyLimit), requestTimeout: ms(server.requestTimeout) },
+    server: {
+      host: server.host,
+      port: server.port,
+      bodyLimit: bytes(server.bodyLimit),
+      requestTimeout: ms(server.requestTimeout),
+      cors: server.cors.map((c) => ({
+        path: c.path,
+        origins: [...c.origins],
+        methods: [...(c.methods ?? ['GET', 'POST', 'DELETE'])],
+        headers: [...(c.headers ?? [])],
+        credentials: c.credentials ?? false,
+        maxAge: Math.round(ms(c.maxAge ?? '10m') / 1000),
+      })),
+      rateLimit: { max: server.rateLimit.max, window: ms(server.rateLimit.window) },
+    },
     store: { url: store.url, poolSize: store.poolSize },
     log: { level: log.level },
     intake: { strict: intake.strict, maxBatch: intake.maxBatch, maxDepth: intake.maxDepth, maxHops: intake.maxHops },

@@ -72,7 +72,14 @@ export type RawHttpActionSettings = {
 export type RawActionsConfig = { http: RawHttpActionSettings } & Record<string, Record<string, unknown>>;
 
 export interface RawConfig {
-  server: { host: string; port: number; bodyLimit: Size; requestTimeout: Duration };
+  server: {
+    host: string;
+    port: number;
+    bodyLimit: Size;
+    requestTimeout: Duration;
+    cors: Array<{ path: string; origins: string[]; methods?: string[]; headers?: string[]; credentials?: boolean; maxAge?: Duration }>;
+    rateLimit: { max: number; window: Duration };
+  };
   store: { url: string; poolSize: number };
   log: { level: LogLevel };
   intake: { strict: boolean; maxBatch: number; maxDepth: number; maxHops: number };
@@ -113,6 +120,18 @@ export interface ServerConfig {
   readonly bodyLimit: number;
   /** Milliseconds. */
   readonly requestTimeout: number;
+  /** CORS, per path prefix; the first entry whose path starts the request's path applies. */
+  readonly cors: ReadonlyArray<{
+    readonly path: string;
+    readonly origins: readonly string[];
+    readonly methods: readonly string[];
+    readonly headers: readonly string[];
+    readonly credentials: boolean;
+    /** Seconds. */
+    readonly maxAge: number;
+  }>;
+  /** Requests per window per principal; 0 turns the limit off. `window` in milliseconds. */
+  readonly rateLimit: { readonly max: number; readonly window: number };
 }
 
 export interface StoreConfig {
@@ -410,6 +429,36 @@ export const CONFIG_SCHEMA: SchemaNode = {
         port: { type: 'integer', minimum: 0, maximum: 65535, description: 'Port to listen on (0: any free port).', default: d.server.port },
         bodyLimit: size('Largest request body accepted; larger ones get `payload_too_large`.', d.server.bodyLimit),
         requestTimeout: duration('Longest time the server waits for a whole request.', d.server.requestTimeout),
+        cors: {
+          type: 'array',
+          description:
+            'Cross-origin requests from browsers, per path prefix: the first entry whose `path` starts the request path ' +
+            'applies; a path no entry covers answers no CORS headers. Example: `[{ path: "/v1/", origins: ["https://console.example.com"] }]`.',
+          default: d.server.cors,
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['path', 'origins'],
+            properties: {
+              path: { type: 'string', pattern: '^/', description: 'Path prefix, e.g. `/v1/`.' },
+              origins: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 }, description: 'Allowed origins (`https://host[:port]`), or `*` for any.' },
+              methods: { type: 'array', items: { type: 'string' }, description: 'Allowed methods (default GET, POST, DELETE).' },
+              headers: { type: 'array', items: { type: 'string' }, description: 'Allowed request headers (default: those the browser asks for).' },
+              credentials: { type: 'boolean', description: 'Allow credentials (cookies, Authorization); not with `*` (default false).' },
+              maxAge: duration('How long a browser may cache the preflight answer (default 10m).'),
+            },
+          },
+        },
+        rateLimit: {
+          type: 'object',
+          description: 'Requests per principal (the caller; until authentication, the client address) per window; over it, `rate_limited` (429) with Retry-After. Health, readiness and metrics are not limited.',
+          additionalProperties: false,
+          default: d.server.rateLimit,
+          properties: {
+            max: { type: 'integer', minimum: 0, description: 'Requests allowed per window; 0 turns the limit off.', default: d.server.rateLimit.max },
+            window: duration('The window.', d.server.rateLimit.window),
+          },
+        },
       },
     },
     store: {

@@ -1,0 +1,98 @@
+/**
+ * Hardening of the HTTP API: security headers, CORS per path, and the rate limit per principal.
+ */
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { FastifyInstance } from 'fastify';
+import { ERROR_CODES } from '../src/core/errors.js';
+import { startDispatcher, type TestDispatcher } from './helpers.js';
+
+let t: TestDispatcher;
+let app: FastifyInstance;
+
+beforeAll(async () => {
+  t = await startDispatcher({
+    server: {
+      cors: [
+        { path: '/v1/runs', origins: ['https://console.example.com'], credentials: true, maxAge: '1m' },
+        { path: '/v1/events', origins: ['*'] },
+      ],
+      rateLimit: { max: 5, window: '1s' },
+    },
+  });
+  app = await t.d.app();
+});
+
+afterAll(async () => {
+  await t?.close();
+});
+
+describe('security headers', () => {
+  it('are on API answers, errors included; the browsable docs keep their scripts', async () => {
+    for (const url of ['/healthz', '/v1/runs/none']) {
+      const res = await app.inject({ method: 'GET', url });
+      expect(res.headers['x-content-type-options'], url).toBe('nosniff');
+      expect(res.headers['x-frame-options'], url).toBe('DENY');
+      expect(res.headers['content-security-policy'], url).toContain("default-src 'none'");
+      expect(res.headers['cache-control'], url).toBe('no-store');
+    }
+    const docs = await app.inject({ method: 'GET', url: '/docs/' });
+    expect(docs.headers['x-content-type-options']).toBe('nosniff');
+    expect(docs.headers['content-security-policy']).toBeUndefined();
+  });
+});
+
+describe('CORS per path', () => {
+  it('answers an allowed origin on its path, with credentials', async () => {
+    const res = await app.inject({ method: 'GET', url: '/v1/runs', headers: { origin: 'https://console.example.com' } });
+    expect(res.headers['access-control-allow-origin']).toBe('https://console.example.com');
+    expect(res.headers['access-control-allow-credentials']).toBe('true');
+  });
+
+  it('does not allow another origin on that path', async () => {
+    const res = await app.inject({ method: 'GET', url: '/v1/runs', headers: { origin: 'https://evil.example.net' } });
+    expect(res.headers['access-control-allow-origin']).toBeUndefined();
+  });
+
+  it('answers * on a path open to any origin, without credentials', async () => {
+    const res = await app.inject({ method: 'OPTIONS', url: '/v1/events', headers: { origin: 'https://anyone.example.org', 'access-control-request-method': 'POST' } });
+    expect(res.statusCode).toBe(204);
+    expect(res.headers['access-control-allow-origin']).toBe('*');
+    expect(String(res.headers['access-control-allow-methods'])).toContain('POST');
+    expect(res.headers['access-control-allow-credentials']).toBeUndefined();
+  });
+
+  it('answers a preflight with the cache time on a path with a list of origins', async () => {
+    const res = await app.inject({ method: 'OPTIONS', url: '/v1/runs', headers: { origin: 'https://console.example.com', 'access-control-request-method': 'GET' } });
+    expect(res.statusCode).toBe(204);
+    expect(res.headers['access-control-max-age']).toBe('60');
+  });
+
+  it('answers no CORS headers on a path no entry covers', async () => {
+    const res = await app.inject({ method: 'GET', url: '/v1/dead-letters', headers: { origin: 'https://console.example.com' } });
+    expect(res.headers['access-control-allow-origin']).toBeUndefined();
+  });
+});
+
+describe('rate limit', () => {
+  it('answers rate_limited with Retry-After past the limit, then lets requests through again', async () => {
+    const statuses: number[] = [];
+    let limited: Awaited<ReturnType<typeof app.inject>> | undefined;
+    for (let i = 0; i < 8; i++) {
+      const res = await app.inject({ method: 'GET', url: '/v1/events', remoteAddress: '10.9.8.7' });
+      statuses.push(res.statusCode);
+      if (res.statusCode === 429) limited ??= res;
+    }
+    expect(statuses.filter((s) => s === 200)).toHaveLength(5);
+    expect(limited).toBeDefined();
+    expect(limited!.json().code).toBe('rate_limited');
+    expect(Object.keys(ERROR_CODES)).toContain('rate_limited');
+    expect(Number(limited!.headers['retry-after'])).toBeGreaterThan(0);
+    // Another client is not held up by the first one's limit.
+    expect((await app.inject({ method: 'GET', url: '/v1/events', remoteAddress: '10.9.8.6' })).statusCode).toBe(200);
+    // Probes are never limited.
+    for (let i = 0; i < 8; i++) expect((await app.inject({ method: 'GET', url: '/healthz', remoteAddress: '10.9.8.7' })).statusCode).toBe(200);
+    await new Promise((r) => setTimeout(r, 1100));
+    expect((await app.inject({ method: 'GET', url: '/v1/events', remoteAddress: '10.9.8.7' })).statusCode).toBe(200);
+  });
+});
