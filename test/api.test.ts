@@ -289,6 +289,16 @@ describe('reads', () => {
     }
     expect((await app.inject({ method: 'GET', url: '/v1/nothing-here' })).json().code).toBe('not_found');
   });
+
+  it('answers 405 with the allowed methods for a known path asked with another method', async () => {
+    const res = await app.inject({ method: 'DELETE', url: '/v1/events' });
+    expect(res.statusCode).toBe(405);
+    expect(res.json().code).toBe('method_not_allowed');
+    expect(String(res.headers.allow).split(', ')).toEqual(expect.arrayContaining(['GET', 'POST']));
+    const cancel = await app.inject({ method: 'GET', url: '/v1/runs/some-id/cancel' });
+    expect(cancel.statusCode).toBe(405);
+    expect(cancel.headers.allow).toBe('POST');
+  });
 });
 
 describe('cancel, retry and dead letters', () => {

@@ -164,8 +164,27 @@ export async function buildApp(d: Dispatcher): Promise<FastifyInstance> {
     return reply.code(status).type('application/json').send(errorBody(err));
   });
 
+  // Which methods each path pattern answers, so that a known path asked with another method gets a 405
+  // with the methods it does take, instead of a 404.
+  const routes: Array<{ pattern: RegExp; methods: Set<string> }> = [];
+  app.addHook('onRoute', (route) => {
+    if (route.url.includes('*')) return;
+    const source = '^' + route.url.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/:[A-Za-z_]+/g, '[^/]+') + '/?$';
+    let entry = routes.find((r) => r.pattern.source === source);
+    if (entry === undefined) routes.push((entry = { pattern: new RegExp(source), methods: new Set() }));
+    for (const m of [route.method].flat()) entry.methods.add(m);
+  });
+
   app.setNotFoundHandler(async (request, reply) => {
-    return reply.code(404).send(errorBody(new DispatcherError('not_found', `no route ${request.method} ${request.url.split('?')[0]}`)));
+    const path = request.url.split('?', 1)[0]!;
+    const allowed = routes.filter((r) => r.pattern.test(path)).flatMap((r) => [...r.methods]);
+    if (allowed.length > 0) {
+      return reply
+        .code(405)
+        .header('allow', [...new Set(allowed)].join(', '))
+        .send(errorBody(new DispatcherError('method_not_allowed', `${request.method} is not allowed on ${path}; allowed: ${[...new Set(allowed)].join(', ')}`)));
+    }
+    return reply.code(404).send(errorBody(new DispatcherError('not_found', `no route ${request.method} ${path}`)));
   });
 
   await app.register(swagger, {
