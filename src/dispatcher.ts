@@ -5,7 +5,7 @@
 
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { pino, type Logger } from 'pino';
+import { pino, type DestinationStream, type Logger } from 'pino';
 import type { FastifyInstance } from 'fastify';
 import type { ActionType } from './core/action.js';
 import { DispatcherError } from './core/errors.js';
@@ -26,6 +26,8 @@ export interface DispatcherOptions {
   config: DispatcherConfig;
   /** A logger to use instead of one made from `config.log`. */
   logger?: Logger;
+  /** Where the logger made from `config.log` writes (default: standard output). */
+  logDestination?: DestinationStream;
   /** Extra action types (besides the built-in ones and `plugins` from the configuration). */
   actionTypes?: ActionType[];
 }
@@ -93,7 +95,7 @@ export class Dispatcher {
 
   static async create(options: DispatcherOptions): Promise<Dispatcher> {
     const { config } = options;
-    const log = options.logger ?? pino({ level: config.log.level, redact: ['req.headers.authorization', '*.signingSecret', '*.secret'] });
+    const log = options.logger ?? createLogger(config, options.logDestination);
     const types = new TypeRegistry(config.types);
     const actionTypes = new Map<string, ActionType>();
     for (const t of [...builtinActionTypes, ...(await loadPlugins(config.plugins)), ...(options.actionTypes ?? [])]) actionTypes.set(t.type, t);
@@ -223,6 +225,30 @@ export class Dispatcher {
     await this.#plan.close();
     await this.store.close();
   }
+}
+
+/**
+ * The dispatcher's logger: JSON lines, and credentials redacted wherever a log call might carry them
+ * (request headers, settings objects), as a second line of defence: no code logs them on purpose.
+ */
+export function createLogger(config: DispatcherConfig, destination?: DestinationStream): Logger {
+  const options = {
+    level: config.log.level,
+    redact: {
+      paths: [
+        'req.headers.authorization',
+        'req.headers.cookie',
+        'headers.authorization',
+        '*.headers.authorization',
+        '*.signingSecret',
+        '*.secret',
+        '*.password',
+        '*.token',
+      ],
+      censor: '[redacted]',
+    },
+  };
+  return destination === undefined ? pino(options) : pino(options, destination);
 }
 
 export async function createDispatcher(options: DispatcherOptions): Promise<Dispatcher> {

@@ -1,0 +1,82 @@
+/**
+ * Secrets never reach the logs: credentials in request headers, the webhook signing secret, and secrets
+ * inside URLs the http action calls. The dispatcher logs at `trace` into a buffer that the test reads.
+ */
+
+import { Writable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config/load.js';
+import { createDispatcher, type Dispatcher } from '../src/dispatcher.js';
+import { event, startReceiver, waitForRun, type Receiver } from './helpers.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const SIGNING_SECRET = 'whsec_' + Buffer.from('a-very-secret-signing-key-123456').toString('base64');
+const HEADER_SECRET = 'PSK s3cr3tK3yV4lu3';
+const URL_SECRET = 'tok3nInTh3Qu3ry';
+
+let d: Dispatcher;
+let dir: string;
+let receiver: Receiver;
+const lines: string[] = [];
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'dispatcher-logs-'));
+  receiver = await startReceiver((_req, _body, res) => {
+    res.statusCode = 500;
+    res.end("failed");
+  });
+  const config = await loadConfig({
+    env: {},
+    overrides: {
+      store: { url: `sqlite:${join(dir, 'd.db')}` },
+      log: { level: 'trace' },
+      runner: { poll: '100ms' },
+      actions: { http: { allow: ['127.0.0.1/32'], signingSecret: SIGNING_SECRET } },
+      routes: [
+        { name: 'hook', match: { type: 'hook.*' }, actions: [{ http: { url: `${receiver.url}/x?token=${URL_SECRET}` } }], retry: { attempts: 2, backoff: '10ms', maxBackoff: '20ms' } },
+      ],
+    } as never,
+  });
+  const sink = new Writable({
+    write(chunk, _encoding, callback) {
+      lines.push(String(chunk));
+      callback();
+    },
+  });
+  // The dispatcher's own logger (its redaction included), writing into the buffer.
+  d = await createDispatcher({ config, logDestination: sink });
+  d.start();
+});
+
+afterAll(async () => {
+  await d?.close();
+  await receiver?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('logs', () => {
+  it('hold no credential, signing secret or URL secret, whatever happened', async () => {
+    const app = await d.app();
+    // Requests with credentials: accepted, refused, failing.
+    const ok = await app.inject({ method: 'POST', url: '/v1/events', headers: { authorization: HEADER_SECRET, 'content-type': 'application/cloudevents+json' }, payload: JSON.stringify(event({ type: 'hook.fired' })) });
+    expect(ok.statusCode).toBe(202);
+    await app.inject({ method: 'POST', url: '/v1/events', headers: { authorization: HEADER_SECRET, 'content-type': 'application/cloudevents+json' }, payload: '{broken' });
+    await app.inject({ method: 'GET', url: '/v1/runs?filter[nope]=1', headers: { authorization: HEADER_SECRET } });
+    // A run whose webhook fails on every attempt: errors and retries get logged.
+    const run = await waitForRun(d, ok.json().events[0].runs[0], ['failure'], 10_000);
+    expect(run.error?.code).toBe('http_status');
+    // The receiver really got signed requests (the secret was in use).
+    expect(receiver.requests[0]?.headers['webhook-signature']).toMatch(/^v1,/);
+
+    const text = lines.join('');
+    expect(lines.length).toBeGreaterThan(0);
+    for (const secret of [HEADER_SECRET, 's3cr3tK3yV4lu3', SIGNING_SECRET, SIGNING_SECRET.slice(6), URL_SECRET]) {
+      expect(text.includes(secret), `the logs hold ${secret}`).toBe(false);
+    }
+    // Nor do the stored run, its attempts or its dead letter (they are shown by the API).
+    const stored = JSON.stringify([run, await d.store.getAttempts(run.id), await d.store.listDeadLetters({ runId: run.id, limit: 10, offset: 0 })]);
+    for (const secret of [SIGNING_SECRET, URL_SECRET]) expect(stored.includes(secret), `the store holds ${secret}`).toBe(false);
+  });
+});
