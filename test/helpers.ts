@@ -8,6 +8,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import pg from 'pg';
 import { pino } from 'pino';
 import { loadConfig } from '../src/config/load.js';
 import type { DispatcherConfig } from '../src/config/schema.js';
@@ -113,4 +114,23 @@ export async function startReceiver(
         server.close(() => resolve());
       }),
   };
+}
+
+/** The PostgreSQL server the tests use (DISPATCHER_TEST_POSTGRES_URL, else the local `test` database). */
+export const POSTGRES_URL = process.env.DISPATCHER_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+/** Null when PostgreSQL answers; otherwise why not. */
+export async function probePostgres(url = POSTGRES_URL): Promise<string | null> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 3000 });
+  client.on('error', () => {});
+  try {
+    await client.connect();
+    await client.query('SELECT 1');
+    return null;
+  } catch (err) {
+    const e = err as Error & { code?: string; errors?: Error[] };
+    return e.message || e.code || e.errors?.map((x) => x.message).join('; ') || String(err);
+  } finally {
+    await client.end().catch(() => {});
+  }
 }

@@ -8,25 +8,12 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
-import { event, startDispatcher, startReceiver, waitFor, waitForRun, type Receiver, type TestDispatcher } from './helpers.js';
+import { event, POSTGRES_URL, probePostgres, startDispatcher, startReceiver, waitFor, waitForRun, type Receiver, type TestDispatcher } from './helpers.js';
 
-const BASE_URL = process.env.DISPATCHER_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+const BASE_URL = POSTGRES_URL;
 const SCHEMA = `dispatcher_e2e_${randomBytes(4).toString('hex')}`;
 
-async function probe(): Promise<string | null> {
-  const client = new pg.Client({ connectionString: BASE_URL, connectionTimeoutMillis: 3000 });
-  client.on('error', () => {});
-  try {
-    await client.connect();
-    return null;
-  } catch (err) {
-    return (err as Error).message || String(err);
-  } finally {
-    await client.end().catch(() => {});
-  }
-}
-
-const unreachable = await probe();
+const unreachable = await probePostgres();
 const required = process.env.CI === 'true';
 if (unreachable !== null && !required) {
   console.warn(`postgres-e2e.test.ts skipped: PostgreSQL at ${BASE_URL.replace(/:[^:@/]*@/, ':***@')} is unreachable (${unreachable}).`);

@@ -12,8 +12,9 @@ import { DispatcherError } from '../src/core/errors.js';
 import { PostgresStore } from '../src/store/postgres/index.js';
 import { POSTGRES_MIGRATIONS } from '../src/store/postgres/migrations.js';
 import { defineStoreSuite } from './store.suite.js';
+import { POSTGRES_URL, probePostgres } from './helpers.js';
 
-const BASE_URL = process.env.DISPATCHER_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+const BASE_URL = POSTGRES_URL;
 const SHOWN_URL = BASE_URL.replace(/:[^:@/]*@/, ':***@');
 const FILE_ID = randomBytes(4).toString('hex');
 /** Every connection this file opens says so, which lets the last check find leaked ones. */
@@ -26,22 +27,7 @@ function urlWith(params: Record<string, string>): string {
   return url.toString();
 }
 
-async function probe(): Promise<string | null> {
-  const client = new pg.Client({ connectionString: BASE_URL, connectionTimeoutMillis: 3000 });
-  client.on('error', () => {});
-  try {
-    await client.connect();
-    await client.query('SELECT 1');
-    return null;
-  } catch (err) {
-    const e = err as Error & { code?: string; errors?: Error[] };
-    return e.message || e.code || e.errors?.map((x) => x.message).join('; ') || String(err);
-  } finally {
-    await client.end().catch(() => {});
-  }
-}
-
-const unreachable = await probe();
+const unreachable = await probePostgres(BASE_URL);
 const requireDatabase = process.env.CI === 'true';
 if (unreachable !== null && !requireDatabase) {
   console.warn(`store-postgres.test.ts skipped: PostgreSQL at ${SHOWN_URL} is unreachable (${unreachable}). Start it, or set CI=true to make this a failure.`);
