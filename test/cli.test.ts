@@ -554,6 +554,12 @@ routes:
     expect(lines[6]).toMatch(/^5 of \d+$/);
     const none = await runsJson('--type', 'nobody.cares');
     expect(none.meta.total).toBe(0);
+    // One event's runs; a time window in the future holds none.
+    const all = await runsJson('--status', 'success', '--limit', '1');
+    const one = await runsJson('--event', all.data[0].event);
+    expect(one.data.map((x: { id: string }) => x.id)).toEqual([all.data[0].id]);
+    expect((await runsJson('--since', new Date(Date.now() + 60_000).toISOString())).meta.total).toBe(0);
+    expect((await runsJson('--until', new Date(Date.now() + 60_000).toISOString())).meta.total).toBeGreaterThan(0);
   });
 
   it('runs list with a value the API refuses exits 1 with its reason', async () => {
@@ -604,6 +610,11 @@ routes:
     const dl = body.data.find((d: any) => JSON.parse(d.raw).id === 'bad-alert');
     expect(dl).toBeDefined();
     intakeDeadLetter = dl.id;
+    // Not replayed yet: listed under --replayed no, not under --replayed yes.
+    const ids = async (flag: string) => JSON.parse((await cli(['dlq', 'list', '--url', url, '--replayed', flag, '--limit', '100', '--json'])).stdout).data.map((d: any) => d.id);
+    expect(await ids('no')).toContain(dl.id);
+    expect(await ids('yes')).not.toContain(dl.id);
+    expect((await cli(['dlq', 'list', '--url', url, '--replayed', 'maybe'])).code).toBe(2);
   });
 
   it('dlq replay of a dead letter that is still bad exits 1, and counts the attempt', async () => {

@@ -35,6 +35,11 @@ interface ListOptions {
   json?: boolean;
   origin?: string;
   reason?: string;
+  event?: string;
+  correlationId?: string;
+  since?: string;
+  until?: string;
+  replayed?: string;
 }
 
 export async function runsListCommand(options: ListOptions): Promise<void> {
@@ -42,6 +47,10 @@ export async function runsListCommand(options: ListOptions): Promise<void> {
   if (options.status) params.set('filter[status]', options.status);
   if (options.route) params.set('filter[route]', options.route);
   if (options.type) params.set('filter[type]', options.type);
+  if (options.event) params.set('filter[event]', options.event);
+  if (options.correlationId) params.set('filter[correlation_id]', options.correlationId);
+  if (options.since) params.set('filter[created_at][gte]', options.since);
+  if (options.until) params.set('filter[created_at][lt]', options.until);
   for (const pair of options.label ?? []) {
     const at = pair.indexOf('=');
     if (at <= 0) throw new CliError(`--label expects KEY=VALUE, got "${pair}"`, 2);
@@ -71,6 +80,10 @@ export async function dlqListCommand(options: ListOptions): Promise<void> {
   const params = new URLSearchParams();
   if (options.origin) params.set('filter[origin]', options.origin);
   if (options.reason) params.set('filter[reason]', options.reason);
+  if (options.replayed !== undefined) {
+    if (!['yes', 'no'].includes(options.replayed)) throw new CliError('--replayed expects yes or no', 2);
+    params.set('filter[replayed]', options.replayed === 'yes' ? 'true' : 'false');
+  }
   params.set('limit', String(integerOption('limit', options.limit, 1)));
   params.set('offset', String(integerOption('offset', options.offset)));
   const body = await api(options.url, `/v1/dead-letters?${params}`);
