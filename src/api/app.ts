@@ -10,6 +10,7 @@ import swaggerUi from '@fastify/swagger-ui';
 import cors from '@fastify/cors';
 import rateLimit from '@fastify/rate-limit';
 import { DispatcherError, isDispatcherError } from '../core/errors.js';
+import type { InboundMessage } from '../core/intake.js';
 import type { Owner } from '../core/types.js';
 import { DEFAULT_OWNER, type Dispatcher } from '../dispatcher.js';
 import { replayHeaders } from '../transports/http/decode.js';
@@ -208,14 +209,14 @@ export async function buildApp(d: Dispatcher): Promise<FastifyInstance> {
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
   registerHealthRoutes(app, d);
-  registerEventRoutes(app, d, intakeMessage);
+  registerEventRoutes(app, d);
   registerRunRoutes(app, d);
   registerDeadLetterRoutes(app, d);
   registerStreamRoute(app, d);
   return app;
 }
 
-export function intakeMessage(request: FastifyRequest, raw: Buffer) {
+export function intakeMessage(request: FastifyRequest, raw: Buffer): InboundMessage {
   return {
     input: 'http',
     raw,

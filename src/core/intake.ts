@@ -21,8 +21,8 @@ import type { Metrics } from './metrics.js';
 import type { RoutePlan } from './routes.js';
 import type { TypeRegistry } from './type-registry.js';
 import type { CloudEvent, Owner } from './types.js';
+import { plannedRun } from '../store/shared.js';
 import type { ClaimedRun, IntakeItem, IntakeResult, NewDeadLetter, NewRun, Store } from '../store/types.js';
-import type { Run } from './types.js';
 
 export interface IntakeSettings {
   /** Reject events whose type is not registered. */
@@ -244,7 +244,7 @@ export class Intake {
       for (let i = 0; i < results.length; i++) {
         if (results[i]!.status !== 'accepted') continue;
         const item = items[i]!;
-        for (const r of item.runs) if (r.claimedBy !== undefined) adopted.push({ run: claimedRun(item, r), envelope: item.envelope!, hops });
+        for (const r of item.runs) if (r.claimedBy !== undefined) adopted.push({ run: plannedRun(item.record, r), envelope: item.envelope!, hops });
       }
       dispatch!.adopt(adopted);
       adoptedCount = adopted.length;
@@ -289,18 +289,6 @@ export class Intake {
 /** Runs with an ordering key or a concurrency limit wait for a claim, which enforces both. */
 function dispatchable(run: NewRun, plan: RoutePlan): boolean {
   return run.orderingKey === null && !plan.routeLimits.has(run.route);
-}
-
-/** The run as the store wrote it when it was committed already claimed. */
-function claimedRun(item: IntakeItem, r: NewRun): Run {
-  const { record } = item;
-  return {
-    id: r.id, eventKey: record.key, eventType: record.event.type, route: r.route, action: r.action, actionType: r.actionType,
-    status: 'running', attempts: 1, maxAttempts: r.maxAttempts, createdAt: record.receivedAt, updatedAt: record.receivedAt,
-    availableAt: r.availableAt, deadlineAt: r.deadlineAt, expiresAt: r.expiresAt, leaseOwner: r.claimedBy!.owner,
-    leaseUntil: r.claimedBy!.leaseUntil, orderingKey: null, correlationId: null, labels: r.labels, service: record.service,
-    orgId: record.orgId, error: null, result: null, finishedAt: null,
-  };
 }
 
 const NUL_OR_SURROGATE_ESCAPE = /\\u(0000|[dD][89a-fA-F][0-9a-fA-F]{2})/;

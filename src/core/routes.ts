@@ -5,6 +5,7 @@
  */
 
 import { Ajv2020 } from 'ajv/dist/2020.js';
+import type { ValidateFunction } from 'ajv';
 import type { Logger } from 'pino';
 import { v7 as uuidv7 } from 'uuid';
 import type { Action, ActionType } from './action.js';
@@ -67,6 +68,8 @@ export interface CompileRoutesOptions {
 export async function compileRoutes(options: CompileRoutesOptions): Promise<RoutePlan> {
   const engine = new TemplateEngine();
   const ajv = new Ajv2020({ allErrors: true, strict: false, allowUnionTypes: true });
+  // One compiled parameter schema per action type, however many routes use it.
+  const validators = new Map<string, ValidateFunction>();
   const enabled = options.routes.filter((r) => r.enabled !== false);
   const routes: CompiledRoute[] = [];
   const created: Action[] = [];
@@ -91,7 +94,8 @@ export async function compileRoutes(options: CompileRoutesOptions): Promise<Rout
           throw new DispatcherError('config_invalid', `${path}.actions[${j}].${type}: parameters must be an object`);
         }
         if (actionType.paramsSchema !== undefined) {
-          const validate = ajv.compile(actionType.paramsSchema);
+          let validate = validators.get(type);
+          if (validate === undefined) validators.set(type, (validate = ajv.compile(actionType.paramsSchema)));
           if (!validate(params)) {
             const first = validate.errors?.[0];
             throw new DispatcherError('config_invalid', `${path}.actions[${j}].${type}${first?.instancePath.replace(/\//g, '.') ?? ''}: ${first?.message ?? 'is invalid'}`);

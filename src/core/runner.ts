@@ -80,7 +80,7 @@ interface InFlight {
 export class Runner {
   readonly #deps: RunnerDeps;
   readonly #inFlight = new Map<string, InFlight>();
-  readonly #finisher: Batcher<RunOutcome, string | null>;
+  readonly #finisher: Batcher<RunOutcome, undefined>;
   #running = false;
   /** Slots promised to intake for direct dispatch, not yet adopted. */
   #reserved = 0;
@@ -111,7 +111,7 @@ export class Runner {
         this.#count(outcomes.filter((o) => applied.has(o.run.id)));
         deps.onRecorded?.();
       }
-      return outcomes.map((o) => (applied.has(o.run.id) ? o.run.id : null));
+      return outcomes.map(() => undefined);
     }, 1000, 2);
   }
 

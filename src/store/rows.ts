@@ -4,7 +4,7 @@
  * driver parses jsonb, so `parseJson` accepts either).
  */
 
-import type { Attempt, DeadLetter, EventRecord, Run, RunEvent, RunStatus, RunSummary } from '../core/types.js';
+import type { Attempt, DeadLetter, EventRecord, Run, RunEvent, RunStatus } from '../core/types.js';
 
 export interface EventRow {
   key: string;
@@ -259,11 +259,6 @@ export function runStateJson(run: Run): string {
 /** The payload for a run event of `eventType`. */
 export function runEventPayload(run: Run, eventType: RunEvent['eventType']): string {
   return eventType === 'update' ? runStateJson(run) : runSummaryJson(run);
-}
-
-export function summary(run: Run): RunSummary {
-  const { leaseOwner: _o, leaseUntil: _u, ...rest } = run;
-  return rest;
 }
 
 const SAFE = /^[\w .:/@+-]*$/;

@@ -1,8 +1,8 @@
 /** Rules both stores share: how outcomes found by the sweeper are written down, and how dead letters are recognized. */
 
 import { createHash } from 'node:crypto';
-import type { Attempt, Run } from '../core/types.js';
-import type { NewDeadLetter } from './types.js';
+import { TERMINAL_STATUSES, type Attempt, type Run } from '../core/types.js';
+import type { IntakeItem, NewDeadLetter, NewRun, RunOutcome, Scope } from './types.js';
 
 /** How a dead letter is recognized when the same thing fails again. */
 export function fingerprint(d: NewDeadLetter): string {
@@ -76,4 +76,46 @@ export function v7Floor(ms: number): string {
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-0000-0000-000000000000`;
 }
 
-export const ENDED_STATUSES_SQL = "('success', 'failure', 'timeout', 'canceled')";
+/** `('success', 'failure', 'timeout', 'canceled')`: the statuses a run ends in, as an SQL list. */
+export const ENDED_STATUSES_SQL = `(${[...TERMINAL_STATUSES].map((status) => `'${status}'`).join(', ')})`;
+
+/** Whether a record is within what a principal may see. */
+export function inScope(row: { org_id: string; service: string }, scope: Scope | undefined): boolean {
+  if (scope === undefined) return true;
+  if (scope.orgId !== undefined && row.org_id !== scope.orgId) return false;
+  if (scope.services !== undefined && scope.services.length > 0 && !scope.services.includes(row.service)) return false;
+  return true;
+}
+
+/**
+ * The run as intake creates it: queued with no attempt yet, or, for direct dispatch (`claimedBy`), already
+ * claimed: running, its first attempt started, leased to the worker that took the event in.
+ */
+export function plannedRun(record: IntakeItem['record'], r: NewRun): Run {
+  const claim = r.claimedBy;
+  return {
+    id: r.id, eventKey: record.key, eventType: record.event.type, route: r.route, action: r.action, actionType: r.actionType,
+    status: claim === undefined ? 'queued' : 'running', attempts: claim === undefined ? 0 : 1, maxAttempts: r.maxAttempts,
+    createdAt: record.receivedAt, updatedAt: record.receivedAt, availableAt: r.availableAt, deadlineAt: r.deadlineAt,
+    expiresAt: r.expiresAt, leaseOwner: claim?.owner ?? null, leaseUntil: claim?.leaseUntil ?? null,
+    orderingKey: r.orderingKey, correlationId: null, labels: r.labels, service: record.service, orgId: record.orgId,
+    error: null, result: null, finishedAt: null,
+  };
+}
+
+/** The run as an outcome leaves it. */
+export function finishedRun(o: RunOutcome): Run {
+  return {
+    ...o.run,
+    status: o.status,
+    updatedAt: o.at,
+    availableAt: o.availableAt ?? o.run.availableAt,
+    deadlineAt: o.deadlineAt ?? o.run.deadlineAt,
+    leaseOwner: null,
+    leaseUntil: null,
+    correlationId: o.correlationId ?? null,
+    error: o.error ?? null,
+    result: o.result === undefined ? o.run.result : o.result,
+    finishedAt: TERMINAL_STATUSES.has(o.status) ? o.at : null,
+  };
+}

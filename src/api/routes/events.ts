@@ -1,18 +1,13 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { DispatcherError } from '../../core/errors.js';
-import type { InboundMessage } from '../../core/intake.js';
 import type { Dispatcher } from '../../dispatcher.js';
 import { decodeHttp } from '../../transports/http/decode.js';
-import { scopeOf } from '../app.js';
+import { intakeMessage, scopeOf } from '../app.js';
 import { pageLinks, parseQuery } from '../query.js';
 import { eventResource, runResource } from '../resources.js';
 import { anyObject, errors, idParams, links, listMeta } from '../schemas.js';
 
-export function registerEventRoutes(
-  app: FastifyInstance,
-  d: Dispatcher,
-  intakeMessage: (request: FastifyRequest, raw: Buffer) => InboundMessage,
-): void {
+export function registerEventRoutes(app: FastifyInstance, d: Dispatcher): void {
   app.post(
     '/v1/events',
     {

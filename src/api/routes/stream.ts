@@ -8,6 +8,7 @@ import type { FastifyInstance } from 'fastify';
 import { DispatcherError } from '../../core/errors.js';
 import type { RunEvent } from '../../core/types.js';
 import type { Dispatcher } from '../../dispatcher.js';
+import { inScope } from '../../store/shared.js';
 import { scopeOf } from '../app.js';
 import { parseQuery } from '../query.js';
 import { runEventResource } from '../resources.js';
@@ -42,8 +43,7 @@ export function registerStreamRoute(app: FastifyInstance, d: Dispatcher): void {
         (runs === undefined || runs.includes(e.runId)) &&
         (routes === undefined || routes.includes(e.payload.route)) &&
         (statuses === undefined || statuses.includes(e.status)) &&
-        (scope?.orgId === undefined || e.orgId === scope.orgId) &&
-        (scope?.services === undefined || scope.services.length === 0 || scope.services.includes(e.service));
+        inScope({ org_id: e.orgId, service: e.service }, scope);
 
       reply.hijack();
       const res = reply.raw;

@@ -56,7 +56,7 @@ import type {
   StoreStats,
   SweepResult,
 } from '../types.js';
-import { afterLeaseExpiry, attemptRow, ENDED_STATUSES_SQL, fingerprint, runDeadLetter, v7Floor } from '../shared.js';
+import { afterLeaseExpiry, attemptRow, ENDED_STATUSES_SQL, finishedRun, fingerprint, inScope, plannedRun, runDeadLetter, v7Floor } from '../shared.js';
 import { POSTGRES_MIGRATIONS } from './migrations.js';
 
 export interface PostgresStoreOptions {
@@ -203,7 +203,7 @@ export class PostgresStore implements Store {
           duplicates.push(i);
           continue;
         }
-        for (const r of runs) created.push(newRun(record, r));
+        for (const r of runs) created.push(plannedRun(record, r));
         results[i] = { key: record.key, status: 'accepted', runIds: runs.map((r) => r.id) };
       }
 
@@ -834,40 +834,6 @@ async function lockRun(c: Queryable, id: string, scope: Scope | undefined): Prom
 
 // ---------------------------------------------------------------------------------------------- helpers
 
-/**
- * The run as intake creates it: queued with no attempt yet, or, for direct dispatch (`claimedBy`), already
- * claimed: running, its first attempt started, leased to the worker that took the event in.
- */
-function newRun(record: IntakeItem['record'], r: IntakeItem['runs'][number]): Run {
-  const claim = r.claimedBy;
-  return {
-    id: r.id, eventKey: record.key, eventType: record.event.type, route: r.route, action: r.action, actionType: r.actionType,
-    status: claim === undefined ? 'queued' : 'running', attempts: claim === undefined ? 0 : 1, maxAttempts: r.maxAttempts,
-    createdAt: record.receivedAt, updatedAt: record.receivedAt, availableAt: r.availableAt, deadlineAt: r.deadlineAt,
-    expiresAt: r.expiresAt, leaseOwner: claim?.owner ?? null, leaseUntil: claim?.leaseUntil ?? null,
-    orderingKey: r.orderingKey, correlationId: null, labels: r.labels, service: record.service, orgId: record.orgId,
-    error: null, result: null, finishedAt: null,
-  };
-}
-
-/** The run as an outcome leaves it (the same rules as the SQLite store). */
-function finishedRun(o: RunOutcome): Run {
-  const terminal = o.status === 'success' || o.status === 'failure' || o.status === 'timeout';
-  return {
-    ...o.run,
-    status: o.status,
-    updatedAt: o.at,
-    availableAt: o.availableAt ?? o.run.availableAt,
-    deadlineAt: o.deadlineAt ?? o.run.deadlineAt,
-    leaseOwner: null,
-    leaseUntil: null,
-    correlationId: o.correlationId ?? null,
-    error: o.error ?? null,
-    result: o.result === undefined ? o.run.result : o.result,
-    finishedAt: terminal ? o.at : null,
-  };
-}
-
 function jsonOrNull(value: unknown): string | null {
   return value === null || value === undefined ? null : pgJson(JSON.stringify(value));
 }
@@ -913,13 +879,6 @@ function compare(a: string, b: string): number {
 
 function compareIdentity(a: IntakeItem, b: IntakeItem): number {
   return compare(a.record.event.source, b.record.event.source) || compare(a.record.event.id, b.record.event.id);
-}
-
-function inScope(row: { org_id: string; service: string }, scope: Scope | undefined): boolean {
-  if (scope === undefined) return true;
-  if (scope.orgId !== undefined && row.org_id !== scope.orgId) return false;
-  if (scope.services !== undefined && scope.services.length > 0 && !scope.services.includes(row.service)) return false;
-  return true;
 }
 
 const UNAVAILABLE_NODE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', 'EAI_AGAIN']);

@@ -47,7 +47,7 @@ import type {
   StoreStats,
   SweepResult,
 } from '../types.js';
-import { afterLeaseExpiry, attemptRow, ENDED_STATUSES_SQL, fingerprint, runDeadLetter, v7Floor } from '../shared.js';
+import { afterLeaseExpiry, attemptRow, ENDED_STATUSES_SQL, finishedRun, fingerprint, inScope, plannedRun, runDeadLetter, v7Floor } from '../shared.js';
 import { Checkpointer } from './checkpointer.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
 
@@ -266,14 +266,7 @@ export class SqliteStore implements Store {
             claim?.leaseUntil ?? null, r.orderingKey, labels, record.service, record.orgId,
           );
           this.#writeRunEvent(
-            {
-              id: r.id, eventKey: record.key, eventType: e.type, route: r.route, action: r.action, actionType: r.actionType,
-              status, attempts: claim === undefined ? 0 : 1, maxAttempts: r.maxAttempts, createdAt: record.receivedAt,
-              updatedAt: record.receivedAt, availableAt: r.availableAt, deadlineAt: r.deadlineAt, expiresAt: r.expiresAt,
-              leaseOwner: claim?.owner ?? null, leaseUntil: claim?.leaseUntil ?? null, orderingKey: r.orderingKey,
-              correlationId: null, labels: r.labels, service: record.service, orgId: record.orgId, error: null, result: null,
-              finishedAt: null,
-            },
+            plannedRun(record, r),
             'create',
             record.receivedAt,
           );
@@ -402,20 +395,7 @@ export class SqliteStore implements Store {
       const s = this.#s;
       const applied: string[] = [];
       for (const o of outcomes) {
-        const terminal = o.status === 'success' || o.status === 'failure' || o.status === 'timeout';
-        const run: Run = {
-          ...o.run,
-          status: o.status,
-          updatedAt: o.at,
-          availableAt: o.availableAt ?? o.run.availableAt,
-          deadlineAt: o.deadlineAt ?? o.run.deadlineAt,
-          leaseOwner: null,
-          leaseUntil: null,
-          correlationId: o.correlationId ?? null,
-          error: o.error ?? null,
-          result: o.result === undefined ? o.run.result : o.result,
-          finishedAt: terminal ? o.at : null,
-        };
+        const run = finishedRun(o);
         const changed = s.finish.run(
           run.status, run.updatedAt, run.availableAt, run.deadlineAt, run.correlationId, run.error?.code ?? null,
           run.error?.message ?? null, run.result === null || run.result === undefined ? null : JSON.stringify(run.result),
@@ -664,12 +644,5 @@ export class SqliteStore implements Store {
       deadLetters: counts.dead_letters,
     };
   }
-}
-
-function inScope(row: { org_id: string; service: string }, scope: Scope | undefined): boolean {
-  if (scope === undefined) return true;
-  if (scope.orgId !== undefined && row.org_id !== scope.orgId) return false;
-  if (scope.services !== undefined && scope.services.length > 0 && !scope.services.includes(row.service)) return false;
-  return true;
 }
 
