@@ -8,6 +8,8 @@ import { randomBytes } from 'node:crypto';
 import { pino, type DestinationStream, type Logger } from 'pino';
 import type { FastifyInstance } from 'fastify';
 import type { ActionType } from './core/action.js';
+import { Auditor, type NewAuditEntry } from './core/audit.js';
+import { Authenticator } from './core/authenticator.js';
 import { DispatcherError } from './core/errors.js';
 import { RunEventFeed } from './core/feed.js';
 import { Intake, type Decoder, type InboundMessage, type IntakeAnswer } from './core/intake.js';
@@ -18,7 +20,7 @@ import { TypeRegistry } from './core/type-registry.js';
 import type { CloudEvent, DeadLetter, Owner, Run } from './core/types.js';
 import type { DispatcherConfig } from './config/schema.js';
 import { openStore } from './store/index.js';
-import type { Store } from './store/types.js';
+import type { RunOutcome, Store } from './store/types.js';
 import { decodeHttp } from './transports/http/decode.js';
 import { builtinActionTypes, loadPlugins } from './actions/index.js';
 
@@ -49,13 +51,22 @@ export class Dispatcher {
   readonly intake: Intake;
   readonly runner: Runner;
   readonly feed: RunEventFeed;
+  /** Credentials → principals; clients and tokens. */
+  readonly auth: Authenticator;
+  /** The audit log's writer. */
+  readonly audit: Auditor;
   readonly owner: string;
+  /** Action types whose attempts change nothing outside (no audit entry). */
+  readonly #quietActionTypes: ReadonlySet<string>;
   #plan: RoutePlan;
   #app: FastifyInstance | undefined;
   #closing: Promise<void> | undefined;
 
-  private constructor(config: DispatcherConfig, log: Logger, store: Store, types: TypeRegistry, plan: RoutePlan) {
+  private constructor(config: DispatcherConfig, log: Logger, store: Store, types: TypeRegistry, plan: RoutePlan, quietActionTypes: ReadonlySet<string>) {
     this.config = config;
+    this.#quietActionTypes = quietActionTypes;
+    this.auth = new Authenticator(config.auth, store.access, log.child({ part: 'auth' }));
+    this.audit = new Auditor(store.access);
     this.log = log;
     this.store = store;
     this.types = types;
@@ -70,7 +81,10 @@ export class Dispatcher {
       metrics: this.metrics,
       log: log.child({ part: 'runner' }),
       services: { publish: (event, hops) => this.publish(event, hops) },
-      onRecorded: () => this.feed.poke(),
+      onRecorded: (outcomes) => {
+        this.feed.poke();
+        this.#auditOutcomes(outcomes);
+      },
       settings: {
         ...config.runner,
         maxResponseBytes: config.actions.http.maxResponseBytes,
@@ -105,15 +119,19 @@ export class Dispatcher {
       actionSettings: config.actions as Record<string, Record<string, unknown>>,
       log,
     });
-    let store: Store;
+    const quiet = new Set([...actionTypes.values()].filter((t) => t.sideEffects === false).map((t) => t.type));
+    let store: Store | undefined;
     try {
       store = await openStore({ url: config.store.url, poolSize: config.store.poolSize });
       await store.migrate();
+      const d = new Dispatcher(config, log, store, types, plan, quiet);
+      await d.auth.init();
+      return d;
     } catch (err) {
       await plan.close();
+      await store?.close().catch(() => {});
       throw err;
     }
-    return new Dispatcher(config, log, store, types, plan);
   }
 
   get plan(): RoutePlan {
@@ -127,6 +145,28 @@ export class Dispatcher {
       this.#app = await buildApp(this);
     }
     return this.#app;
+  }
+
+  /** Every attempt of an action with side effects, in the audit log (who: the route, on behalf of the event's service). */
+  #auditOutcomes(outcomes: RunOutcome[]): void {
+    const entries: NewAuditEntry[] = [];
+    for (const o of outcomes) {
+      const run = o.run;
+      if (this.#quietActionTypes.has(run.actionType)) continue;
+      entries.push({
+        at: o.at,
+        actor: `route:${run.route}`,
+        actorKind: 'action',
+        service: run.service,
+        orgId: run.orgId,
+        action: `action.${run.actionType}`,
+        records: [run.id, run.eventKey],
+        outcome: o.status === 'success' ? 'ok' : o.status === 'running' ? 'waiting' : (o.attempt.errorCode ?? o.status),
+        details: { action: run.action, attempt: o.attempt.n, status: o.status, http_status: o.attempt.httpStatus },
+      });
+    }
+    if (entries.length === 0) return;
+    this.audit.appendMany(entries).catch((err: unknown) => this.log.error({ err }, 'could not append to the audit log'));
   }
 
   /** Start the runner (and the sweeper). */
@@ -221,6 +261,7 @@ export class Dispatcher {
     }
     await this.intake.drain();
     await this.runner.stop();
+    await this.audit.drain();
     this.feed.close();
     await this.#plan.close();
     await this.store.close();

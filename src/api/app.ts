@@ -11,8 +11,8 @@ import cors from '@fastify/cors';
 import rateLimit from '@fastify/rate-limit';
 import { DispatcherError, isDispatcherError } from '../core/errors.js';
 import type { InboundMessage } from '../core/intake.js';
-import type { Owner } from '../core/types.js';
 import { DEFAULT_OWNER, type Dispatcher } from '../dispatcher.js';
+import { registerAudit, registerAuth, requirePrincipal } from './auth.js';
 import { replayHeaders } from '../transports/http/decode.js';
 import { errorBody, fromFastifyError, HTTP_STATUS } from './errors.js';
 import { registerEventRoutes } from './routes/events.js';
@@ -20,19 +20,13 @@ import { registerRunRoutes } from './routes/runs.js';
 import { registerDeadLetterRoutes } from './routes/dead-letters.js';
 import { registerStreamRoute } from './routes/stream.js';
 import { registerHealthRoutes } from './routes/health.js';
+import { registerAccessRoutes } from './routes/access.js';
 
 /** Paths no rate limit applies to: probes and scrapes. */
 const UNLIMITED = new Set(['/healthz', '/readyz', '/metrics']);
 
 /** Raw bytes read before a body was refused (too large): kept as a bounded dead letter. */
 const PARTIAL_BODY = Symbol('partialBody');
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    /** Who is calling. Until authentication lands, every request is the default owner. */
-    owner: Owner;
-  }
-}
 
 export async function buildApp(d: Dispatcher): Promise<FastifyInstance> {
   const { server } = d.config;
@@ -45,11 +39,6 @@ export async function buildApp(d: Dispatcher): Promise<FastifyInstance> {
     forceCloseConnections: 'idle',
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false } },
   }) as unknown as FastifyInstance;
-
-  app.decorateRequest('owner', null as unknown as Owner);
-  app.addHook('onRequest', async (request) => {
-    request.owner = DEFAULT_OWNER;
-  });
 
   // Security headers on every answer. The browsable docs need their scripts and styles, so the strict
   // content policy is for everything else.
@@ -83,18 +72,22 @@ export async function buildApp(d: Dispatcher): Promise<FastifyInstance> {
     });
   }
 
-  // A rate limit per principal (until authentication names one, per client address).
+  // A rate limit per principal; callers without valid credentials share one per client address.
   if (server.rateLimit.max > 0) {
     await app.register(rateLimit, {
       max: server.rateLimit.max,
       timeWindow: server.rateLimit.window,
       keyGenerator: (request) =>
-        request.owner === undefined || request.owner === DEFAULT_OWNER ? `ip:${request.ip}` : `principal:${request.owner.orgId}:${request.owner.service}`,
+        request.principal === null || request.principal === undefined || request.principal.kind === 'anonymous' ? `ip:${request.ip}` : request.principal.id,
       allowList: (request) => UNLIMITED.has((request.url ?? '').split('?', 1)[0]!),
       errorResponseBuilder: (_request, context) =>
         new DispatcherError('rate_limited', `more than ${context.max} requests in ${context.after}; try again later`, { retryAfterMs: context.ttl }),
     });
   }
+
+  // After the rate limit (whose hook each route gets first), before any route.
+  registerAuth(app, d);
+  registerAudit(app, d);
 
   // One reader for every content type: bytes in, bounded. A body over the limit is read to its end
   // (keeping only what a dead letter keeps), so that the client gets a clean 413 instead of a reset.
@@ -162,6 +155,7 @@ export async function buildApp(d: Dispatcher): Promise<FastifyInstance> {
     if (status >= 500) request.log.error({ err: error }, 'request failed');
     if (err.code === 'rate_limited' && err.retryAfterMs !== undefined) reply.header('retry-after', Math.ceil(err.retryAfterMs / 1000));
     if (status === 503) reply.header('retry-after', 1);
+    if (status === 401) reply.header('www-authenticate', 'Bearer realm="dispatcher", PSK realm="dispatcher"');
     return reply.code(status).type('application/json').send(errorBody(err));
   });
 
@@ -177,6 +171,8 @@ export async function buildApp(d: Dispatcher): Promise<FastifyInstance> {
   });
 
   app.setNotFoundHandler(async (request, reply) => {
+    // Which paths exist is not for strangers to find out.
+    requirePrincipal(request);
     const path = request.url.split('?', 1)[0]!;
     const allowed = routes.filter((r) => r.pattern.test(path)).flatMap((r) => [...r.methods]);
     if (allowed.length > 0) {
@@ -202,17 +198,26 @@ export async function buildApp(d: Dispatcher): Promise<FastifyInstance> {
         { name: 'dead-letters', description: 'What could not be accepted or finished' },
         { name: 'stream', description: 'Run events as server-sent events' },
         { name: 'health', description: 'Liveness, readiness, metrics' },
+        { name: 'access', description: 'Tokens, clients and the audit log' },
       ],
+      components: {
+        securitySchemes: {
+          psk: { type: 'apiKey', in: 'header', name: 'Authorization', description: 'A pre-shared key: `PSK <key>`.' },
+          bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description: 'A token from `POST /v1/token`.' },
+        },
+      },
+      security: [{ psk: [] }, { bearer: [] }],
     },
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
-  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  app.get('/openapi.json', { schema: { hide: true }, config: { public: true } }, async () => app.swagger());
 
   registerHealthRoutes(app, d);
   registerEventRoutes(app, d);
   registerRunRoutes(app, d);
   registerDeadLetterRoutes(app, d);
   registerStreamRoute(app, d);
+  registerAccessRoutes(app, d);
   return app;
 }
 
@@ -222,12 +227,9 @@ export function intakeMessage(request: FastifyRequest, raw: Buffer): InboundMess
     raw,
     contentType: request.headers['content-type'] ?? null,
     headers: replayHeaders(request.headers),
-    service: request.owner.service,
-    orgId: request.owner.orgId,
+    service: request.principal?.service ?? DEFAULT_OWNER.service,
+    orgId: request.principal?.orgId ?? DEFAULT_OWNER.orgId,
   };
 }
 
-/** The principal's view: which records it may see. Until authentication lands, all of them. */
-export function scopeOf(_request: FastifyRequest): { orgId?: string; services?: string[] } | undefined {
-  return undefined;
-}
+export { scopeOf } from './auth.js';

@@ -33,6 +33,16 @@ export const DEFAULTS: RawConfig = {
   deadLetters: { maxBytes: '256KiB', maxCount: 100_000 },
   retention: { runs: '30d', events: '30d', runEvents: '7d', deadLetters: '30d', interval: '1m', batchSize: 500 },
   metrics: { enabled: true },
+  auth: {
+    enabled: true,
+    psk: [],
+    pskEnv: true,
+    defaults: { orgId: 'default', permissions: ['dispatcher:*:*'] },
+    keyFile: './data/admin.key',
+    tokens: { secrets: [], lifetime: '1h' },
+    identityHeader: { enabled: false, name: 'x-rh-identity', types: ['user', 'serviceaccount'], permissions: ['dispatcher:*:read'] },
+    publicMetrics: false,
+  },
   actions: {
     http: { allow: [], timeout: '10s', maxResponseBytes: '4KiB', userAgent: 'dispatcher' },
   },

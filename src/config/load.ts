@@ -23,6 +23,7 @@ import path from 'node:path';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { parseDocument } from 'yaml';
 import { DispatcherError, type ErrorProblem } from '../core/errors.js';
+import { toGrant, type Grant, type PermissionSpec } from '../core/principal.js';
 import { parseDuration, parseSize } from '../core/units.js';
 import { DEFAULTS } from './defaults.js';
 import {
@@ -31,8 +32,11 @@ import {
   kindOf,
   schemaAt,
   unitOf,
+  type AuthConfig,
   type DeepPartial,
   type DispatcherConfig,
+  type PskConfig,
+  type RawAuthConfig,
   type JsonSchema,
   type RawConfig,
   type RawRoute,
@@ -92,7 +96,7 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Dispa
   problems.throwIfAny();
   const raw = merged as RawConfig;
 
-  const config = await normalize(raw, origins, problems);
+  const config = await normalize(raw, origins, problems, env);
   problems.throwIfAny();
   return deepFreeze(config);
 }
@@ -567,7 +571,7 @@ function bytes(value: unknown): number {
   return n;
 }
 
-async function normalize(raw: RawConfig, origins: Origins, problems: Problems): Promise<DispatcherConfig> {
+async function normalize(raw: RawConfig, origins: Origins, problems: Problems, env: NodeJS.ProcessEnv): Promise<DispatcherConfig> {
   const { server, store, log, intake, runner, deadLetters, retention, metrics } = raw;
   const { http, ...otherActions } = raw.actions;
   return {
@@ -607,6 +611,7 @@ async function normalize(raw: RawConfig, origins: Origins, problems: Problems): 
       batchSize: retention.batchSize,
     },
     metrics: { enabled: metrics.enabled },
+    auth: normalizeAuth(raw.auth, origins, problems, env),
     actions: {
       ...otherActions,
       http: {
@@ -620,6 +625,64 @@ async function normalize(raw: RawConfig, origins: Origins, problems: Problems): 
     plugins: { ...raw.plugins },
     types: await normalizeTypes(raw.types, origins, problems),
     routes: raw.routes.map(normalizeRoute),
+  };
+}
+
+/** Permission specs → grants; a bad one is a problem at its path. */
+function grants(specs: readonly PermissionSpec[], at: Path, origins: Origins, problems: Problems): Grant[] {
+  const out: Grant[] = [];
+  specs.forEach((spec, i) => {
+    try {
+      out.push(toGrant(spec));
+    } catch (err) {
+      problems.add(origins.of([...at, i]), [...at, i], (err as Error).message);
+    }
+  });
+  return out;
+}
+
+/** `PSK_AUTH_<SERVICE>=<key>` variables, as the playbook dispatcher reads them. */
+const PSK_VARIABLE = /^PSK_AUTH_(.+)$/;
+
+function normalizeAuth(auth: RawAuthConfig, origins: Origins, problems: Problems, env: NodeJS.ProcessEnv): AuthConfig {
+  const defaults = { orgId: auth.defaults.orgId, grants: grants(auth.defaults.permissions, ['auth', 'defaults', 'permissions'], origins, problems) };
+  const psk: PskConfig[] = auth.psk.map((p, i) => ({
+    service: p.service,
+    key: p.key,
+    orgId: p.orgId ?? defaults.orgId,
+    grants: p.permissions === undefined ? defaults.grants : grants(p.permissions, ['auth', 'psk', i, 'permissions'], origins, problems),
+    from: origins.of(['auth', 'psk', i]),
+  }));
+  if (auth.pskEnv) {
+    for (const [name, value] of Object.entries(env).sort(([a], [b]) => a.localeCompare(b))) {
+      const m = PSK_VARIABLE.exec(name);
+      if (m === null || value === undefined || value === '') continue;
+      if (!/^[0-9A-Za-z]{8,}$/.test(value)) {
+        problems.add(name, [], 'a pre-shared key is letters and digits only, at least 8 of them');
+        continue;
+      }
+      psk.push({ service: m[1]!.toLowerCase(), key: value, orgId: defaults.orgId, grants: defaults.grants, from: name });
+    }
+  }
+  const seen = new Map<string, string>();
+  for (const p of psk) {
+    const other = seen.get(p.key);
+    if (other !== undefined) problems.add(p.from, [], `the same pre-shared key is given for ${other} and for ${p.service}: each service needs its own key`);
+    seen.set(p.key, p.service);
+  }
+  return {
+    enabled: auth.enabled,
+    psk,
+    defaults,
+    keyFile: auth.keyFile === '' ? null : path.resolve(auth.keyFile),
+    tokens: { secrets: [...auth.tokens.secrets], lifetime: ms(auth.tokens.lifetime) },
+    identityHeader: {
+      enabled: auth.identityHeader.enabled,
+      name: auth.identityHeader.name.toLowerCase(),
+      types: auth.identityHeader.types.map((t) => t.toLowerCase()),
+      grants: grants(auth.identityHeader.permissions, ['auth', 'identityHeader', 'permissions'], origins, problems),
+    },
+    publicMetrics: auth.publicMetrics,
   };
 }
 

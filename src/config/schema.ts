@@ -16,6 +16,7 @@
  * the two cannot drift); docs/configuration.md and docs/config.schema.json are generated from this file.
  */
 
+import type { Grant, PermissionSpec } from '../core/principal.js';
 import { DURATION_SCHEMA, SIZE_SCHEMA } from '../core/units.js';
 import { DEFAULTS, EXAMPLE_ROUTE, ROUTE_DEFAULTS } from './defaults.js';
 
@@ -94,10 +95,22 @@ export interface RawConfig {
   deadLetters: { maxBytes: Size; maxCount: number };
   retention: { runs: Duration; events: Duration; runEvents: Duration; deadLetters: Duration; interval: Duration; batchSize: number };
   metrics: { enabled: boolean };
+  auth: RawAuthConfig;
   actions: RawActionsConfig;
   plugins: Record<string, string>;
   types: Record<string, RawTypeConfig>;
   routes: RawRoute[];
+}
+
+export interface RawAuthConfig {
+  enabled: boolean;
+  psk: Array<{ service: string; key: string; orgId?: string; permissions?: PermissionSpec[] }>;
+  pskEnv: boolean;
+  defaults: { orgId: string; permissions: PermissionSpec[] };
+  keyFile: string;
+  tokens: { secrets: string[]; lifetime: Duration };
+  identityHeader: { enabled: boolean; name: string; types: string[]; permissions: PermissionSpec[] };
+  publicMetrics: boolean;
 }
 
 /** Every property optional, all the way down; arrays stay whole (a layer that sets one replaces it). */
@@ -181,6 +194,29 @@ export interface MetricsConfig {
   readonly enabled: boolean;
 }
 
+/** A pre-shared key and the principal it names. */
+export interface PskConfig {
+  readonly service: string;
+  readonly key: string;
+  readonly orgId: string;
+  readonly grants: readonly Grant[];
+  /** Where it was defined: `config` or the environment variable's name. */
+  readonly from: string;
+}
+
+export interface AuthConfig {
+  readonly enabled: boolean;
+  /** From the configuration and from `PSK_AUTH_<SERVICE>` variables. */
+  readonly psk: readonly PskConfig[];
+  readonly defaults: { readonly orgId: string; readonly grants: readonly Grant[] };
+  /** Absolute path of the generated admin key, or null for none. */
+  readonly keyFile: string | null;
+  /** `lifetime` in milliseconds; no `secrets`: one is generated and kept in the store. */
+  readonly tokens: { readonly secrets: readonly string[]; readonly lifetime: number };
+  readonly identityHeader: { readonly enabled: boolean; readonly name: string; readonly types: readonly string[]; readonly grants: readonly Grant[] };
+  readonly publicMetrics: boolean;
+}
+
 /** `actions.http`, normalized: `timeout` in milliseconds, `maxResponseBytes` in bytes. */
 export type HttpActionSettings = {
   readonly allow: string[];
@@ -244,6 +280,7 @@ export interface DispatcherConfig {
   readonly deadLetters: DeadLettersConfig;
   readonly retention: RetentionConfig;
   readonly metrics: MetricsConfig;
+  readonly auth: AuthConfig;
   readonly actions: ActionsConfig;
   /** Action type → module: an absolute path (relative ones were resolved) or a package name. */
   readonly plugins: Readonly<Record<string, string>>;
@@ -279,9 +316,10 @@ export interface SchemaNode {
 }
 
 /** The sections whose scalar options can be set from `DISPATCHER_*` environment variables. */
-export const FIXED_SECTIONS = ['server', 'store', 'log', 'intake', 'runner', 'deadLetters', 'retention', 'metrics', 'actions.http'] as const;
+export const FIXED_SECTIONS = ['server', 'store', 'log', 'intake', 'runner', 'deadLetters', 'retention', 'metrics', 'auth', 'actions.http'] as const;
 
 const NAME_PATTERN = '^[A-Za-z0-9_.:-]+$';
+const PERMISSION_PATTERN = '^(\\*|[A-Za-z0-9_.-]+):(\\*|[A-Za-z0-9_.-]+):(\\*|[A-Za-z0-9_.-]+)$';
 
 function duration(description: string, value?: Duration): SchemaNode {
   return { ...DURATION_SCHEMA, description, ...(value === undefined ? {} : { default: value }) };
@@ -407,6 +445,39 @@ const TYPE_SCHEMA: SchemaNode = {
     },
   },
   not: { type: 'object', required: ['schema', 'schemaFile'] },
+};
+
+const PERMISSION_SCHEMA: SchemaNode = {
+  description:
+    '`app:resource:verb` (each a name or `*`), e.g. `dispatcher:runs:read`; or `{ permission, service }` where `service` (a name or a list) ' +
+    'limits it to the records those services created; or an RBAC access entry `{ permission, resourceDefinitions: [{ attributeFilter: ' +
+    '{ key: service, operation: equal|in, value } }] }`.',
+  anyOf: [
+    { type: 'string', pattern: PERMISSION_PATTERN },
+    {
+      type: 'object',
+      additionalProperties: false,
+      required: ['permission'],
+      properties: {
+        permission: { type: 'string', pattern: PERMISSION_PATTERN },
+        service: { anyOf: [{ type: 'string', minLength: 1 }, { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } }] },
+        resourceDefinitions: {
+          type: 'array',
+          items: {
+            type: 'object',
+            required: ['attributeFilter'],
+            properties: {
+              attributeFilter: {
+                type: 'object',
+                required: ['key', 'operation', 'value'],
+                properties: { key: { enum: ['service'] }, operation: { enum: ['equal', 'in'] }, value: {} },
+              },
+            },
+          },
+        },
+      },
+    },
+  ],
 };
 
 export const CONFIG_SCHEMA: SchemaNode = {
@@ -556,6 +627,88 @@ export const CONFIG_SCHEMA: SchemaNode = {
       default: d.metrics,
       properties: {
         enabled: { type: 'boolean', description: 'Expose metrics on the HTTP server.', default: d.metrics.enabled },
+      },
+    },
+    auth: {
+      type: 'object',
+      description:
+        'Who may call the API (see docs/auth.md). Every route needs a principal except `/healthz`, `/readyz`, `/openapi.json`, `/docs` and ' +
+        '`POST /v1/token` (and `/metrics` when `publicMetrics`): a service with a pre-shared key (`Authorization: PSK <key>`), a client with a ' +
+        'bearer token (`Authorization: Bearer <token>`, from `POST /v1/token`), or a user behind a trusted gateway (`identityHeader`).',
+      additionalProperties: false,
+      default: d.auth,
+      properties: {
+        enabled: {
+          type: 'boolean',
+          description: 'Require a principal. `false` makes every caller an anonymous principal holding every permission: only for a dispatcher no one else can reach.',
+          default: d.auth.enabled,
+        },
+        psk: {
+          type: 'array',
+          description: 'Pre-shared keys: each names a service (the principal, and the `service` of what it creates). Keys also come from `PSK_AUTH_<SERVICE>=<key>` variables.',
+          default: d.auth.psk,
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['service', 'key'],
+            properties: {
+              service: { type: 'string', pattern: NAME_PATTERN, description: 'The service the key stands for.' },
+              key: { type: 'string', pattern: '^[0-9A-Za-z]{8,}$', description: 'The key: letters and digits, at least 8 (32 or more recommended; `${VAR}` keeps it out of the file).' },
+              orgId: { type: 'string', minLength: 1, description: 'Its tenant (default `defaults.orgId`).' },
+              permissions: { type: 'array', items: PERMISSION_SCHEMA, description: 'Its permissions (default `defaults.permissions`).' },
+            },
+          },
+        },
+        pskEnv: { type: 'boolean', description: 'Read pre-shared keys from `PSK_AUTH_<SERVICE>=<key>` environment variables (the service is `<SERVICE>` lower-cased).', default: d.auth.pskEnv },
+        defaults: {
+          type: 'object',
+          description: 'What a pre-shared key that names none gets (keys from the environment, the generated admin key).',
+          additionalProperties: false,
+          default: d.auth.defaults,
+          properties: {
+            orgId: { type: 'string', minLength: 1, description: 'The tenant.', default: d.auth.defaults.orgId },
+            permissions: { type: 'array', items: PERMISSION_SCHEMA, description: 'The permissions.', default: d.auth.defaults.permissions },
+          },
+        },
+        keyFile: {
+          type: 'string',
+          description:
+            'When no credential is configured at all (no pre-shared key, no client, no identity header), `serve` generates an admin key, ' +
+            'writes it to this file (mode 0600) and accepts it as the pre-shared key of service `admin` with `defaults`. Empty: never.',
+          default: d.auth.keyFile,
+        },
+        tokens: {
+          type: 'object',
+          description: 'Bearer tokens that clients get from `POST /v1/token` with their id and secret.',
+          additionalProperties: false,
+          default: d.auth.tokens,
+          properties: {
+            secrets: {
+              type: 'array',
+              items: { type: 'string', minLength: 32 },
+              description:
+                'Signing secrets (at least 32 characters). The first signs; every one verifies, so a new secret can be put first while the old ' +
+                'one stays for a token lifetime. Empty: one is generated and kept in the store. In the environment: comma-separated.',
+              default: d.auth.tokens.secrets,
+            },
+            lifetime: duration('How long a token is valid.', d.auth.tokens.lifetime),
+          },
+        },
+        identityHeader: {
+          type: 'object',
+          description:
+            'A header that a trusted gateway sets: base64 JSON `{"identity": {"org_id": …, "type": …, "user": {"username": …}}}`. ' +
+            'Anyone who can reach the dispatcher without the gateway could forge it: turn it on only behind one.',
+          additionalProperties: false,
+          default: d.auth.identityHeader,
+          properties: {
+            enabled: { type: 'boolean', description: 'Accept the header (when no Authorization header is given).', default: d.auth.identityHeader.enabled },
+            name: { type: 'string', minLength: 1, description: 'The header name.', default: d.auth.identityHeader.name },
+            types: { type: 'array', items: { type: 'string', minLength: 1 }, description: 'Identity types accepted (compared lower-cased); others are refused.', default: d.auth.identityHeader.types },
+            permissions: { type: 'array', items: PERMISSION_SCHEMA, description: 'What every identity may do.', default: d.auth.identityHeader.permissions },
+          },
+        },
+        publicMetrics: { type: 'boolean', description: '`/metrics` without credentials; otherwise it needs `dispatcher:metrics:read`.', default: d.auth.publicMetrics },
       },
     },
     actions: {

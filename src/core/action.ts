@@ -74,6 +74,11 @@ export interface ActionType {
   readonly type: string;
   /** JSON Schema of the parameters, checked once when the configuration loads. */
   readonly paramsSchema?: object;
+  /**
+   * Whether an attempt acts on the world outside the dispatcher (default true). Every attempt of an action
+   * with side effects appends an audit entry.
+   */
+  readonly sideEffects?: boolean;
   /** Prepare one action of one route. Throw to reject the configuration. */
   create(params: Record<string, unknown>, settings: ActionSettings): Action | Promise<Action>;
 }

@@ -60,8 +60,8 @@ export interface RunnerDeps {
   log: Logger;
   /** This worker's id, written as the lease owner. */
   owner: string;
-  /** Called after outcomes were recorded (run events were written). */
-  onRecorded?: () => void;
+  /** Called after outcomes were recorded (run events were written), with the outcomes that applied. */
+  onRecorded?: (outcomes: RunOutcome[]) => void;
   /** Whether this process runs the sweeper (PostgreSQL: the holder of an advisory lock). */
   sweeper?: boolean;
   now?: () => number;
@@ -108,8 +108,9 @@ export class Runner {
     this.#finisher = new Batcher(async (outcomes) => {
       const applied = new Set(await deps.store.finishRuns(outcomes));
       if (applied.size > 0) {
-        this.#count(outcomes.filter((o) => applied.has(o.run.id)));
-        deps.onRecorded?.();
+        const recorded = applied.size === outcomes.length ? outcomes : outcomes.filter((o) => applied.has(o.run.id));
+        this.#count(recorded);
+        deps.onRecorded?.(recorded);
       }
       return outcomes.map(() => undefined);
     }, 1000, 2);

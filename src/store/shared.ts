@@ -2,7 +2,7 @@
 
 import { createHash } from 'node:crypto';
 import { TERMINAL_STATUSES, type Attempt, type Run } from '../core/types.js';
-import type { IntakeItem, NewDeadLetter, NewRun, RunOutcome, Scope } from './types.js';
+import type { IntakeItem, NewDeadLetter, NewRun, RunOutcome } from './types.js';
 
 /** How a dead letter is recognized when the same thing fails again. */
 export function fingerprint(d: NewDeadLetter): string {
@@ -80,12 +80,7 @@ export function v7Floor(ms: number): string {
 export const ENDED_STATUSES_SQL = `(${[...TERMINAL_STATUSES].map((status) => `'${status}'`).join(', ')})`;
 
 /** Whether a record is within what a principal may see. */
-export function inScope(row: { org_id: string; service: string }, scope: Scope | undefined): boolean {
-  if (scope === undefined) return true;
-  if (scope.orgId !== undefined && row.org_id !== scope.orgId) return false;
-  if (scope.services !== undefined && scope.services.length > 0 && !scope.services.includes(row.service)) return false;
-  return true;
-}
+export { inScope } from '../core/principal.js';
 
 /**
  * The run as intake creates it: queued with no attempt yet, or, for direct dispatch (`claimedBy`), already

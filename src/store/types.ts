@@ -9,6 +9,8 @@
  * runs, `finishRuns` records many outcomes, each in one transaction.
  */
 
+import type { AccessStore } from './access.js';
+import type { Scope } from '../core/principal.js';
 import type {
   Attempt,
   CloudEvent,
@@ -132,11 +134,8 @@ export interface TimeRange {
   to?: number;
 }
 
-/** Who may see what: set by the API from the principal; empty means no restriction. */
-export interface Scope {
-  orgId?: string;
-  services?: string[];
-}
+/** Who may see what: set by the API from the principal (see core/principal.ts); undefined means no restriction. */
+export type { Scope } from '../core/principal.js';
 
 export const RUN_SORT_FIELDS = ['created_at', 'updated_at', 'finished_at', 'status', 'route'] as const;
 export type RunSortField = (typeof RUN_SORT_FIELDS)[number];
@@ -213,6 +212,8 @@ export interface StoreStats {
 
 export interface Store {
   readonly dialect: 'sqlite' | 'postgres';
+  /** Clients, generated settings and the audit log. */
+  readonly access: AccessStore;
   /** Create or upgrade the schema. Safe to call from several processes at once. */
   migrate(): Promise<void>;
   /** Throws `store_unavailable` when the database cannot be reached. */

@@ -4,6 +4,7 @@ import type { ActionType } from '../../core/action.js';
 
 export const noopAction: ActionType = {
   type: 'noop',
+  sideEffects: false,
   paramsSchema: { type: 'object', additionalProperties: false, properties: {} },
   create() {
     return { execute: async () => ({ status: 'success' }) };

@@ -12,6 +12,7 @@ export function registerDeadLetterRoutes(app: FastifyInstance, d: Dispatcher): v
   app.get(
     '/v1/dead-letters',
     {
+      config: { permission: 'dispatcher:dead-letters:read' },
       schema: {
         tags: ['dead-letters'],
         summary: 'List dead letters',
@@ -42,7 +43,7 @@ export function registerDeadLetterRoutes(app: FastifyInstance, d: Dispatcher): v
 
   app.get(
     '/v1/dead-letters/:id',
-    { schema: { tags: ['dead-letters'], summary: 'One dead letter, with its raw bytes', params: idParams, response: { 200: anyObject, ...errors(404) } } },
+    { config: { permission: 'dispatcher:dead-letters:read' }, schema: { tags: ['dead-letters'], summary: 'One dead letter, with its raw bytes', params: idParams, response: { 200: anyObject, ...errors(404) } } },
     async (request) => {
       const { id } = request.params as { id: string };
       const dl = await d.store.getDeadLetter(id, scopeOf(request));
@@ -54,6 +55,7 @@ export function registerDeadLetterRoutes(app: FastifyInstance, d: Dispatcher): v
   app.post(
     '/v1/dead-letters/:id/replay',
     {
+      config: { permission: 'dispatcher:dead-letters:write', audit: 'dead-letters.replay' },
       schema: {
         tags: ['dead-letters'],
         summary: 'Replay a dead letter',
@@ -76,7 +78,7 @@ export function registerDeadLetterRoutes(app: FastifyInstance, d: Dispatcher): v
 
   app.delete(
     '/v1/dead-letters/:id',
-    { schema: { tags: ['dead-letters'], summary: 'Delete a dead letter', params: idParams, response: { 204: { type: 'null' }, ...errors(404) } } },
+    { config: { permission: 'dispatcher:dead-letters:write', audit: 'dead-letters.delete' }, schema: { tags: ['dead-letters'], summary: 'Delete a dead letter', params: idParams, response: { 204: { type: 'null' }, ...errors(404) } } },
     async (request, reply) => {
       const { id } = request.params as { id: string };
       if (!(await d.store.deleteDeadLetter(id, scopeOf(request)))) throw new DispatcherError('not_found', `no dead letter ${id}`);

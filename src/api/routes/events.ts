@@ -11,6 +11,7 @@ export function registerEventRoutes(app: FastifyInstance, d: Dispatcher): void {
   app.post(
     '/v1/events',
     {
+      config: { permission: 'dispatcher:events:write', audit: 'events.create' },
       schema: {
         tags: ['events'],
         summary: 'Send one event or a batch',
@@ -44,6 +45,8 @@ export function registerEventRoutes(app: FastifyInstance, d: Dispatcher): void {
       const { results } = await d.intake.receive(intakeMessage(request, raw), decodeHttp);
       let accepted = 0;
       for (const r of results) if (r.status === 'accepted') accepted += 1;
+      request.auditRecords = results.map((r) => r.key);
+      request.auditDetails = { accepted, duplicates: results.length - accepted };
       return reply.code(202).send({
         accepted,
         duplicates: results.length - accepted,
@@ -56,6 +59,7 @@ export function registerEventRoutes(app: FastifyInstance, d: Dispatcher): void {
   app.get(
     '/v1/events',
     {
+      config: { permission: 'dispatcher:events:read' },
       schema: {
         tags: ['events'],
         summary: 'List stored events',
@@ -87,6 +91,7 @@ export function registerEventRoutes(app: FastifyInstance, d: Dispatcher): void {
   app.get(
     '/v1/events/:id',
     {
+      config: { permission: 'dispatcher:events:read' },
       schema: {
         tags: ['events'],
         summary: 'One stored event, with its runs',

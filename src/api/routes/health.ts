@@ -1,14 +1,14 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyContextConfig, FastifyInstance } from 'fastify';
 import type { Dispatcher } from '../../dispatcher.js';
 import { errorBody } from '../errors.js';
 import { toDispatcherError } from '../../core/errors.js';
 
 export function registerHealthRoutes(app: FastifyInstance, d: Dispatcher): void {
-  app.get('/healthz', { schema: { tags: ['health'], summary: 'The process is alive' } }, async () => ({ status: 'ok' }));
+  app.get('/healthz', { config: { public: true }, schema: { tags: ['health'], summary: 'The process is alive' } }, async () => ({ status: 'ok' }));
 
   app.get(
     '/readyz',
-    { schema: { tags: ['health'], summary: 'The store is reachable; backlog and oldest queued age' } },
+    { config: { public: true }, schema: { tags: ['health'], summary: 'The store is reachable; backlog and oldest queued age' } },
     async (_request, reply) => {
       try {
         await d.store.ping();
@@ -29,7 +29,8 @@ export function registerHealthRoutes(app: FastifyInstance, d: Dispatcher): void 
   );
 
   if (d.config.metrics.enabled) {
-    app.get('/metrics', { schema: { tags: ['health'], summary: 'Prometheus metrics' } }, async (_request, reply) => {
+    const config: FastifyContextConfig = d.config.auth.publicMetrics ? { public: true } : { permission: 'dispatcher:metrics:read' };
+    app.get('/metrics', { config, schema: { tags: ['health'], summary: 'Prometheus metrics' } }, async (_request, reply) => {
       const body = await d.metrics.registry.metrics();
       return reply.type(d.metrics.registry.contentType).send(body);
     });

@@ -21,6 +21,7 @@ export function registerRunRoutes(app: FastifyInstance, d: Dispatcher): void {
   app.get(
     '/v1/runs',
     {
+      config: { permission: 'dispatcher:runs:read' },
       schema: {
         tags: ['runs'],
         summary: 'List runs',
@@ -66,7 +67,7 @@ export function registerRunRoutes(app: FastifyInstance, d: Dispatcher): void {
 
   app.get(
     '/v1/runs/:id',
-    { schema: { tags: ['runs'], summary: 'One run, with every attempt', params: idParams, response: { 200: anyObject, ...errors(404) } } },
+    { config: { permission: 'dispatcher:runs:read' }, schema: { tags: ['runs'], summary: 'One run, with every attempt', params: idParams, response: { 200: anyObject, ...errors(404) } } },
     async (request) => {
       const { id } = request.params as { id: string };
       const run = await d.store.getRun(id, scopeOf(request));
@@ -79,6 +80,7 @@ export function registerRunRoutes(app: FastifyInstance, d: Dispatcher): void {
   app.post(
     '/v1/runs/:id/cancel',
     {
+      config: { permission: 'dispatcher:runs:write', audit: 'runs.cancel' },
       schema: {
         tags: ['runs'],
         summary: 'Cancel a queued or running run',
@@ -96,6 +98,7 @@ export function registerRunRoutes(app: FastifyInstance, d: Dispatcher): void {
   app.post(
     '/v1/runs/:id/retry',
     {
+      config: { permission: 'dispatcher:runs:write', audit: 'runs.retry' },
       schema: {
         tags: ['runs'],
         summary: 'Retry a failed, timed-out or canceled run',

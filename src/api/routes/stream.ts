@@ -25,6 +25,7 @@ export function registerStreamRoute(app: FastifyInstance, d: Dispatcher): void {
   app.get(
     '/v1/stream',
     {
+      config: { permission: 'dispatcher:runs:read' },
       schema: {
         tags: ['stream'],
         summary: 'Run events, live (server-sent events)',

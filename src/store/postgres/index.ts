@@ -20,6 +20,7 @@
  * expanded with `unnest`; run events are inserted in the same statement or transaction as the change.
  */
 
+import { PostgresAccess } from './access.js';
 import pg from 'pg';
 import { Kysely, PostgresDialect, sql, type Expression, type SqlBool } from 'kysely';
 import { v7 as uuidv7 } from 'uuid';
@@ -103,6 +104,7 @@ type Queryable = Pick<pg.PoolClient, 'query'>;
 
 export class PostgresStore implements Store {
   readonly dialect = 'postgres' as const;
+  readonly access: PostgresAccess;
   readonly #pool: pg.Pool;
   readonly #kysely: Kysely<queries.Database>;
   readonly #schema: string | undefined;
@@ -131,6 +133,11 @@ export class PostgresStore implements Store {
     // that would crash the process. The pool drops the connection, and the next query reports the problem.
     this.#pool.on('error', () => {});
     this.#kysely = new Kysely({ dialect: new PostgresDialect({ pool: this.#pool }) });
+    this.access = new PostgresAccess({
+      query: (text, values) => this.#query(text, values),
+      transaction: (fn) => this.#transaction(fn),
+      lockName: schema ?? '',
+    });
   }
 
   async migrate(): Promise<void> {

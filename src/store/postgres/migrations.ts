@@ -112,4 +112,40 @@ export const POSTGRES_MIGRATIONS: Record<string, string[]> = {
     `CREATE UNIQUE INDEX dead_letters_fingerprint ON dead_letters (fingerprint)`,
     `CREATE INDEX dead_letters_last_seen ON dead_letters (last_seen_at)`,
   ],
+  '0002_access': [
+    `CREATE TABLE clients (
+      id text COLLATE "C" PRIMARY KEY,
+      name text NOT NULL,
+      service text NOT NULL,
+      org_id text NOT NULL,
+      permissions jsonb NOT NULL,
+      secret_hash text NOT NULL,
+      secret_version integer NOT NULL,
+      subscription text,
+      created_at bigint NOT NULL,
+      updated_at bigint NOT NULL
+    )`,
+    `CREATE INDEX clients_org ON clients (org_id)`,
+    `CREATE TABLE settings (key text PRIMARY KEY, value text NOT NULL)`,
+    `CREATE TABLE audit_log (
+      seq bigint PRIMARY KEY,
+      at bigint NOT NULL,
+      actor text NOT NULL,
+      actor_kind text NOT NULL,
+      service text NOT NULL,
+      org_id text NOT NULL,
+      action text NOT NULL,
+      records jsonb NOT NULL,
+      outcome text NOT NULL,
+      details jsonb,
+      prev_hash text NOT NULL,
+      hash text NOT NULL
+    )`,
+    `CREATE INDEX audit_log_org ON audit_log (org_id, seq)`,
+    `CREATE TABLE audit_head (id integer PRIMARY KEY CHECK (id = 1), seq bigint NOT NULL, hash text NOT NULL)`,
+    // Append-only: the dispatcher never changes or deletes an entry, and refuses to be made to.
+    `CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$`,
+    `CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()`,
+  ],
 };

@@ -48,6 +48,7 @@ import type {
   SweepResult,
 } from '../types.js';
 import { afterLeaseExpiry, attemptRow, ENDED_STATUSES_SQL, finishedRun, fingerprint, inScope, plannedRun, runDeadLetter, v7Floor } from '../shared.js';
+import { SqliteAccess } from './access.js';
 import { Checkpointer } from './checkpointer.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
 
@@ -78,6 +79,7 @@ const RUN_COLUMNS =
 
 export class SqliteStore implements Store {
   readonly dialect = 'sqlite' as const;
+  readonly access: SqliteAccess;
   readonly #db: Database.Database;
   readonly #kysely: Kysely<queries.Database>;
   readonly #ops: queries.DialectOps = {
@@ -114,6 +116,7 @@ export class SqliteStore implements Store {
     // With the checkpoint worker, the automatic checkpoint is only a safety net (about 256 MiB of WAL).
     if (this.#checkpointWorker) this.#db.pragma('wal_autocheckpoint = 65536');
     this.#kysely = new Kysely({ dialect: new SqliteDialect({ database: this.#db }) });
+    this.access = new SqliteAccess(this.#db, (fn) => this.#write(fn));
   }
 
   async migrate(): Promise<void> {

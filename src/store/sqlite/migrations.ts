@@ -105,4 +105,39 @@ export const SQLITE_MIGRATIONS: Record<string, string[]> = {
     `CREATE UNIQUE INDEX dead_letters_fingerprint ON dead_letters (fingerprint)`,
     `CREATE INDEX dead_letters_last_seen ON dead_letters (last_seen_at)`,
   ],
+  '0002_access': [
+    `CREATE TABLE clients (
+      id TEXT PRIMARY KEY,
+      name TEXT NOT NULL,
+      service TEXT NOT NULL,
+      org_id TEXT NOT NULL,
+      permissions TEXT NOT NULL,
+      secret_hash TEXT NOT NULL,
+      secret_version INTEGER NOT NULL,
+      subscription TEXT,
+      created_at INTEGER NOT NULL,
+      updated_at INTEGER NOT NULL
+    )`,
+    `CREATE INDEX clients_org ON clients (org_id)`,
+    `CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)`,
+    `CREATE TABLE audit_log (
+      seq INTEGER PRIMARY KEY,
+      at INTEGER NOT NULL,
+      actor TEXT NOT NULL,
+      actor_kind TEXT NOT NULL,
+      service TEXT NOT NULL,
+      org_id TEXT NOT NULL,
+      action TEXT NOT NULL,
+      records TEXT NOT NULL,
+      outcome TEXT NOT NULL,
+      details TEXT,
+      prev_hash TEXT NOT NULL,
+      hash TEXT NOT NULL
+    )`,
+    `CREATE INDEX audit_log_org ON audit_log (org_id, seq)`,
+    `CREATE TABLE audit_head (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, hash TEXT NOT NULL)`,
+    // Append-only: the dispatcher never changes or deletes an entry, and refuses to be made to.
+    `CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END`,
+    `CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END`,
+  ],
 };

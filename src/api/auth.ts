@@ -1,0 +1,140 @@
+/**
+ * Authentication, authorization and auditing for every route of the HTTP app.
+ *
+ * Each route declares, in its `config`, either the permission it needs (`permission`) or that it is public
+ * (`public: true`); a route that declares neither stops the app from starting, so that no route can forget
+ * it. State-changing routes name their audit action (`audit`): every answer they give, success or error,
+ * appends an audit entry before it is sent.
+ *
+ * Order on each request: read the credentials (never throwing) → the rate limit (per principal, or per
+ * client address for callers without valid credentials) → refuse (401) or check the permission (403) and
+ * set the request's scope.
+ */
+
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { ActorKind } from '../core/audit.js';
+import { DispatcherError, isDispatcherError, toDispatcherError } from '../core/errors.js';
+import { scopeFor, type Permission, type Principal, type Scope } from '../core/principal.js';
+import type { Dispatcher } from '../dispatcher.js';
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** The permission this route needs. */
+    permission?: Permission;
+    /** No credentials needed (health, readiness, the OpenAPI document, the token exchange). */
+    public?: boolean;
+    /** The audit action of a state-changing route: `runs.cancel`. */
+    audit?: string;
+  }
+  interface FastifyRequest {
+    /** Who is calling; null until authenticated (and on public routes without credentials). */
+    principal: Principal | null;
+    /** What the route's permission lets the principal reach; undefined: everything (authentication off). */
+    scope: Scope | undefined;
+    /** Why the credentials were refused, when they were. */
+    authError: DispatcherError | null;
+    /** The records an audited request touched, when they are not just the `:id` parameter. */
+    auditRecords: string[] | undefined;
+    /** For requests without a principal (the token exchange): who the entry is about. */
+    auditActor: { actor: string; kind: ActorKind; service: string; orgId: string } | undefined;
+    auditDetails: Record<string, unknown> | undefined;
+  }
+}
+
+/** Paths a route may leave undeclared: the browsable docs' own files. */
+const DOCS_PREFIX = '/docs';
+
+/**
+ * Declarations, and the first hook: who is calling. It never throws, so that the rate limit (a hook of each
+ * route) counts refused callers too; the refusal comes from the route's own hook, added after the limit's.
+ * Register this after the rate limit and before any route.
+ */
+export function registerAuth(app: FastifyInstance, d: Dispatcher): void {
+  app.decorateRequest('principal', null);
+  app.decorateRequest('scope', undefined);
+  app.decorateRequest('authError', null);
+  app.decorateRequest('auditRecords', undefined);
+  app.decorateRequest('auditActor', undefined);
+  app.decorateRequest('auditDetails', undefined);
+
+  app.addHook('onRequest', async (request) => {
+    try {
+      request.principal = await d.auth.authenticate(request.headers);
+    } catch (err) {
+      request.authError = toDispatcherError(err);
+      if (!isDispatcherError(err)) request.log.error({ err }, 'authentication failed unexpectedly');
+    }
+  });
+
+  app.addHook('onRoute', (route) => {
+    const config = (route.config ?? {}) as { permission?: Permission; public?: boolean };
+    if (config.public === true) return;
+    if (config.permission === undefined) {
+      if (route.url.startsWith(DOCS_PREFIX)) {
+        route.config = { ...route.config, public: true } as typeof route.config;
+        return;
+      }
+      throw new Error(`route ${[route.method].flat().join(',')} ${route.url} declares neither a permission nor public: true`);
+    }
+    const permission = config.permission;
+    const authorize = async (request: FastifyRequest) => {
+      const principal = requirePrincipal(request);
+      if (principal.kind === 'anonymous') return;
+      const scope = scopeFor(principal, permission);
+      if (scope === null) throw new DispatcherError('forbidden', `${principal.id} lacks the permission ${permission}`);
+      request.scope = scope;
+    };
+    const existing = route.onRequest;
+    route.onRequest = existing === undefined ? [authorize] : [...[existing].flat(), authorize];
+  });
+}
+
+/** The caller, or the refusal: 401 with why the credentials were refused, or that none were given. */
+export function requirePrincipal(request: FastifyRequest): Principal {
+  if (request.principal !== null) return request.principal;
+  throw request.authError ?? new DispatcherError('unauthorized', 'credentials are needed: Authorization: PSK <key> or Bearer <token>');
+}
+
+/** Audited routes: one entry per answer, written before the answer is sent. */
+export function registerAudit(app: FastifyInstance, d: Dispatcher): void {
+  app.addHook('onSend', async (request: FastifyRequest, reply: FastifyReply, payload) => {
+    const action = (request.routeOptions.config as { audit?: string } | undefined)?.audit;
+    if (action === undefined) return payload;
+    const p = request.principal;
+    const who = p !== null ? { actor: p.id, kind: p.kind as ActorKind, service: p.service, orgId: p.orgId } : request.auditActor;
+    // Refused before anyone was named (no or bad credentials): not an action of anyone's.
+    if (who === undefined) return payload;
+    const id = (request.params as { id?: unknown } | undefined)?.id;
+    const records = request.auditRecords ?? (typeof id === 'string' ? [id] : []);
+    let outcome = 'ok';
+    if (reply.statusCode >= 400) {
+      try {
+        outcome = (JSON.parse(String(payload)) as { code?: string }).code ?? `http_${reply.statusCode}`;
+      } catch {
+        outcome = `http_${reply.statusCode}`;
+      }
+    }
+    try {
+      await d.audit.append({
+        at: Date.now(),
+        actor: who.actor,
+        actorKind: who.kind,
+        service: who.service,
+        orgId: who.orgId,
+        action,
+        records,
+        outcome,
+        details: { method: request.method, path: request.url.split('?', 1)[0], status: reply.statusCode, ...(request.auditDetails ?? {}) },
+      });
+    } catch (err) {
+      // The change itself is committed: the answer must still say so. The failure is loud in the log.
+      request.log.error({ err, action, records }, 'could not append to the audit log');
+    }
+    return payload;
+  });
+}
+
+/** The scope a handler must apply: what the route's permission lets the principal reach. */
+export function scopeOf(request: FastifyRequest): Scope | undefined {
+  return request.scope;
+}

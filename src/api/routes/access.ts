@@ -1,0 +1,242 @@
+/**
+ * Tokens, clients and the audit log.
+ *
+ * - `POST /v1/token`: the client credentials grant (RFC 6749 §4.4): `client_id` and `client_secret` as a
+ *   JSON body, a form body, or HTTP Basic; answers `{ access_token, token_type, expires_in }`.
+ * - `/v1/clients`: a tenant's clients; a secret is shown once, when the client is made or its secret rotated.
+ * - `GET /v1/audit`: the tenant's audit entries.
+ */
+
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import secureJson from 'secure-json-parse';
+import type { AuditEntry } from '../../core/audit.js';
+import { DispatcherError } from '../../core/errors.js';
+import type { PermissionSpec, Principal, Scope } from '../../core/principal.js';
+import type { Dispatcher } from '../../dispatcher.js';
+import type { ClientRecord } from '../../store/access.js';
+import { requirePrincipal, scopeOf } from '../auth.js';
+import { pageLinks, parseQuery } from '../query.js';
+import { anyObject, errors, idParams, links, listMeta } from '../schemas.js';
+
+function body(request: FastifyRequest): Record<string, unknown> {
+  const raw = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
+  if (raw.length === 0) return {};
+  const type = String(request.headers['content-type'] ?? '').split(';', 1)[0]!.trim().toLowerCase();
+  if (type === 'application/x-www-form-urlencoded') return Object.fromEntries(new URLSearchParams(raw.toString('utf8')));
+  if (type !== 'application/json' && type !== '') throw new DispatcherError('unsupported_media_type', `send application/json or application/x-www-form-urlencoded, not ${type}`);
+  let value: unknown;
+  try {
+    value = secureJson.parse(raw.toString('utf8'), undefined, { protoAction: 'error', constructorAction: 'error' });
+  } catch (err) {
+    throw new DispatcherError('invalid_json', `the body is not valid JSON: ${(err as Error).message}`);
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new DispatcherError('bad_request', 'the body must be a JSON object');
+  return value as Record<string, unknown>;
+}
+
+function clientResource(c: ClientRecord) {
+  return {
+    id: c.id,
+    name: c.name,
+    service: c.service,
+    org_id: c.orgId,
+    permissions: c.permissions,
+    subscription: c.subscription,
+    secret_version: c.secretVersion,
+    created_at: new Date(c.createdAt).toISOString(),
+    updated_at: new Date(c.updatedAt).toISOString(),
+  };
+}
+
+export function auditResource(e: AuditEntry) {
+  return {
+    seq: e.seq,
+    at: new Date(e.at).toISOString(),
+    actor: e.actor,
+    actor_kind: e.actorKind,
+    service: e.service,
+    org_id: e.orgId,
+    action: e.action,
+    records: e.records,
+    outcome: e.outcome,
+    details: e.details,
+    prev_hash: e.prevHash,
+    hash: e.hash,
+  };
+}
+
+/** A client is within a scope when it is of the tenant and (with a service filter) of one of its services. */
+function reachable(c: ClientRecord, scope: Scope | undefined): boolean {
+  if (scope === undefined) return true;
+  if (scope.orgId !== undefined && c.orgId !== scope.orgId) return false;
+  return scope.services === undefined || scope.services.includes(c.service);
+}
+
+function text(value: unknown, name: string, max = 200): string {
+  if (typeof value !== 'string' || value.length === 0 || value.length > max) throw new DispatcherError('bad_request', `${name}: a string of 1 to ${max} characters`);
+  return value;
+}
+
+export function registerAccessRoutes(app: FastifyInstance, d: Dispatcher): void {
+  app.post(
+    '/v1/token',
+    {
+      config: { public: true, audit: 'token.issue' },
+      schema: {
+        tags: ['access'],
+        summary: 'Exchange client credentials for a bearer token',
+        description:
+          'The client credentials grant: `client_id` and `client_secret` in a JSON or form body (`grant_type=client_credentials` optional), ' +
+          'or HTTP Basic. The token goes in `Authorization: Bearer <token>` until it expires; rotating the secret or deleting the client revokes it.',
+        security: [],
+        response: {
+          200: {
+            type: 'object',
+            properties: { access_token: { type: 'string' }, token_type: { type: 'string' }, expires_in: { type: 'integer' }, expires_at: { type: 'string' } },
+          },
+          ...errors(400, 401, 415),
+        },
+      },
+    },
+    async (request, reply) => {
+      let { client_id: id, client_secret: secret, grant_type: grant } = body(request);
+      const basic = /^Basic\s+(\S+)$/i.exec(String(request.headers.authorization ?? ''));
+      if (basic !== null) {
+        const decoded = Buffer.from(basic[1]!, 'base64').toString('utf8');
+        const at = decoded.indexOf(':');
+        if (at > 0) [id, secret] = [decodeURIComponent(decoded.slice(0, at)), decodeURIComponent(decoded.slice(at + 1))];
+      }
+      if (grant !== undefined && grant !== 'client_credentials') throw new DispatcherError('bad_request', 'grant_type: only client_credentials is supported');
+      const clientId = text(id, 'client_id');
+      request.auditActor = { actor: `client:${clientId}`, kind: 'client', service: 'unknown', orgId: 'unknown' };
+      request.auditRecords = [clientId];
+      const issued = await d.auth.issueToken(clientId, text(secret, 'client_secret', 1000));
+      request.auditActor = { actor: `client:${issued.client.id}`, kind: 'client', service: issued.client.service, orgId: issued.client.orgId };
+      return reply.header('cache-control', 'no-store').send({
+        access_token: issued.token,
+        token_type: 'Bearer',
+        expires_in: Math.round((issued.expiresAt - Date.now()) / 1000),
+        expires_at: new Date(issued.expiresAt).toISOString(),
+      });
+    },
+  );
+
+  app.get(
+    '/v1/clients',
+    {
+      config: { permission: 'dispatcher:clients:read' },
+      schema: { tags: ['access'], summary: "The tenant's clients (never their secrets)", response: { 200: { type: 'object', properties: { data: { type: 'array', items: anyObject } } } } },
+    },
+    async (request) => {
+      const scope = scopeOf(request);
+      const clients = await d.store.access.listClients(scope?.orgId);
+      return { data: clients.filter((c) => reachable(c, scope)).map(clientResource) };
+    },
+  );
+
+  app.post(
+    '/v1/clients',
+    {
+      config: { permission: 'dispatcher:clients:write', audit: 'clients.create' },
+      schema: {
+        tags: ['access'],
+        summary: 'Create a client; its secret is in this answer and never again',
+        description:
+          'Body: `name`, `permissions` (each within what the caller holds), optional `service` (default: the name; within the caller\'s service filter) and `subscription`. ' +
+          'The client belongs to the caller\'s tenant.',
+        response: { 201: anyObject, ...errors(400, 403) },
+      },
+    },
+    async (request, reply) => {
+      const principal = requirePrincipal(request);
+      const b = body(request);
+      const name = text(b.name, 'name');
+      const service = b.service === undefined ? name : text(b.service, 'service');
+      const scope = scopeOf(request);
+      if (scope?.services !== undefined && !scope.services.includes(service)) {
+        throw new DispatcherError('forbidden', `${principal.id} may not make clients of service ${service}`);
+      }
+      const { client, secret } = await d.auth.createClient(
+        {
+          name,
+          service,
+          orgId: principal.orgId,
+          permissions: (b.permissions ?? []) as PermissionSpec[],
+          subscription: b.subscription === undefined ? null : text(b.subscription, 'subscription', 1000),
+        },
+        principal.kind === 'anonymous' ? undefined : principal,
+      );
+      request.auditRecords = [client.id];
+      request.auditDetails = { name: client.name, service: client.service, permissions: client.permissions };
+      return reply.code(201).header('cache-control', 'no-store').send({ ...clientResource(client), secret });
+    },
+  );
+
+  const owned = async (request: FastifyRequest): Promise<{ principal: Principal; id: string }> => {
+    const principal = requirePrincipal(request);
+    const { id } = request.params as { id: string };
+    const client = await d.store.access.getClient(id);
+    if (client === null || !reachable(client, scopeOf(request))) throw new DispatcherError('not_found', `no client ${id}`);
+    return { principal, id };
+  };
+
+  app.post(
+    '/v1/clients/:id/rotate-secret',
+    {
+      config: { permission: 'dispatcher:clients:write', audit: 'clients.rotate-secret' },
+      schema: { tags: ['access'], summary: 'Give a client a new secret (shown once); its tokens stop working', params: idParams, response: { 200: anyObject, ...errors(404) } },
+    },
+    async (request, reply) => {
+      const { id } = await owned(request);
+      const { client, secret } = await d.auth.rotateSecret(id);
+      return reply.header('cache-control', 'no-store').send({ ...clientResource(client), secret });
+    },
+  );
+
+  app.delete(
+    '/v1/clients/:id',
+    {
+      config: { permission: 'dispatcher:clients:write', audit: 'clients.delete' },
+      schema: { tags: ['access'], summary: 'Delete a client; its tokens stop working', params: idParams, response: { 204: { type: 'null' }, ...errors(404) } },
+    },
+    async (request, reply) => {
+      const { id } = await owned(request);
+      await d.auth.deleteClient(id);
+      return reply.code(204).send();
+    },
+  );
+
+  const auditSpec = { filters: ['actor', 'action', 'record', 'outcome'], single: ['actor', 'record', 'outcome'], ranges: ['at'], sort: ['seq'] } as const;
+  app.get(
+    '/v1/audit',
+    {
+      config: { permission: 'dispatcher:audit:read' },
+      schema: {
+        tags: ['access'],
+        summary: 'The audit log',
+        description:
+          'Filters: `filter[actor]` (`psk:billing`, `client:<id>`, `route:<name>` …), `filter[action]` (`events.create`, `runs.cancel`, `action.http` …; ' +
+          'comma-separated for any of), `filter[record]` (a run, event, dead letter or client id), `filter[outcome]` (`ok` or an error code), ' +
+          '`filter[at][gte|gt|lt|lte]`; `sort=seq|-seq` (default newest first); `limit`, `offset`. Each entry carries its hash and the previous one.',
+        response: { 200: { type: 'object', properties: { data: { type: 'array', items: anyObject }, meta: listMeta, links } }, ...errors(400) },
+      },
+    },
+    async (request) => {
+      const q = parseQuery(request.url, auditSpec);
+      const scope = scopeOf(request);
+      const { items, total } = await d.store.access.listAudit({
+        ...(scope?.orgId === undefined ? {} : { orgId: scope.orgId }),
+        ...(scope?.services === undefined ? {} : { services: scope.services }),
+        actor: q.filters.get('actor')?.[0],
+        action: q.filters.get('action'),
+        record: q.filters.get('record')?.[0],
+        outcome: q.filters.get('outcome')?.[0],
+        at: q.ranges.get('at'),
+        ascending: q.sort?.direction === 'asc',
+        limit: q.limit,
+        offset: q.offset,
+      });
+      return { data: items.map(auditResource), meta: { count: items.length, total }, links: pageLinks('/v1/audit', q.raw, q.limit, q.offset, total) };
+    },
+  );
+}
