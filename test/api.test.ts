@@ -6,7 +6,7 @@
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
-import { event, startDispatcher, waitForRun, type TestDispatcher } from './helpers.js';
+import { event, startDispatcher, waitForRun, type TestDispatcher, authed, AUTH } from './helpers.js';
 
 let t: TestDispatcher;
 let app: FastifyInstance;
@@ -37,7 +37,7 @@ beforeAll(async () => {
       },
     ],
   });
-  app = await t.d.app();
+  app = authed(await t.d.app());
 });
 
 afterAll(async () => {
@@ -213,7 +213,7 @@ describe('strict intake', () => {
   it('rejects an unknown type with unknown_type when strict is on', async () => {
     const s = await startDispatcher({ intake: { strict: true } });
     try {
-      const res = await (await s.d.app()).inject({ method: 'POST', url: '/v1/events', headers: { 'content-type': CE }, payload: JSON.stringify(event({ type: 'nobody.knows' })) });
+      const res = await authed(await s.d.app()).inject({ method: 'POST', url: '/v1/events', headers: { 'content-type': CE }, payload: JSON.stringify(event({ type: 'nobody.knows' })) });
       expect(res.statusCode).toBe(400);
       expect(res.json().code).toBe('unknown_type');
       expect(res.json().problems[0].pointer).toBe('/type');
@@ -315,7 +315,7 @@ describe('cancel, retry and dead letters', () => {
   it('cancels a queued run, retries it, and it succeeds', async () => {
     const s = await startDispatcher({}, { start: false });
     try {
-      const a = await s.d.app();
+      const a = authed(await s.d.app());
       const id = (await a.inject({ method: 'POST', url: '/v1/events', headers: { 'content-type': CE }, payload: JSON.stringify(event()) })).json().events[0].runs[0];
       const cancel = await a.inject({ method: 'POST', url: `/v1/runs/${id}/cancel` });
       expect(cancel.statusCode).toBe(200);
@@ -415,9 +415,9 @@ describe('stream', () => {
     try {
       const address = await s.d.listen();
       const controller = new AbortController();
-      const res = await fetch(`${address}/v1/stream?filter[route]=example`, { signal: controller.signal });
+      const res = await fetch(`${address}/v1/stream?filter[route]=example`, { headers: AUTH, signal: controller.signal });
       expect(res.headers.get('content-type')).toContain('text/event-stream');
-      const posted = await fetch(`${address}/v1/events`, { method: 'POST', headers: { 'content-type': CE }, body: JSON.stringify(event()) });
+      const posted = await fetch(`${address}/v1/events`, { method: 'POST', headers: { 'content-type': CE, ...AUTH }, body: JSON.stringify(event()) });
       const runId = ((await posted.json()) as { events: Array<{ runs: string[] }> }).events[0]!.runs[0]!;
       const text = await readUntil(res.body!, (x) => x.includes('"status":"success"'), 'the success run event');
       controller.abort();
@@ -435,7 +435,7 @@ describe('stream', () => {
       // Resume after the first: the two later ones come from the outbox.
       const firstSeq = messages[0]!.split('\n')[0]!.slice(4);
       const resume = new AbortController();
-      const again = await fetch(`${address}/v1/stream?filter[run]=${runId}`, { headers: { 'last-event-id': firstSeq }, signal: resume.signal });
+      const again = await fetch(`${address}/v1/stream?filter[run]=${runId}`, { headers: { 'last-event-id': firstSeq, ...AUTH }, signal: resume.signal });
       const text2 = await readUntil(again.body!, (x) => x.includes('"status":"success"'), 'the replayed run events');
       resume.abort();
       const replayed = text2.split('\n\n').filter((m) => m.startsWith('id:')).map((m) => JSON.parse(m.split('\ndata: ')[1]!).run.status);

@@ -466,7 +466,9 @@ routes:
   });
 
   async function api(path: string, init?: RequestInit): Promise<any> {
-    const res = await fetch(`${url}${path}`, init);
+    // The admin key the server generated on its first start (no credential is configured), as the CLI reads it.
+    const key = readFileSync(join(dir, 'data', 'admin.key'), 'utf8').trim();
+    const res = await fetch(`${url}${path}`, { ...init, headers: { ...(init?.headers as Record<string, string>), authorization: `PSK ${key}` } });
     return { status: res.status, body: await res.json() };
   }
 

@@ -55,7 +55,7 @@ async function freePort(): Promise<number> {
 }
 
 function startChild(config: string): ChildProcess {
-  const c = spawn(process.execPath, [MAIN, 'serve', '--config', config], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  const c = spawn(process.execPath, [MAIN, 'serve', '--config', config], { cwd: dir, env: { ...process.env, PSK_AUTH_CRASH: CRASH_KEY }, stdio: ['ignore', 'pipe', 'pipe'] });
   c.stdout!.on('data', (b: Buffer) => (childLog = (childLog + b.toString()).slice(-20_000)));
   c.stderr!.on('data', (b: Buffer) => (childLog = (childLog + b.toString()).slice(-20_000)));
   return c;
@@ -82,10 +82,13 @@ function exited(c: ChildProcess): Promise<void> {
   return new Promise((r) => c.once('exit', () => r()));
 }
 
+/** The pre-shared key of service `crash`, given to the child in `PSK_AUTH_CRASH`. */
+const CRASH_KEY = 'crashTestKey0123456789';
+
 async function post(b: Batch): Promise<Response> {
   return fetch(`http://127.0.0.1:${port}/v1/events`, {
     method: 'POST',
-    headers: { 'content-type': 'application/cloudevents-batch+json' },
+    headers: { 'content-type': 'application/cloudevents-batch+json', authorization: `PSK ${CRASH_KEY}` },
     body: JSON.stringify(b.events),
     signal: AbortSignal.timeout(10_000),
   });

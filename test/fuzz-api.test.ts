@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import type { FastifyInstance } from 'fastify';
 import { ERROR_CODES } from '../src/core/errors.js';
-import { event, startDispatcher, type TestDispatcher } from './helpers.js';
+import { event, startDispatcher, type TestDispatcher, authed } from './helpers.js';
 
 const REQUESTS = 10_000;
 
@@ -22,7 +22,7 @@ beforeAll(async () => {
     intake: { maxBatch: 20, maxDepth: 6 },
     types: { 'fuzz.typed': { schema: { type: 'object', required: ['n'], properties: { n: { type: 'integer' } } } } },
   });
-  app = await t.d.app();
+  app = authed(await t.d.app());
   for (let i = 0; i < 5; i++) {
     const res = await app.inject({ method: 'POST', url: '/v1/events', headers: { 'content-type': 'application/cloudevents+json' }, payload: JSON.stringify(event()) });
     realIds.event.push(res.json().events[0].id);

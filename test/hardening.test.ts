@@ -5,8 +5,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import { ERROR_CODES } from '../src/core/errors.js';
-import { startDispatcher, type TestDispatcher } from './helpers.js';
+import { startDispatcher, type TestDispatcher, authed, TEST_KEY } from './helpers.js';
 
+const OTHER_KEY = 'otherKey0123456789abcdef';
+/** Used by the rate limit test alone, so that other tests' requests do not count against it. */
+const LIMITED_KEY = 'limitedKey0123456789abcdef';
 let t: TestDispatcher;
 let app: FastifyInstance;
 
@@ -19,8 +22,9 @@ beforeAll(async () => {
       ],
       rateLimit: { max: 5, window: '1s' },
     },
+    auth: { keyFile: '', psk: [{ service: 'test', key: TEST_KEY }, { service: 'other', key: OTHER_KEY }, { service: 'limited', key: LIMITED_KEY }] },
   });
-  app = await t.d.app();
+  app = authed(await t.d.app());
 });
 
 afterAll(async () => {
@@ -75,11 +79,12 @@ describe('CORS per path', () => {
 });
 
 describe('rate limit', () => {
-  it('answers rate_limited with Retry-After past the limit, then lets requests through again', async () => {
+  it('limits each principal wherever it calls from, with Retry-After, then lets requests through again', async () => {
+    const app = authed(await t.d.app(), `PSK ${LIMITED_KEY}`);
     const statuses: number[] = [];
     let limited: Awaited<ReturnType<typeof app.inject>> | undefined;
     for (let i = 0; i < 8; i++) {
-      const res = await app.inject({ method: 'GET', url: '/v1/events', remoteAddress: '10.9.8.7' });
+      const res = await app.inject({ method: 'GET', url: '/v1/events', remoteAddress: i % 2 === 0 ? '10.9.8.7' : '10.9.8.8' });
       statuses.push(res.statusCode);
       if (res.statusCode === 429) limited ??= res;
     }
@@ -88,11 +93,24 @@ describe('rate limit', () => {
     expect(limited!.json().code).toBe('rate_limited');
     expect(Object.keys(ERROR_CODES)).toContain('rate_limited');
     expect(Number(limited!.headers['retry-after'])).toBeGreaterThan(0);
-    // Another client is not held up by the first one's limit.
-    expect((await app.inject({ method: 'GET', url: '/v1/events', remoteAddress: '10.9.8.6' })).statusCode).toBe(200);
+    // Another principal, from the same address, is not held up by the first one's limit.
+    const other = authed(await t.d.app(), `PSK ${OTHER_KEY}`);
+    expect((await other.inject({ method: 'GET', url: '/v1/events', remoteAddress: '10.9.8.7' })).statusCode).toBe(200);
     // Probes are never limited.
     for (let i = 0; i < 8; i++) expect((await app.inject({ method: 'GET', url: '/healthz', remoteAddress: '10.9.8.7' })).statusCode).toBe(200);
     await new Promise((r) => setTimeout(r, 1100));
     expect((await app.inject({ method: 'GET', url: '/v1/events', remoteAddress: '10.9.8.7' })).statusCode).toBe(200);
+  });
+
+  it('limits callers without valid credentials per address, before it looks at their credentials', async () => {
+    const raw = await t.d.app();
+    const statuses: number[] = [];
+    for (let i = 0; i < 8; i++) {
+      statuses.push((await raw.inject({ method: 'GET', url: '/v1/runs', remoteAddress: '10.7.7.7', headers: { authorization: `PSK wrongKey${i}xxxxxxxx` } })).statusCode);
+    }
+    expect(statuses).toEqual([401, 401, 401, 401, 401, 429, 429, 429]);
+    // Another address still gets its answer; a valid principal from the limited address too.
+    expect((await raw.inject({ method: 'GET', url: '/v1/runs', remoteAddress: '10.7.7.8' })).statusCode).toBe(401);
+    expect((await raw.inject({ method: 'GET', url: '/v1/runs', remoteAddress: '10.7.7.7', headers: { authorization: `PSK ${OTHER_KEY}` } })).statusCode).toBe(200);
   });
 });

@@ -8,6 +8,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { FastifyInstance, InjectOptions } from 'fastify';
 import pg from 'pg';
 import { pino } from 'pino';
 import { loadConfig } from '../src/config/load.js';
@@ -15,6 +16,23 @@ import type { DispatcherConfig } from '../src/config/schema.js';
 import { createDispatcher, type Dispatcher } from '../src/dispatcher.js';
 import type { ActionType } from '../src/core/action.js';
 import type { Run } from '../src/core/types.js';
+
+/** The pre-shared key of service `test` that `startDispatcher` configures (every permission, tenant `default`). */
+export const TEST_KEY = 'testKey0123456789abcdefABCDEF';
+export const AUTH = { authorization: `PSK ${TEST_KEY}` } as const;
+
+/**
+ * The app, with every injected request carrying `authorization` (the test service's key unless another is
+ * given), unless the request sets its own. Tests of authentication itself use the app as it is.
+ */
+export function authed(app: FastifyInstance, authorization: string = AUTH.authorization): FastifyInstance {
+  return new Proxy(app, {
+    get(target, property, receiver) {
+      if (property !== 'inject') return Reflect.get(target, property, receiver);
+      return (options: InjectOptions) => target.inject({ ...options, headers: { authorization, ...(options.headers ?? {}) } });
+    },
+  });
+}
 
 export interface TestDispatcher {
   d: Dispatcher;
@@ -35,6 +53,7 @@ export async function startDispatcher(
       store: { url: options.storeUrl ?? `sqlite:${join(dir, 'dispatcher.db')}` },
       log: { level: 'silent' },
       runner: { poll: '100ms', sweepInterval: '200ms' },
+      auth: { psk: [{ service: 'test', key: TEST_KEY }], keyFile: '' },
       ...overrides,
     } as never,
   });

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
-import { event, POSTGRES_URL, probePostgres, startDispatcher, startReceiver, waitFor, waitForRun, type Receiver, type TestDispatcher } from './helpers.js';
+import { event, POSTGRES_URL, probePostgres, startDispatcher, startReceiver, waitFor, waitForRun, type Receiver, type TestDispatcher, authed } from './helpers.js';
 
 const BASE_URL = POSTGRES_URL;
 const SCHEMA = `dispatcher_e2e_${randomBytes(4).toString('hex')}`;
@@ -43,7 +43,7 @@ describe.skipIf(unreachable !== null && !required)('the dispatcher on PostgreSQL
       },
       { storeUrl: url.toString() },
     );
-    app = await t.d.app();
+    app = authed(await t.d.app());
   });
 
   afterAll(async () => {

@@ -935,7 +935,10 @@ export function defineStoreSuite(name: string, open: () => Promise<StoreFixture>
         expect(await store.getRun(id, { orgId: 'org-2' })).toBeNull();
         expect(await store.getRun(id, { services: ['svc-b'] })).toBeNull();
         expect((await store.getRun(id, { orgId: 'org-1', services: ['svc-a'] }))?.id).toBe(id);
-        expect((await store.getRun(id, { services: [] }))?.id).toBe(id);
+        // A list of no service reaches nothing, never everything.
+        expect(await store.getRun(id, { services: [] })).toBeNull();
+        expect((await store.listRuns({ scope: { services: [] }, limit: 10, offset: 0 })).items).toEqual([]);
+        expect((await store.getRun(id, { orgId: 'org-1' }))?.id).toBe(id);
         expect(await store.getEvent('no-such-event')).toBeNull();
         expect(await store.getEvent(item.record.key, { orgId: 'org-2' })).toBeNull();
         expect(await store.getEvent(item.record.key, { services: ['svc-b'] })).toBeNull();

@@ -1,11 +1,28 @@
 /** Commands that talk to a running dispatcher over its HTTP API. */
 
+import { existsSync, readFileSync } from 'node:fs';
 import { CliError, integerOption, printJson, printTable } from './output.js';
+
+/**
+ * The credentials the commands send: `DISPATCHER_TOKEN` (a bearer token, from `dispatcher token`), else
+ * `DISPATCHER_PSK` (a pre-shared key), else the key in `DISPATCHER_KEY_FILE` or `./data/admin.key` (the admin
+ * key a fresh `serve` generates), else none. Environment rather than flags: flags show in process lists.
+ */
+export function credentials(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  if (env.DISPATCHER_TOKEN) return `Bearer ${env.DISPATCHER_TOKEN}`;
+  if (env.DISPATCHER_PSK) return `PSK ${env.DISPATCHER_PSK}`;
+  const file = env.DISPATCHER_KEY_FILE || './data/admin.key';
+  if (existsSync(file)) return `PSK ${readFileSync(file, 'utf8').trim()}`;
+  return undefined;
+}
 
 export async function api(base: string, path: string, init: RequestInit = {}): Promise<any> {
   let response: Response;
+  const authorization = credentials();
+  const headers = new Headers(init.headers);
+  if (authorization !== undefined && !headers.has('authorization')) headers.set('authorization', authorization);
   try {
-    response = await fetch(new URL(path, base), init);
+    response = await fetch(new URL(path, base), { ...init, headers });
   } catch (err) {
     throw new CliError(`cannot reach ${base}: ${(err as Error & { cause?: Error }).cause?.message ?? (err as Error).message}`);
   }

@@ -11,6 +11,15 @@ import { runsGetCommand, runsListCommand, dlqListCommand, dlqReplayCommand } fro
 import { routesTestCommand } from './routes-test.js';
 import { initConfigCommand, validateConfigCommand } from './config.js';
 import { CliError, fail } from './output.js';
+import {
+  auditListCommand,
+  auditVerifyCommand,
+  clientsCreateCommand,
+  clientsDeleteCommand,
+  clientsListCommand,
+  clientsRotateCommand,
+  tokenCommand,
+} from './access.js';
 
 export function buildProgram(): Command {
   const program = new Command('dispatcher')
@@ -91,6 +100,62 @@ export function buildProgram(): Command {
     .addOption(configOption())
     .option('--json', 'print JSON')
     .action(routesTestCommand);
+
+  const storeOption = () => new Option('-s, --store <url>', 'store URL: sqlite:FILE or postgres://…');
+  const clients = program.command('clients').description('clients: who exchanges an id and a secret for a bearer token (works on the store)');
+  clients
+    .command('create')
+    .description('create a client; its secret is printed this once')
+    .requiredOption('-n, --name <name>', 'its name')
+    .option('--service <service>', 'the service its records are created under (default: the name)')
+    .option('--org <org>', 'its tenant (default: auth.defaults.orgId)')
+    .option('-P, --permission <permission...>', 'app:resource:verb, with @svc1,svc2 to limit it to those services, e.g. dispatcher:runs:read@billing')
+    .option('--subscription <topic>', 'a topic pattern it subscribes to')
+    .addOption(configOption())
+    .addOption(storeOption())
+    .option('--json', 'print JSON')
+    .action(clientsCreateCommand);
+  clients.command('list').description('list clients (never their secrets)').option('--org <org>', 'only this tenant').addOption(configOption()).addOption(storeOption()).option('--json', 'print JSON').action(clientsListCommand);
+  clients
+    .command('rotate-secret')
+    .description('give a client a new secret (printed this once); its tokens stop working')
+    .argument('<id>')
+    .addOption(configOption())
+    .addOption(storeOption())
+    .option('--json', 'print JSON')
+    .action(clientsRotateCommand);
+  clients.command('delete').description('delete a client; its tokens stop working').argument('<id>').addOption(configOption()).addOption(storeOption()).action(clientsDeleteCommand);
+
+  program
+    .command('token')
+    .description('exchange client credentials for a bearer token and print it (the secret from DISPATCHER_CLIENT_SECRET or standard input)')
+    .option('--client-id <id>', 'the client id; also DISPATCHER_CLIENT_ID')
+    .addOption(urlOption())
+    .option('--json', 'print the whole answer as JSON')
+    .action(tokenCommand);
+
+  const audit = program.command('audit').description('the audit log');
+  audit
+    .command('list')
+    .description('list audit entries, newest first')
+    .addOption(urlOption())
+    .option('--actor <actor>', 'psk:SERVICE, client:ID, route:NAME, cli:USER …')
+    .option('--action <actions>', 'comma-separated: events.create, runs.cancel, action.http …')
+    .option('--record <id>', 'entries about this run, event, dead letter or client')
+    .option('--outcome <outcome>', 'ok, or an error code')
+    .option('--since <time>', 'at or after (RFC 3339 or epoch ms)')
+    .option('--until <time>', 'before (RFC 3339 or epoch ms)')
+    .option('--limit <n>', 'how many', '20')
+    .option('--offset <n>', 'skip this many', '0')
+    .option('--json', 'print JSON')
+    .action(auditListCommand);
+  audit
+    .command('verify')
+    .description('check the hash chain: exit 1 naming every modified, removed or reordered entry')
+    .addOption(configOption())
+    .addOption(storeOption())
+    .option('--json', 'print JSON')
+    .action(auditVerifyCommand);
 
   program
     .command('init-config')

@@ -26,8 +26,9 @@ type Q<T extends keyof Database> = SelectQueryBuilder<Database, T, object>;
 function scoped<T extends 'runs' | 'events' | 'dead_letters'>(qb: Q<T>, scope: Scope | undefined): Q<T> {
   let out = qb;
   if (scope?.orgId !== undefined) out = out.where(sql.ref('org_id'), '=', scope.orgId) as Q<T>;
-  if (scope?.services !== undefined && scope.services.length > 0) {
-    out = out.where(sql.ref('service'), 'in', scope.services) as Q<T>;
+  // A list of no service reaches nothing (never everything).
+  if (scope?.services !== undefined) {
+    out = (scope.services.length > 0 ? out.where(sql.ref('service'), 'in', scope.services) : out.where(sql<boolean>`1 = 0`)) as Q<T>;
   }
   return out;
 }
@@ -109,6 +110,6 @@ export async function readRunEvents(db: Kysely<Database>, afterSeq: number, limi
     ])
     .where('e.seq', '>', afterSeq);
   if (scope?.orgId !== undefined) qb = qb.where('e.org_id', '=', scope.orgId);
-  if (scope?.services !== undefined && scope.services.length > 0) qb = qb.where('e.service', 'in', scope.services);
+  if (scope?.services !== undefined) qb = scope.services.length > 0 ? qb.where('e.service', 'in', scope.services) : qb.where(sql<boolean>`1 = 0`);
   return (await qb.orderBy('e.seq', 'asc').limit(limit).execute()) as unknown as RunEventWithRunRow[];
 }

@@ -586,7 +586,7 @@ export class PostgresStore implements Store {
     const params: unknown[] = [id];
     let text = 'DELETE FROM dead_letters WHERE id = $1';
     if (scope?.orgId !== undefined) text += ` AND org_id = $${params.push(scope.orgId)}`;
-    if (scope?.services !== undefined && scope.services.length > 0) text += ` AND service = ANY($${params.push(scope.services)}::text[])`;
+    if (scope?.services !== undefined) text += ` AND service = ANY($${params.push(scope.services)}::text[])`;
     return ((await this.#query(text, params)).rowCount ?? 0) > 0;
   }
 
