@@ -8,21 +8,36 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import type { FastifyInstance } from 'fastify';
 import { ERROR_CODES } from '../src/core/errors.js';
-import { event, startDispatcher, type TestDispatcher, authed } from './helpers.js';
+import { event, startDispatcher, type TestDispatcher, authed, AUTH, TEST_KEY } from './helpers.js';
 
 const REQUESTS = 10_000;
 
 let t: TestDispatcher;
 let app: FastifyInstance;
-const realIds: { run: string[]; event: string[]; deadLetter: string[] } = { run: [], event: [], deadLetter: [] };
+const realIds: { run: string[]; event: string[]; deadLetter: string[]; client: string[] } = { run: [], event: [], deadLetter: [], client: [] };
+const secrets: string[] = [];
+const clientIds: string[] = [];
+const credentials: string[] = [AUTH.authorization];
+const identity = (doc: unknown) => Buffer.from(JSON.stringify(doc)).toString('base64');
 
 beforeAll(async () => {
   t = await startDispatcher({
     server: { bodyLimit: '16KiB', rateLimit: { max: 0, window: '1s' } },
     intake: { maxBatch: 20, maxDepth: 6 },
     types: { 'fuzz.typed': { schema: { type: 'object', required: ['n'], properties: { n: { type: 'integer' } } } } },
+    auth: { keyFile: '', psk: [{ service: 'test', key: TEST_KEY }], identityHeader: { enabled: true } },
   });
   app = authed(await t.d.app());
+  // Credentials of every kind: clients with all or few permissions (their tokens), one to be rotated or deleted.
+  for (const [name, permissions] of [['fuzz-all', ['dispatcher:*:*']], ['fuzz-reader', ['dispatcher:runs:read']], ['fuzz-victim', ['dispatcher:*:read']]] as const) {
+    const created = (await app.inject({ method: 'POST', url: '/v1/clients', headers: { 'content-type': 'application/json' }, payload: JSON.stringify({ name, permissions }) })).json();
+    const token = (await app.inject({ method: 'POST', url: '/v1/token', headers: { 'content-type': 'application/json' }, payload: JSON.stringify({ client_id: created.id, client_secret: created.secret }) })).json();
+    // Only the victim's id is offered to the rotate and delete paths, so that the others' tokens stay good.
+    if (name === 'fuzz-victim') realIds.client.push(created.id);
+    else clientIds.push(created.id);
+    secrets.push(created.secret);
+    credentials.push(`Bearer ${token.access_token}`);
+  }
   for (let i = 0; i < 5; i++) {
     const res = await app.inject({ method: 'POST', url: '/v1/events', headers: { 'content-type': 'application/cloudevents+json' }, payload: JSON.stringify(event()) });
     realIds.event.push(res.json().events[0].id);
@@ -48,6 +63,9 @@ const id = (kind: keyof typeof realIds) =>
 const path = () =>
   fc.oneof(
     fc.constantFrom('/v1/events', '/v1/events', '/v1/runs', '/v1/dead-letters', '/v1/stream?after=abc', '/healthz', '/readyz', '/metrics', '/openapi.json', '/', '/v1', '/v2/x'),
+    fc.constantFrom('/v1/token', '/v1/audit', '/v1/clients'),
+    id('client').map((x) => `/v1/clients/${encodeURIComponent(x)}`),
+    id('client').map((x) => `/v1/clients/${encodeURIComponent(x)}/rotate-secret`),
     id('run').map((x) => `/v1/runs/${encodeURIComponent(x)}`),
     id('run').map((x) => `/v1/runs/${encodeURIComponent(x)}/cancel`),
     id('run').map((x) => `/v1/runs/${encodeURIComponent(x)}/retry`),
@@ -61,6 +79,7 @@ const queryKey = fc.constantFrom(
   'filter[created_at][lt]', 'filter[created_at][x]', 'filter[updated_at][lte]', 'filter[routed]', 'filter[origin]',
   'filter[reason]', 'filter[replayed]', 'filter[source]', 'filter[id]', 'filter[event]', 'filter[nope]', 'fields[data]',
   'fields[other]', 'sort', 'limit', 'offset', 'after', 'page[size]', '__proto__', 'constructor',
+  'filter[actor]', 'filter[action]', 'filter[record]', 'filter[outcome]', 'filter[at][gte]', 'filter[at][zz]',
 );
 const queryValue = fc.oneof(
   fc.constantFrom('', '0', '-1', '1', '50', '1000', '1001', '99999999999999999999', 'abc', 'success,failure', 'created_at', '-created_at',
@@ -89,6 +108,10 @@ const body = fc.oneof(
   fc.constant('{"__proto__":{"x":1}}'),
   fc.constant('['.repeat(50) + ']'.repeat(50)),
   fc.constant('x'.repeat(20 * 1024)),
+  // Token requests and clients, right and wrong.
+  fc.record({ client_id: fc.constantFrom('x', ''), client_secret: fc.string({ maxLength: 20 }), grant_type: fc.constantFrom('client_credentials', 'password') }).map((v) => JSON.stringify(v)),
+  fc.constant(undefined).map(() => `client_id=${clientIds[0]}&client_secret=${secrets[0]}`),
+  fc.record({ name: fc.string({ maxLength: 10 }), permissions: fc.array(fc.constantFrom('dispatcher:*:*', 'x', 'a:b:c', 'dispatcher:runs:read'), { maxLength: 3 }) }).map((v) => JSON.stringify(v)),
 );
 
 const headers = fc.record(
@@ -98,10 +121,20 @@ const headers = fc.record(
     'ce-source': fc.string({ maxLength: 10 }),
     'ce-type': fc.constantFrom('example.fuzz', 'fuzz.typed', ''),
     'last-event-id': fc.constantFrom('0', 'x', '-1'),
-    authorization: fc.constantFrom('PSK abc', 'Bearer x.y.z', 'Basic Zm9vOmJhcg==', ''),
+    authorization: fc.oneof(
+      { arbitrary: fc.constant(undefined).map(() => credentials[0]!), weight: 6 },
+      { arbitrary: fc.constant(undefined).map(() => credentials[1 + Math.floor(Math.random() * 3)]!), weight: 3 },
+      { arbitrary: fc.constant(undefined), weight: 1 },
+      { arbitrary: fc.constantFrom('PSK abc', 'PSK ' + 'x'.repeat(300), 'Bearer x.y.z', 'Bearer eyJhbGciOiJub25lIn0.e30.', 'Basic Zm9vOmJhcg==', '', 'PSK', 'psk  ' + TEST_KEY), weight: 2 },
+    ),
+    'x-rh-identity': fc.oneof(
+      fc.constant(identity({ identity: { org_id: 'default', type: 'User', user: { username: 'fuzz' } } })),
+      fc.constant(identity({ identity: { org_id: 'default', type: 'System' } })),
+      fc.constantFrom('%%%', identity([]), identity({ identity: null }), identity({ identity: { org_id: 5 } })),
+    ),
     origin: fc.constantFrom('https://a.example', 'null'),
   },
-  { requiredKeys: [] },
+  { requiredKeys: ['authorization'] },
 );
 
 describe('generated requests', () => {
@@ -122,10 +155,11 @@ describe('generated requests', () => {
         async (method, p, q, type, payload, extra) => {
           // The stream never ends by itself: ask for it only with a bad cursor (answered at once).
           if (p.startsWith('/v1/stream') && method === 'GET' && !q.includes('after=')) q = `${q ? `${q}&` : '?'}after=bad`;
+          // Sent as generated: without an Authorization header, the identity header (or nothing) is all it carries.
           const hdrs: Record<string, string> = {};
           for (const [k, v] of Object.entries(extra)) if (v !== undefined) hdrs[k] = v;
           if (type !== undefined) hdrs['content-type'] = type;
-          const res = await app.inject({
+          const res = await (await t.d.app()).inject({
             method: method as 'GET',
             url: p + (p.includes('?') && q.startsWith('?') ? `&${q.slice(1)}` : q),
             headers: hdrs,

@@ -26,6 +26,10 @@ declare module 'fastify' {
     /** The audit action of a state-changing route: `runs.cancel`. */
     audit?: string;
   }
+  interface FastifyInstance {
+    /** Every route registered after the authentication hooks, with what it needs: for docs and tests. */
+    routeTable: RouteEntry[];
+  }
   interface FastifyRequest {
     /** Who is calling; null until authenticated (and on public routes without credentials). */
     principal: Principal | null;
@@ -39,6 +43,14 @@ declare module 'fastify' {
     auditActor: { actor: string; kind: ActorKind; service: string; orgId: string } | undefined;
     auditDetails: Record<string, unknown> | undefined;
   }
+}
+
+export interface RouteEntry {
+  method: string;
+  url: string;
+  public: boolean;
+  permission?: Permission;
+  audit?: string;
 }
 
 /** Paths a route may leave undeclared: the browsable docs' own files. */
@@ -66,16 +78,24 @@ export function registerAuth(app: FastifyInstance, d: Dispatcher): void {
     }
   });
 
+  app.decorate('routeTable', [] as RouteEntry[]);
   app.addHook('onRoute', (route) => {
-    const config = (route.config ?? {}) as { permission?: Permission; public?: boolean };
-    if (config.public === true) return;
+    const config = (route.config ?? {}) as { permission?: Permission; public?: boolean; audit?: string };
+    const record = (isPublic: boolean) => {
+      for (const method of [route.method].flat()) {
+        if (method === 'HEAD') continue;
+        app.routeTable.push({ method, url: route.url, public: isPublic, ...(config.permission ? { permission: config.permission } : {}), ...(config.audit ? { audit: config.audit } : {}) });
+      }
+    };
+    if (config.public === true) return record(true);
     if (config.permission === undefined) {
       if (route.url.startsWith(DOCS_PREFIX)) {
         route.config = { ...route.config, public: true } as typeof route.config;
-        return;
+        return record(true);
       }
       throw new Error(`route ${[route.method].flat().join(',')} ${route.url} declares neither a permission nor public: true`);
     }
+    record(false);
     const permission = config.permission;
     const authorize = async (request: FastifyRequest) => {
       const principal = requirePrincipal(request);
