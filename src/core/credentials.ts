@@ -90,6 +90,8 @@ export interface TokenClaims {
 export interface IssuedToken {
   token: string;
   expiresAt: number;
+  /** Seconds from issue to expiry. */
+  expiresIn: number;
 }
 
 const ISSUER = 'dispatcher';
@@ -123,7 +125,7 @@ export class TokenSigner {
       .setExpirationTime(exp)
       .setJti(randomBytes(12).toString('base64url'))
       .sign(key);
-    return { token, expiresAt: exp * 1000 };
+    return { token, expiresAt: exp * 1000, expiresIn: exp - iat };
   }
 
   /** The claims of a valid token; throws `unauthorized` saying why a token is not. */

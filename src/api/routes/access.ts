@@ -115,7 +115,7 @@ export function registerAccessRoutes(app: FastifyInstance, d: Dispatcher): void 
       return reply.header('cache-control', 'no-store').send({
         access_token: issued.token,
         token_type: 'Bearer',
-        expires_in: Math.round((issued.expiresAt - Date.now()) / 1000),
+        expires_in: issued.expiresIn,
         expires_at: new Date(issued.expiresAt).toISOString(),
       });
     },
