@@ -41,6 +41,17 @@ function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   return { ...env, NO_COLOR: '1', ...extra };
 }
 
+/** Runs `run` until it exits with `code`; fails with the last result after `timeoutMs`. */
+async function waitForExit(run: () => Promise<Result>, code: number, timeoutMs: number): Promise<Result> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const r = await run();
+    if (r.code === code) return r;
+    if (Date.now() > until) throw new Error(`still exits ${r.code}, not ${code}: ${r.stdout} ${r.stderr}`);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+}
+
 /** Runs the CLI to its end (killed after `timeoutMs`), feeding `input` on standard input. */
 function cli(args: string[], options: { input?: string; env?: Record<string, string>; timeoutMs?: number } = {}): Promise<Result> {
   return new Promise((resolvePromise, reject) => {
@@ -696,6 +707,58 @@ routes:
     const runs = await cli(['runs', 'list', '--url', nowhere]);
     expect(runs.code).toBe(1);
     expect(runs.stderr).toContain('cannot reach');
+  });
+
+  it('clients create|list|rotate-secret|delete, token, audit list|verify: the life of a client', async () => {
+    const cfg = ['--config', 'serve.yaml'];
+    expect((await cli(['clients', 'create', '--name', 'ops', ...cfg])).code).toBe(2);
+    expect((await cli(['clients', 'create', '--name', 'ops', '-P', 'runs:read', ...cfg])).code).toBe(2);
+    const created = await cli(['clients', 'create', '--name', 'ops', '-P', 'dispatcher:runs:read', 'dispatcher:audit:read@ops,cli', ...cfg, '--json']);
+    expect(created.code, created.stderr).toBe(0);
+    const { id, secret } = JSON.parse(created.stdout) as { id: string; secret: string };
+    const listed = await cli(['clients', 'list', ...cfg]);
+    expect(listed.stdout).toContain(id);
+    expect(listed.stdout).not.toContain(secret);
+
+    const token = await cli(['token', '--client-id', id, '--url', url], { env: { DISPATCHER_CLIENT_SECRET: secret } });
+    expect(token.code, token.stderr).toBe(0);
+    const bearer = token.stdout.trim();
+    // What the client may do, and not beyond it.
+    expect((await cli(['runs', 'list', '--url', url, '--json'], { env: { DISPATCHER_TOKEN: bearer } })).code).toBe(0);
+    const dlq = await cli(['dlq', 'list', '--url', url], { env: { DISPATCHER_TOKEN: bearer } });
+    expect(dlq.code).toBe(1);
+    expect(dlq.stderr).toContain('HTTP 403 forbidden');
+    const audit = await cli(['audit', 'list', '--url', url, '--action', 'clients.create', '--json'], { env: { DISPATCHER_TOKEN: bearer } });
+    expect(JSON.parse(audit.stdout).data[0]).toMatchObject({ action: 'clients.create', records: [id], actor_kind: 'cli', service: 'cli' });
+    const wrong = await cli(['token', '--client-id', id, '--url', url], { input: 'not-the-secret' });
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr).toContain('HTTP 401 unauthorized');
+
+    // Rotating the secret in another process revokes the token once the server's cached client expires (5 s).
+    const rotated = await cli(['clients', 'rotate-secret', id, ...cfg, '--json']);
+    expect(rotated.code, rotated.stderr).toBe(0);
+    expect(JSON.parse(rotated.stdout).secret).not.toBe(secret);
+    await waitForExit(() => cli(['runs', 'list', '--url', url], { env: { DISPATCHER_TOKEN: bearer } }), 1, 10_000);
+    expect((await cli(['clients', 'delete', id, ...cfg])).stdout).toContain(`deleted client ${id}`);
+    expect((await cli(['clients', 'delete', id, ...cfg])).code).toBe(1);
+
+    const verified = await cli(['audit', 'verify', ...cfg]);
+    expect(verified.code, verified.stdout + verified.stderr).toBe(0);
+    expect(verified.stdout).toMatch(/^\d+ entries checked: the chain is intact; last entry \d+, hash [0-9a-f]{64}$/m);
+  });
+
+  it('audit verify exits 1 naming the entry that was changed', async () => {
+    const store = ['--store', `sqlite:${join(dir, 'tamper.db')}`];
+    for (const name of ['a', 'b', 'c']) expect((await cli(['clients', 'create', '--name', name, '-P', 'dispatcher:runs:read', ...store])).code).toBe(0);
+    expect((await cli(['audit', 'verify', ...store])).code).toBe(0);
+    const { default: Database } = await import('better-sqlite3');
+    const db = new Database(join(dir, 'tamper.db'));
+    db.exec("DROP TRIGGER audit_log_no_update; UPDATE audit_log SET outcome = 'denied' WHERE seq = 2");
+    db.close();
+    const r = await cli(['audit', 'verify', ...store]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe('entry 2: modified: entry 2 was changed: its content does not give its hash\n');
+    expect(r.stderr).toContain('1 problem in 3 entries: the audit log was tampered with');
   });
 
   it('SIGTERM stops the server: it exits 0 within a few seconds', async () => {
