@@ -58,7 +58,7 @@ describe('every route', () => {
     for (const r of raw.routeTable) {
       if (r.public) continue;
       const url = r.url.replace(/:id/g, '0190a0a0-0000-7000-8000-000000000000') + (r.url === '/v1/stream' ? '?after=x' : '');
-      const method = r.method as 'GET';
+      const method = r.method as 'GET' | 'POST' | 'DELETE';
       const none = await raw.inject({ method, url });
       expect(none.statusCode, `${method} ${url} without credentials`).toBe(401);
       expect(none.json().code).toBe('unauthorized');
@@ -418,7 +418,9 @@ describe('audit log', () => {
   let receiver: Receiver;
 
   beforeAll(async () => {
-    receiver = await startReceiver((_req, _body, res) => res.end('ok'));
+    receiver = await startReceiver((_req, _body, res) => {
+      res.end('ok');
+    });
     t = await startDispatcher({
       actions: { http: { allow: ['127.0.0.1/32'] } },
       routes: [
@@ -516,6 +518,9 @@ describe('audit log', () => {
   });
 });
 
-it('documents every error code the access routes answer with', () => {
+it('documents every permission, as the code describes it, in docs/auth.md', async () => {
+  const { readFileSync } = await import('node:fs');
+  const doc = readFileSync(new URL('../docs/auth.md', import.meta.url), 'utf8');
+  for (const [permission, meaning] of Object.entries(PERMISSIONS)) expect(doc).toContain(`| \`${permission}\` | ${meaning} |`);
   for (const code of ['unauthorized', 'forbidden', 'rate_limited']) expect(Object.keys(ERROR_CODES)).toContain(code);
 });

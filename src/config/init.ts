@@ -288,6 +288,21 @@ ${kv('deadLetters', d.retention.deadLetters, 'by when each was last seen')}
 metrics:
 ${kv('enabled', d.metrics.enabled)}
 
+# Who may call the API (docs/auth.md). With no credential configured, serve generates an admin key
+# in keyFile. Pre-shared keys also come from PSK_AUTH_<SERVICE>=<key> environment variables.
+auth:
+${kv('enabled', d.auth.enabled, 'false: anyone who reaches the port may do anything')}
+${kv('keyFile', str(d.auth.keyFile), 'the generated admin key; "" for none')}
+  psk: []
+  #  - { service: billing, key: "\${BILLING_KEY}", permissions: [dispatcher:events:write, dispatcher:runs:read] }
+  tokens:                         # bearer tokens for clients (dispatcher clients create …; POST /v1/token)
+    secrets: []                   # signing secrets, the first signs; empty: one is generated and stored
+${kv('lifetime', d.auth.tokens.lifetime, undefined, 4)}
+  identityHeader:                 # set by a trusted gateway: turn on only behind one
+${kv('enabled', d.auth.identityHeader.enabled, undefined, 4)}
+${kv('name', str(d.auth.identityHeader.name), undefined, 4)}
+${kv('publicMetrics', d.auth.publicMetrics, 'true: /metrics without credentials')}
+
 # Settings shared by every action of a type; the key is the action type.
 actions:
 ${'  http:'.padEnd(32)} # webhooks

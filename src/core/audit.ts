@@ -55,11 +55,13 @@ export function auditHash(prevHash: string, e: NewAuditEntry): string {
   return createHash('sha256').update(prevHash).update('\n').update(content).digest('hex');
 }
 
+// eslint-disable-next-line no-control-regex -- U+0000 is what PostgreSQL cannot store
 const UNSTORABLE = /[\u0000\ud800-\udfff]/;
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
 
 /** Text every store keeps as it is (PostgreSQL cannot hold U+0000 or lone surrogates): hashed as stored. */
 function storable<T>(value: T): T {
+  // eslint-disable-next-line no-control-regex -- U+0000 is what PostgreSQL cannot store
   if (typeof value === 'string') return (UNSTORABLE.test(value) ? value.replace(/\u0000/g, '\ufffd').replace(LONE_SURROGATE, '\ufffd') : value) as T;
   if (Array.isArray(value)) return value.map(storable) as T;
   if (value !== null && typeof value === 'object') {

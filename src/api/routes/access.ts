@@ -99,7 +99,9 @@ export function registerAccessRoutes(app: FastifyInstance, d: Dispatcher): void 
       },
     },
     async (request, reply) => {
-      let { client_id: id, client_secret: secret, grant_type: grant } = body(request);
+      const fields = body(request);
+      const grant = fields.grant_type;
+      let { client_id: id, client_secret: secret } = fields;
       const basic = /^Basic\s+(\S+)$/i.exec(String(request.headers.authorization ?? ''));
       if (basic !== null) {
         const decoded = Buffer.from(basic[1]!, 'base64').toString('utf8');
