@@ -10,6 +10,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { v7 as uuidv7 } from 'uuid';
 import { DispatcherError } from '../src/core/errors.js';
 import { MAX_LEASE_EXPIRIES } from '../src/store/shared.js';
+import { GENESIS_HASH, verifyAuditChain } from '../src/core/audit.js';
 import type { Attempt, CloudEvent, Run } from '../src/core/types.js';
 import type { ClaimOptions, ClaimedRun, IntakeItem, NewDeadLetter, NewRun, RunOutcome, Store } from '../src/store/types.js';
 
@@ -1248,6 +1249,80 @@ export function defineStoreSuite(name: string, open: () => Promise<StoreFixture>
         await store.cancelRun(fourth!, T0 + 700);
         expect(await store.nextAvailableAt()).toBeNull();
         expect((await store.stats(T0 + 2000)).oldestQueuedAt).toBeNull();
+      });
+    });
+
+    describe('access: clients, settings, the audit log', () => {
+      const client = (overrides: Record<string, unknown> = {}) => ({
+        id: uuidv7(), name: 'c', service: 'svc-a', orgId: 'org-1', permissions: ['dispatcher:runs:read', { permission: 'dispatcher:runs:write', service: ['svc-a'] }],
+        secretHash: 'scrypt$32768$8$1$salt$hash', secretVersion: 1, createdAt: T0, updatedAt: T0, subscription: null, ...overrides,
+      });
+      const entry = (overrides: Record<string, unknown> = {}) => ({
+        at: T0, actor: 'psk:svc-a', actorKind: 'psk' as const, service: 'svc-a', orgId: 'org-1', action: 'runs.cancel', records: ['r-1'], outcome: 'ok',
+        details: { status: 200, nested: { b: 1, a: 'ü \u0000 nul' } }, ...overrides,
+      });
+
+      it('creates, reads, lists by tenant, rotates and deletes clients', async () => {
+        const a = client();
+        const b = client({ orgId: 'org-2', name: 'b' });
+        await store.access.createClient(a);
+        await store.access.createClient(b);
+        expect(await store.access.getClient(a.id)).toEqual(a);
+        expect(await store.access.getClient('nobody')).toBeNull();
+        expect((await store.access.listClients('org-2')).map((c) => c.id)).toEqual([b.id]);
+        expect((await store.access.listClients()).map((c) => c.id).sort()).toEqual([a.id, b.id].sort());
+        const rotated = await store.access.rotateClientSecret(a.id, 'scrypt$new', T0 + 5);
+        expect(rotated).toMatchObject({ secretHash: 'scrypt$new', secretVersion: 2, updatedAt: T0 + 5 });
+        expect(await store.access.rotateClientSecret('nobody', 'x', T0)).toBeNull();
+        expect(await store.access.deleteClient(a.id)).toBe(true);
+        expect(await store.access.deleteClient(a.id)).toBe(false);
+        expect(await store.access.getClient(a.id)).toBeNull();
+      });
+
+      it('keeps the first value of a generated setting', async () => {
+        expect(await store.access.ensureSetting('k', 'first')).toBe('first');
+        expect(await store.access.ensureSetting('k', 'second')).toBe('first');
+      });
+
+      it('appends entries to one chain with its head, and filters them', async () => {
+        const first = await store.access.appendAudit([entry(), entry({ action: 'events.create', records: ['e-1', 'e-2'], orgId: 'org-2', service: 'svc-b' })]);
+        expect(first.map((e) => e.seq)).toEqual([1, 2]);
+        expect(first[0]!.prevHash).toBe(GENESIS_HASH);
+        expect(first[1]!.prevHash).toBe(first[0]!.hash);
+        const more = await store.access.appendAudit([entry({ outcome: 'forbidden', at: T0 + 10 })]);
+        expect(more[0]).toMatchObject({ seq: 3, prevHash: first[1]!.hash });
+        expect(await store.access.auditHead()).toEqual({ seq: 3, hash: more[0]!.hash });
+        // Stored as written (text PostgreSQL cannot hold made storable before hashing), and it verifies.
+        const read = await store.access.readAudit(0, 100);
+        expect(read).toEqual([...first, ...more]);
+        expect(read[0]!.details).toEqual({ status: 200, nested: { b: 1, a: 'ü \ufffd nul' } });
+        const verified = await verifyAuditChain(async function* () {
+          yield* read;
+        }, await store.access.auditHead());
+        expect(verified.problems).toEqual([]);
+        const list = (q: Record<string, unknown>) => store.access.listAudit({ limit: 10, offset: 0, ...q }).then((l) => [l.total, l.items.map((e) => e.seq)]);
+        expect(await list({})).toEqual([3, [3, 2, 1]]);
+        expect(await list({ ascending: true, limit: 2 })).toEqual([3, [1, 2]]);
+        expect(await list({ orgId: 'org-1' })).toEqual([2, [3, 1]]);
+        expect(await list({ services: ['svc-b'] })).toEqual([1, [2]]);
+        expect(await list({ services: [] })).toEqual([0, []]);
+        expect(await list({ record: 'e-2' })).toEqual([1, [2]]);
+        expect(await list({ action: ['runs.cancel'], outcome: 'ok' })).toEqual([1, [1]]);
+        expect(await list({ actor: 'psk:svc-a', at: { from: T0 + 1 } })).toEqual([1, [3]]);
+        expect(await store.access.readAudit(2, 100)).toEqual(more);
+      });
+
+      it('keeps one unbroken chain when several writers append at once', async () => {
+        const other = await peer();
+        await Promise.all(
+          Array.from({ length: 20 }, (_, i) => (i % 2 === 0 ? store : other).access.appendAudit([entry({ records: [`r-${i}`] }), entry({ records: [`r-${i}b`] })])),
+        );
+        const all = await store.access.readAudit(0, 100);
+        expect(all.map((e) => e.seq)).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
+        const verified = await verifyAuditChain(async function* () {
+          yield* all;
+        }, await store.access.auditHead());
+        expect(verified.problems).toEqual([]);
       });
     });
   });
