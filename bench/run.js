@@ -29,6 +29,9 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 200_000);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const REPEAT = Number(process.env.BENCH_REPEAT ?? 3);
+// Every request carries a pre-shared key, as a real producer's would: authentication is part of the cost.
+const KEY = 'benchKey0123456789abcdefABCDEF';
+const AUTHORIZATION = `PSK ${KEY}`;
 const modes = process.argv.slice(2).length > 0 ? process.argv.slice(2) : ['throughput', 'latency', 'single'];
 
 function freePort() {
@@ -53,6 +56,7 @@ store: { url: "sqlite:${join(dir, 'dispatcher.db')}" }
 log: { level: warn }
 intake: { maxBatch: 5000 }
 runner: { concurrency: 4096, batchSize: 1024 }
+auth: { keyFile: "", psk: [ { service: bench, key: ${KEY} } ] }
 routes:
   - name: bench
     match: { type: "bench.*" }
@@ -122,7 +126,7 @@ async function throughputOnce() {
   async function worker() {
     while (next < bodies.length) {
       const body = bodies[next++];
-      const res = await pool.request({ path: '/v1/events', method: 'POST', headers: { 'content-type': 'application/cloudevents-batch+json' }, body });
+      const res = await pool.request({ path: '/v1/events', method: 'POST', headers: { 'content-type': 'application/cloudevents-batch+json', authorization: AUTHORIZATION }, body });
       const text = await res.body.text();
       if (res.statusCode !== 202) throw new Error(`HTTP ${res.statusCode}: ${text.slice(0, 200)}`);
     }
@@ -151,7 +155,7 @@ async function latencyOnce() {
     if (wait > 0) await new Promise((r) => setTimeout(r, wait));
     pending.push(
       pool
-        .request({ path: '/v1/events', method: 'POST', headers: { 'content-type': 'application/cloudevents-batch+json' }, body: batchBody(perTick) })
+        .request({ path: '/v1/events', method: 'POST', headers: { 'content-type': 'application/cloudevents-batch+json', authorization: AUTHORIZATION }, body: batchBody(perTick) })
         .then((res) => res.body.text()),
     );
   }
@@ -185,7 +189,7 @@ async function hammer(url, path, body, headers) {
 
 async function singleOnce() {
   const server = await startServer();
-  const headers = { 'content-type': 'application/cloudevents+json' };
+  const headers = { 'content-type': 'application/cloudevents+json', authorization: AUTHORIZATION };
   const ours = await hammer(server.url, '/v1/events', () => {
     seq += 1;
     return JSON.stringify({ specversion: '1.0', id: `s-${process.pid}-${seq}`, source: 'urn:bench', type: 'bench.single', data: { n: seq } });
