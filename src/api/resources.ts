@@ -2,6 +2,8 @@
  * How records look in the API: snake_case names (the names the query parameters use) and RFC 3339 times.
  */
 
+import type { AuditEntry } from '../core/audit.js';
+import type { ClientRecord } from '../store/access.js';
 import type { Attempt, DeadLetter, EventRecord, Run, RunEvent, RunSummary } from '../core/types.js';
 
 const iso = (ms: number | null | undefined): string | null => (ms === null || ms === undefined ? null : new Date(ms).toISOString());
@@ -105,4 +107,36 @@ export function pick<T extends object>(resource: T, fields: readonly string[] | 
   const out: Record<string, unknown> = {};
   for (const f of fields) out[f] = (resource as Record<string, unknown>)[f];
   return out as Partial<T>;
+}
+
+/** A client as the API and the CLI show it: never its secret or the secret's hash. */
+export function clientResource(c: ClientRecord) {
+  return {
+    id: c.id,
+    name: c.name,
+    service: c.service,
+    org_id: c.orgId,
+    permissions: c.permissions,
+    subscription: c.subscription,
+    secret_version: c.secretVersion,
+    created_at: new Date(c.createdAt).toISOString(),
+    updated_at: new Date(c.updatedAt).toISOString(),
+  };
+}
+
+export function auditResource(e: AuditEntry) {
+  return {
+    seq: e.seq,
+    at: new Date(e.at).toISOString(),
+    actor: e.actor,
+    actor_kind: e.actorKind,
+    service: e.service,
+    org_id: e.orgId,
+    action: e.action,
+    records: e.records,
+    outcome: e.outcome,
+    details: e.details,
+    prev_hash: e.prevHash,
+    hash: e.hash,
+  };
 }

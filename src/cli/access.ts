@@ -18,6 +18,7 @@ import type { DispatcherConfig } from '../config/schema.js';
 import { openStore } from '../store/index.js';
 import type { Store } from '../store/types.js';
 import type { ClientRecord } from '../store/access.js';
+import { clientResource } from '../api/resources.js';
 import { api } from './client.js';
 import { CliError, integerOption, printJson, printTable } from './output.js';
 import { configFromFlags } from './serve.js';
@@ -54,17 +55,7 @@ async function audit(store: Store, action: string, client: ClientRecord, details
 }
 
 function showClient(c: ClientRecord, secret?: string) {
-  return {
-    id: c.id,
-    name: c.name,
-    service: c.service,
-    org_id: c.orgId,
-    permissions: c.permissions,
-    subscription: c.subscription,
-    secret_version: c.secretVersion,
-    created_at: new Date(c.createdAt).toISOString(),
-    ...(secret === undefined ? {} : { secret }),
-  };
+  return { ...clientResource(c), ...(secret === undefined ? {} : { secret }) };
 }
 
 function authenticator(store: Store, config: DispatcherConfig): Authenticator {

@@ -9,7 +9,6 @@
 
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import secureJson from 'secure-json-parse';
-import type { AuditEntry } from '../../core/audit.js';
 import { DispatcherError } from '../../core/errors.js';
 import type { PermissionSpec, Principal, Scope } from '../../core/principal.js';
 import type { Dispatcher } from '../../dispatcher.js';
@@ -17,6 +16,7 @@ import type { ClientRecord } from '../../store/access.js';
 import { requirePrincipal, scopeOf } from '../auth.js';
 import { pageLinks, parseQuery } from '../query.js';
 import { anyObject, errors, idParams, links, listMeta } from '../schemas.js';
+import { auditResource, clientResource } from '../resources.js';
 
 function body(request: FastifyRequest): Record<string, unknown> {
   const raw = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
@@ -32,37 +32,6 @@ function body(request: FastifyRequest): Record<string, unknown> {
   }
   if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new DispatcherError('bad_request', 'the body must be a JSON object');
   return value as Record<string, unknown>;
-}
-
-function clientResource(c: ClientRecord) {
-  return {
-    id: c.id,
-    name: c.name,
-    service: c.service,
-    org_id: c.orgId,
-    permissions: c.permissions,
-    subscription: c.subscription,
-    secret_version: c.secretVersion,
-    created_at: new Date(c.createdAt).toISOString(),
-    updated_at: new Date(c.updatedAt).toISOString(),
-  };
-}
-
-export function auditResource(e: AuditEntry) {
-  return {
-    seq: e.seq,
-    at: new Date(e.at).toISOString(),
-    actor: e.actor,
-    actor_kind: e.actorKind,
-    service: e.service,
-    org_id: e.orgId,
-    action: e.action,
-    records: e.records,
-    outcome: e.outcome,
-    details: e.details,
-    prev_hash: e.prevHash,
-    hash: e.hash,
-  };
 }
 
 /** A client is within a scope when it is of the tenant and (with a service filter) of one of its services. */
