@@ -47,7 +47,7 @@ import type {
   StoreStats,
   SweepResult,
 } from '../types.js';
-import { afterLeaseExpiry, attemptRow, ENDED_STATUSES_SQL, finishedRun, fingerprint, inScope, plannedRun, runDeadLetter, v7Floor } from '../shared.js';
+import { afterLeaseExpiry, attemptRow, ENDED_STATUSES_SQL, finishedRun, fingerprint, inScope, plannedStateJson, runDeadLetter, v7Floor } from '../shared.js';
 import { Checkpointer } from './checkpointer.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
 
@@ -265,11 +265,7 @@ export class SqliteStore implements Store {
             record.receivedAt, record.receivedAt, r.availableAt, r.deadlineAt, r.expiresAt, claim?.owner ?? null,
             claim?.leaseUntil ?? null, r.orderingKey, labels, record.service, record.orgId,
           );
-          this.#writeRunEvent(
-            plannedRun(record, r),
-            'create',
-            record.receivedAt,
-          );
+          s.insertRunEvent.run(r.id, 'create', status, record.service, record.orgId, record.receivedAt, plannedStateJson(record, r));
           runIds.push(r.id);
         }
         results.push({ key: record.key, status: 'accepted', runIds });
