@@ -52,7 +52,8 @@ export const SQLITE_MIGRATIONS: Record<string, string[]> = {
       result TEXT,
       finished_at INTEGER
     )`,
-    `CREATE INDEX runs_queue ON runs (available_at, id) WHERE status = 'queued'`,
+    // Covers the claim query (ordering_key is NULL for most runs, so it costs next to nothing).
+    `CREATE INDEX runs_queue ON runs (available_at, id, ordering_key) WHERE status = 'queued'`,
     `CREATE INDEX runs_ordering ON runs (ordering_key, id) WHERE ordering_key IS NOT NULL AND status IN ('queued', 'running')`,
     `CREATE INDEX runs_leases ON runs (lease_until) WHERE status = 'running' AND lease_owner IS NOT NULL`,
     `CREATE INDEX runs_deadlines ON runs (deadline_at) WHERE status IN ('queued', 'running')`,
