@@ -101,6 +101,12 @@ export class SqliteStore implements Store {
   #statements: ReturnType<SqliteStore['prepare']> | undefined;
   #checkpointer: Checkpointer | undefined;
   #tx: Database.Transaction<(f: () => unknown) => unknown> | undefined;
+  /**
+   * The seq the next run event gets. `run_events.seq` is given here, not by AUTOINCREMENT (which reads
+   * and writes `sqlite_sequence` for every insert): read once per write transaction, under the write lock,
+   * from the highest seq stored or ever pruned, and counted up in memory.
+   */
+  #nextSeq = 1;
   #nested: Database.Transaction<(f: () => unknown) => unknown> | undefined;
   #writes: Array<{ fn: () => unknown; resolve: (value: unknown) => void; reject: (err: unknown) => void }> = [];
   #writeScheduled = false;
@@ -179,8 +185,12 @@ export class SqliteStore implements Store {
         `INSERT INTO runs (${RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, NULL, NULL, NULL, NULL)`,
       ),
       insertRunEvent: db.prepare(
-        'INSERT INTO run_events (run_id, event_type, status, service, org_id, at, payload) VALUES (?, ?, ?, ?, ?, ?, ?)',
+        'INSERT INTO run_events (seq, run_id, event_type, status, service, org_id, at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
       ),
+      lastRunEventSeq: db
+        .prepare('SELECT max(coalesce((SELECT max(seq) FROM run_events), 0), (SELECT last FROM run_event_seq))')
+        .pluck(),
+      keepRunEventSeq: db.prepare('UPDATE run_event_seq SET last = max(last, ?)'),
       selectClaimable: db.prepare(
         `SELECT r.*, e.envelope AS envelope, e.hops AS hops FROM runs r JOIN events e ON e.key = r.event_key
          WHERE r.status = 'queued' AND r.available_at <= ? AND r.route NOT IN (SELECT value FROM json_each(?))
@@ -251,7 +261,7 @@ export class SqliteStore implements Store {
   }
 
   #writeRunEvent(run: Run, eventType: 'create' | 'update' | 'delete' | 'read', at: number): void {
-    this.#s.insertRunEvent.run(run.id, eventType, run.status, run.service, run.orgId, at, runEventPayload(run, eventType));
+    this.#s.insertRunEvent.run(this.#nextSeq++, run.id, eventType, run.status, run.service, run.orgId, at, runEventPayload(run, eventType));
   }
 
   async commitIntake(items: IntakeItem[]): Promise<IntakeResult[]> {
@@ -296,7 +306,7 @@ export class SqliteStore implements Store {
             record.receivedAt, record.receivedAt, r.availableAt, r.deadlineAt, r.expiresAt, claim?.owner ?? null,
             claim?.leaseUntil ?? null, r.orderingKey, labels, record.service, record.orgId,
           );
-          s.insertRunEvent.run(r.id, 'create', status, record.service, record.orgId, record.receivedAt, plannedStateJson(record, r));
+          s.insertRunEvent.run(this.#nextSeq++, r.id, 'create', status, record.service, record.orgId, record.receivedAt, plannedStateJson(record, r));
           if (claim === undefined && this.#queued.size < QUEUED_MAX_RUNS && this.#queuedBytes < QUEUED_MAX_BYTES) {
             queued.push({ record, run: r, envelope });
           }
@@ -343,10 +353,13 @@ export class SqliteStore implements Store {
       const nested = this.#nested;
       this.#transaction(() => {
         for (const w of writes) {
+          const seq = this.#nextSeq;
           try {
             outcomes.push({ ok: true, value: writes.length === 1 ? w.fn() : nested(w.fn) });
           } catch (err) {
             if (writes.length === 1) throw err;
+            // Its run events were rolled back with it: their seqs are given again, so that readers see no gap.
+            this.#nextSeq = seq;
             outcomes.push({ ok: false, value: err });
           }
         }
@@ -367,7 +380,11 @@ export class SqliteStore implements Store {
 
   /** Runs `fn` in one IMMEDIATE transaction (takes the write lock up front: no upgrade deadlocks). */
   #transaction<T>(fn: () => T): T {
-    this.#tx ??= this.#db.transaction((f: () => unknown) => f());
+    this.#tx ??= this.#db.transaction((f: () => unknown) => {
+      // The write lock is held from here: no other connection can insert run events until the commit.
+      this.#nextSeq = (this.#s.lastRunEventSeq.get() as number) + 1;
+      return f();
+    });
     return this.#tx.immediate(fn) as T;
   }
 
@@ -666,6 +683,8 @@ export class SqliteStore implements Store {
     if (o.runEventsBefore !== undefined) {
       const before = o.runEventsBefore;
       await this.#write(() => {
+        // The highest seq is remembered, so that it is never given again even when no run event is left.
+        this.#s.keepRunEventSeq.run(this.#nextSeq - 1);
         result.runEvents = db.prepare('DELETE FROM run_events WHERE seq IN (SELECT seq FROM run_events WHERE at < ? ORDER BY seq LIMIT ?)').run(before, o.limit).changes;
       });
     }
@@ -685,7 +704,7 @@ export class SqliteStore implements Store {
   }
 
   async lastRunEventSeq(): Promise<number> {
-    return (this.#db.prepare('SELECT coalesce(max(seq), 0) FROM run_events').pluck().get() as number) ?? 0;
+    return this.#s.lastRunEventSeq.get() as number;
   }
 
   async stats(now: number): Promise<StoreStats> {

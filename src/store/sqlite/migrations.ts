@@ -73,7 +73,7 @@ export const SQLITE_MIGRATIONS: Record<string, string[]> = {
       PRIMARY KEY (run_id, n)
     ) WITHOUT ROWID`,
     `CREATE TABLE run_events (
-      seq INTEGER PRIMARY KEY AUTOINCREMENT,
+      seq INTEGER PRIMARY KEY,
       run_id TEXT NOT NULL,
       event_type TEXT NOT NULL,
       status TEXT NOT NULL,
@@ -82,6 +82,10 @@ export const SQLITE_MIGRATIONS: Record<string, string[]> = {
       at INTEGER NOT NULL,
       payload TEXT NOT NULL
     )`,
+    // The highest run-event seq pruning deleted: seqs are given by the store (see SqliteStore #nextSeq),
+    // from the highest one stored or kept here, so a seq is never given twice.
+    `CREATE TABLE run_event_seq (last INTEGER NOT NULL)`,
+    `INSERT INTO run_event_seq (last) VALUES (0)`,
     `CREATE TABLE dead_letters (
       id TEXT PRIMARY KEY,
       origin TEXT NOT NULL,
