@@ -10,7 +10,7 @@
  *   npm run bench -- single            single-event POSTs over 10 connections vs bare Fastify → requests/s
  *
  * Options (environment): BENCH_EVENTS (throughput, default 200000), BENCH_SECONDS (latency and single,
- * default 10), BENCH_REPEAT (default 3).
+ * default 10), BENCH_REPEAT (default 3), BENCH_SERVER_ARGS (Node flags for the dispatcher, e.g. `--cpu-prof`).
  *
  * accept-to-done is measured from the store: a run's `finished_at - created_at`, where `created_at` is the
  * moment intake took the event (before the commit that makes the 202 possible).
@@ -32,6 +32,8 @@ const REPEAT = Number(process.env.BENCH_REPEAT ?? 3);
 // Every request carries a pre-shared key, as a real producer's would: authentication is part of the cost.
 const KEY = 'benchKey0123456789abcdefABCDEF';
 const AUTHORIZATION = `PSK ${KEY}`;
+// Extra Node flags for the dispatcher under test, e.g. BENCH_SERVER_ARGS="--cpu-prof --cpu-prof-dir=.prof".
+const SERVER_ARGS = (process.env.BENCH_SERVER_ARGS ?? '').split(' ').filter((a) => a !== '');
 const modes = process.argv.slice(2).length > 0 ? process.argv.slice(2) : ['throughput', 'latency', 'single'];
 
 function freePort() {
@@ -63,7 +65,7 @@ routes:
     actions: [ { noop: {} } ]
 ${extraConfig}`,
   );
-  const child = spawn(process.execPath, [join(root, 'dist/cli/main.js'), 'serve', '--config', config], { stdio: ['ignore', 'inherit', 'inherit'] });
+  const child = spawn(process.execPath, [...SERVER_ARGS, join(root, 'dist/cli/main.js'), 'serve', '--config', config], { stdio: ['ignore', 'inherit', 'inherit'] });
   const url = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 200; i++) {
     try {

@@ -31,9 +31,12 @@ import type { Metrics } from './metrics.js';
 import type { RoutePlan } from './routes.js';
 import { templateScope } from './template.js';
 import type { Attempt, CloudEvent, Run } from './types.js';
-import { Batcher } from './batcher.js';
 import { runDeadLetter } from '../store/shared.js';
 import type { ClaimedRun, RunOutcome, Store } from '../store/types.js';
+
+/** How long outcomes gather before they are recorded, and how many are recorded at once at most. */
+const RECORD_DELAY_MS = 2;
+const RECORD_BATCH = 1000;
 
 export interface RunnerSettings {
   /** Runs in flight at most. */
@@ -80,7 +83,14 @@ interface InFlight {
 export class Runner {
   readonly #deps: RunnerDeps;
   readonly #inFlight = new Map<string, InFlight>();
-  readonly #finisher: Batcher<RunOutcome, undefined>;
+  /**
+   * Outcomes waiting to be recorded: gathered for RECORD_DELAY_MS (or until RECORD_BATCH of them) and
+   * recorded in one `finishRuns`, one batch at a time. A run keeps its slot until its outcome is recorded.
+   */
+  #outcomes: RunOutcome[] = [];
+  #recording = false;
+  #recordScheduled = false;
+  #recorded: Array<() => void> = [];
   #running = false;
   /** Slots promised to intake for direct dispatch, not yet adopted. */
   #reserved = 0;
@@ -105,15 +115,6 @@ export class Runner {
 
   constructor(deps: RunnerDeps) {
     this.#deps = deps;
-    this.#finisher = new Batcher(async (outcomes) => {
-      const applied = new Set(await deps.store.finishRuns(outcomes));
-      if (applied.size > 0) {
-        const recorded = applied.size === outcomes.length ? outcomes : outcomes.filter((o) => applied.has(o.run.id));
-        this.#count(recorded);
-        deps.onRecorded?.(recorded);
-      }
-      return outcomes.map(() => undefined);
-    }, 1000, 2);
   }
 
   get inFlight(): number {
@@ -396,15 +397,57 @@ export class Runner {
     return Math.max(jittered, err.retryAfterMs ?? 0);
   }
 
-  async #finish(outcome: RunOutcome): Promise<void> {
+  #finish(outcome: RunOutcome): void {
+    this.#outcomes.push(outcome);
+    this.#scheduleRecord();
+  }
+
+  #scheduleRecord(): void {
+    if (this.#recording || this.#recordScheduled) return;
+    this.#recordScheduled = true;
+    if (this.#outcomes.length >= RECORD_BATCH) setImmediate(this.#record);
+    else setTimeout(this.#record, RECORD_DELAY_MS);
+  }
+
+  readonly #record = async (): Promise<void> => {
+    this.#recordScheduled = false;
+    if (this.#recording || this.#outcomes.length === 0) return;
+    this.#recording = true;
+    const batch = this.#outcomes.length <= RECORD_BATCH ? this.#outcomes : this.#outcomes.slice(0, RECORD_BATCH);
+    this.#outcomes = batch === this.#outcomes ? [] : this.#outcomes.slice(RECORD_BATCH);
     try {
-      await this.#finisher.add([outcome]);
+      const applied = await this.#deps.store.finishRuns(batch);
+      if (applied.length > 0) {
+        let recorded = batch;
+        if (applied.length !== batch.length) {
+          const ids = new Set(applied);
+          recorded = batch.filter((o) => ids.has(o.run.id));
+        }
+        this.#count(recorded);
+        this.#deps.onRecorded?.(recorded);
+      }
     } catch (err) {
-      this.#deps.log.error({ err, runId: outcome.run.id }, 'recording an outcome failed; the lease will expire and the sweeper requeue the run');
+      this.#deps.log.error(
+        { err, runs: batch.length, runId: batch[0]!.run.id },
+        'recording outcomes failed; the leases will expire and the sweeper requeue the runs',
+      );
     } finally {
-      this.#settle(outcome.run.id);
-      if (outcome.status === 'queued') void this.#armWakeTimer();
+      this.#recording = false;
+      let retries = false;
+      for (const o of batch) {
+        this.#settle(o.run.id);
+        if (o.status === 'queued') retries = true;
+      }
+      if (retries) void this.#armWakeTimer();
+      if (this.#outcomes.length > 0) this.#scheduleRecord();
+      else for (const resolve of this.#recorded.splice(0)) resolve();
     }
+  };
+
+  /** Resolves once every outcome gathered so far is recorded. */
+  #drainOutcomes(): Promise<void> {
+    if (!this.#recording && this.#outcomes.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#recorded.push(resolve));
   }
 
   /** Metrics of recorded outcomes, counted per batch: label lookups cost more than the counting. */
@@ -542,7 +585,7 @@ export class Runner {
         this.#deps.log.warn({ err }, 'releasing runs failed; their leases will expire');
       }
     }
-    await this.#finisher.drain();
+    await this.#drainOutcomes();
   }
 
   #now(): number {

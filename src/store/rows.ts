@@ -173,9 +173,10 @@ export function toAttempt(row: AttemptRow): Attempt {
 
 export function toRunEvent(row: RunEventRow | RunEventWithRunRow): RunEvent {
   const state = parseJson<Record<string, unknown>>(row.payload);
-  // An update carries only the changing part: the rest comes from the run's row (see runStateJson).
+  // `create` and `update` events carry only the changing part: the rest comes from the run's row (see
+  // runStateJson). Fields left out of a payload because they were null are null again here.
   const payload =
-    row.event_type === 'update' && 'r_route' in row
+    (row.event_type === 'update' || row.event_type === 'create') && 'r_route' in row
       ? {
           id: row.run_id,
           eventKey: row.r_event_key,
@@ -188,9 +189,10 @@ export function toRunEvent(row: RunEventRow | RunEventWithRunRow): RunEvent {
           service: row.service,
           orgId: row.org_id,
           createdAt: row.r_created_at === null ? null : num(row.r_created_at),
+          ...NULL_STATE,
           ...state,
         }
-      : state;
+      : { ...NULL_STATE, ...state };
   return {
     seq: num(row.seq),
     runId: row.run_id,
@@ -202,6 +204,9 @@ export function toRunEvent(row: RunEventRow | RunEventWithRunRow): RunEvent {
     payload: payload as unknown as RunEvent['payload'],
   };
 }
+
+/** The fields a run-event payload leaves out when they are null. */
+const NULL_STATE = { correlationId: null, error: null, result: null, finishedAt: null } as const;
 
 export function toDeadLetter(row: DeadLetterRow): DeadLetter {
   return {
@@ -230,9 +235,9 @@ export function toDeadLetter(row: DeadLetterRow): DeadLetter {
  * A run event's payload, serialized by hand: this runs for every state change of every run, and building
  * the string directly is several times cheaper than JSON.stringify of a fresh object.
  *
- * A `create` event carries the whole run. Later events carry only what can change (status, attempts,
- * times, error, result): the rest of a run never changes, and readers take it from the run's row
- * (`toRunEvent` merges the two). That keeps the outbox, written three times per run, small.
+ * `create` and `update` events carry only what can change (status, attempts, times, error, result), and
+ * leave out what is null: the rest of a run never changes, and readers take it from the run's row
+ * (`toRunEvent` merges the two). That keeps the outbox, written two or three times per run, small.
  */
 export function runSummaryJson(run: Run): string {
   return (
@@ -244,21 +249,22 @@ export function runSummaryJson(run: Run): string {
   );
 }
 
-/** The part of a run that changes: what `update` run events carry. */
+/** The part of a run that changes: what `create` and `update` run events carry. */
 export function runStateJson(run: Run): string {
-  return (
+  let json =
     `{"status":"${run.status}","attempts":${run.attempts},"maxAttempts":${run.maxAttempts},` +
     `"updatedAt":${run.updatedAt},"availableAt":${run.availableAt},"deadlineAt":${run.deadlineAt},` +
-    `"expiresAt":${run.expiresAt},"correlationId":${qn(run.correlationId)},` +
-    `"error":${run.error === null ? 'null' : JSON.stringify(run.error)},` +
-    `"result":${run.result === null || run.result === undefined ? 'null' : JSON.stringify(run.result)},` +
-    `"finishedAt":${run.finishedAt === null ? 'null' : run.finishedAt}}`
-  );
+    `"expiresAt":${run.expiresAt}`;
+  if (run.correlationId !== null) json += `,"correlationId":${q(run.correlationId)}`;
+  if (run.error !== null) json += `,"error":${JSON.stringify(run.error)}`;
+  if (run.result !== null && run.result !== undefined) json += `,"result":${JSON.stringify(run.result)}`;
+  if (run.finishedAt !== null) json += `,"finishedAt":${run.finishedAt}`;
+  return json + '}';
 }
 
 /** The payload for a run event of `eventType`. */
 export function runEventPayload(run: Run, eventType: RunEvent['eventType']): string {
-  return eventType === 'update' ? runStateJson(run) : runSummaryJson(run);
+  return eventType === 'update' || eventType === 'create' ? runStateJson(run) : runSummaryJson(run);
 }
 
 const SAFE = /^[\w .:/@+-]*$/;

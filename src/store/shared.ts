@@ -98,6 +98,18 @@ export function plannedRun(record: IntakeItem['record'], r: NewRun): Run {
   };
 }
 
+/**
+ * The payload of the `create` run event of a run planned at intake: `runStateJson(plannedRun(record, r))`,
+ * built without the run object.
+ */
+export function plannedStateJson(record: IntakeItem['record'], r: NewRun): string {
+  const claimed = r.claimedBy !== undefined;
+  return (
+    `{"status":"${claimed ? 'running' : 'queued'}","attempts":${claimed ? 1 : 0},"maxAttempts":${r.maxAttempts},` +
+    `"updatedAt":${record.receivedAt},"availableAt":${r.availableAt},"deadlineAt":${r.deadlineAt},"expiresAt":${r.expiresAt}}`
+  );
+}
+
 /** The run as an outcome leaves it. */
 export function finishedRun(o: RunOutcome): Run {
   return {

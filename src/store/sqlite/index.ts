@@ -38,6 +38,7 @@ import type {
   IntakeResult,
   Listing,
   NewDeadLetter,
+  NewRun,
   PruneOptions,
   PruneResult,
   RunOutcome,
@@ -47,7 +48,7 @@ import type {
   StoreStats,
   SweepResult,
 } from '../types.js';
-import { afterLeaseExpiry, attemptRow, ENDED_STATUSES_SQL, finishedRun, fingerprint, inScope, plannedRun, runDeadLetter, v7Floor } from '../shared.js';
+import { afterLeaseExpiry, attemptRow, ENDED_STATUSES_SQL, finishedRun, fingerprint, inScope, plannedRun, plannedStateJson, runDeadLetter, v7Floor } from '../shared.js';
 import { SqliteAccess } from './access.js';
 import { Checkpointer } from './checkpointer.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
@@ -72,6 +73,16 @@ export function parseSqliteUrl(url: string): SqliteStoreOptions {
   };
 }
 
+/** A run committed as queued by intake, as `#queued` keeps it. */
+interface QueuedRun {
+  record: IntakeItem['record'];
+  run: NewRun;
+  envelope: string;
+}
+
+const QUEUED_MAX_RUNS = 65_536;
+const QUEUED_MAX_BYTES = 32 * 1024 * 1024;
+
 const RUN_COLUMNS =
   'id, event_key, event_type, route, action, action_type, status, attempts, max_attempts, created_at, updated_at, ' +
   'available_at, deadline_at, expires_at, lease_owner, lease_until, ordering_key, correlation_id, labels, service, ' +
@@ -92,9 +103,23 @@ export class SqliteStore implements Store {
   #statements: ReturnType<SqliteStore['prepare']> | undefined;
   #checkpointer: Checkpointer | undefined;
   #tx: Database.Transaction<(f: () => unknown) => unknown> | undefined;
+  /**
+   * The seq the next run event gets. `run_events.seq` is given here, not by AUTOINCREMENT (which reads
+   * and writes `sqlite_sequence` for every insert): read once per write transaction, under the write lock,
+   * from the highest seq stored or ever pruned, and counted up in memory.
+   */
+  #nextSeq = 1;
   #nested: Database.Transaction<(f: () => unknown) => unknown> | undefined;
   #writes: Array<{ fn: () => unknown; resolve: (value: unknown) => void; reject: (err: unknown) => void }> = [];
   #writeScheduled = false;
+  /**
+   * Runs this store committed as queued at intake and not yet claimed, with what a claim needs of them
+   * (the planned run and its event as JSON text): a claim of one of them reads only the queue index, not
+   * the run's row and its event's. Only runs untouched since intake are here: every other change of a
+   * queued run (cancel, sweep) takes it out. Bounded in count and bytes; what does not fit is read back.
+   */
+  readonly #queued = new Map<string, QueuedRun>();
+  #queuedBytes = 0;
   readonly #path: string;
   readonly #checkpointWorker: boolean;
 
@@ -163,8 +188,12 @@ export class SqliteStore implements Store {
         `INSERT INTO runs (${RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, NULL, NULL, NULL, NULL)`,
       ),
       insertRunEvent: db.prepare(
-        'INSERT INTO run_events (run_id, event_type, status, service, org_id, at, payload) VALUES (?, ?, ?, ?, ?, ?, ?)',
+        'INSERT INTO run_events (seq, run_id, event_type, status, service, org_id, at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
       ),
+      lastRunEventSeq: db
+        .prepare('SELECT max(coalesce((SELECT max(seq) FROM run_events), 0), (SELECT last FROM run_event_seq))')
+        .pluck(),
+      keepRunEventSeq: db.prepare('UPDATE run_event_seq SET last = max(last, ?)'),
       selectClaimable: db.prepare(
         `SELECT r.*, e.envelope AS envelope, e.hops AS hops FROM runs r JOIN events e ON e.key = r.event_key
          WHERE r.status = 'queued' AND r.available_at <= ? AND r.route NOT IN (SELECT value FROM json_each(?))
@@ -172,6 +201,16 @@ export class SqliteStore implements Store {
              SELECT 1 FROM runs p WHERE p.ordering_key = r.ordering_key AND p.status IN ('queued', 'running') AND p.id < r.id))
          ORDER BY r.available_at, r.id LIMIT ?`,
       ),
+      // The claimable queued runs, from the queue index alone (it covers this query).
+      claimableIds: db
+        .prepare(
+          `SELECT r.id FROM runs r WHERE r.status = 'queued' AND r.available_at <= ?
+             AND (r.ordering_key IS NULL OR NOT EXISTS (
+               SELECT 1 FROM runs p WHERE p.ordering_key = r.ordering_key AND p.status IN ('queued', 'running') AND p.id < r.id))
+           ORDER BY r.available_at, r.id LIMIT ?`,
+        )
+        .pluck(),
+      claimableById: db.prepare(`SELECT r.*, e.envelope AS envelope, e.hops AS hops FROM runs r JOIN events e ON e.key = r.event_key WHERE r.id = ?`),
       // Runs holding a lease: a run waiting for a callback holds no slot of its route's concurrency limit.
       runningByRoute: db.prepare(`SELECT route, count(*) AS n FROM runs WHERE status = 'running' AND lease_owner IS NOT NULL GROUP BY route`),
       claim: db.prepare(
@@ -225,7 +264,7 @@ export class SqliteStore implements Store {
   }
 
   #writeRunEvent(run: Run, eventType: 'create' | 'update' | 'delete' | 'read', at: number): void {
-    this.#s.insertRunEvent.run(run.id, eventType, run.status, run.service, run.orgId, at, runEventPayload(run, eventType));
+    this.#s.insertRunEvent.run(this.#nextSeq++, run.id, eventType, run.status, run.service, run.orgId, at, runEventPayload(run, eventType));
   }
 
   async commitIntake(items: IntakeItem[]): Promise<IntakeResult[]> {
@@ -236,9 +275,11 @@ export class SqliteStore implements Store {
     this.#write(() => {
       const s = this.#s;
       const results: IntakeResult[] = [];
+      const queued: QueuedRun[] = [];
       for (const item of items) {
         const { record, runs } = item;
         const e = record.event;
+        const envelope = item.envelope ?? JSON.stringify(e);
         const inserted = s.insertEvent.run(
           record.key,
           e.source,
@@ -246,7 +287,7 @@ export class SqliteStore implements Store {
           e.type,
           typeof e.topic === 'string' ? e.topic : null,
           typeof e.subject === 'string' ? e.subject : null,
-          item.envelope ?? JSON.stringify(e),
+          envelope,
           record.input,
           record.hops,
           record.service,
@@ -268,14 +309,18 @@ export class SqliteStore implements Store {
             record.receivedAt, record.receivedAt, r.availableAt, r.deadlineAt, r.expiresAt, claim?.owner ?? null,
             claim?.leaseUntil ?? null, r.orderingKey, labels, record.service, record.orgId,
           );
-          this.#writeRunEvent(
-            plannedRun(record, r),
-            'create',
-            record.receivedAt,
-          );
+          s.insertRunEvent.run(this.#nextSeq++, r.id, 'create', status, record.service, record.orgId, record.receivedAt, plannedStateJson(record, r));
+          if (claim === undefined && this.#queued.size < QUEUED_MAX_RUNS && this.#queuedBytes < QUEUED_MAX_BYTES) {
+            queued.push({ record, run: r, envelope });
+          }
           runIds.push(r.id);
         }
         results.push({ key: record.key, status: 'accepted', runIds });
+      }
+      // Kept only once the savepoint is sure to hold: nothing can throw after this.
+      for (const q of queued) {
+        this.#queued.set(q.run.id, q);
+        this.#queuedBytes += q.envelope.length;
       }
       return results;
     }, true);
@@ -311,15 +356,21 @@ export class SqliteStore implements Store {
       const nested = this.#nested;
       this.#transaction(() => {
         for (const w of writes) {
+          const seq = this.#nextSeq;
           try {
             outcomes.push({ ok: true, value: writes.length === 1 ? w.fn() : nested(w.fn) });
           } catch (err) {
             if (writes.length === 1) throw err;
+            // Its run events were rolled back with it: their seqs are given again, so that readers see no gap.
+            this.#nextSeq = seq;
             outcomes.push({ ok: false, value: err });
           }
         }
       });
     } catch (err) {
+      // Runs kept in #queued by a write that was rolled back must not be claimed from it.
+      this.#queued.clear();
+      this.#queuedBytes = 0;
       for (const w of writes) w.reject(err);
       return;
     }
@@ -332,7 +383,11 @@ export class SqliteStore implements Store {
 
   /** Runs `fn` in one IMMEDIATE transaction (takes the write lock up front: no upgrade deadlocks). */
   #transaction<T>(fn: () => T): T {
-    this.#tx ??= this.#db.transaction((f: () => unknown) => f());
+    this.#tx ??= this.#db.transaction((f: () => unknown) => {
+      // The write lock is held from here: no other connection can insert run events until the commit.
+      this.#nextSeq = (this.#s.lastRunEventSeq.get() as number) + 1;
+      return f();
+    });
     return this.#tx.immediate(fn) as T;
   }
 
@@ -350,39 +405,63 @@ export class SqliteStore implements Store {
       }
       const leaseUntil = now + leaseMs;
       const claimed: ClaimedRun[] = [];
+      if (room === undefined) {
+        // No concurrency limits: the queue index names the runs, and the runs intake queued are at hand.
+        for (const id of s.claimableIds.all(now, limit) as string[]) {
+          const queued = this.#takeQueued(id);
+          if (queued === undefined) {
+            const row = s.claimableById.get(id) as (RunRow & { envelope: string; hops: number }) | undefined;
+            if (row !== undefined) this.#claim(toRun(row), row.envelope, row.hops, owner, leaseUntil, now, claimed);
+          } else this.#claim(plannedRun(queued.record, queued.run), queued.envelope, queued.record.hops, owner, leaseUntil, now, claimed);
+        }
+        return claimed;
+      }
       // Routes at their limit are left out of the candidates, and the window is read again when it held
       // runs of such a route: otherwise one limited route's backlog could fill every window and starve all
       // other routes. Each pass adds at least one route to `full`, so this ends.
       for (;;) {
-        const full = room === undefined ? [] : [...room].filter(([, left]) => left <= 0).map(([route]) => route);
-        const window = room === undefined ? limit - claimed.length : (limit - claimed.length) * 4;
+        const full = [...room].filter(([, left]) => left <= 0).map(([route]) => route);
+        const window = (limit - claimed.length) * 4;
         const candidates = s.selectClaimable.all(now, JSON.stringify(full), window) as Array<RunRow & { envelope: string; hops: number }>;
         let skipped = false;
         for (const row of candidates) {
           if (claimed.length >= limit) break;
-          if (room !== undefined) {
-            const left = room.get(row.route);
-            if (left !== undefined) {
-              if (left <= 0) {
-                skipped = true;
-                continue;
-              }
-              room.set(row.route, left - 1);
+          const left = room.get(row.route);
+          if (left !== undefined) {
+            if (left <= 0) {
+              skipped = true;
+              continue;
             }
+            room.set(row.route, left - 1);
           }
-          if (s.claim.run(owner, leaseUntil, now, row.id).changes === 0) continue;
-          const run = toRun(row);
-          run.status = 'running';
-          run.attempts += 1;
-          run.leaseOwner = owner;
-          run.leaseUntil = leaseUntil;
-          run.updatedAt = now;
-          this.#writeRunEvent(run, 'update', now);
-          claimed.push({ run, envelope: row.envelope, hops: row.hops });
+          this.#takeQueued(row.id);
+          this.#claim(toRun(row), row.envelope, row.hops, owner, leaseUntil, now, claimed);
         }
         if (!skipped || claimed.length >= limit || candidates.length < window) return claimed;
       }
     });
+  }
+
+  /** Claims one queued run (if it still is), writes its run event, and adds it to `claimed`. */
+  #claim(run: Run, envelope: string, hops: number, owner: string, leaseUntil: number, now: number, claimed: ClaimedRun[]): void {
+    if (this.#s.claim.run(owner, leaseUntil, now, run.id).changes === 0) return;
+    run.status = 'running';
+    run.attempts += 1;
+    run.leaseOwner = owner;
+    run.leaseUntil = leaseUntil;
+    run.updatedAt = now;
+    this.#writeRunEvent(run, 'update', now);
+    claimed.push({ run, envelope, hops });
+  }
+
+  /** Takes a run out of `#queued`: it is being claimed, or changes otherwise. */
+  #takeQueued(id: string): QueuedRun | undefined {
+    const queued = this.#queued.get(id);
+    if (queued !== undefined) {
+      this.#queued.delete(id);
+      this.#queuedBytes -= queued.envelope.length;
+    }
+    return queued;
   }
 
   async renewLeases(owner: string, runIds: string[], leaseUntil: number): Promise<number> {
@@ -461,6 +540,7 @@ export class SqliteStore implements Store {
 
   /** Moves `from` to `to` if it is still in `from`'s status; writes the run event. */
   #setState(from: Run, to: Run, now: number): boolean {
+    this.#takeQueued(from.id);
     const changed = this.#s.setState.run(
       to.status, to.updatedAt, to.availableAt, to.deadlineAt, to.expiresAt, to.maxAttempts, to.correlationId,
       to.error?.code ?? null, to.error?.message ?? null, to.finishedAt, from.id, from.status,
@@ -606,6 +686,8 @@ export class SqliteStore implements Store {
     if (o.runEventsBefore !== undefined) {
       const before = o.runEventsBefore;
       await this.#write(() => {
+        // The highest seq is remembered, so that it is never given again even when no run event is left.
+        this.#s.keepRunEventSeq.run(this.#nextSeq - 1);
         result.runEvents = db.prepare('DELETE FROM run_events WHERE seq IN (SELECT seq FROM run_events WHERE at < ? ORDER BY seq LIMIT ?)').run(before, o.limit).changes;
       });
     }
@@ -625,7 +707,7 @@ export class SqliteStore implements Store {
   }
 
   async lastRunEventSeq(): Promise<number> {
-    return (this.#db.prepare('SELECT coalesce(max(seq), 0) FROM run_events').pluck().get() as number) ?? 0;
+    return this.#s.lastRunEventSeq.get() as number;
   }
 
   async stats(now: number): Promise<StoreStats> {

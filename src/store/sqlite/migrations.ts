@@ -52,7 +52,8 @@ export const SQLITE_MIGRATIONS: Record<string, string[]> = {
       result TEXT,
       finished_at INTEGER
     )`,
-    `CREATE INDEX runs_queue ON runs (available_at, id) WHERE status = 'queued'`,
+    // Covers the claim query (ordering_key is NULL for most runs, so it costs next to nothing).
+    `CREATE INDEX runs_queue ON runs (available_at, id, ordering_key) WHERE status = 'queued'`,
     `CREATE INDEX runs_ordering ON runs (ordering_key, id) WHERE ordering_key IS NOT NULL AND status IN ('queued', 'running')`,
     `CREATE INDEX runs_leases ON runs (lease_until) WHERE status = 'running' AND lease_owner IS NOT NULL`,
     `CREATE INDEX runs_deadlines ON runs (deadline_at) WHERE status IN ('queued', 'running')`,
@@ -72,7 +73,7 @@ export const SQLITE_MIGRATIONS: Record<string, string[]> = {
       PRIMARY KEY (run_id, n)
     ) WITHOUT ROWID`,
     `CREATE TABLE run_events (
-      seq INTEGER PRIMARY KEY AUTOINCREMENT,
+      seq INTEGER PRIMARY KEY,
       run_id TEXT NOT NULL,
       event_type TEXT NOT NULL,
       status TEXT NOT NULL,
@@ -81,6 +82,10 @@ export const SQLITE_MIGRATIONS: Record<string, string[]> = {
       at INTEGER NOT NULL,
       payload TEXT NOT NULL
     )`,
+    // The highest run-event seq pruning deleted: seqs are given by the store (see SqliteStore #nextSeq),
+    // from the highest one stored or kept here, so a seq is never given twice.
+    `CREATE TABLE run_event_seq (last INTEGER NOT NULL)`,
+    `INSERT INTO run_event_seq (last) VALUES (0)`,
     `CREATE TABLE dead_letters (
       id TEXT PRIMARY KEY,
       origin TEXT NOT NULL,
