@@ -31,8 +31,8 @@ function once() {
   const finish = db.prepare(`UPDATE runs SET status = 'success', updated_at = ?, lease_owner = NULL, lease_until = NULL, finished_at = ? WHERE id = ? AND status = 'running' AND lease_owner = 'w'`);
   const insertAttempt = db.prepare(`INSERT INTO attempts (run_id, n, started_at, ended_at, outcome) VALUES (?, 1, ?, ?, 'success')`);
   const envelope = JSON.stringify({ specversion: '1.0', id: 'x', source: 'urn:bench', type: 'bench.tick', topic: 'bench.eu.tick', data: { n: 1, host: 'web-1' } });
-  const created = '{"id":"01a20856-080b-75be-bcf5-67681343d276","eventKey":"01a20856-080b-75be-bcf5-67681343d276","eventType":"bench.tick","route":"bench","action":"noop","actionType":"noop","orderingKey":null,"labels":{},"service":"s","orgId":"o","createdAt":1795436184030,"status":"running","attempts":1,"maxAttempts":5,"updatedAt":1795436184030,"availableAt":1795436184030,"deadlineAt":1795436184030,"expiresAt":1795436184030,"correlationId":null,"error":null,"result":null,"finishedAt":null}';
-  const updated = '{"status":"success","attempts":1,"maxAttempts":5,"updatedAt":1795436184030,"availableAt":1795436184030,"deadlineAt":1795436184030,"expiresAt":1795436184030,"correlationId":null,"error":null,"result":null,"finishedAt":1795436184030}';
+  const created = '{"status":"running","attempts":1,"maxAttempts":5,"updatedAt":1795436184030,"availableAt":1795436184030,"deadlineAt":1795436184030,"expiresAt":1795436184030}';
+  const updated = '{"status":"success","attempts":1,"maxAttempts":5,"updatedAt":1795436184030,"availableAt":1795436184030,"deadlineAt":1795436184030,"expiresAt":1795436184030,"finishedAt":1795436184030}';
   let seq = 0;
   const ids = [];
   const intake = db.transaction(() => {
