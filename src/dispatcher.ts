@@ -11,6 +11,7 @@ import type { ActionType } from './core/action.js';
 import { Auditor, type NewAuditEntry } from './core/audit.js';
 import { Authenticator } from './core/authenticator.js';
 import { DispatcherError } from './core/errors.js';
+import { DEFAULT_OWNER, type Scope } from './core/principal.js';
 import { RunEventFeed } from './core/feed.js';
 import { Intake, type Decoder, type InboundMessage, type IntakeAnswer } from './core/intake.js';
 import { createMetrics, type Metrics } from './core/metrics.js';
@@ -34,8 +35,7 @@ export interface DispatcherOptions {
   actionTypes?: ActionType[];
 }
 
-/** Who is behind requests until authentication names a principal. */
-export const DEFAULT_OWNER: Owner = { service: 'anonymous', orgId: 'default' };
+export { DEFAULT_OWNER } from './core/principal.js';
 
 const DECODERS: Record<string, Decoder> = {
   http: decodeHttp,
@@ -197,7 +197,7 @@ export class Dispatcher {
     return { input, raw, contentType: 'application/cloudevents+json', headers: {}, service: owner.service, orgId: owner.orgId };
   }
 
-  async cancelRun(id: string, scope?: { orgId?: string; services?: string[] }): Promise<Run> {
+  async cancelRun(id: string, scope?: Scope): Promise<Run> {
     const run = await this.store.cancelRun(id, Date.now(), scope);
     this.runner.abort(id);
     this.metrics.runsFinished.inc({ route: run.route, status: 'canceled' });
@@ -205,7 +205,7 @@ export class Dispatcher {
     return run;
   }
 
-  async retryRun(id: string, scope?: { orgId?: string; services?: string[] }): Promise<Run> {
+  async retryRun(id: string, scope?: Scope): Promise<Run> {
     const existing = await this.store.getRun(id, scope);
     if (existing === null) throw new DispatcherError('not_found', `no run ${id}`);
     const route = this.#plan.route(existing.route);
@@ -221,7 +221,7 @@ export class Dispatcher {
    * Replay a dead letter: an intake dead letter goes through intake again, as it came (it may pass now that
    * the configuration changed); a run dead letter retries its run.
    */
-  async replayDeadLetter(id: string, scope?: { orgId?: string; services?: string[] }): Promise<{ deadLetter: DeadLetter; answer?: IntakeAnswer; run?: Run }> {
+  async replayDeadLetter(id: string, scope?: Scope): Promise<{ deadLetter: DeadLetter; answer?: IntakeAnswer; run?: Run }> {
     const dl = await this.store.getDeadLetter(id, scope);
     if (dl === null) throw new DispatcherError('not_found', `no dead letter ${id}`);
     if (dl.origin === 'run') {

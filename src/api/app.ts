@@ -152,6 +152,7 @@ export async function buildApp(d: Dispatcher): Promise<FastifyInstance> {
       await d.intake.reject({ ...intakeMessage(request, partial ?? Buffer.alloc(0)), rawTruncated: partial !== undefined }, err);
     }
     const status = HTTP_STATUS[err.code] ?? 500;
+    request.errorCode = err.code;
     if (status >= 500) request.log.error({ err: error }, 'request failed');
     if (err.code === 'rate_limited' && err.retryAfterMs !== undefined) reply.header('retry-after', Math.ceil(err.retryAfterMs / 1000));
     if (status === 503) reply.header('retry-after', 1);
@@ -159,27 +160,31 @@ export async function buildApp(d: Dispatcher): Promise<FastifyInstance> {
     return reply.code(status).type('application/json').send(errorBody(err));
   });
 
-  // Which methods each path pattern answers, so that a known path asked with another method gets a 405
-  // with the methods it does take, instead of a 404.
-  const routes: Array<{ pattern: RegExp; methods: Set<string> }> = [];
-  app.addHook('onRoute', (route) => {
-    if (route.url.includes('*')) return;
-    const source = '^' + route.url.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/:[A-Za-z_]+/g, '[^/]+') + '/?$';
-    let entry = routes.find((r) => r.pattern.source === source);
-    if (entry === undefined) routes.push((entry = { pattern: new RegExp(source), methods: new Set() }));
-    for (const m of [route.method].flat()) entry.methods.add(m);
-  });
+  // Which methods each path pattern answers (from the route table, once every route is in), so that a known
+  // path asked with another method gets a 405 with the methods it does take, instead of a 404.
+  let patterns: Array<{ pattern: RegExp; methods: string[] }> | undefined;
+  const allowedMethods = (path: string): string[] => {
+    if (patterns === undefined) {
+      const byUrl = new Map<string, string[]>();
+      for (const r of app.routeTable) if (!r.url.includes('*')) byUrl.set(r.url, [...(byUrl.get(r.url) ?? []), r.method, ...(r.method === 'GET' ? ['HEAD'] : [])]);
+      patterns = [...byUrl].map(([url, methods]) => ({
+        pattern: new RegExp('^' + url.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/:[A-Za-z_]+/g, '[^/]+') + '/?$'),
+        methods,
+      }));
+    }
+    return [...new Set(patterns.filter((p) => p.pattern.test(path)).flatMap((p) => p.methods))];
+  };
 
   app.setNotFoundHandler(async (request, reply) => {
     // Which paths exist is not for strangers to find out.
     requirePrincipal(request);
     const path = request.url.split('?', 1)[0]!;
-    const allowed = routes.filter((r) => r.pattern.test(path)).flatMap((r) => [...r.methods]);
-    if (allowed.length > 0) {
+    const allowed = allowedMethods(path).join(', ');
+    if (allowed !== '') {
       return reply
         .code(405)
-        .header('allow', [...new Set(allowed)].join(', '))
-        .send(errorBody(new DispatcherError('method_not_allowed', `${request.method} is not allowed on ${path}; allowed: ${[...new Set(allowed)].join(', ')}`)));
+        .header('allow', allowed)
+        .send(errorBody(new DispatcherError('method_not_allowed', `${request.method} is not allowed on ${path}; allowed: ${allowed}`)));
     }
     return reply.code(404).send(errorBody(new DispatcherError('not_found', `no route ${request.method} ${path}`)));
   });
@@ -232,4 +237,3 @@ export function intakeMessage(request: FastifyRequest, raw: Buffer): InboundMess
   };
 }
 
-export { scopeOf } from './auth.js';

@@ -27,7 +27,7 @@ declare module 'fastify' {
     audit?: string;
   }
   interface FastifyInstance {
-    /** Every route registered after the authentication hooks, with what it needs: for docs and tests. */
+    /** Every route registered after the authentication hooks, with what it needs: for the 405 answers and tests. */
     routeTable: RouteEntry[];
   }
   interface FastifyRequest {
@@ -42,6 +42,8 @@ declare module 'fastify' {
     /** For requests without a principal (the token exchange): who the entry is about. */
     auditActor: { actor: string; kind: ActorKind; service: string; orgId: string } | undefined;
     auditDetails: Record<string, unknown> | undefined;
+    /** The code of the error answer, set where errors become answers: the audited outcome. */
+    errorCode: string | undefined;
   }
 }
 
@@ -68,6 +70,7 @@ export function registerAuth(app: FastifyInstance, d: Dispatcher): void {
   app.decorateRequest('auditRecords', undefined);
   app.decorateRequest('auditActor', undefined);
   app.decorateRequest('auditDetails', undefined);
+  app.decorateRequest('errorCode', undefined);
 
   app.addHook('onRequest', async (request) => {
     try {
@@ -121,19 +124,12 @@ export function registerAudit(app: FastifyInstance, d: Dispatcher): void {
     const action = (request.routeOptions.config as { audit?: string } | undefined)?.audit;
     if (action === undefined) return payload;
     const p = request.principal;
-    const who = p !== null ? { actor: p.id, kind: p.kind as ActorKind, service: p.service, orgId: p.orgId } : request.auditActor;
+    const who = p !== null ? { actor: p.id, kind: p.kind, service: p.service, orgId: p.orgId } : request.auditActor;
     // Refused before anyone was named (no or bad credentials): not an action of anyone's.
     if (who === undefined) return payload;
     const id = (request.params as { id?: unknown } | undefined)?.id;
     const records = request.auditRecords ?? (typeof id === 'string' ? [id] : []);
-    let outcome = 'ok';
-    if (reply.statusCode >= 400) {
-      try {
-        outcome = (JSON.parse(String(payload)) as { code?: string }).code ?? `http_${reply.statusCode}`;
-      } catch {
-        outcome = `http_${reply.statusCode}`;
-      }
-    }
+    const outcome = reply.statusCode < 400 ? 'ok' : (request.errorCode ?? `http_${reply.statusCode}`);
     try {
       await d.audit.append({
         at: Date.now(),
@@ -152,9 +148,4 @@ export function registerAudit(app: FastifyInstance, d: Dispatcher): void {
     }
     return payload;
   });
-}
-
-/** The scope a handler must apply: what the route's permission lets the principal reach. */
-export function scopeOf(request: FastifyRequest): Scope | undefined {
-  return request.scope;
 }

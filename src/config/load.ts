@@ -23,6 +23,7 @@ import path from 'node:path';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { parseDocument } from 'yaml';
 import { DispatcherError, type ErrorProblem } from '../core/errors.js';
+import { isPskKey } from '../core/credentials.js';
 import { toGrant, type Grant, type PermissionSpec } from '../core/principal.js';
 import { parseDuration, parseSize } from '../core/units.js';
 import { DEFAULTS } from './defaults.js';
@@ -657,7 +658,7 @@ function normalizeAuth(auth: RawAuthConfig, origins: Origins, problems: Problems
     for (const [name, value] of Object.entries(env).sort(([a], [b]) => a.localeCompare(b))) {
       const m = PSK_VARIABLE.exec(name);
       if (m === null || value === undefined || value === '') continue;
-      if (!/^[0-9A-Za-z]{8,}$/.test(value)) {
+      if (!isPskKey(value)) {
         problems.add(name, [], 'a pre-shared key is letters and digits only, at least 8 of them');
         continue;
       }

@@ -16,6 +16,7 @@
  * the two cannot drift); docs/configuration.md and docs/config.schema.json are generated from this file.
  */
 
+import { PSK_KEY_PATTERN } from '../core/credentials.js';
 import type { Grant, PermissionSpec } from '../core/principal.js';
 import { DURATION_SCHEMA, SIZE_SCHEMA } from '../core/units.js';
 import { DEFAULTS, EXAMPLE_ROUTE, ROUTE_DEFAULTS } from './defaults.js';
@@ -653,7 +654,7 @@ export const CONFIG_SCHEMA: SchemaNode = {
             required: ['service', 'key'],
             properties: {
               service: { type: 'string', pattern: NAME_PATTERN, description: 'The service the key stands for.' },
-              key: { type: 'string', pattern: '^[0-9A-Za-z]{8,}$', description: 'The key: letters and digits, at least 8 (32 or more recommended; `${VAR}` keeps it out of the file).' },
+              key: { type: 'string', pattern: PSK_KEY_PATTERN, description: 'The key: letters and digits, at least 8 (32 or more recommended; `${VAR}` keeps it out of the file).' },
               orgId: { type: 'string', minLength: 1, description: 'Its tenant (default `defaults.orgId`).' },
               permissions: { type: 'array', items: PERMISSION_SCHEMA, description: 'Its permissions (default `defaults.permissions`).' },
             },

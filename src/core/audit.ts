@@ -10,11 +10,13 @@
 
 import { createHash } from 'node:crypto';
 import { Batcher } from './batcher.js';
+import type { PrincipalKind } from './principal.js';
 
 /** The hash before the first entry. */
 export const GENESIS_HASH = '0'.repeat(64);
 
-export type ActorKind = 'psk' | 'client' | 'identity' | 'anonymous' | 'system' | 'cli' | 'action';
+/** A principal's kind, or `cli` (an operator's command) or `action` (a route's action acting for an event). */
+export type ActorKind = PrincipalKind | 'cli' | 'action';
 
 export interface NewAuditEntry {
   at: number;

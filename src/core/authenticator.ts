@@ -15,18 +15,9 @@ import type { Logger } from 'pino';
 import { v7 as uuidv7 } from 'uuid';
 import type { AuthConfig, PskConfig } from '../config/schema.js';
 import type { AccessStore, ClientRecord } from '../store/access.js';
-import { generateSecret, hashSecret, KeyTable, TokenSigner, verifySecret, type IssuedToken } from './credentials.js';
+import { generateSecret, hashSecret, isPskKey, KeyTable, TokenSigner, verifySecret, type IssuedToken } from './credentials.js';
 import { DispatcherError } from './errors.js';
-import { grantCovers, grantSpec, toGrant, type Grant, type PermissionSpec, type Principal } from './principal.js';
-
-/** Every caller when authentication is turned off. */
-export const ANONYMOUS: Principal = {
-  kind: 'anonymous',
-  id: 'anonymous',
-  service: 'anonymous',
-  orgId: 'default',
-  grants: [{ app: '*', resource: '*', verb: '*' }],
-};
+import { ANONYMOUS, grantCovers, grantSpec, toGrant, type Grant, type PermissionSpec, type Principal } from './principal.js';
 
 /** How long a client record is trusted from memory before it is read again (revocation delay across processes). */
 const CLIENT_CACHE_MS = 5_000;
@@ -81,7 +72,7 @@ export class Authenticator {
     let key: string | undefined;
     if (existsSync(file)) {
       key = readFileSync(file, 'utf8').trim();
-      if (!/^[0-9A-Za-z]{8,}$/.test(key)) throw new DispatcherError('config_invalid', `auth.keyFile: ${file} does not hold a key (letters and digits, at least 8)`);
+      if (!isPskKey(key)) throw new DispatcherError('config_invalid', `auth.keyFile: ${file} does not hold a key (letters and digits, at least 8)`);
     } else {
       const nothingElse = this.#config.psk.length === 0 && !this.#config.identityHeader.enabled && (await this.#store.listClients()).length === 0;
       if (!nothingElse) return null;

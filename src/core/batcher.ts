@@ -20,16 +20,9 @@ export class Batcher<In, Out> {
   #scheduled = false;
   #idle: Array<() => void> = [];
 
-  readonly #delayMs: number;
-
-  /**
-   * `delayMs` > 0 lets a batch gather for that long after its first item (unless it fills up first): fewer,
-   * larger commits, for writes whose callers are not waiting on the answer (outcomes of runs).
-   */
-  constructor(flush: (items: In[]) => Promise<Out[]>, maxBatch: number, delayMs = 0) {
+  constructor(flush: (items: In[]) => Promise<Out[]>, maxBatch: number) {
     this.#flush = flush;
     this.#maxBatch = maxBatch;
-    this.#delayMs = delayMs;
   }
 
   add(items: In[]): Promise<Out[]> {
@@ -53,12 +46,10 @@ export class Batcher<In, Out> {
   #schedule(): void {
     if (this.#flushing || this.#scheduled) return;
     this.#scheduled = true;
-    const go = () => {
+    setImmediate(() => {
       this.#scheduled = false;
       void this.#run();
-    };
-    if (this.#delayMs > 0 && this.#queued < this.#maxBatch) setTimeout(go, this.#delayMs);
-    else setImmediate(go);
+    });
   }
 
   async #run(): Promise<void> {

@@ -12,6 +12,14 @@ import { createHash, randomBytes, scrypt as scryptCallback, timingSafeEqual, typ
 import { errors as joseErrors, jwtVerify, SignJWT, type JWTPayload } from 'jose';
 import { DispatcherError } from './errors.js';
 
+/** A pre-shared key: letters and digits (what a `PSK <key>` header carries), at least 8 of them. */
+export const PSK_KEY_PATTERN = '^[0-9A-Za-z]{8,}$';
+const PSK_KEY = new RegExp(PSK_KEY_PATTERN);
+
+export function isPskKey(key: string): boolean {
+  return PSK_KEY.test(key);
+}
+
 const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
 
 /** A new random secret of letters and digits (so that it fits a `PSK` header): 43 characters, about 256 bits. */

@@ -15,7 +15,13 @@ import type { Owner } from './types.js';
 /** The application part of the dispatcher's own permissions: `dispatcher:runs:read`. */
 export const APP = 'dispatcher';
 
-export type PrincipalKind = 'psk' | 'client' | 'identity' | 'anonymous' | 'system';
+export type PrincipalKind = 'psk' | 'client' | 'identity' | 'anonymous';
+
+/** Who is behind what no principal sent (the embedded input, and every caller when authentication is off). */
+export const DEFAULT_OWNER: Owner = { service: 'anonymous', orgId: 'default' };
+
+/** Every caller when authentication is turned off: the default owner, holding every permission. */
+export const ANONYMOUS: Principal = { kind: 'anonymous', id: 'anonymous', ...DEFAULT_OWNER, grants: [{ app: '*', resource: '*', verb: '*' }] };
 
 export interface Grant {
   readonly app: string;

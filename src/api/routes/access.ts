@@ -8,12 +8,11 @@
  */
 
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import secureJson from 'secure-json-parse';
 import { DispatcherError } from '../../core/errors.js';
-import type { PermissionSpec, Principal, Scope } from '../../core/principal.js';
+import { inScope, type PermissionSpec, type Principal } from '../../core/principal.js';
 import type { Dispatcher } from '../../dispatcher.js';
-import type { ClientRecord } from '../../store/access.js';
-import { requirePrincipal, scopeOf } from '../auth.js';
+import { mediaType, parseJsonBytes } from '../../transports/http/decode.js';
+import { requirePrincipal } from '../auth.js';
 import { pageLinks, parseQuery } from '../query.js';
 import { anyObject, errors, idParams, links, listMeta } from '../schemas.js';
 import { auditResource, clientResource } from '../resources.js';
@@ -21,24 +20,12 @@ import { auditResource, clientResource } from '../resources.js';
 function body(request: FastifyRequest): Record<string, unknown> {
   const raw = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
   if (raw.length === 0) return {};
-  const type = String(request.headers['content-type'] ?? '').split(';', 1)[0]!.trim().toLowerCase();
+  const type = mediaType(request.headers['content-type']);
   if (type === 'application/x-www-form-urlencoded') return Object.fromEntries(new URLSearchParams(raw.toString('utf8')));
   if (type !== 'application/json' && type !== '') throw new DispatcherError('unsupported_media_type', `send application/json or application/x-www-form-urlencoded, not ${type}`);
-  let value: unknown;
-  try {
-    value = secureJson.parse(raw.toString('utf8'), undefined, { protoAction: 'error', constructorAction: 'error' });
-  } catch (err) {
-    throw new DispatcherError('invalid_json', `the body is not valid JSON: ${(err as Error).message}`);
-  }
+  const value = parseJsonBytes(raw);
   if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new DispatcherError('bad_request', 'the body must be a JSON object');
   return value as Record<string, unknown>;
-}
-
-/** A client is within a scope when it is of the tenant and (with a service filter) of one of its services. */
-function reachable(c: ClientRecord, scope: Scope | undefined): boolean {
-  if (scope === undefined) return true;
-  if (scope.orgId !== undefined && c.orgId !== scope.orgId) return false;
-  return scope.services === undefined || scope.services.includes(c.service);
 }
 
 function text(value: unknown, name: string, max = 200): string {
@@ -99,9 +86,9 @@ export function registerAccessRoutes(app: FastifyInstance, d: Dispatcher): void 
       schema: { tags: ['access'], summary: "The tenant's clients (never their secrets)", response: { 200: { type: 'object', properties: { data: { type: 'array', items: anyObject } } } } },
     },
     async (request) => {
-      const scope = scopeOf(request);
+      const scope = request.scope;
       const clients = await d.store.access.listClients(scope?.orgId);
-      return { data: clients.filter((c) => reachable(c, scope)).map(clientResource) };
+      return { data: clients.filter((c) => inScope({ org_id: c.orgId, service: c.service }, scope)).map(clientResource) };
     },
   );
 
@@ -123,7 +110,7 @@ export function registerAccessRoutes(app: FastifyInstance, d: Dispatcher): void 
       const b = body(request);
       const name = text(b.name, 'name');
       const service = b.service === undefined ? name : text(b.service, 'service');
-      const scope = scopeOf(request);
+      const scope = request.scope;
       if (scope?.services !== undefined && !scope.services.includes(service)) {
         throw new DispatcherError('forbidden', `${principal.id} may not make clients of service ${service}`);
       }
@@ -147,7 +134,7 @@ export function registerAccessRoutes(app: FastifyInstance, d: Dispatcher): void 
     const principal = requirePrincipal(request);
     const { id } = request.params as { id: string };
     const client = await d.store.access.getClient(id);
-    if (client === null || !reachable(client, scopeOf(request))) throw new DispatcherError('not_found', `no client ${id}`);
+    if (client === null || !inScope({ org_id: client.orgId, service: client.service }, request.scope)) throw new DispatcherError('not_found', `no client ${id}`);
     return { principal, id };
   };
 
@@ -194,7 +181,7 @@ export function registerAccessRoutes(app: FastifyInstance, d: Dispatcher): void 
     },
     async (request) => {
       const q = parseQuery(request.url, auditSpec);
-      const scope = scopeOf(request);
+      const scope = request.scope;
       const { items, total } = await d.store.access.listAudit({
         ...(scope?.orgId === undefined ? {} : { orgId: scope.orgId }),
         ...(scope?.services === undefined ? {} : { services: scope.services }),

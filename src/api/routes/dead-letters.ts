@@ -1,7 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { DispatcherError } from '../../core/errors.js';
 import type { Dispatcher } from '../../dispatcher.js';
-import { scopeOf } from '../app.js';
 import { pageLinks, parseQuery } from '../query.js';
 import { deadLetterResource, runResource } from '../resources.js';
 import { anyObject, errors, idParams, links, listMeta } from '../schemas.js';
@@ -27,7 +26,7 @@ export function registerDeadLetterRoutes(app: FastifyInstance, d: Dispatcher): v
       const replayed = q.filters.get('replayed')?.[0];
       if (replayed !== undefined && replayed !== 'true' && replayed !== 'false') throw new DispatcherError('bad_request', 'filter[replayed]: must be true or false');
       const { items, total } = await d.store.listDeadLetters({
-        scope: scopeOf(request),
+        scope: request.scope,
         origin,
         reason: q.filters.get('reason'),
         source: q.filters.get('source')?.[0],
@@ -46,7 +45,7 @@ export function registerDeadLetterRoutes(app: FastifyInstance, d: Dispatcher): v
     { config: { permission: 'dispatcher:dead-letters:read' }, schema: { tags: ['dead-letters'], summary: 'One dead letter, with its raw bytes', params: idParams, response: { 200: anyObject, ...errors(404) } } },
     async (request) => {
       const { id } = request.params as { id: string };
-      const dl = await d.store.getDeadLetter(id, scopeOf(request));
+      const dl = await d.store.getDeadLetter(id, request.scope);
       if (dl === null) throw new DispatcherError('not_found', `no dead letter ${id}`);
       return deadLetterResource(dl);
     },
@@ -66,7 +65,7 @@ export function registerDeadLetterRoutes(app: FastifyInstance, d: Dispatcher): v
     },
     async (request) => {
       const { id } = request.params as { id: string };
-      const { answer, run } = await d.replayDeadLetter(id, scopeOf(request));
+      const { answer, run } = await d.replayDeadLetter(id, request.scope);
       return {
         id,
         replayed: true,
@@ -81,7 +80,7 @@ export function registerDeadLetterRoutes(app: FastifyInstance, d: Dispatcher): v
     { config: { permission: 'dispatcher:dead-letters:write', audit: 'dead-letters.delete' }, schema: { tags: ['dead-letters'], summary: 'Delete a dead letter', params: idParams, response: { 204: { type: 'null' }, ...errors(404) } } },
     async (request, reply) => {
       const { id } = request.params as { id: string };
-      if (!(await d.store.deleteDeadLetter(id, scopeOf(request)))) throw new DispatcherError('not_found', `no dead letter ${id}`);
+      if (!(await d.store.deleteDeadLetter(id, request.scope))) throw new DispatcherError('not_found', `no dead letter ${id}`);
       return reply.code(204).send();
     },
   );

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { DispatcherError } from '../../core/errors.js';
 import type { Dispatcher } from '../../dispatcher.js';
 import { decodeHttp } from '../../transports/http/decode.js';
-import { intakeMessage, scopeOf } from '../app.js';
+import { intakeMessage } from '../app.js';
 import { pageLinks, parseQuery } from '../query.js';
 import { eventResource, runResource } from '../resources.js';
 import { anyObject, errors, idParams, links, listMeta } from '../schemas.js';
@@ -74,7 +74,7 @@ export function registerEventRoutes(app: FastifyInstance, d: Dispatcher): void {
         throw new DispatcherError('bad_request', 'filter[routed]: must be true or false');
       }
       const { items, total } = await d.store.listEvents({
-        scope: scopeOf(request),
+        scope: request.scope,
         type: q.filters.get('type'),
         source: q.filters.get('source')?.[0],
         id: q.filters.get('id')?.[0],
@@ -101,9 +101,9 @@ export function registerEventRoutes(app: FastifyInstance, d: Dispatcher): void {
     },
     async (request) => {
       const { id } = request.params as { id: string };
-      const record = await d.store.getEvent(id, scopeOf(request));
+      const record = await d.store.getEvent(id, request.scope);
       if (record === null) throw new DispatcherError('not_found', `no event ${id}`);
-      const runs = await d.store.listRuns({ eventKey: id, scope: scopeOf(request), limit: 1000, offset: 0, sort: { field: 'created_at', direction: 'asc' } });
+      const runs = await d.store.listRuns({ eventKey: id, scope: request.scope, limit: 1000, offset: 0, sort: { field: 'created_at', direction: 'asc' } });
       return { ...eventResource(record), runs: runs.items.map(runResource) };
     },
   );

@@ -3,7 +3,6 @@ import { DispatcherError } from '../../core/errors.js';
 import { RUN_STATUSES, type RunStatus } from '../../core/types.js';
 import type { Dispatcher } from '../../dispatcher.js';
 import { RUN_SORT_FIELDS, type RunSortField } from '../../store/types.js';
-import { scopeOf } from '../app.js';
 import { pageLinks, parseQuery } from '../query.js';
 import { attemptResource, pick, RUN_FIELDS, runResource } from '../resources.js';
 import { anyObject, errors, idParams, links, listMeta } from '../schemas.js';
@@ -43,7 +42,7 @@ export function registerRunRoutes(app: FastifyInstance, d: Dispatcher): void {
         }
       }
       const { items, total } = await d.store.listRuns({
-        scope: scopeOf(request),
+        scope: request.scope,
         status: status as RunStatus[] | undefined,
         type: q.filters.get('type'),
         route: q.filters.get('route'),
@@ -70,7 +69,7 @@ export function registerRunRoutes(app: FastifyInstance, d: Dispatcher): void {
     { config: { permission: 'dispatcher:runs:read' }, schema: { tags: ['runs'], summary: 'One run, with every attempt', params: idParams, response: { 200: anyObject, ...errors(404) } } },
     async (request) => {
       const { id } = request.params as { id: string };
-      const run = await d.store.getRun(id, scopeOf(request));
+      const run = await d.store.getRun(id, request.scope);
       if (run === null) throw new DispatcherError('not_found', `no run ${id}`);
       const attempts = await d.store.getAttempts(id);
       return { ...runResource(run), attempts_log: attempts.map(attemptResource) };
@@ -91,7 +90,7 @@ export function registerRunRoutes(app: FastifyInstance, d: Dispatcher): void {
     },
     async (request) => {
       const { id } = request.params as { id: string };
-      return runResource(await d.cancelRun(id, scopeOf(request)));
+      return runResource(await d.cancelRun(id, request.scope));
     },
   );
 
@@ -109,7 +108,7 @@ export function registerRunRoutes(app: FastifyInstance, d: Dispatcher): void {
     },
     async (request) => {
       const { id } = request.params as { id: string };
-      return runResource(await d.retryRun(id, scopeOf(request)));
+      return runResource(await d.retryRun(id, request.scope));
     },
   );
 }

@@ -9,7 +9,6 @@ import { DispatcherError } from '../../core/errors.js';
 import type { RunEvent } from '../../core/types.js';
 import type { Dispatcher } from '../../dispatcher.js';
 import { inScope } from '../../store/shared.js';
-import { scopeOf } from '../app.js';
 import { parseQuery } from '../query.js';
 import { runEventResource } from '../resources.js';
 
@@ -39,7 +38,7 @@ export function registerStreamRoute(app: FastifyInstance, d: Dispatcher): void {
       const runs = q.filters.get('run');
       const routes = q.filters.get('route');
       const statuses = q.filters.get('status');
-      const scope = scopeOf(request);
+      const scope = request.scope;
       const wanted = (e: RunEvent) =>
         (runs === undefined || runs.includes(e.runId)) &&
         (routes === undefined || routes.includes(e.payload.route)) &&

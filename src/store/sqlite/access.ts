@@ -8,10 +8,24 @@ import type { Listing } from '../types.js';
 export class SqliteAccess implements AccessStore {
   readonly #db: Database.Database;
   readonly #write: <T>(fn: () => T) => Promise<T>;
+  /** The audit statements, prepared once (the tables exist only after migration): appends are on every audited request. */
+  #audit: { head: Database.Statement; insert: Database.Statement; setHead: Database.Statement } | undefined;
 
   constructor(db: Database.Database, write: <T>(fn: () => T) => Promise<T>) {
     this.#db = db;
     this.#write = write;
+  }
+
+  get #auditStatements() {
+    this.#audit ??= {
+      head: this.#db.prepare('SELECT seq, hash FROM audit_head WHERE id = 1'),
+      insert: this.#db.prepare(
+        `INSERT INTO audit_log (seq, at, actor, actor_kind, service, org_id, action, records, outcome, details, prev_hash, hash)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      ),
+      setHead: this.#db.prepare('INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash'),
+    };
+    return this.#audit;
   }
 
   createClient(c: ClientRecord): Promise<void> {
@@ -59,19 +73,14 @@ export class SqliteAccess implements AccessStore {
 
   appendAudit(entries: NewAuditEntry[]): Promise<AuditEntry[]> {
     return this.#write(() => {
-      const head = this.#db.prepare('SELECT seq, hash FROM audit_head WHERE id = 1').get() as AuditHead | undefined;
+      const { head: readHead, insert, setHead } = this.#auditStatements;
+      const head = readHead.get() as AuditHead | undefined;
       const chained = chainEntries(head?.hash ?? GENESIS_HASH, (head?.seq ?? 0) + 1, entries);
-      const insert = this.#db.prepare(
-        `INSERT INTO audit_log (seq, at, actor, actor_kind, service, org_id, action, records, outcome, details, prev_hash, hash)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      );
       for (const e of chained) {
         insert.run(e.seq, e.at, e.actor, e.actorKind, e.service, e.orgId, e.action, JSON.stringify(e.records), e.outcome, e.details === null ? null : JSON.stringify(e.details), e.prevHash, e.hash);
       }
       const last = chained[chained.length - 1];
-      if (last !== undefined) {
-        this.#db.prepare('INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash').run(last.seq, last.hash);
-      }
+      if (last !== undefined) setHead.run(last.seq, last.hash);
       return chained;
     });
   }
@@ -95,7 +104,7 @@ export class SqliteAccess implements AccessStore {
   }
 
   async auditHead(): Promise<AuditHead | null> {
-    const row = this.#db.prepare('SELECT seq, hash FROM audit_head WHERE id = 1').get() as AuditHead | undefined;
+    const row = this.#auditStatements.head.get() as AuditHead | undefined;
     return row === undefined ? null : { seq: Number(row.seq), hash: row.hash };
   }
 }
