@@ -23,6 +23,11 @@ import type { DispatcherConfig } from './config/schema.js';
 import { openStore } from './store/index.js';
 import type { RunOutcome, Store } from './store/types.js';
 import { decodeHttp } from './transports/http/decode.js';
+import { busDecoder } from './transports/decode.js';
+import { loadTransport } from './transports/index.js';
+import { InputHost, type InputHealth } from './transports/input.js';
+import type { OutputDriver, TransportHealth } from './transports/types.js';
+import type { TransportStatus } from './core/metrics.js';
 import { builtinActionTypes, loadPlugins } from './actions/index.js';
 
 export interface DispatcherOptions {
@@ -37,10 +42,17 @@ export interface DispatcherOptions {
 
 export { DEFAULT_OWNER } from './core/principal.js';
 
-const DECODERS: Record<string, Decoder> = {
-  http: decodeHttp,
-  embedded: decodeHttp,
-};
+/** One configured output and its driver. */
+export interface Output {
+  readonly name: string;
+  readonly transport: string;
+  readonly driver: OutputDriver;
+}
+
+export interface OutputHealth extends TransportHealth {
+  output: string;
+  transport: string;
+}
 
 export class Dispatcher {
   readonly config: DispatcherConfig;
@@ -58,8 +70,18 @@ export class Dispatcher {
   readonly owner: string;
   /** Action types whose attempts change nothing outside (no audit entry). */
   readonly #quietActionTypes: ReadonlySet<string>;
+  /** Bus inputs, started by `start`. */
+  readonly inputs: InputHost[] = [];
+  /** Bus outputs by name, started by `start`. */
+  readonly outputs = new Map<string, Output>();
+  /** Each input's decoder, by input name: dead letters are replayed through the decoder they first met. */
+  readonly #decoders = new Map<string, Decoder>([
+    ['http', decodeHttp],
+    ['embedded', decodeHttp],
+  ]);
   #plan: RoutePlan;
   #app: FastifyInstance | undefined;
+  #started: Promise<void> | undefined;
   #closing: Promise<void> | undefined;
 
   private constructor(config: DispatcherConfig, log: Logger, store: Store, types: TypeRegistry, plan: RoutePlan, quietActionTypes: ReadonlySet<string>) {
@@ -72,7 +94,10 @@ export class Dispatcher {
     this.types = types;
     this.#plan = plan;
     this.owner = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
-    this.metrics = createMetrics(() => store.stats(Date.now()));
+    this.metrics = createMetrics(
+      () => store.stats(Date.now()),
+      () => this.#transportStatus(),
+    );
     this.feed = new RunEventFeed(store, log);
     this.runner = new Runner({
       store,
@@ -126,6 +151,7 @@ export class Dispatcher {
       await store.migrate();
       const d = new Dispatcher(config, log, store, types, plan, quiet);
       await d.auth.init();
+      await d.#createTransports();
       return d;
     } catch (err) {
       await plan.close();
@@ -169,14 +195,76 @@ export class Dispatcher {
     this.audit.appendMany(entries).catch((err: unknown) => this.log.error({ err }, 'could not append to the audit log'));
   }
 
-  /** Start the runner (and the sweeper). */
-  start(): void {
-    this.runner.start();
+  /** Load the configured transports and make their drivers (nothing connects yet). */
+  async #createTransports(): Promise<void> {
+    for (const o of this.config.outputs) {
+      const transport = await loadTransport(o.transport);
+      if (transport.createOutput === undefined) throw new DispatcherError('config_invalid', `outputs.${o.name}: ${o.transport} cannot be an output`);
+      const driver = transport.createOutput(o.options, { name: o.name, log: this.log.child({ output: o.name }) });
+      this.outputs.set(o.name, { name: o.name, transport: o.transport, driver });
+    }
+    for (const i of this.config.inputs) {
+      const transport = await loadTransport(i.transport);
+      if (transport.createInput === undefined) throw new DispatcherError('config_invalid', `inputs.${i.name}: ${i.transport} cannot be an input`);
+      const log = this.log.child({ input: i.name });
+      const decode = busDecoder(i.decoder, transport.binding, `${i.transport}://${i.name}`);
+      this.#decoders.set(i.name, decode);
+      this.inputs.push(
+        new InputHost({
+          name: i.name,
+          transport: i.transport,
+          driver: transport.createInput(i.options, { name: i.name, log }),
+          decode,
+          owner: { service: i.service, orgId: i.orgId },
+          intake: this.intake,
+          maxBytes: i.maxBytes,
+          ping: () => this.store.ping(),
+          log,
+        }),
+      );
+    }
   }
 
-  /** Start the runner and serve HTTP; resolves with the address. */
+  /**
+   * Start the runner (and the sweeper) at once, then connect the outputs and the inputs; resolves once every
+   * input consumes. An input whose broker cannot be reached at all rejects it.
+   */
+  start(): Promise<void> {
+    this.runner.start();
+    this.#started ??= (async () => {
+      for (const o of this.outputs.values()) await o.driver.start();
+      for (const input of this.inputs) await input.start();
+    })();
+    return this.#started;
+  }
+
+  async inputHealth(): Promise<InputHealth[]> {
+    return Promise.all(this.inputs.map((i) => i.health()));
+  }
+
+  async outputHealth(): Promise<OutputHealth[]> {
+    return Promise.all(
+      [...this.outputs.values()].map(async (o) => {
+        try {
+          return { output: o.name, transport: o.transport, ...(await o.driver.health()) };
+        } catch (err) {
+          return { output: o.name, transport: o.transport, connected: false, lag: null, lastError: (err as Error).message, lastErrorAt: Date.now() };
+        }
+      }),
+    );
+  }
+
+  async #transportStatus(): Promise<TransportStatus[]> {
+    const [inputs, outputs] = await Promise.all([this.inputHealth(), this.outputHealth()]);
+    return [
+      ...inputs.map((h) => ({ kind: 'input' as const, name: h.input, transport: h.transport, connected: h.connected, lag: h.lag, paused: h.paused })),
+      ...outputs.map((h) => ({ kind: 'output' as const, name: h.output, transport: h.transport, connected: h.connected, lag: null })),
+    ];
+  }
+
+  /** Start the runner and the transports, and serve HTTP; resolves with the address. */
   async listen(): Promise<string> {
-    this.start();
+    await this.start();
     const app = await this.app();
     return app.listen({ host: this.config.server.host, port: this.config.server.port });
   }
@@ -231,7 +319,7 @@ export class Dispatcher {
       return { deadLetter: dl, run };
     }
     if (dl.rawTruncated) throw new DispatcherError('invalid_state', `dead letter ${id} kept only the first ${dl.raw.length} bytes; it cannot be replayed`);
-    const decode = DECODERS[dl.source] ?? decodeHttp;
+    const decode = this.#decoders.get(dl.source) ?? decodeHttp;
     const answer = await this.intake.receive(
       { input: dl.source, raw: dl.raw, contentType: dl.contentType, headers: dl.headers, service: dl.service, orgId: dl.orgId },
       decode,
@@ -250,6 +338,9 @@ export class Dispatcher {
   }
 
   async #close(): Promise<void> {
+    // Inputs first: what they have in flight is committed and acknowledged, or left for redelivery.
+    await this.#started?.catch(() => {});
+    await Promise.allSettled(this.inputs.map((i) => i.stop()));
     this.intake.close();
     if (this.#app !== undefined) {
       // Requests in flight get a moment to finish; connections still open after it (keep-alive sockets a
@@ -262,6 +353,7 @@ export class Dispatcher {
     await this.intake.drain();
     await this.runner.stop();
     await this.audit.drain();
+    await Promise.allSettled([...this.outputs.values()].map((o) => o.driver.stop()));
     this.feed.close();
     await this.#plan.close();
     await this.store.close();

@@ -58,7 +58,7 @@ export async function startDispatcher(
     } as never,
   });
   const d = await createDispatcher({ config, logger: pino({ level: 'silent' }), actionTypes: options.actionTypes });
-  if (options.start !== false) d.start();
+  if (options.start !== false) await d.start();
   return {
     d,
     config,

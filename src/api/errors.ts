@@ -15,6 +15,7 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   too_deep: 400,
   forbidden_key: 400,
   invalid_event: 400,
+  invalid_envelope: 400,
   unknown_type: 400,
   schema_violation: 400,
   hop_limit_exceeded: 400,

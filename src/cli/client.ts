@@ -123,3 +123,31 @@ export async function dlqReplayCommand(ids: string[], options: { url: string }):
   }
   if (failed > 0) throw new CliError(`${failed} of ${ids.length} replays failed`);
 }
+
+/** `dispatcher status`: the store, the backlog and each input and output, from `/readyz`. Exit 1 unless all is well. */
+export async function statusCommand(options: { url: string; json?: boolean }): Promise<void> {
+  let body: any;
+  try {
+    body = await api(options.url, '/readyz');
+  } catch (err) {
+    if (options.json) printJson({ status: 'unavailable', error: (err as Error).message });
+    throw err;
+  }
+  if (options.json) printJson(body);
+  else {
+    process.stdout.write(`status           ${body.status}\n`);
+    process.stdout.write(`store            ${body.store}\n`);
+    process.stdout.write(`runs             queued ${body.runs.queued}, running ${body.runs.running}, waiting ${body.runs.waiting}\n`);
+    process.stdout.write(`oldest queued    ${body.oldest_queued_age_seconds}s\n`);
+    process.stdout.write(`dead letters     ${body.dead_letters}\n`);
+    if (body.inputs.length > 0) {
+      process.stdout.write('\ninputs\n');
+      printTable(body.inputs, ['name', 'transport', 'connected', 'paused', 'lag', 'in_flight', 'last_error', 'last_error_at']);
+    }
+    if (body.outputs.length > 0) {
+      process.stdout.write('\noutputs\n');
+      printTable(body.outputs, ['name', 'transport', 'connected', 'last_error', 'last_error_at']);
+    }
+  }
+  if (body.status !== 'ready') throw new CliError(`the dispatcher is ${body.status}`);
+}

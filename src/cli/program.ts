@@ -7,7 +7,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { serveCommand, migrateCommand } from './serve.js';
 import { sendCommand } from './send.js';
-import { runsGetCommand, runsListCommand, dlqListCommand, dlqReplayCommand } from './client.js';
+import { runsGetCommand, runsListCommand, dlqListCommand, dlqReplayCommand, statusCommand } from './client.js';
 import { routesTestCommand } from './routes-test.js';
 import { initConfigCommand, validateConfigCommand } from './config.js';
 import { CliError, fail } from './output.js';
@@ -56,6 +56,13 @@ export function buildProgram(): Command {
     .option('-b, --batch <n>', 'events per request', '500')
     .option('--no-progress', 'no progress bar')
     .action(sendCommand);
+
+  program
+    .command('status')
+    .description('the store, the backlog, and the health of each input and output (exit 1 unless all is well)')
+    .addOption(urlOption())
+    .option('--json', 'print JSON')
+    .action(statusCommand);
 
   const runs = program.command('runs').description('list and inspect runs');
   runs

@@ -47,6 +47,8 @@ export const DEFAULTS: RawConfig = {
     http: { allow: [], timeout: '10s', maxResponseBytes: '4KiB', userAgent: 'dispatcher' },
   },
   plugins: {},
+  inputs: {},
+  outputs: {},
   types: {},
   routes: [EXAMPLE_ROUTE],
 };

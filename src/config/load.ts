@@ -27,6 +27,8 @@ import { isPskKey } from '../core/credentials.js';
 import { toGrant, type Grant, type PermissionSpec } from '../core/principal.js';
 import { parseDuration, parseSize } from '../core/units.js';
 import { DEFAULTS } from './defaults.js';
+import type { DecoderConfig } from '../transports/decode.js';
+import { TRANSPORT_NAMES, type TransportName } from '../transports/schema.js';
 import {
   CONFIG_SCHEMA,
   ENV_OPTIONS,
@@ -36,7 +38,10 @@ import {
   type AuthConfig,
   type DeepPartial,
   type DispatcherConfig,
+  type InputConfig,
+  type OutputConfig,
   type PskConfig,
+  type Size,
   type RawAuthConfig,
   type JsonSchema,
   type RawConfig,
@@ -624,9 +629,62 @@ async function normalize(raw: RawConfig, origins: Origins, problems: Problems, e
       },
     },
     plugins: { ...raw.plugins },
+    inputs: normalizeInputs(raw, origins, problems),
+    outputs: normalizeOutputs(raw, origins, problems),
     types: await normalizeTypes(raw.types, origins, problems),
     routes: raw.routes.map(normalizeRoute),
   };
+}
+
+/** The one transport key of an input or output; a problem at its path when there is none or several. */
+function transportOf(entry: Record<string, unknown>, at: Path, origins: Origins, problems: Problems): TransportName | null {
+  const named = TRANSPORT_NAMES.filter((t) => entry[t] !== undefined);
+  if (named.length === 1) return named[0]!;
+  problems.add(
+    origins.of(at),
+    at,
+    named.length === 0 ? `names no transport: set one of ${TRANSPORT_NAMES.join(', ')}` : `names ${named.length} transports (${named.join(', ')}): set exactly one`,
+  );
+  return null;
+}
+
+function normalizeInputs(raw: RawConfig, origins: Origins, problems: Problems): InputConfig[] {
+  const out: InputConfig[] = [];
+  for (const [name, entry] of Object.entries(raw.inputs)) {
+    const transport = transportOf(entry, ['inputs', name], origins, problems);
+    if (transport === null) continue;
+    if (transport === 'sns') {
+      problems.add(origins.of(['inputs', name, 'sns']), ['inputs', name, 'sns'], 'sns is an output only: consume an SNS topic through an SQS queue subscribed to it (`sqs` with `decoder: { format: sns }`)');
+      continue;
+    }
+    out.push({
+      name,
+      transport,
+      options: { ...(entry[transport] as Record<string, unknown>) },
+      decoder: (entry.decoder as DecoderConfig | undefined) ?? { format: 'cloudevents' },
+      service: (entry.service as string | undefined) ?? name,
+      orgId: (entry.orgId as string | undefined) ?? raw.auth.defaults.orgId,
+      maxBytes: entry.maxBytes === undefined ? bytes(raw.server.bodyLimit) : bytes(entry.maxBytes as Size),
+    });
+  }
+  return out;
+}
+
+function normalizeOutputs(raw: RawConfig, origins: Origins, problems: Problems): OutputConfig[] {
+  const out: OutputConfig[] = [];
+  for (const [name, entry] of Object.entries(raw.outputs)) {
+    const transport = transportOf(entry, ['outputs', name], origins, problems);
+    if (transport === null) continue;
+    if (transport === 'sqs') {
+      problems.add(origins.of(['outputs', name, 'sqs']), ['outputs', name, 'sqs'], 'sqs is an input only: publish to an SNS topic (`sns`) with the queue subscribed to it');
+      continue;
+    }
+    const output: { -readonly [K in keyof OutputConfig]: OutputConfig[K] } = { name, transport, options: { ...(entry[transport] as Record<string, unknown>) } };
+    if (entry.runEvents !== undefined) output.runEvents = { topic: (entry.runEvents as { topic: string }).topic };
+    if (entry.deadLetters !== undefined) output.deadLetters = { topic: (entry.deadLetters as { topic: string }).topic };
+    out.push(output);
+  }
+  return out;
 }
 
 /** Permission specs → grants; a bad one is a problem at its path. */

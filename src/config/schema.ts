@@ -20,6 +20,8 @@ import { PSK_KEY_PATTERN } from '../core/credentials.js';
 import type { Grant, PermissionSpec } from '../core/principal.js';
 import { DURATION_SCHEMA, SIZE_SCHEMA } from '../core/units.js';
 import { DEFAULTS, EXAMPLE_ROUTE, ROUTE_DEFAULTS } from './defaults.js';
+import type { DecoderConfig } from '../transports/decode.js';
+import { INPUT_SCHEMA, OUTPUT_SCHEMA, type TransportName } from '../transports/schema.js';
 
 // ---------------------------------------------------------------------------------------------------
 // The raw configuration: as written.
@@ -99,6 +101,8 @@ export interface RawConfig {
   auth: RawAuthConfig;
   actions: RawActionsConfig;
   plugins: Record<string, string>;
+  inputs: Record<string, Record<string, unknown>>;
+  outputs: Record<string, Record<string, unknown>>;
   types: Record<string, RawTypeConfig>;
   routes: RawRoute[];
 }
@@ -272,6 +276,27 @@ export interface RouteConfig {
   readonly labels: Readonly<Record<string, string>>;
 }
 
+export interface InputConfig {
+  readonly name: string;
+  readonly transport: TransportName;
+  /** The transport's options, as checked against its schema. */
+  readonly options: Readonly<Record<string, unknown>>;
+  readonly decoder: DecoderConfig;
+  readonly service: string;
+  readonly orgId: string;
+  readonly maxBytes: number;
+}
+
+export interface OutputConfig {
+  readonly name: string;
+  readonly transport: TransportName;
+  readonly options: Readonly<Record<string, unknown>>;
+  /** Relay run events to this topic. */
+  readonly runEvents?: { readonly topic: string };
+  /** Relay dead letters to this topic. */
+  readonly deadLetters?: { readonly topic: string };
+}
+
 export interface DispatcherConfig {
   readonly server: ServerConfig;
   readonly store: StoreConfig;
@@ -285,6 +310,10 @@ export interface DispatcherConfig {
   readonly actions: ActionsConfig;
   /** Action type → module: an absolute path (relative ones were resolved) or a package name. */
   readonly plugins: Readonly<Record<string, string>>;
+  /** Bus inputs, in the order configured. */
+  readonly inputs: readonly InputConfig[];
+  /** Bus outputs, in the order configured. */
+  readonly outputs: readonly OutputConfig[];
   readonly types: Readonly<Record<string, TypeConfig>>;
   readonly routes: RouteConfig[];
 }
@@ -746,6 +775,20 @@ export const CONFIG_SCHEMA: SchemaNode = {
         type: 'object',
         description: 'Settings of one action type, as the action defines them (not normalized).',
       },
+    },
+    inputs: {
+      type: 'object',
+      description: 'Bus inputs, by name (see docs/transports.md). Each names exactly one transport: `kafka`, `amqp`, `nats`, `sqs` or `mqtt`.',
+      default: d.inputs,
+      propertyNames: { type: 'string', pattern: NAME_PATTERN },
+      additionalProperties: INPUT_SCHEMA,
+    },
+    outputs: {
+      type: 'object',
+      description: 'Bus outputs, by name (see docs/transports.md): where run events and dead letters are relayed and where `publish` actions may send.',
+      default: d.outputs,
+      propertyNames: { type: 'string', pattern: NAME_PATTERN },
+      additionalProperties: OUTPUT_SCHEMA,
     },
     plugins: {
       type: 'object',

@@ -25,6 +25,7 @@ export const ERROR_CODES = {
   invalid_event: { description: 'The event is not a valid CloudEvents 1.0 envelope.', retryable: false },
   unknown_type: { description: 'The event type is not registered and intake is strict.', retryable: false },
   schema_violation: { description: "The event's data fails its type's JSON Schema.", retryable: false },
+  invalid_envelope: { description: 'The message is not in the envelope its input expects (an SNS notification with a `Message`).', retryable: false },
   hop_limit_exceeded: { description: 'A published event went through more hops than allowed (a routing loop).', retryable: false },
 
   // API: the caller asked for something that cannot be done.
@@ -85,6 +86,8 @@ export class DispatcherError extends Error {
   readonly httpStatus?: number;
   readonly response?: string;
   readonly problems?: ErrorProblem[];
+  /** Intake could not keep the dead letter for this error (the store was unreachable): a bus input must not acknowledge. */
+  deadLetterLost?: boolean;
 
   constructor(code: ErrorCode, message: string, options: DispatcherErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });

@@ -279,8 +279,10 @@ export class Intake {
         },
       ]);
     } catch (err) {
-      // The caller still gets the coded error; losing the dead letter is logged, never silent.
+      // The caller still gets the coded error; losing the dead letter is logged, never silent, and a bus
+      // input leaves the message unacknowledged.
       this.#deps.log.error({ err, reason: error.code }, 'could not keep a dead letter');
+      error.deadLetterLost = true;
     }
     return error;
   }

@@ -19,10 +19,62 @@ export interface Metrics {
   acceptToDone: Histogram<'route'>;
   backlog: Gauge<'state'>;
   oldestQueuedAge: Gauge;
+  /** Inputs and outputs: connected, lag, paused; read when scraped. */
+  transportUp: Gauge<'kind' | 'name' | 'transport'>;
+  outputPublished: Counter<'output' | 'what'>;
 }
 
-export function createMetrics(readStats: () => Promise<{ queued: number; running: number; waiting: number; oldestQueuedAt: number | null; deadLetters: number }>): Metrics {
+/** What the metrics read of one input or output when scraped. */
+export interface TransportStatus {
+  kind: 'input' | 'output';
+  name: string;
+  transport: string;
+  connected: boolean;
+  lag: number | null;
+  paused?: boolean;
+}
+
+export function createMetrics(
+  readStats: () => Promise<{ queued: number; running: number; waiting: number; oldestQueuedAt: number | null; deadLetters: number }>,
+  readTransports: () => Promise<TransportStatus[]> = async () => [],
+): Metrics {
   const registry = new Registry();
+  // One read of the inputs and outputs per scrape, shared by the three gauges below.
+  let reading: Promise<TransportStatus[]> | undefined;
+  const transports = (): Promise<TransportStatus[]> => {
+    reading ??= readTransports().finally(() => setTimeout(() => (reading = undefined), 100).unref());
+    return reading;
+  };
+  const transportUp = new Gauge({
+    name: 'dispatcher_transport_connected',
+    help: '1 when an input or output is connected to its broker',
+    labelNames: ['kind', 'name', 'transport'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const t of await transports()) this.set({ kind: t.kind, name: t.name, transport: t.transport }, t.connected ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'dispatcher_input_lag',
+    help: 'Messages waiting at the broker for an input (Kafka lag, queue depth, pending), where the broker reports it',
+    labelNames: ['name', 'transport'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const t of await transports()) if (t.kind === 'input' && t.lag !== null) this.set({ name: t.name, transport: t.transport }, t.lag);
+    },
+  });
+  new Gauge({
+    name: 'dispatcher_input_paused',
+    help: '1 while an input holds its messages because the store cannot take them',
+    labelNames: ['name', 'transport'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const t of await transports()) if (t.kind === 'input') this.set({ name: t.name, transport: t.transport }, t.paused === true ? 1 : 0);
+    },
+  });
   const backlog = new Gauge({
     name: 'dispatcher_runs',
     help: 'Runs not yet ended, by state (queued, running, waiting), and dead letters kept',
@@ -71,5 +123,12 @@ export function createMetrics(readStats: () => Promise<{ queued: number; running
     }),
     backlog,
     oldestQueuedAge,
+    transportUp,
+    outputPublished: new Counter({
+      name: 'dispatcher_output_published_total',
+      help: 'Messages an output published, by what they were (run_event, dead_letter, event)',
+      labelNames: ['output', 'what'],
+      registers: [registry],
+    }),
   };
 }

@@ -57,7 +57,7 @@ export function decodeHttp(message: InboundMessage): Decoded {
   if (type === 'application/cloudevents+json') {
     return { events: [parseJsonBytes(message.raw)], batch: false };
   }
-  if (headers['ce-specversion'] !== undefined) return { events: [binaryEvent(message, type)], batch: false };
+  if (headers['ce-specversion'] !== undefined) return { events: [binaryEvent(message, 'ce-')], batch: false };
   if (type === 'application/json') {
     const body = parseJsonBytes(message.raw);
     if (Array.isArray(body)) return { events: body, batch: true };
@@ -69,19 +69,25 @@ export function decodeHttp(message: InboundMessage): Decoded {
   );
 }
 
-function binaryEvent(message: InboundMessage, type: string): Record<string, unknown> {
+/**
+ * Binary content mode: attributes from the headers named `<prefix><attribute>` (values percent-decoded),
+ * `datacontenttype` from the content type, and `data` from the body by its media type.
+ */
+export function binaryEvent(message: InboundMessage, prefix: string): Record<string, unknown> {
   const event: Record<string, unknown> = {};
   for (const [name, value] of Object.entries(message.headers)) {
-    if (!name.startsWith('ce-')) continue;
+    if (!name.startsWith(prefix) || name.length === prefix.length) continue;
     let decoded: string;
     try {
       decoded = decodeURIComponent(value);
     } catch {
       decoded = value;
     }
-    event[name.slice(3)] = decoded;
+    event[name.slice(prefix.length)] = decoded;
   }
-  if (message.contentType) event.datacontenttype = message.contentType;
+  const contentType = message.contentType ?? (typeof event.datacontenttype === 'string' ? event.datacontenttype : null);
+  const type = mediaType(contentType);
+  if (contentType) event.datacontenttype = contentType;
   if (message.raw.length > 0) {
     if (isJsonMediaType(type)) event.data = parseJsonBytes(message.raw);
     else if (type.startsWith('text/') || type === '') {

@@ -1,0 +1,183 @@
+/**
+ * One configured bus input: its driver, its decoder, and the rules that make "at least once, never doubled"
+ * hold between a broker and intake.
+ *
+ * - A delivery is handed to intake with the input's decoder and owner. The sink resolves once intake has
+ *   committed its events and runs, or kept it as a dead letter; only then does the driver acknowledge.
+ * - When the store cannot take it (`store_unavailable`, or a dead letter that could not be kept), the input
+ *   pauses: that delivery and every later one wait, in arrival order, while the input pings the store with
+ *   backoff; once it answers they are handed to intake again in the same order (one group commit keeps the
+ *   order within it), so per-partition order survives an outage. Nothing is acknowledged meanwhile, and a
+ *   driver with a bounded window of unacknowledged messages stops consuming.
+ * - Stopping rejects what still waits with `shutting_down`: the driver leaves it for redelivery.
+ */
+
+import type { Logger } from 'pino';
+import { DispatcherError, toDispatcherError } from '../core/errors.js';
+import type { Decoder, InboundMessage, Intake, IntakeAnswer } from '../core/intake.js';
+import type { Owner } from '../core/types.js';
+import { KEY_HEADER, MESSAGE_ID_HEADER, TOPIC_HEADER } from './decode.js';
+import type { Delivery, DeliveryOutcome, InputDriver, InputSink, TransportHealth } from './types.js';
+
+export interface InputHealth extends TransportHealth {
+  input: string;
+  transport: string;
+  /** Waiting for the store: deliveries are held, none acknowledged. */
+  paused: boolean;
+  /** Deliveries held while paused. */
+  held: number;
+  /** Deliveries handed to intake and not yet ended. */
+  inFlight: number;
+}
+
+export interface InputHostOptions {
+  name: string;
+  transport: string;
+  driver: InputDriver;
+  decode: Decoder;
+  owner: Owner;
+  intake: Intake;
+  /** Largest message taken; a bigger one is a dead letter (`payload_too_large`). */
+  maxBytes: number;
+  /** Checks the store while paused. */
+  ping: () => Promise<void>;
+  log: Logger;
+  /** Longest wait between two pings while paused. */
+  maxBackoffMs?: number;
+}
+
+interface Held {
+  /** Arrival order. */
+  seq: number;
+  message: InboundMessage;
+  resolve: (outcome: DeliveryOutcome) => void;
+  reject: (err: Error) => void;
+}
+
+export class InputHost implements InputSink {
+  readonly name: string;
+  readonly transport: string;
+  readonly #o: InputHostOptions;
+  #held: Held[] = [];
+  #seq = 0;
+  #paused = false;
+  #stopping = false;
+  #inFlight = 0;
+  #wake: (() => void) | undefined;
+  #started = false;
+
+  constructor(options: InputHostOptions) {
+    this.#o = options;
+    this.name = options.name;
+    this.transport = options.transport;
+  }
+
+  async start(): Promise<void> {
+    this.#started = true;
+    await this.#o.driver.start(this);
+  }
+
+  /** Stop consuming; what still waits for the store is left unacknowledged, for redelivery. */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    const held = this.#held;
+    this.#held = [];
+    for (const h of held) h.reject(new DispatcherError('shutting_down', 'the dispatcher is stopping; the message is left for redelivery'));
+    this.#wake?.();
+    if (this.#started) await this.#o.driver.stop();
+  }
+
+  deliver(delivery: Delivery): Promise<DeliveryOutcome> {
+    if (this.#stopping) return Promise.reject(new DispatcherError('shutting_down', 'the input is stopping'));
+    const message = this.#message(delivery);
+    const seq = this.#seq++;
+    if (this.#paused) {
+      return new Promise((resolve, reject) => this.#held.push({ seq, message, resolve, reject }));
+    }
+    return this.#receive(seq, message);
+  }
+
+  async health(): Promise<InputHealth> {
+    let h: TransportHealth;
+    try {
+      h = await this.#o.driver.health();
+    } catch (err) {
+      h = { connected: false, lag: null, lastError: (err as Error).message, lastErrorAt: Date.now() };
+    }
+    return { input: this.name, transport: this.transport, ...h, paused: this.#paused, held: this.#held.length, inFlight: this.#inFlight };
+  }
+
+  #message(d: Delivery): InboundMessage {
+    const headers: Record<string, string> = { ...d.headers };
+    if (d.topic !== undefined) headers[TOPIC_HEADER] = d.topic;
+    if (d.key !== undefined && d.key !== null) headers[KEY_HEADER] = d.key;
+    if (d.messageId !== undefined) headers[MESSAGE_ID_HEADER] = d.messageId;
+    const o = this.#o;
+    return { input: o.name, raw: d.raw, contentType: d.contentType, headers, service: o.owner.service, orgId: o.owner.orgId };
+  }
+
+  async #receive(seq: number, message: InboundMessage): Promise<DeliveryOutcome> {
+    this.#inFlight += 1;
+    try {
+      const answer = await this.#intake(message);
+      return answer.results.every((r) => r.status === 'duplicate') && answer.results.length > 0 ? 'duplicate' : 'accepted';
+    } catch (err) {
+      const e = toDispatcherError(err);
+      if (e.code === 'shutting_down') throw e;
+      if (e.code === 'store_unavailable' || e.code === 'internal' || e.deadLetterLost === true) {
+        if (this.#stopping) throw new DispatcherError('shutting_down', 'the dispatcher is stopping; the message is left for redelivery');
+        this.#pause(e);
+        return new Promise((resolve, reject) => this.#held.push({ seq, message, resolve, reject }));
+      }
+      return 'dead_letter';
+    } finally {
+      this.#inFlight -= 1;
+    }
+  }
+
+  #intake(message: InboundMessage): Promise<IntakeAnswer> {
+    const o = this.#o;
+    if (message.raw.length > o.maxBytes) {
+      const cut = { ...message, raw: message.raw.subarray(0, o.maxBytes), rawTruncated: true };
+      return o.intake.reject(cut, new DispatcherError('payload_too_large', `the message holds ${message.raw.length} bytes; the limit is ${o.maxBytes}`)).then((e) => {
+        throw e;
+      });
+    }
+    return o.intake.receive(message, o.decode);
+  }
+
+  #pause(cause: DispatcherError): void {
+    if (this.#paused) return;
+    this.#paused = true;
+    this.#o.log.warn({ input: this.name, err: cause.message }, 'the store cannot take events: input paused, nothing acknowledged');
+    void this.#waitForStore();
+  }
+
+  async #waitForStore(): Promise<void> {
+    let delay = 100;
+    const max = this.#o.maxBackoffMs ?? 5000;
+    for (;;) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, Math.random() * delay + delay / 2);
+        this.#wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.#wake = undefined;
+      if (this.#stopping) return;
+      try {
+        await this.#o.ping();
+        break;
+      } catch {
+        delay = Math.min(delay * 2, max);
+      }
+    }
+    this.#paused = false;
+    this.#o.log.info({ input: this.name }, 'the store is back: input resumed');
+    // In arrival order, in one tick, so that they share a group commit in that order.
+    const held = this.#held.sort((a, b) => a.seq - b.seq);
+    this.#held = [];
+    for (const h of held) this.#receive(h.seq, h.message).then(h.resolve, h.reject);
+  }
+}
