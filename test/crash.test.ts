@@ -6,17 +6,14 @@
  * and run events, and the receiver saw every http run's idempotency key.
  */
 
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
-import { createServer as createNetServer, type AddressInfo } from 'node:net';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { ensureBuilt, exited, freePort, kill, startChild as startServe, waitHealthy as waitServing, type Child } from './child.js';
 import { startReceiver, waitFor, type Receiver } from './helpers.js';
 
-const ROOT = resolve(import.meta.dirname, '..');
-const MAIN = join(ROOT, 'dist', 'cli', 'main.js');
 const BATCH = 20;
 const PARALLEL = 4;
 const KILL_AFTER_MS = 1500;
@@ -33,53 +30,15 @@ interface Batch {
 
 let dir: string;
 let receiver: Receiver;
-let child: ChildProcess | undefined;
+let child: Child | undefined;
 let port: number;
-let childLog = '';
 
-function newestMtime(path: string): number {
-  let newest = 0;
-  for (const entry of readdirSync(path, { withFileTypes: true })) {
-    const p = join(path, entry.name);
-    newest = Math.max(newest, entry.isDirectory() ? newestMtime(p) : statSync(p).mtimeMs);
-  }
-  return newest;
+function startChild(config: string): Child {
+  return startServe(config, dir, { PSK_AUTH_CRASH: CRASH_KEY });
 }
 
-async function freePort(): Promise<number> {
-  const server = createNetServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const { port: p } = server.address() as AddressInfo;
-  await new Promise<void>((r) => server.close(() => r()));
-  return p;
-}
-
-function startChild(config: string): ChildProcess {
-  const c = spawn(process.execPath, [MAIN, 'serve', '--config', config], { cwd: dir, env: { ...process.env, PSK_AUTH_CRASH: CRASH_KEY }, stdio: ['ignore', 'pipe', 'pipe'] });
-  c.stdout!.on('data', (b: Buffer) => (childLog = (childLog + b.toString()).slice(-20_000)));
-  c.stderr!.on('data', (b: Buffer) => (childLog = (childLog + b.toString()).slice(-20_000)));
-  return c;
-}
-
-async function waitHealthy(c: ChildProcess): Promise<void> {
-  await waitFor(
-    async () => {
-      if (c.exitCode !== null || c.signalCode !== null) throw new Error(`the dispatcher exited (${c.exitCode ?? c.signalCode}): ${childLog}`);
-      try {
-        return (await fetch(`http://127.0.0.1:${port}/healthz`, { signal: AbortSignal.timeout(1000) })).status;
-      } catch {
-        return 0;
-      }
-    },
-    (s) => s === 200,
-    20_000,
-    'the dispatcher to serve',
-  );
-}
-
-function exited(c: ChildProcess): Promise<void> {
-  if (c.exitCode !== null || c.signalCode !== null) return Promise.resolve();
-  return new Promise((r) => c.once('exit', () => r()));
+function waitHealthy(c: Child): Promise<void> {
+  return waitServing(c, port);
 }
 
 /** The pre-shared key of service `crash`, given to the child in `PSK_AUTH_CRASH`. */
@@ -108,14 +67,7 @@ function makeBatch(n: number): Batch {
 }
 
 beforeAll(async () => {
-  if (!existsSync(MAIN) || statSync(MAIN).mtimeMs < newestMtime(join(ROOT, 'src'))) {
-    const built = spawnSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], {
-      cwd: ROOT,
-      encoding: 'utf8',
-      timeout: 120_000,
-    });
-    if (built.status !== 0) throw new Error(`the build failed: ${built.stdout}${built.stderr}`);
-  }
+  ensureBuilt();
   dir = mkdtempSync(join(tmpdir(), 'dispatcher-crash-'));
   receiver = await startReceiver((_req, _body, res) => {
     setTimeout(() => res.end('ok'), Math.floor(Math.random() * 21));
@@ -124,10 +76,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  if (child !== undefined && child.exitCode === null && child.signalCode === null) {
-    child.kill('SIGKILL');
-    await exited(child);
-  }
+  await kill(child);
   await receiver?.close();
   if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
 });
@@ -185,9 +134,9 @@ it('loses nothing and doubles nothing when the process is SIGKILLed under load',
   // Kill while posts are in flight (there are PARALLEL producers; wait for one to be mid-request).
   await waitFor(async () => inFlight, (n) => n > 0, 5000, 'a post in flight');
   inFlightAtKill = inFlight;
-  child.kill('SIGKILL');
+  child.process.kill('SIGKILL');
   killed = true;
-  await exited(child);
+  await exited(child.process);
   await Promise.all(producers);
   const loadMs = Date.now() - loadStarted;
 
@@ -246,9 +195,9 @@ it('loses nothing and doubles nothing when the process is SIGKILLed under load',
   expect(pending).toEqual({ queued: 0, running: 0 });
 
   // Stop the child cleanly, then read the file on its own.
-  child.kill('SIGTERM');
-  await Promise.race([exited(child), new Promise((r) => setTimeout(r, 10_000))]);
-  expect(child.exitCode ?? child.signalCode).toBe(0);
+  child.process.kill('SIGTERM');
+  await Promise.race([exited(child.process), new Promise((r) => setTimeout(r, 10_000))]);
+  expect(child.process.exitCode ?? child.process.signalCode).toBe(0);
 
   const sql = ro();
   try {

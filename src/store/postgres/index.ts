@@ -673,6 +673,10 @@ export class PostgresStore implements Store {
       for (let attempt = 1; ; attempt++) {
         const c = await this.#pool.connect();
         let broken: Error | undefined;
+        // A connection lost while checked out emits 'error' on the client, outside any query: without a
+        // listener that would crash the process. The transaction fails at its next query instead.
+        const lost = (e: Error) => (broken ??= e);
+        c.on('error', lost);
         try {
           await c.query('BEGIN');
           const out = await fn(c);
@@ -684,6 +688,7 @@ export class PostgresStore implements Store {
           throw err;
         } finally {
           // A connection that could not even roll back is destroyed, not returned to the pool.
+          c.off('error', lost);
           c.release(broken);
         }
       }
