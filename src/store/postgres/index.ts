@@ -434,6 +434,10 @@ export class PostgresStore implements Store {
   async sweep(now: number, limit: number): Promise<SweepResult> {
     return this.#transaction(async (c) => {
       const result: SweepResult = { requeued: 0, timedOut: 0, failed: 0 };
+      // One sweeper at a time across the processes sharing this store: the others skip this round. (Row
+      // locks alone would keep two sweepers correct; the lock keeps them from doing the same work twice.)
+      const { rows } = await c.query<{ got: boolean }>('SELECT pg_try_advisory_xact_lock(hashtext($1)) AS got', [`dispatcher:sweep:${this.#schema ?? ''}`]);
+      if (!rows[0]!.got) return result;
       // Deadlines first: a run past its deadline ends as `timeout`, whatever its lease says. Rows another
       // sweeper (or a claim, a cancel) holds are skipped: the next sweep gets them.
       const late = (
