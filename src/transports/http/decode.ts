@@ -73,10 +73,15 @@ export function decodeHttp(message: InboundMessage): Decoded {
  * Binary content mode: attributes from the headers named `<prefix><attribute>` (values percent-decoded),
  * `datacontenttype` from the content type, and `data` from the body by its media type.
  */
+/** CloudEvents attribute names: lower-case letters and digits. */
+const ATTRIBUTE_NAME = /^[a-z0-9]+$/;
+
 export function binaryEvent(message: InboundMessage, prefix: string): Record<string, unknown> {
   const event: Record<string, unknown> = {};
   for (const [name, value] of Object.entries(message.headers)) {
     if (!name.startsWith(prefix) || name.length === prefix.length) continue;
+    // With no prefix (MQTT 5 user properties) only what can be an attribute name is one.
+    if (prefix === '' && !ATTRIBUTE_NAME.test(name)) continue;
     let decoded: string;
     try {
       decoded = decodeURIComponent(value);

@@ -1,0 +1,177 @@
+#!/usr/bin/env node
+/**
+ * End to end through a message bus: events waiting in a broker → consumed by `dispatcher serve` child
+ * processes → routed → `noop` → success stored (every event, run, attempt and run event). Figures are the
+ * median of several runs.
+ *
+ *   node bench/bus.js                                  every transport available, every store layout
+ *   node bench/bus.js amqp:postgres:3 nats:sqlite:1    chosen cases: transport:store:processes
+ *
+ * Method: this process first publishes BENCH_BUS_EVENTS events (default 50,000) to the broker and waits for
+ * its confirmations; then it starts the processes, and the clock runs from their start until every run has
+ * ended in `success`, read through the API. The rate is events / that time, so it includes the processes'
+ * start (printed beside it: the time until the first one served), which makes it a little low.
+ *
+ * Options (environment): BENCH_BUS_EVENTS, BENCH_REPEAT (default 3), DISPATCHER_TEST_POSTGRES_URL (default
+ * postgres://postgres@127.0.0.1:5432/test; each run uses a fresh schema), BENCH_AMQP_URL, BENCH_NATS_URL,
+ * BENCH_KAFKA_BROKERS (default: a librdkafka mock cluster started with kcat).
+ */
+
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const EVENTS = Number(process.env.BENCH_BUS_EVENTS ?? 50_000);
+const REPEAT = Number(process.env.BENCH_REPEAT ?? 3);
+const PG_URL = process.env.DISPATCHER_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+const KEY = 'benchKey0123456789abcdefABCDEF';
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function eventBody(i, run) {
+  return Buffer.from(JSON.stringify({ specversion: '1.0', id: `b${run}-${i}`, source: 'urn:bench', type: 'bench.bus', data: { n: i } }));
+}
+
+/** Each transport: the input options for a fresh place, and a producer that publishes `count` events. */
+const TRANSPORTS = {
+  amqp: {
+    async open(place) {
+      const { default: amqp } = await import('amqplib');
+      const url = process.env.BENCH_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+      const connection = await amqp.connect(url);
+      const channel = await connection.createConfirmChannel();
+      await channel.assertQueue(place, { durable: true });
+      return {
+        input: { url, queue: place, prefetch: 2000 },
+        async produce(count, run) {
+          for (let from = 0; from < count; from += 1000) {
+            for (let i = from; i < Math.min(count, from + 1000); i++) {
+              channel.sendToQueue(place, eventBody(i, run), { persistent: true, contentType: 'application/cloudevents+json' });
+            }
+            await channel.waitForConfirms();
+          }
+        },
+        async close() {
+          await channel.deleteQueue(place).catch(() => {});
+          await connection.close().catch(() => {});
+        },
+      };
+    },
+  },
+};
+
+async function startProcess(dir, n, input, transport, storeUrl) {
+  const port = await freePort();
+  const config = join(dir, `d${n}.json`);
+  writeFileSync(
+    config,
+    JSON.stringify({
+      server: { host: '127.0.0.1', port },
+      store: { url: storeUrl, poolSize: 8 },
+      log: { level: 'warn' },
+      intake: { maxBatch: 5000 },
+      runner: { concurrency: 4096, batchSize: 1024 },
+      auth: { psk: [{ service: 'bench', key: KEY }], keyFile: '' },
+      inputs: { bus: { [transport]: input } },
+      routes: [{ name: 'bench', match: { type: 'bench.*' }, actions: [{ noop: {} }] }],
+    }),
+  );
+  const child = spawn(process.execPath, [join(root, 'dist', 'cli', 'main.js'), 'serve', '--config', config], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  child.stderr.on('data', (b) => (err = (err + b).slice(-4000)));
+  for (let i = 0; ; i++) {
+    if (child.exitCode !== null) throw new Error(`dispatcher exited: ${err}`);
+    try {
+      if ((await fetch(`http://127.0.0.1:${port}/healthz`)).ok) break;
+    } catch {
+      // not yet
+    }
+    if (i > 300) throw new Error(`dispatcher did not start: ${err}`);
+    await sleep(100);
+  }
+  return { child, port };
+}
+
+async function succeeded(port) {
+  const r = await fetch(`http://127.0.0.1:${port}/v1/runs?limit=1&filter[status]=success`, { headers: { authorization: `PSK ${KEY}` } });
+  return (await r.json()).meta.total;
+}
+
+async function once(transport, store, processes, run) {
+  const dir = mkdtempSync(join(tmpdir(), 'dispatcher-bench-bus-'));
+  const place = `bench-${process.pid}-${run}`;
+  const schema = `dispatcher_bench_${process.pid}_${run}`;
+  const storeUrl = store === 'sqlite' ? `sqlite:${join(dir, 'd.db')}` : (() => {
+    const u = new URL(PG_URL);
+    u.searchParams.set('schema', schema);
+    return u.toString();
+  })();
+  const peer = await TRANSPORTS[transport].open(place);
+  const children = [];
+  try {
+    await peer.produce(EVENTS, run);
+    if (store === 'postgres') {
+      // The schema is made before the clock starts, so that several processes do not wait on its migration.
+      const { openStore } = await import('../dist/store/index.js');
+      const s = await openStore({ url: storeUrl });
+      await s.migrate();
+      await s.close();
+    }
+    const t0 = performance.now();
+    const started = Array.from({ length: processes }, (_, n) => startProcess(dir, n, peer.input, transport, storeUrl));
+    for (const p of started) children.push(await p.catch((err) => ({ error: err })));
+    const failed = children.find((c) => c.error);
+    if (failed) throw failed.error;
+    const startup = (performance.now() - t0) / 1000;
+    while ((await succeeded(children[0].port)) < EVENTS) await sleep(100);
+    const seconds = (performance.now() - t0) / 1000;
+    return { rate: EVENTS / seconds, startup };
+  } finally {
+    for (const c of children) {
+      if (c.child === undefined) continue;
+      c.child.kill('SIGTERM');
+      await new Promise((r) => (c.child.exitCode !== null ? r() : c.child.once('exit', r)));
+    }
+    await peer.close();
+    if (store === 'postgres') {
+      const admin = new pg.Client({ connectionString: PG_URL });
+      await admin.connect();
+      await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+      await admin.end();
+    }
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const DEFAULT_CASES = Object.keys(TRANSPORTS).flatMap((t) => [`${t}:sqlite:1`, `${t}:postgres:1`, `${t}:postgres:3`]);
+const cases = process.argv.slice(2).length > 0 ? process.argv.slice(2) : DEFAULT_CASES;
+
+console.log(`machine: ${cpus().length} × ${cpus()[0]?.model}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`);
+console.log(`${EVENTS} events per run, median of ${REPEAT}`);
+for (const c of cases) {
+  const [transport, store, processes] = c.split(':');
+  if (TRANSPORTS[transport] === undefined) throw new Error(`unknown transport ${transport}: ${Object.keys(TRANSPORTS).join(', ')}`);
+  const results = [];
+  for (let run = 0; run < REPEAT; run++) results.push(await once(transport, store, Number(processes ?? 1), run));
+  const rates = results.map((r) => Math.round(r.rate));
+  console.log(
+    `${c.padEnd(22)} ${String(Math.round(median(rates))).padStart(7)} events/s   runs: ${rates.join(', ')}   start ${median(results.map((r) => r.startup)).toFixed(1)} s`,
+  );
+}
