@@ -14,7 +14,8 @@
  *
  * Options (environment): BENCH_BUS_EVENTS, BENCH_REPEAT (default 3), DISPATCHER_TEST_POSTGRES_URL (default
  * postgres://postgres@127.0.0.1:5432/test; each run uses a fresh schema), BENCH_AMQP_URL, BENCH_NATS_URL,
- * BENCH_KAFKA_BROKERS (default: a librdkafka mock cluster started with kcat).
+ * BENCH_KAFKA_BROKERS (default: a librdkafka mock cluster started with kcat), BENCH_SERVER_ARGS (Node flags for
+ * the dispatchers, e.g. `--cpu-prof`).
  */
 
 import { spawn } from 'node:child_process';
@@ -30,6 +31,8 @@ const EVENTS = Number(process.env.BENCH_BUS_EVENTS ?? 50_000);
 const REPEAT = Number(process.env.BENCH_REPEAT ?? 3);
 const PG_URL = process.env.DISPATCHER_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const KEY = 'benchKey0123456789abcdefABCDEF';
+// Extra Node flags for the dispatchers under test, e.g. BENCH_SERVER_ARGS="--cpu-prof --cpu-prof-dir=.prof".
+const SERVER_ARGS = (process.env.BENCH_SERVER_ARGS ?? '').split(' ').filter((a) => a !== '');
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -93,7 +96,7 @@ async function startProcess(dir, n, input, transport, storeUrl) {
       routes: [{ name: 'bench', match: { type: 'bench.*' }, actions: [{ noop: {} }] }],
     }),
   );
-  const child = spawn(process.execPath, [join(root, 'dist', 'cli', 'main.js'), 'serve', '--config', config], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [...SERVER_ARGS, join(root, 'dist', 'cli', 'main.js'), 'serve', '--config', config], { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   child.stderr.on('data', (b) => (err = (err + b).slice(-4000)));
   for (let i = 0; ; i++) {

@@ -124,7 +124,9 @@ export class InputHost implements InputSink {
     } catch (err) {
       const e = toDispatcherError(err);
       if (e.code === 'shutting_down') throw e;
-      if (e.code === 'store_unavailable' || e.code === 'internal' || e.deadLetterLost === true) {
+      // Intake reports every failed commit as store_unavailable; any other error was kept as a dead letter,
+      // unless keeping it failed too.
+      if (e.code === 'store_unavailable' || e.deadLetterLost === true) {
         if (this.#stopping) throw new DispatcherError('shutting_down', 'the dispatcher is stopping; the message is left for redelivery');
         this.#pause(e);
         return new Promise((resolve, reject) => this.#held.push({ seq, message, resolve, reject }));
