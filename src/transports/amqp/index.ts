@@ -2,8 +2,8 @@
  * `amqp`: RabbitMQ over AMQP 0-9-1 with amqplib, using its connection recovery (reconnect with backoff and
  * jitter; the consumer and topology are set up again after each reconnect).
  *
- * Input: consumes one queue with a prefetch window; each message is acknowledged on its own once intake has
- * committed it (or kept it as a dead letter). Messages in flight when a connection drops are redelivered by
+ * Input: consumes one queue with a prefetch window; a message is acknowledged once intake has committed it
+ * (or kept it as a dead letter), together with the ones before it (one `multiple` ack per tick). Messages in flight when a connection drops are redelivered by
  * the broker; (`source`, `id`) deduplication makes that harmless. Lag: the queue's ready messages.
  *
  * Output: a confirm channel; `publish` resolves once the broker confirmed every message. Messages are
@@ -82,6 +82,12 @@ function headersOf(message: ConsumeMessage): Record<string, string> {
   return out;
 }
 
+/** Deliveries of one channel in the order the broker numbered them, and whether each is done. */
+interface Acks {
+  pending: Array<{ message: ConsumeMessage; done: boolean }>;
+  scheduled: boolean;
+}
+
 class AmqpInput implements InputDriver {
   readonly #o: InputOptions;
   readonly #context: TransportContext;
@@ -130,21 +136,55 @@ class AmqpInput implements InputDriver {
       topic: message.fields.routingKey,
     };
     if (message.properties.messageId !== undefined && message.properties.messageId !== null) delivery.messageId = String(message.properties.messageId);
+    const acks = this.#acksFor(channel);
+    const pending = { message, done: false };
+    acks.pending.push(pending);
     const done = sink.deliver(delivery).then(
       () => {
-        try {
-          channel.ack(message);
-        } catch (err) {
-          // The channel closed meanwhile: the broker delivers the message again, and intake knows it.
-          this.#health.failed(err);
-        }
+        pending.done = true;
+        this.#scheduleAck(channel, acks);
       },
       () => {
-        // Stopping: left unacknowledged, for redelivery.
+        // Stopping: left unacknowledged, for redelivery (and nothing after it is acknowledged on this channel).
       },
     );
     this.#inFlight.add(done);
     void done.finally(() => this.#inFlight.delete(done));
+  }
+
+  #acks = new WeakMap<Channel, Acks>();
+
+  #acksFor(channel: Channel): Acks {
+    let acks = this.#acks.get(channel);
+    if (acks === undefined) {
+      acks = { pending: [], scheduled: false };
+      this.#acks.set(channel, acks);
+    }
+    return acks;
+  }
+
+  /**
+   * Acknowledge, once per tick, every message up to the last one whose whole prefix is done, with one
+   * `multiple` ack (deliveries on a channel are numbered in order). Dead letters are done too; a message
+   * still in flight holds back the acks of those after it until it is done.
+   */
+  #scheduleAck(channel: Channel, acks: Acks): void {
+    if (acks.scheduled) return;
+    acks.scheduled = true;
+    setImmediate(() => {
+      acks.scheduled = false;
+      let last: ConsumeMessage | undefined;
+      let n = 0;
+      while (n < acks.pending.length && acks.pending[n]!.done) last = acks.pending[n++]!.message;
+      if (last === undefined) return;
+      acks.pending.splice(0, n);
+      try {
+        channel.ack(last, true);
+      } catch (err) {
+        // The channel closed meanwhile: the broker delivers these again, and intake knows them.
+        this.#health.failed(err);
+      }
+    });
   }
 
   async stop(): Promise<void> {
