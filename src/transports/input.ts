@@ -175,6 +175,10 @@ export class InputHost implements InputSink {
         delay = Math.min(delay * 2, max);
       }
     }
+    // Deliveries still being committed from before the pause end first (committed, or held with the rest),
+    // so that none of them fails after the held ones went ahead of it.
+    while (this.#inFlight > 0 && !this.#stopping) await new Promise((r) => setTimeout(r, 10));
+    if (this.#stopping) return;
     this.#paused = false;
     this.#o.log.info({ input: this.name }, 'the store is back: input resumed');
     // In arrival order, in one tick, so that they share a group commit in that order.
