@@ -66,7 +66,7 @@ export async function waitHealthy(child: Child, port: number): Promise<void> {
       }
     },
     (s) => s === 200,
-    20_000,
+    60_000,
     'the dispatcher to serve',
   );
 }

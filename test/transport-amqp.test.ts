@@ -21,7 +21,7 @@ async function probe(): Promise<string | null> {
 }
 const reachable = (await probe()) === null;
 
-describeDeliveries({
+await describeDeliveries({
   transport: 'amqp',
   probe,
   async place(name) {

@@ -58,22 +58,22 @@ function ce(id: string, data: unknown, extra: Record<string, unknown> = {}): str
   return JSON.stringify({ specversion: '1.0', id, source: 'urn:peer', type: 'peer.test', data, ...extra });
 }
 
-export function describeDeliveries(peer: TransportPeer): void {
+/**
+ * Defines the suite for one transport. Await it at the top of the test file: the peer and PostgreSQL are
+ * probed first, so that a missing one skips the tests with a printed reason (and fails them under CI=true).
+ */
+export async function describeDeliveries(peer: TransportPeer): Promise<void> {
   const t = peer.transport;
   const file = `transport-${t}.test.ts`;
-  let unreachable: string | null = null;
-  let pgUnreachable: string | null = null;
+  const unreachable = await peer.probe();
+  const pgUnreachable = await probePostgres();
+  const missing = [unreachable && `${t}: ${unreachable}`, pgUnreachable && `PostgreSQL: ${pgUnreachable}`].filter(Boolean).join('; ');
+  if (missing !== '' && !requireServices) console.warn(`${file}: ${missing}; the tests that need it are skipped. Start the service, or set CI=true to make this a failure.`);
 
   describe(`${t} input`, () => {
-    beforeAll(async () => {
-      unreachable = await peer.probe();
-      pgUnreachable = await probePostgres();
-      const missing = [unreachable && `${t}: ${unreachable}`, pgUnreachable && `PostgreSQL: ${pgUnreachable}`].filter(Boolean).join('; ');
-      if (missing !== '') {
-        if (requireServices) throw new Error(`${file}: ${missing}; with CI=true the delivery suite must run`);
-        console.warn(`${file} skipped: ${missing}. Start the service, or set CI=true to make this a failure.`);
-      }
-    }, 60_000);
+    beforeAll(() => {
+      if (missing !== '' && requireServices) throw new Error(`${file}: ${missing}; with CI=true the delivery suite must run`);
+    });
 
     const places: Place[] = [];
     const dispatchers: TestDispatcher[] = [];
@@ -274,8 +274,9 @@ export function describeDeliveries(peer: TransportPeer): void {
         return ((await r.json()) as { meta: { total: number } }).meta.total;
       };
       let child: Child | undefined;
+      let sending: Promise<void> | undefined;
       try {
-        const sending = p.send(Array.from({ length: total }, (_, i) => ({ body: ce(`k-${i}`, { n: i }), key: `k${i % 8}` })));
+        sending = p.send(Array.from({ length: total }, (_, i) => ({ body: ce(`k-${i}`, { n: i }), key: `k${i % 8}` })));
         child = startChild(config, dir);
         await waitHealthy(child, port);
         await waitFor(() => count('/v1/events?limit=1'), (n) => n >= 300, 30_000, 'some events before the kill');
@@ -291,6 +292,7 @@ export function describeDeliveries(peer: TransportPeer): void {
         expect(await count('/v1/runs?limit=1')).toBe(total);
       } finally {
         await kill(child);
+        await sending?.catch(() => {});
         rmSync(dir, { recursive: true, force: true });
       }
     }, 120_000);
