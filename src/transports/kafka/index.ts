@@ -23,7 +23,7 @@
  * `content-type` header; structured mode is `content-type: application/cloudevents+json`.
  */
 
-import { Kafka, logLevel, type Admin, type Consumer, type EachBatchPayload, type KafkaConfig, type KafkaMessage, type LogEntry, type Producer, type SASLOptions } from 'kafkajs';
+import { Kafka, logLevel, Partitioners, type Admin, type Consumer, type EachBatchPayload, type KafkaConfig, type KafkaMessage, type LogEntry, type Producer, type SASLOptions } from 'kafkajs';
 import type { Logger } from 'pino';
 import { parseDuration, parseSize } from '../../core/units.js';
 import { tlsOptions, type TlsOptions } from '../tls.js';
@@ -362,6 +362,8 @@ class KafkaOutput implements OutputDriver {
       // An idempotent producer keeps order with one request in flight per broker.
       ...(idempotent ? { maxInFlightRequests: 1 } : {}),
       allowAutoTopicCreation: true,
+      // Keyed messages go to the partition their key hashes to (murmur2, as the Java client does).
+      createPartitioner: Partitioners.DefaultPartitioner,
       retry: { initialRetryTime: 300, maxRetryTime: 30_000, retries: options.retries ?? 8 },
     });
     const { CONNECT, DISCONNECT, REQUEST_TIMEOUT } = this.#producer.events;
