@@ -7,7 +7,8 @@
  *   an idempotent producer's InitProducerId to the controller, so an idempotent producer cannot start
  *   against it: the producers here (the test's and the output under test) set `idempotent: false`.
  * - SASL and TLS: it speaks plaintext only, so those options are checked up to the kafkajs configuration.
- * - A broker restart: the cluster lives and dies with its process, on new ports each time.
+ * - A broker restart: the cluster lives and dies with its process, on new ports each time; a lost cluster is
+ *   checked to show in health, not the reconnection.
  */
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -165,6 +166,27 @@ describe.skipIf(cluster === undefined)('kafka transport on the mock cluster', ()
       expect(health.lastError).toBeNull();
     } finally {
       await p.disconnect();
+    }
+  }, 60_000);
+
+  it('a lost broker shows in health: not connected, and health still answers promptly', async () => {
+    const own = await startMockCluster(1);
+    try {
+      const topic = fresh();
+      const d = await startDispatcher({
+        inputs: { bus: { kafka: { brokers: own.brokers, topics: [topic], groupId: topic, fromBeginning: true, sessionTimeout: '3s', heartbeatInterval: '500ms' } } },
+        routes: [{ name: 'all', match: { type: '**' }, actions: [{ noop: {} }] }],
+      });
+      dispatchers.push(d);
+      await waitFor(async () => (await d.d.inputHealth())[0]!, (h) => h.connected && h.lag === 0, 20_000, 'connected');
+      own.process.kill('SIGKILL');
+      const lost = await waitFor(async () => (await d.d.inputHealth())[0]!, (h) => !h.connected, 20_000, 'the input to report the broker lost');
+      expect(lost.lastError).not.toBeNull();
+      const started = Date.now();
+      await d.d.inputHealth();
+      expect(Date.now() - started).toBeLessThan(3000);
+    } finally {
+      own.process.kill('SIGKILL');
     }
   }, 60_000);
 

@@ -59,6 +59,8 @@ export interface KafkaOutputOptions extends KafkaConnectionOptions {
 
 /** How long a computed lag is reused. */
 const LAG_CACHE_MS = 3000;
+/** How long health waits for the lag. */
+const LAG_TIMEOUT_MS = 2000;
 /** Mid-batch commits at most this often. */
 const COMMIT_INTERVAL_MS = 1000;
 /** A crashed consumer is made anew after this long at first, doubling up to the most. */
@@ -153,6 +155,7 @@ class KafkaInput implements InputDriver {
   #restartTimer: NodeJS.Timeout | undefined;
   #restartDelay = RESTART_MS.initial;
   #lag: { at: number; value: number | null } | undefined;
+  #lastContact = 0;
 
   constructor(options: KafkaInputOptions, context: TransportContext) {
     this.#o = options;
@@ -178,9 +181,14 @@ class KafkaInput implements InputDriver {
       retry: { initialRetryTime: 300, maxRetryTime: 30_000, retries: 8, restartOnFailure: async () => true },
     });
     this.#consumer = consumer;
-    const { CONNECT, GROUP_JOIN, DISCONNECT, CRASH, REQUEST_TIMEOUT, STOP } = consumer.events;
+    const { CONNECT, GROUP_JOIN, DISCONNECT, CRASH, REQUEST_TIMEOUT, STOP, HEARTBEAT, FETCH, COMMIT_OFFSETS } = consumer.events;
+    const contact = () => (this.#lastContact = Date.now());
+    consumer.on(HEARTBEAT, contact);
+    consumer.on(FETCH, contact);
+    consumer.on(COMMIT_OFFSETS, contact);
     consumer.on(CONNECT, () => this.#context.log.debug('kafka consumer connected'));
     consumer.on(GROUP_JOIN, (e) => {
+      contact();
       this.#health.connected = true;
       this.#restartDelay = RESTART_MS.initial;
       this.#context.log.debug({ assignment: e.payload.memberAssignment }, 'kafka consumer joined its group');
@@ -298,7 +306,15 @@ class KafkaInput implements InputDriver {
     this.#health.connected = false;
   }
 
+  /**
+   * Connected: joined to the group, and the brokers answered a fetch, heartbeat or commit within the session
+   * timeout (kafkajs retries a lost broker for a while before it reports anything).
+   */
   async health(): Promise<TransportHealth> {
+    const silentFor = Date.now() - this.#lastContact;
+    if (this.#health.connected && silentFor > (ms(this.#o.sessionTimeout) ?? 30_000)) {
+      return { ...this.#health.snapshot(null), connected: false, lastError: this.#health.lastError ?? `no answer from the brokers for ${Math.round(silentFor / 1000)}s` };
+    }
     return this.#health.snapshot(this.#health.connected ? await this.#lagCached() : null);
   }
 
@@ -306,11 +322,15 @@ class KafkaInput implements InputDriver {
     const now = Date.now();
     if (this.#lag !== undefined && now - this.#lag.at < LAG_CACHE_MS) return this.#lag.value;
     let value: number | null = null;
+    let timer: NodeJS.Timeout | undefined;
     try {
-      value = await this.#computeLag();
+      // Health must answer promptly; a lag the brokers do not tell in time is unknown.
+      const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('the brokers did not tell the lag in time')), LAG_TIMEOUT_MS)));
+      value = await Promise.race([this.#computeLag(), late]);
     } catch (err) {
       this.#health.failed(err);
     }
+    clearTimeout(timer);
     this.#lag = { at: now, value };
     return value;
   }
