@@ -211,13 +211,22 @@ class KafkaInput implements InputDriver {
 
     await consumer.connect();
     await consumer.subscribe({ topics: o.topics.map(topicOf), fromBeginning: o.fromBeginning ?? false });
-    await consumer.run({
-      eachBatchAutoResolve: false,
-      autoCommit: true,
-      autoCommitInterval: COMMIT_INTERVAL_MS,
-      partitionsConsumedConcurrently: o.partitionsConsumedConcurrently ?? 4,
-      eachBatch: (payload) => this.#batch(payload),
-    });
+    // Joining the group can take up to the rebalance timeout (the group waits for members that died); the
+    // dispatcher serves meanwhile, and health says not connected until it joined. A failure to join is a crash.
+    consumer
+      .run({
+        eachBatchAutoResolve: false,
+        autoCommit: true,
+        autoCommitInterval: COMMIT_INTERVAL_MS,
+        partitionsConsumedConcurrently: o.partitionsConsumedConcurrently ?? 4,
+        eachBatch: (payload) => this.#batch(payload),
+      })
+      .catch((err: unknown) => {
+        this.#health.failed(err);
+        if (this.#stopping || consumer !== this.#consumer) return;
+        this.#context.log.error({ err: (err as Error).message }, `kafka consumer could not run; a new one starts in ${this.#restartDelay}ms`);
+        this.#scheduleRestart();
+      });
   }
 
   #scheduleRestart(): void {
