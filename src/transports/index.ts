@@ -9,7 +9,7 @@ import type { Transport } from './types.js';
 
 const LOADERS: Record<TransportName, () => Promise<{ transport: Transport }>> = {
   amqp: () => import('./amqp/index.js'),
-  kafka: () => missing('kafka'),
+  kafka: () => import('./kafka/index.js'),
   nats: () => missing('nats'),
   sqs: () => missing('sqs'),
   sns: () => missing('sns'),
