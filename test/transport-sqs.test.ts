@@ -18,7 +18,7 @@ import {
 } from '@aws-sdk/client-sqs';
 import { CreateTopicCommand, PublishCommand, SNSClient, SubscribeCommand } from '@aws-sdk/client-sns';
 import pino from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { loadTransport } from '../src/transports/index.js';
 import type { Delivery, InputSink } from '../src/transports/types.js';
 import { startAwsEndpoint, type AwsEndpoint } from './aws-endpoint.js';
