@@ -237,15 +237,28 @@ export async function startAwsEndpoint(region = 'us-east-1'): Promise<AwsEndpoin
     const now = Date.now();
     const locked = new Set<string>();
     if (q.fifo) for (const m of q.messages) if (m.visibleAt > now && m.receipt !== undefined) locked.add(m.groupId!);
-    const out: Message[] = [];
-    for (const m of q.messages) {
-      if (out.length >= max) break;
-      if (m.visibleAt > now) {
-        if (q.fifo) locked.add(m.groupId!); // a delayed message keeps the group's later ones back
-        continue;
+    let out: Message[] = [];
+    if (!q.fifo) {
+      for (const m of q.messages) {
+        if (out.length >= max) break;
+        if (m.visibleAt <= now) out.push(m);
       }
-      if (q.fifo && locked.has(m.groupId!)) continue;
-      out.push(m);
+    } else {
+      // As many messages of one group as possible first (the group of the oldest message), then the next group.
+      const groups = new Map<string, Message[]>();
+      for (const m of q.messages) {
+        const g = m.groupId!;
+        if (locked.has(g)) continue;
+        if (m.visibleAt > now) {
+          locked.add(g); // a delayed message keeps the group's later ones back
+          continue;
+        }
+        const list = groups.get(g) ?? [];
+        if (list.length < max) list.push(m);
+        groups.set(g, list);
+      }
+      for (const list of groups.values()) out.push(...list);
+      out = out.slice(0, max);
     }
     for (const m of out) {
       m.visibleAt = now + visibility * 1000;

@@ -141,6 +141,7 @@ describe('sqs input driver', () => {
     release();
     await waitFor(() => depth(sqs, QueueUrl!), (d) => d.inFlight === 0 && d.visible === 0, 5000, 'the message to be deleted');
     expect(seen).toHaveLength(1);
+    await driver.stop();
 
     // Stopping while the sink still holds a message: it rejects, and the message is visible again at once.
     const stopping: InputSink = {
@@ -158,7 +159,6 @@ describe('sqs input driver', () => {
     const t0 = Date.now();
     await stopped;
     expect(Date.now() - t0).toBeLessThan(3000);
-    await driver.stop();
     expect(await depth(sqs, QueueUrl!)).toEqual({ visible: 1, inFlight: 0 });
     await sqs.send(new DeleteQueueCommand({ QueueUrl }));
   }, 30_000);
@@ -269,11 +269,8 @@ describe('Sesshu over SNS and SQS', () => {
     await out2.publish([m('run-a', 1), m('run-b', 2), m('run-a', 3)]);
     await out2.publish([m('run-a', 1)]);
     const got = await drain(sqs, fifo.QueueUrl, 3);
-    expect(got.map((x) => [x.group, JSON.parse(x.body)])).toEqual([
-      ['run-a', { n: 1 }],
-      ['run-b', { n: 2 }],
-      ['run-a', { n: 3 }],
-    ]);
+    const inGroup = (g: string) => got.filter((x) => x.group === g).map((x) => (JSON.parse(x.body) as { n: number }).n);
+    expect([inGroup('run-a'), inGroup('run-b'), got.length]).toEqual([[1, 3], [2], 3]);
     expect(await drain(sqs, fifo.QueueUrl, 1, 2000).then((x) => x.length)).toBe(0);
     await out2.stop();
   }, 60_000);

@@ -84,6 +84,7 @@ class SqsInput implements InputDriver {
   #deletes: Array<{ receipt: string; done: () => void }> = [];
   #flushing = false;
   #lag: { value: number | null; at: number } = { value: null, at: 0 };
+  #lagDenied = false;
   #stopping = false;
 
   constructor(options: InputOptions, context: TransportContext) {
@@ -104,7 +105,14 @@ class SqsInput implements InputDriver {
       const out = await client.send(new GetQueueUrlCommand({ QueueName: o.queueName, ...(o.queueOwner === undefined ? {} : { QueueOwnerAWSAccountId: o.queueOwner }) }));
       this.#queueUrl = out.QueueUrl!;
     }
-    await this.#readLag();
+    try {
+      await this.#readLag();
+    } catch (err) {
+      // Without sqs:GetQueueAttributes (the Sesshu policy lacks it) the input works and reports no lag.
+      if (!/AccessDenied/i.test((err as Error).name)) throw err;
+      this.#lagDenied = true;
+      this.#context.log.warn({ err: (err as Error).message }, 'SQS GetQueueAttributes is not allowed: the input reports no lag');
+    }
     this.#health.connected = true;
     const tick = Math.min(Math.max((this.#visibility * 1000) / 4, 200), 5000);
     this.#timer = setInterval(() => void this.#extend(), tick);
@@ -260,7 +268,7 @@ class SqsInput implements InputDriver {
 
   async health(): Promise<TransportHealth> {
     let lag = this.#lag.value;
-    if (this.#health.connected && Date.now() - this.#lag.at > LAG_CACHE_MS) {
+    if (this.#health.connected && !this.#lagDenied && Date.now() - this.#lag.at > LAG_CACHE_MS) {
       try {
         lag = await this.#readLag();
       } catch (err) {
