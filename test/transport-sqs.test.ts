@@ -234,9 +234,10 @@ describe('Sesshu over SNS and SQS', () => {
     const { QueueUrl: wrapped } = await sqs.send(new CreateQueueCommand({ QueueName: `${name}-wrapped` }));
     await sns.send(new SubscribeCommand({ TopicArn: raw.TopicArn, Protocol: 'sqs', Endpoint: aws2.queueArn(`${name}-wrapped`) }));
 
-    const transport = await loadTransport('sns');
-    const output = transport.createOutput!({ ...connection, topicArn: raw.TopicArn }, { name: 'responses', log });
-    await output.start();
+    // The output as the dispatcher configures and starts it.
+    const withOutput = await startDispatcher({ outputs: { responses: { sns: { ...connection, topicArn: raw.TopicArn } } } });
+    const output = withOutput.d.outputs.get('responses')!.driver;
+    expect(await withOutput.d.outputHealth()).toMatchObject([{ output: 'responses', transport: 'sns', connected: true }]);
     const response = { target: 'https://example.com/', plugin: 'http_robots', result: ['/private', '/tmp'] };
     await output.publish([{ headers: { event_type: 'response' }, body: Buffer.from(JSON.stringify(response)), contentType: 'application/json' }]);
     const [one] = await drain(sqs, raw.QueueUrl, 1);
@@ -259,10 +260,11 @@ describe('Sesshu over SNS and SQS', () => {
     // SNS refuses an entry (an empty message): the publish rejects.
     await expect(output.publish([{ headers: {}, body: Buffer.from('{}') }, { headers: {}, body: Buffer.alloc(0) }])).rejects.toThrow(/InvalidParameter/);
     await expect(output.publish([{ topic: 'no-such-topic', headers: {}, body: Buffer.from('{}') }])).rejects.toThrow();
-    await output.stop();
+    await withOutput.close();
 
     // FIFO: the key is the message group; the same message again within five minutes is dropped.
     const fifo = await subscribed(sns, sqs, `${name}.fifo`, `${name}-q.fifo`, true, true);
+    const transport = await loadTransport('sns');
     const out2 = transport.createOutput!({ ...connection, topicArn: fifo.TopicArn }, { name: 'fifo', log });
     await out2.start();
     const m = (key: string, n: number) => ({ key, headers: { run: key }, body: Buffer.from(JSON.stringify({ n })) });
