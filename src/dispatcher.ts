@@ -377,6 +377,8 @@ export function createLogger(config: DispatcherConfig, destination?: Destination
         '*.secret',
         '*.password',
         '*.token',
+        '*.secretAccessKey',
+        '*.sessionToken',
       ],
       censor: '[redacted]',
     },

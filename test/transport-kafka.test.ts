@@ -89,7 +89,7 @@ async function producer(): Promise<Producer> {
 }
 
 if (cluster !== undefined) {
-  describeDeliveries({
+  await describeDeliveries({
     transport: 'kafka',
     async probe() {
       return clusterError;

@@ -11,8 +11,8 @@ const LOADERS: Record<TransportName, () => Promise<{ transport: Transport }>> = 
   amqp: () => import('./amqp/index.js'),
   kafka: () => import('./kafka/index.js'),
   nats: () => missing('nats'),
-  sqs: () => missing('sqs'),
-  sns: () => missing('sns'),
+  sqs: () => import('./sqs/index.js'),
+  sns: () => import('./sns/index.js'),
   mqtt: () => missing('mqtt'),
 };
 

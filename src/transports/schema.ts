@@ -17,6 +17,8 @@ import type { SchemaNode } from '../config/schema.js';
 import { DURATION_SCHEMA, SIZE_SCHEMA } from '../core/units.js';
 import { AMQP_INPUT_SCHEMA, AMQP_OUTPUT_SCHEMA } from './amqp/schema.js';
 import { KAFKA_INPUT_SCHEMA, KAFKA_OUTPUT_SCHEMA } from './kafka/schema.js';
+import { SNS_OUTPUT_SCHEMA } from './sns/schema.js';
+import { SQS_INPUT_SCHEMA } from './sqs/schema.js';
 
 /** Shared by the transports' schemas: a duration (`5s`, `250ms` or milliseconds). */
 export const DURATION = DURATION_SCHEMA;
@@ -55,11 +57,13 @@ export const DECODER_SCHEMA: SchemaNode = {
 const INPUT_TRANSPORTS: Partial<Record<TransportName, SchemaNode>> = {
   amqp: AMQP_INPUT_SCHEMA,
   kafka: KAFKA_INPUT_SCHEMA,
+  sqs: SQS_INPUT_SCHEMA,
 };
 
 const OUTPUT_TRANSPORTS: Partial<Record<TransportName, SchemaNode>> = {
   amqp: AMQP_OUTPUT_SCHEMA,
   kafka: KAFKA_OUTPUT_SCHEMA,
+  sns: SNS_OUTPUT_SCHEMA,
 };
 
 export const INPUT_SCHEMA: SchemaNode = {
