@@ -78,7 +78,46 @@ const TRANSPORTS = {
       };
     },
   },
+  kafka: {
+    async open(place) {
+      const { Kafka, logLevel } = await import('kafkajs');
+      const brokers = await kafkaBrokers();
+      const producer = new Kafka({ brokers, logLevel: logLevel.NOTHING }).producer({ allowAutoTopicCreation: true, idempotent: false });
+      await producer.connect();
+      return {
+        input: { brokers, topics: [place], groupId: `${place}-group`, fromBeginning: true },
+        async produce(count, run) {
+          for (let from = 0; from < count; from += 1000) {
+            const messages = [];
+            for (let i = from; i < Math.min(count, from + 1000); i++) messages.push({ key: `k${i % 64}`, value: eventBody(i, run) });
+            await producer.send({ topic: place, acks: -1, messages });
+          }
+        },
+        async close() {
+          await producer.disconnect().catch(() => {});
+        },
+      };
+    },
+  },
 };
+
+/** librdkafka's mock cluster, started with kcat: its bootstrap address is in the notice kcat prints. */
+let mockCluster;
+function kafkaBrokers() {
+  if (process.env.BENCH_KAFKA_BROKERS) return Promise.resolve(process.env.BENCH_KAFKA_BROKERS.split(','));
+  mockCluster ??= new Promise((resolve, reject) => {
+    const child = spawn('kcat', ['-X', 'test.mock.num.brokers=3', '-b', 'mock:1', '-C', '-t', 'dispatcher-bench-bootstrap'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let text = '';
+    child.once('error', (err) => reject(new Error(`kcat could not be started (${err.message}): apt-get install kcat`)));
+    child.stderr.on('data', (b) => {
+      text += b;
+      const m = /Mock cluster enabled: .* replaced with (\S+)/.exec(text);
+      if (m) resolve({ child, brokers: m[1].split(',') });
+    });
+    process.once('exit', () => child.kill('SIGKILL'));
+  });
+  return mockCluster.then((c) => c.brokers);
+}
 
 async function startProcess(dir, n, input, transport, storeUrl) {
   const port = await freePort();
