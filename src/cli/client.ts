@@ -82,6 +82,21 @@ export async function runsListCommand(options: ListOptions): Promise<void> {
   process.stdout.write(`${body.meta.count} of ${body.meta.total}\n`);
 }
 
+/** `dispatcher runs republish`: a `read` run event for every matching run (see `POST /v1/runs/republish`). */
+export async function runsRepublishCommand(options: ListOptions & { service?: string; org?: string }): Promise<void> {
+  const params = new URLSearchParams();
+  if (options.status) params.set('filter[status]', options.status);
+  if (options.route) params.set('filter[route]', options.route);
+  if (options.type) params.set('filter[type]', options.type);
+  if (options.service) params.set('filter[service]', options.service);
+  if (options.org) params.set('filter[org_id]', options.org);
+  if (options.since) params.set('filter[created_at][gte]', options.since);
+  if (options.until) params.set('filter[created_at][lt]', options.until);
+  const body = await api(options.url, `/v1/runs/republish?${params}`, { method: 'POST' });
+  if (options.json) return printJson(body);
+  process.stdout.write(`${body.republished} run(s) republished\n`);
+}
+
 export async function runsGetCommand(id: string, options: { url: string; json?: boolean }): Promise<void> {
   const run = await api(options.url, `/v1/runs/${encodeURIComponent(id)}`);
   if (options.json) return printJson(run);
