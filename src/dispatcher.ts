@@ -31,6 +31,7 @@ import { InputHost, type InputHealth } from './transports/input.js';
 import type { CloudEventsBinding, OutputDriver, TransportHealth } from './transports/types.js';
 import type { TransportStatus } from './core/metrics.js';
 import { builtinActionTypes, loadPlugins } from './actions/index.js';
+import { runResource } from './api/resources.js';
 
 export interface DispatcherOptions {
   config: DispatcherConfig;
@@ -214,7 +215,7 @@ export class Dispatcher {
       const driver = transport.createOutput(o.options, { name: o.name, log });
       this.outputs.set(o.name, { name: o.name, transport: o.transport, driver, binding: transport.binding });
       const sources = [
-        ...(o.runEvents === undefined ? [] : [runEventSource(this.store, o.runEvents.topic)]),
+        ...(o.runEvents === undefined ? [] : [runEventSource(this.store, o.runEvents.topic, runResource)]),
         ...(o.deadLetters === undefined ? [] : [deadLetterSource(this.store, o.deadLetters.topic)]),
       ];
       for (const source of sources) {

@@ -19,6 +19,7 @@ import { join, resolve } from 'node:path';
 import amqp from 'amqplib';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runResource } from '../src/api/resources.js';
 import { DispatcherError } from '../src/core/errors.js';
 import type { RunEvent } from '../src/core/types.js';
 import { authed, event, POSTGRES_URL, probePostgres, startDispatcher, TEST_KEY, waitFor, waitForRun, type TestDispatcher } from './helpers.js';
@@ -167,7 +168,7 @@ async function expectRelayed(t: TestDispatcher, c: Consumer, topic: string, runI
       const e = want[i]!;
       expect(m.headers).toMatchObject({ event_type: e.eventType, service: e.service, status: e.status, org_id: e.orgId });
       expect(m.contentType).toBe('application/json');
-      expect(body(m)).toEqual({ event_type: e.eventType, payload: JSON.parse(JSON.stringify(e.payload)) });
+      expect(body(m)).toEqual({ event_type: e.eventType, payload: JSON.parse(JSON.stringify(runResource(e.payload))) });
     }
   }
 }
@@ -486,7 +487,7 @@ function defineOutputTests(storeName: 'sqlite' | 'postgres', skip: boolean): voi
         for (const id of ids) {
           const mine = receivedByRun(c, 'runs', [id]).get(id)!;
           expect(mine.map((m) => body(m).event_type).at(-1)).toBe('read');
-          expect(body(mine.at(-1)!).payload).toMatchObject({ id, status: 'success', route: 'example' });
+          expect(body(mine.at(-1)!).payload).toMatchObject({ id, status: 'success', route: 'example', org_id: 'default', service: 'anonymous' });
         }
         await t.d.audit.drain();
         const audit = await t.d.store.access.listAudit({ limit: 100, offset: 0 });

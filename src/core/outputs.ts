@@ -2,7 +2,8 @@
  * What the dispatcher writes to outputs, as bus messages:
  *
  * - a run event: key = run id; headers `event_type`, `service`, `status`, `org_id`; body
- *   `{"event_type": …, "payload": <the run>}` (the Playbook Dispatcher's run-event contract);
+ *   `{"event_type": …, "payload": <the run>}` (the Playbook Dispatcher's run-event contract), the run as
+ *   the caller presents it (the dispatcher: as the API shows a run);
  * - a dead letter: key = dead letter id; headers `reason`, `origin`, `source`, `dead_letter_id`,
  *   `service`, `org_id`, `message_encoding`; body `{"message": …, "error": …, "reason": …}`, the message
  *   as JSON when it parses, else as text when it is UTF-8, else base64;
@@ -13,14 +14,17 @@
 import type { Store } from '../store/types.js';
 import type { CloudEventsBinding, OutboundMessage } from '../transports/types.js';
 import type { RelaySource } from './relay.js';
-import type { CloudEvent, DeadLetter, RunEvent } from './types.js';
+import type { CloudEvent, DeadLetter, RunEvent, RunSummary } from './types.js';
 
-export function runEventMessage(e: RunEvent, topic: string): OutboundMessage {
+/** How a run is shown in a run event's payload. */
+export type RunPresenter = (run: RunSummary) => unknown;
+
+export function runEventMessage(e: RunEvent, topic: string, present: RunPresenter): OutboundMessage {
   return {
     topic,
     key: e.runId,
     headers: { event_type: e.eventType, service: e.service, status: e.status, org_id: e.orgId },
-    body: Buffer.from(`{"event_type":"${e.eventType}","payload":${JSON.stringify(e.payload)}}`),
+    body: Buffer.from(`{"event_type":"${e.eventType}","payload":${JSON.stringify(present(e.payload))}}`),
     contentType: 'application/json',
   };
 }
@@ -79,11 +83,11 @@ export function cloudEventMessage(event: CloudEvent, binding: CloudEventsBinding
   return message;
 }
 
-export function runEventSource(store: Store, topic: string): RelaySource {
+export function runEventSource(store: Store, topic: string, present: RunPresenter): RelaySource {
   return {
     stream: 'run_events',
     what: 'run_event',
-    read: async (afterSeq, limit) => (await store.readRunEvents(afterSeq, limit)).map((e) => ({ seq: e.seq, message: runEventMessage(e, topic) })),
+    read: async (afterSeq, limit) => (await store.readRunEvents(afterSeq, limit)).map((e) => ({ seq: e.seq, message: runEventMessage(e, topic, present) })),
     lastSeq: () => store.lastRunEventSeq(),
   };
 }
