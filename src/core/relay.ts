@@ -37,8 +37,10 @@ export interface RelaySettings {
   /** Most items read and published at once. */
   batchSize: number;
   leaseMs: number;
-  /** How often to look for items written by other processes (and to try for the lease). */
+  /** How often the holder looks for items written by other processes. */
   pollMs: number;
+  /** How often a process that does not hold the lease tries for it. */
+  standbyMs: number;
   gapWaitMs: number;
   retryMinMs: number;
   retryMaxMs: number;
@@ -48,6 +50,7 @@ export const DEFAULT_RELAY_SETTINGS: RelaySettings = {
   batchSize: 1000,
   leaseMs: 30_000,
   pollMs: 250,
+  standbyMs: 1000,
   gapWaitMs: 250,
   retryMinMs: 200,
   retryMaxMs: 10_000,
@@ -164,7 +167,7 @@ export class Relay {
         if (!this.#holder) {
           const cursor = await store.acquireRelay(output, this.stream, owner, Date.now(), leaseMs);
           if (cursor === null) {
-            await this.#sleep(pollMs, false);
+            await this.#sleep(this.#s.standbyMs, false);
             continue;
           }
           if (this.#cursor !== cursor) this.#gap = undefined;
