@@ -13,6 +13,8 @@ import { Authenticator } from './core/authenticator.js';
 import { DispatcherError } from './core/errors.js';
 import { DEFAULT_OWNER, type Scope } from './core/principal.js';
 import { RunEventFeed } from './core/feed.js';
+import { cloudEventMessage, deadLetterSource, runEventSource } from './core/outputs.js';
+import { Relay, type RelayState } from './core/relay.js';
 import { Intake, type Decoder, type InboundMessage, type IntakeAnswer } from './core/intake.js';
 import { createMetrics, type Metrics } from './core/metrics.js';
 import { compileRoutes, type RouteConfig, type RoutePlan } from './core/routes.js';
@@ -21,14 +23,15 @@ import { TypeRegistry } from './core/type-registry.js';
 import type { CloudEvent, DeadLetter, Owner, Run } from './core/types.js';
 import type { DispatcherConfig } from './config/schema.js';
 import { openStore } from './store/index.js';
-import type { RunOutcome, Store } from './store/types.js';
+import type { RepublishQuery, RunOutcome, Store } from './store/types.js';
 import { decodeHttp } from './transports/http/decode.js';
 import { busDecoder } from './transports/decode.js';
 import { loadTransport } from './transports/index.js';
 import { InputHost, type InputHealth } from './transports/input.js';
-import type { OutputDriver, TransportHealth } from './transports/types.js';
+import type { CloudEventsBinding, OutputDriver, TransportHealth } from './transports/types.js';
 import type { TransportStatus } from './core/metrics.js';
 import { builtinActionTypes, loadPlugins } from './actions/index.js';
+import { runResource } from './api/resources.js';
 
 export interface DispatcherOptions {
   config: DispatcherConfig;
@@ -47,11 +50,15 @@ export interface Output {
   readonly name: string;
   readonly transport: string;
   readonly driver: OutputDriver;
+  /** How CloudEvents attributes travel in its headers (binary mode). */
+  readonly binding: CloudEventsBinding;
 }
 
 export interface OutputHealth extends TransportHealth {
   output: string;
   transport: string;
+  /** Its relays (run events, dead letters) as this process sees them. */
+  relays: RelayState[];
 }
 
 export class Dispatcher {
@@ -74,6 +81,8 @@ export class Dispatcher {
   readonly inputs: InputHost[] = [];
   /** Bus outputs by name, started by `start`. */
   readonly outputs = new Map<string, Output>();
+  /** The relays of run events and dead letters to outputs, started by `start`. */
+  readonly relays: Relay[] = [];
   /** Each input's decoder, by input name: dead letters are replayed through the decoder they first met. */
   readonly #decoders = new Map<string, Decoder>([
     ['http', decodeHttp],
@@ -97,6 +106,7 @@ export class Dispatcher {
     this.metrics = createMetrics(
       () => store.stats(Date.now()),
       () => this.#transportStatus(),
+      () => Promise.all(this.relays.map((r) => r.state())),
     );
     this.feed = new RunEventFeed(store, log);
     this.runner = new Runner({
@@ -105,9 +115,9 @@ export class Dispatcher {
       owner: this.owner,
       metrics: this.metrics,
       log: log.child({ part: 'runner' }),
-      services: { publish: (event, hops) => this.publish(event, hops) },
+      services: { publish: (event, hops) => this.publish(event, hops), publishTo: (output, event, destination) => this.publishTo(output, event, destination) },
       onRecorded: (outcomes) => {
-        this.feed.poke();
+        this.#changed();
         this.#auditOutcomes(outcomes);
       },
       settings: {
@@ -126,7 +136,7 @@ export class Dispatcher {
       settings: { ...config.intake, deadLetterMaxBytes: config.deadLetters.maxBytes },
       onRuns: (_count, queued) => {
         if (queued > 0) this.runner.notify();
-        this.feed.poke();
+        this.#changed();
       },
       dispatch: this.runner,
     });
@@ -143,6 +153,7 @@ export class Dispatcher {
       actionTypes,
       actionSettings: config.actions as Record<string, Record<string, unknown>>,
       log,
+      outputs: config.outputs.map((o) => o.name),
     });
     const quiet = new Set([...actionTypes.values()].filter((t) => t.sideEffects === false).map((t) => t.type));
     let store: Store | undefined;
@@ -200,8 +211,26 @@ export class Dispatcher {
     for (const o of this.config.outputs) {
       const transport = await loadTransport(o.transport);
       if (transport.createOutput === undefined) throw new DispatcherError('config_invalid', `outputs.${o.name}: ${o.transport} cannot be an output`);
-      const driver = transport.createOutput(o.options, { name: o.name, log: this.log.child({ output: o.name }) });
-      this.outputs.set(o.name, { name: o.name, transport: o.transport, driver });
+      const log = this.log.child({ output: o.name });
+      const driver = transport.createOutput(o.options, { name: o.name, log });
+      this.outputs.set(o.name, { name: o.name, transport: o.transport, driver, binding: transport.binding });
+      const sources = [
+        ...(o.runEvents === undefined ? [] : [runEventSource(this.store, o.runEvents.topic, runResource)]),
+        ...(o.deadLetters === undefined ? [] : [deadLetterSource(this.store, o.deadLetters.topic)]),
+      ];
+      for (const source of sources) {
+        this.relays.push(
+          new Relay({
+            store: this.store,
+            output: o.name,
+            driver,
+            source,
+            owner: this.owner,
+            log: log.child({ part: 'relay' }),
+            onPublished: (count) => this.metrics.outputPublished.inc({ output: o.name, what: source.what }, count),
+          }),
+        );
+      }
     }
     for (const i of this.config.inputs) {
       const transport = await loadTransport(i.transport);
@@ -233,6 +262,7 @@ export class Dispatcher {
     this.runner.start();
     this.#started ??= (async () => {
       for (const o of this.outputs.values()) await o.driver.start();
+      for (const relay of this.relays) relay.start();
       for (const input of this.inputs) await input.start();
     })();
     return this.#started;
@@ -245,10 +275,11 @@ export class Dispatcher {
   async outputHealth(): Promise<OutputHealth[]> {
     return Promise.all(
       [...this.outputs.values()].map(async (o) => {
+        const relays = await Promise.all(this.relays.filter((r) => r.output === o.name).map((r) => r.state()));
         try {
-          return { output: o.name, transport: o.transport, ...(await o.driver.health()) };
+          return { output: o.name, transport: o.transport, ...(await o.driver.health()), relays };
         } catch (err) {
-          return { output: o.name, transport: o.transport, connected: false, lag: null, lastError: (err as Error).message, lastErrorAt: Date.now() };
+          return { output: o.name, transport: o.transport, connected: false, lag: null, lastError: (err as Error).message, lastErrorAt: Date.now(), relays };
         }
       }),
     );
@@ -274,6 +305,33 @@ export class Dispatcher {
     return this.intake.accept(this.#message('embedded', Buffer.from(JSON.stringify(events)), owner), { events, batch: events.length > 1 });
   }
 
+  /** Run events or dead letters may have been written: tell the feed and the relays. */
+  #changed(): void {
+    this.feed.poke();
+    for (const relay of this.relays) relay.poke();
+  }
+
+  /**
+   * The `publish` action's way out: a CloudEvent to a configured output, in the binary mode of its
+   * transport's CloudEvents binding; resolves once the output confirmed it.
+   */
+  async publishTo(output: string, event: CloudEvent, destination: { topic?: string; key?: string }): Promise<void> {
+    const o = this.outputs.get(output);
+    if (o === undefined) throw new DispatcherError('config_invalid', `no output "${output}"`);
+    await o.driver.publish([cloudEventMessage(event, o.binding, destination)]);
+    this.metrics.outputPublished.inc({ output, what: 'event' });
+  }
+
+  /**
+   * `dispatcher runs republish`: a `read` run event for every run matching the filters, written to the
+   * outbox, so that the relays publish them after everything written before (consumers rebuild their state).
+   */
+  async republishRuns(query: RepublishQuery): Promise<number> {
+    const count = await this.store.republishRuns(query, Date.now());
+    this.#changed();
+    return count;
+  }
+
   /** The `publish` action's way in: one hop further. */
   async publish(event: CloudEvent, hops: number): Promise<void> {
     const message = this.#message('embedded', Buffer.from(JSON.stringify(event)), DEFAULT_OWNER);
@@ -289,7 +347,7 @@ export class Dispatcher {
     const run = await this.store.cancelRun(id, Date.now(), scope);
     this.runner.abort(id);
     this.metrics.runsFinished.inc({ route: run.route, status: 'canceled' });
-    this.feed.poke();
+    this.#changed();
     return run;
   }
 
@@ -301,7 +359,7 @@ export class Dispatcher {
     const deadline = Date.now() + (route?.config.deadline ?? 3_600_000);
     const run = await this.store.retryRun(id, Date.now(), attempts, deadline, scope);
     this.runner.notify();
-    this.feed.poke();
+    this.#changed();
     return run;
   }
 
@@ -353,6 +411,7 @@ export class Dispatcher {
     await this.intake.drain();
     await this.runner.stop();
     await this.audit.drain();
+    await Promise.allSettled(this.relays.map((r) => r.stop()));
     await Promise.allSettled([...this.outputs.values()].map((o) => o.driver.stop()));
     this.feed.close();
     await this.#plan.close();

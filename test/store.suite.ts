@@ -927,6 +927,91 @@ export function defineStoreSuite(name: string, open: () => Promise<StoreFixture>
       });
     });
 
+    describe('outputs: republish, relay cursors, dead letters in order', () => {
+      it('republishRuns writes one read run event per matching run, with the whole run, after what came before', async () => {
+        const [a1, a2] = await seed(store, [{ route: 'route-a' }, { route: 'route-b' }], { orgId: 'org-1', service: 'svc-a', at: T0 });
+        const [b1] = await seed(store, [{ route: 'route-a' }], { orgId: 'org-2', service: 'svc-b', at: T0 + 10 });
+        const run = await claimOne(store, { now: T0 + 20 });
+        await store.finishRuns([outcome(run, { status: 'success', at: T0 + 21, result: { ok: true } })]);
+        const before = await store.lastRunEventSeq();
+
+        expect(await store.republishRuns({ route: ['route-a'] }, T0 + 30)).toBe(2);
+        const reads = await store.readRunEvents(before, 100);
+        expect(reads.map((e) => e.runId).sort()).toEqual([a1, b1].sort());
+        for (const e of reads) {
+          expect(e.eventType).toBe('read');
+          expect(e.at).toBe(T0 + 30);
+          const current = await store.getRun(e.runId);
+          expect(e.status).toBe(current!.status);
+          expect(e.payload).toEqual(withoutLease(current!));
+        }
+        expect(await store.republishRuns({ status: ['success'] }, T0 + 31)).toBe(1);
+        expect(await store.republishRuns({ orgId: ['org-2'], service: ['svc-b'] }, T0 + 32)).toBe(1);
+        expect(await store.republishRuns({ service: ['svc-a'], createdAt: { from: T0, to: T0 + 1 } }, T0 + 33)).toBe(2);
+        expect(await store.republishRuns({ scope: { orgId: 'org-1' }, route: ['route-b'] }, T0 + 34)).toBe(1);
+        expect(await store.republishRuns({ scope: { services: [] } }, T0 + 35)).toBe(0);
+        expect(await store.republishRuns({ type: ['no.such.type'] }, T0 + 36)).toBe(0);
+        expect((await store.readRunEvents(before, 100)).filter((e) => e.runId === a2).map((e) => e.at)).toEqual([T0 + 33, T0 + 34]);
+      });
+
+      it('republishRuns pages through more runs than one batch', async () => {
+        const items = Array.from({ length: 2100 }, () => intakeItem({ runs: [{}] }));
+        for (let i = 0; i < items.length; i += 500) await store.commitIntake(items.slice(i, i + 500));
+        const before = await store.lastRunEventSeq();
+        expect(await store.republishRuns({}, T0 + 1)).toBe(2100);
+        const reads = await store.readRunEvents(before, 10_000);
+        expect(reads).toHaveLength(2100);
+        expect(new Set(reads.map((e) => e.runId)).size).toBe(2100);
+      });
+
+      it('a relay cursor starts at 0, is leased to one owner at a time, and moves only for its holder', async () => {
+        const other = await peer();
+        expect(await store.acquireRelay('bus', 'run_events', 'p1', T0, LEASE)).toBe(0);
+        expect(await other.acquireRelay('bus', 'run_events', 'p2', T0 + 1, LEASE)).toBeNull();
+        // Another stream or output is another lease.
+        expect(await other.acquireRelay('bus', 'dead_letters', 'p2', T0 + 1, LEASE)).toBe(0);
+        expect(await other.acquireRelay('other', 'run_events', 'p2', T0 + 1, LEASE)).toBe(0);
+        expect(await store.advanceRelay('bus', 'run_events', 'p1', 42, T0 + 2, LEASE)).toBe(true);
+        expect(await other.advanceRelay('bus', 'run_events', 'p2', 99, T0 + 2, LEASE)).toBe(false);
+        // Renewed by its holder; taken over once expired.
+        expect(await store.acquireRelay('bus', 'run_events', 'p1', T0 + 3, LEASE)).toBe(42);
+        expect(await other.acquireRelay('bus', 'run_events', 'p2', T0 + 3 + LEASE - 1, LEASE)).toBeNull();
+        expect(await other.acquireRelay('bus', 'run_events', 'p2', T0 + 4 + LEASE, LEASE)).toBe(42);
+        expect(await store.advanceRelay('bus', 'run_events', 'p1', 50, T0 + 5 + LEASE, LEASE)).toBe(false);
+        // Released: taken at once.
+        await other.releaseRelay('bus', 'run_events', 'p2');
+        expect(await store.acquireRelay('bus', 'run_events', 'p1', T0 + 6 + LEASE, LEASE)).toBe(42);
+      });
+
+      it('dead letters are read in the order they were made; one seen again keeps its place', async () => {
+        expect(await store.lastDeadLetterSeq()).toBe(0);
+        const first = deadLetter({ raw: Buffer.from('first') });
+        const [id1] = await store.addDeadLetters([first]);
+        const [id2, id3] = await store.addDeadLetters([deadLetter({ raw: Buffer.from('second') }), deadLetter({ raw: Buffer.from('third') })]);
+        const read = await store.readDeadLetters(0, 10);
+        // One batch is one step: its dead letters come after the ones before, in some order.
+        expect(read.map((r) => r.deadLetter.id)[0]).toBe(id1);
+        expect(read.map((r) => r.deadLetter.id).slice(1).sort()).toEqual([id2, id3].sort());
+        expect(read[0]!.deadLetter.raw).toEqual(Buffer.from('first'));
+        for (let i = 1; i < read.length; i++) expect(read[i]!.seq).toBeGreaterThan(read[i - 1]!.seq);
+        expect(await store.lastDeadLetterSeq()).toBe(read[2]!.seq);
+        expect((await store.readDeadLetters(read[0]!.seq, 1)).map((r) => r.deadLetter.id)).toEqual([read[1]!.deadLetter.id]);
+
+        await store.addDeadLetters([{ ...first, at: T0 + 5 }]);
+        expect((await store.readDeadLetters(read[2]!.seq, 10)).map((r) => r.deadLetter.id)).toEqual([]);
+        // The newest deleted: its seq is not given again.
+        await store.deleteDeadLetter(read[2]!.deadLetter.id);
+        const [id4] = await store.addDeadLetters([deadLetter({ raw: Buffer.from('fourth') })]);
+        const after = await store.readDeadLetters(read[2]!.seq, 10);
+        expect(after.map((r) => r.deadLetter.id)).toEqual([id4]);
+      });
+
+      it('a visibility mark is settled once the transactions under way at it have ended', async () => {
+        const mark = await store.visibilityMark();
+        expect(await store.visibilitySettled(mark)).toBe(true);
+      });
+    });
+
     describe('reads', () => {
       it('getRun and getEvent respect the scope', async () => {
         const item = intakeItem({ orgId: 'org-1', service: 'svc-a' });

@@ -59,15 +59,21 @@ interface ListOptions {
   replayed?: string;
 }
 
-export async function runsListCommand(options: ListOptions): Promise<void> {
+/** The run filters `runs list` and `runs republish` share. */
+function runFilters(options: ListOptions): URLSearchParams {
   const params = new URLSearchParams();
   if (options.status) params.set('filter[status]', options.status);
   if (options.route) params.set('filter[route]', options.route);
   if (options.type) params.set('filter[type]', options.type);
-  if (options.event) params.set('filter[event]', options.event);
-  if (options.correlationId) params.set('filter[correlation_id]', options.correlationId);
   if (options.since) params.set('filter[created_at][gte]', options.since);
   if (options.until) params.set('filter[created_at][lt]', options.until);
+  return params;
+}
+
+export async function runsListCommand(options: ListOptions): Promise<void> {
+  const params = runFilters(options);
+  if (options.event) params.set('filter[event]', options.event);
+  if (options.correlationId) params.set('filter[correlation_id]', options.correlationId);
   for (const pair of options.label ?? []) {
     const at = pair.indexOf('=');
     if (at <= 0) throw new CliError(`--label expects KEY=VALUE, got "${pair}"`, 2);
@@ -80,6 +86,16 @@ export async function runsListCommand(options: ListOptions): Promise<void> {
   if (options.json) return printJson(body);
   printTable(body.data, ['id', 'status', 'route', 'action', 'event_type', 'attempts', 'created_at']);
   process.stdout.write(`${body.meta.count} of ${body.meta.total}\n`);
+}
+
+/** `dispatcher runs republish`: a `read` run event for every matching run (see `POST /v1/runs/republish`). */
+export async function runsRepublishCommand(options: ListOptions & { service?: string; org?: string }): Promise<void> {
+  const params = runFilters(options);
+  if (options.service) params.set('filter[service]', options.service);
+  if (options.org) params.set('filter[org_id]', options.org);
+  const body = await api(options.url, `/v1/runs/republish?${params}`, { method: 'POST' });
+  if (options.json) return printJson(body);
+  process.stdout.write(`${body.republished} run(s) republished\n`);
 }
 
 export async function runsGetCommand(id: string, options: { url: string; json?: boolean }): Promise<void> {

@@ -7,7 +7,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { serveCommand, migrateCommand } from './serve.js';
 import { sendCommand } from './send.js';
-import { runsGetCommand, runsListCommand, dlqListCommand, dlqReplayCommand, statusCommand } from './client.js';
+import { runsGetCommand, runsListCommand, runsRepublishCommand, dlqListCommand, dlqReplayCommand, statusCommand } from './client.js';
 import { routesTestCommand } from './routes-test.js';
 import { initConfigCommand, validateConfigCommand } from './config.js';
 import { CliError, fail } from './output.js';
@@ -82,6 +82,19 @@ export function buildProgram(): Command {
     .option('--sort <field>', 'sort, e.g. -created_at')
     .option('--json', 'print JSON')
     .action(runsListCommand);
+  runs
+    .command('republish')
+    .description('emit a read run event for every matching run, for the outputs to publish (consumers rebuild their state)')
+    .addOption(urlOption())
+    .option('--status <statuses>', 'comma-separated statuses')
+    .option('--route <routes>', 'comma-separated routes')
+    .option('--type <types>', 'comma-separated event types')
+    .option('--service <services>', 'comma-separated services')
+    .option('--org <orgs>', 'comma-separated tenants (org_id)')
+    .option('--since <time>', 'created at or after (RFC 3339 or epoch ms)')
+    .option('--until <time>', 'created before (RFC 3339 or epoch ms)')
+    .option('--json', 'print JSON')
+    .action(runsRepublishCommand);
   runs.command('get').description('one run with its attempts').argument('<id>').addOption(urlOption()).option('--json', 'print JSON').action(runsGetCommand);
 
   const dlq = program.command('dlq').description('dead letters');

@@ -21,6 +21,7 @@ export async function compileForCheck(config: DispatcherConfig): Promise<RoutePl
     actionTypes,
     actionSettings: config.actions as Record<string, Record<string, unknown>>,
     log: pino({ level: 'silent' }),
+    outputs: config.outputs.map((o) => o.name),
   });
 }
 

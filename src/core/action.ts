@@ -53,6 +53,8 @@ export interface ActionContext {
 export interface ActionServices {
   /** Take an event in as if it arrived on the `embedded` input, one hop further. */
   publish(event: CloudEvent, hops: number): Promise<void>;
+  /** Publish an event to a configured output (binary mode); resolves once the output confirmed it. */
+  publishTo?(output: string, event: CloudEvent, destination: { topic?: string; key?: string }): Promise<void>;
 }
 
 export interface Action {
@@ -67,6 +69,8 @@ export interface ActionSettings {
   /** Compile a template (strings with `{{ … }}` anywhere inside a value). */
   compile(value: unknown): Template;
   log: Logger;
+  /** The names of the configured outputs (`publish` to one of them); none when not given. */
+  outputs?: readonly string[];
 }
 
 export interface ActionType {

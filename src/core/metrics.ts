@@ -34,11 +34,30 @@ export interface TransportStatus {
   paused?: boolean;
 }
 
+/** What the metrics read of one relay (an output's run events or dead letters) when scraped. */
+export interface RelayStatus {
+  output: string;
+  stream: string;
+  holder: boolean;
+  lag: number | null;
+}
+
 export function createMetrics(
   readStats: () => Promise<{ queued: number; running: number; waiting: number; oldestQueuedAt: number | null; deadLetters: number }>,
   readTransports: () => Promise<TransportStatus[]> = async () => [],
+  readRelays: () => Promise<RelayStatus[]> = async () => [],
 ): Metrics {
   const registry = new Registry();
+  new Gauge({
+    name: 'dispatcher_output_relay_lag',
+    help: 'Items (run events, dead letters) written but not yet confirmed by the output: the last seq minus the cursor, from the process that relays them',
+    labelNames: ['output', 'stream'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const r of await readRelays()) if (r.holder && r.lag !== null) this.set({ output: r.output, stream: r.stream }, r.lag);
+    },
+  });
   // One read of the inputs and outputs per scrape, shared by the three gauges below.
   let reading: Promise<TransportStatus[]> | undefined;
   const transports = (): Promise<TransportStatus[]> => {

@@ -166,7 +166,7 @@ export const PERMISSIONS = {
   'dispatcher:events:write': 'send events (`POST /v1/events`)',
   'dispatcher:events:read': 'list and read events',
   'dispatcher:runs:read': 'list and read runs and their attempts; the run-event stream',
-  'dispatcher:runs:write': 'cancel and retry runs',
+  'dispatcher:runs:write': 'cancel and retry runs; republish them (`POST /v1/runs/republish`)',
   'dispatcher:dead-letters:read': 'list and read dead letters',
   'dispatcher:dead-letters:write': 'replay and delete dead letters',
   'dispatcher:audit:read': "read the audit log (the tenant's entries)",

@@ -63,6 +63,8 @@ export interface CompileRoutesOptions {
   /** `actions.<type>` settings from the configuration. */
   actionSettings: Record<string, Record<string, unknown>>;
   log: Logger;
+  /** The names of the configured outputs (default none). */
+  outputs?: readonly string[];
 }
 
 export async function compileRoutes(options: CompileRoutesOptions): Promise<RoutePlan> {
@@ -107,6 +109,7 @@ export async function compileRoutes(options: CompileRoutesOptions): Promise<Rout
             settings: options.actionSettings[type] ?? {},
             compile: (value) => engine.compile(value, `${path}.actions[${j}].${type}`),
             log: options.log.child({ route: config.name, action: type }),
+            outputs: options.outputs ?? [],
           });
         } catch (err) {
           if (err instanceof DispatcherError) throw err;

@@ -6,7 +6,7 @@
 
 import { sql, type Expression, type Kysely, type SelectQueryBuilder, type SqlBool } from 'kysely';
 import type { AttemptRow, DeadLetterRow, EventRow, RunEventRow, RunEventWithRunRow, RunRow } from './rows.js';
-import type { DeadLetterQuery, EventQuery, RunQuery, Scope, TimeRange } from './types.js';
+import type { DeadLetterQuery, EventQuery, RepublishQuery, RunQuery, Scope, TimeRange } from './types.js';
 
 export interface Database {
   events: EventRow;
@@ -90,6 +90,18 @@ export async function listDeadLetters(db: Kysely<Database>, query: DeadLetterQue
   const [{ total }] = (await qb.select((eb) => eb.fn.countAll<number | string>().as('total')).execute()) as [{ total: number | string }];
   const rows = await qb.selectAll().orderBy('last_seen_at', 'desc').orderBy('id', 'desc').limit(query.limit).offset(query.offset).execute();
   return { rows: rows as DeadLetterRow[], total: Number(total) };
+}
+
+/** A page of the runs `dispatcher runs republish` names: after `afterId`, in id order (keyset paging). */
+export function republishPage(db: Kysely<Database>, query: RepublishQuery, afterId: string, limit: number): Q<'runs'> {
+  let qb = scoped(db.selectFrom('runs') as Q<'runs'>, query.scope);
+  if (query.status?.length) qb = qb.where('status', 'in', query.status);
+  if (query.type?.length) qb = qb.where('event_type', 'in', query.type);
+  if (query.route?.length) qb = qb.where('route', 'in', query.route);
+  if (query.service?.length) qb = qb.where('service', 'in', query.service);
+  if (query.orgId?.length) qb = qb.where('org_id', 'in', query.orgId);
+  qb = timeRange(qb, 'created_at', query.createdAt);
+  return qb.where('id', '>', afterId).orderBy('id', 'asc').limit(limit);
 }
 
 /** Run events after `afterSeq`, with the unchanging columns of their runs (see rows.ts runStateJson). */

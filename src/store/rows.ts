@@ -105,6 +105,7 @@ export interface DeadLetterRow {
   first_seen_at: number | string;
   last_seen_at: number | string;
   replayed_at: number | string | null;
+  seq?: number | string | null;
 }
 
 export function parseJson<T>(value: string | object | null | undefined): T {

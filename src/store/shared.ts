@@ -4,6 +4,9 @@ import { createHash } from 'node:crypto';
 import { TERMINAL_STATUSES, type Attempt, type Run } from '../core/types.js';
 import type { IntakeItem, NewDeadLetter, NewRun, RunOutcome } from './types.js';
 
+/** Runs read and given a `read` run event per transaction by `republishRuns`. */
+export const REPUBLISH_BATCH = 1000;
+
 /** How a dead letter is recognized when the same thing fails again. */
 export function fingerprint(d: NewDeadLetter): string {
   if (d.origin === 'run' && d.runId) return `run:${d.runId}`;

@@ -201,6 +201,26 @@ export interface PruneResult {
   deadLetters: number;
 }
 
+/** What an output relays from the store: run events (the outbox) or dead letters, each in `seq` order. */
+export type RelayStream = 'run_events' | 'dead_letters';
+
+/** A dead letter as the relay reads it: with its place in the order dead letters were made. */
+export interface SequencedDeadLetter {
+  seq: number;
+  deadLetter: DeadLetter;
+}
+
+/** Which runs get a `read` run event (`dispatcher runs republish`); every filter given must match. */
+export interface RepublishQuery {
+  scope?: Scope;
+  status?: RunStatus[];
+  type?: string[];
+  route?: string[];
+  service?: string[];
+  orgId?: string[];
+  createdAt?: TimeRange;
+}
+
 export interface StoreStats {
   queued: number;
   running: number;
@@ -263,6 +283,35 @@ export interface Store {
   // outbox
   readRunEvents(afterSeq: number, limit: number, scope?: Scope): Promise<RunEvent[]>;
   lastRunEventSeq(): Promise<number>;
+  /**
+   * Write a `read` run event for every run matching the query (for consumers to rebuild their state), in
+   * batches, each read and written in one transaction so that no change of a run slips between its state
+   * and its run event; returns how many were written.
+   */
+  republishRuns(query: RepublishQuery, now: number): Promise<number>;
+
+  // relays (outputs)
+  /**
+   * Take or renew the lease on an output's relay of a stream (free, expired or already `owner`'s) and
+   * return its cursor (0 for a new one); null while another owner holds it.
+   */
+  acquireRelay(output: string, stream: RelayStream, owner: string, now: number, leaseMs: number): Promise<number | null>;
+  /** Move the cursor to `seq` and renew the lease, only while `owner` holds it; false when it lost the lease. */
+  advanceRelay(output: string, stream: RelayStream, owner: string, seq: number, now: number, leaseMs: number): Promise<boolean>;
+  /** Let the lease go (shutdown), so that another process takes over at once. */
+  releaseRelay(output: string, stream: RelayStream, owner: string): Promise<void>;
+  /** Dead letters made after `afterSeq`, in `seq` order (a dead letter seen again keeps its first seq). */
+  readDeadLetters(afterSeq: number, limit: number): Promise<SequencedDeadLetter[]>;
+  lastDeadLetterSeq(): Promise<number>;
+  /**
+   * Gaps in `seq`: a seq is taken when a row is inserted, not when its transaction commits, so with
+   * several writers a higher seq can become visible before a lower one. `visibilityMark` notes the
+   * transactions under way now; `visibilitySettled(mark)` is true once all of them have ended, so that a
+   * seq still missing below what was visible at the mark will never appear (a rolled-back insert).
+   * SQLite gives seqs under its write lock, in commit order: its mark is always settled.
+   */
+  visibilityMark(): Promise<number>;
+  visibilitySettled(mark: number): Promise<boolean>;
 
   stats(now: number): Promise<StoreStats>;
 }

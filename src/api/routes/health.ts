@@ -38,6 +38,14 @@ export function registerHealthRoutes(app: FastifyInstance, d: Dispatcher): void 
             connected: o.connected,
             last_error: o.lastError,
             last_error_at: o.lastErrorAt === null ? null : new Date(o.lastErrorAt).toISOString(),
+            relays: o.relays.map((r) => ({
+              stream: r.stream,
+              here: r.holder,
+              cursor: r.cursor,
+              lag: r.lag,
+              last_error: r.lastError,
+              last_error_at: r.lastErrorAt === null ? null : new Date(r.lastErrorAt).toISOString(),
+            })),
           })),
         };
       } catch (err) {

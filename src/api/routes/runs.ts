@@ -16,6 +16,16 @@ const spec = {
   fields: RUN_FIELDS,
 } as const;
 
+const republishSpec = { filters: ['status', 'type', 'route', 'service', 'org_id'], ranges: ['created_at'] } as const;
+
+function checkStatuses(status: string[] | undefined): void {
+  for (const s of status ?? []) {
+    if (!(RUN_STATUSES as readonly string[]).includes(s)) {
+      throw new DispatcherError('bad_request', `filter[status]: unknown status "${s}"; known: ${RUN_STATUSES.join(', ')}`);
+    }
+  }
+}
+
 export function registerRunRoutes(app: FastifyInstance, d: Dispatcher): void {
   app.get(
     '/v1/runs',
@@ -36,11 +46,7 @@ export function registerRunRoutes(app: FastifyInstance, d: Dispatcher): void {
     async (request) => {
       const q = parseQuery(request.url, spec);
       const status = q.filters.get('status');
-      for (const s of status ?? []) {
-        if (!(RUN_STATUSES as readonly string[]).includes(s)) {
-          throw new DispatcherError('bad_request', `filter[status]: unknown status "${s}"; known: ${RUN_STATUSES.join(', ')}`);
-        }
-      }
+      checkStatuses(status);
       const { items, total } = await d.store.listRuns({
         scope: request.scope,
         status: status as RunStatus[] | undefined,
@@ -61,6 +67,39 @@ export function registerRunRoutes(app: FastifyInstance, d: Dispatcher): void {
         meta: { count: items.length, total },
         links: pageLinks('/v1/runs', q.raw, q.limit, q.offset, total),
       };
+    },
+  );
+
+  app.post(
+    '/v1/runs/republish',
+    {
+      config: { permission: 'dispatcher:runs:write', audit: 'runs.republish' },
+      schema: {
+        tags: ['runs'],
+        summary: 'Emit a read run event for every matching run',
+        description:
+          'Each run matching the filters gets a `read` run event in the outbox, so that the outputs relaying run events publish its ' +
+          'current state after everything written before (consumers rebuild their state from them). Filters: `filter[status]`, ' +
+          '`filter[type]`, `filter[route]`, `filter[service]`, `filter[org_id]` (comma-separated for any of), ' +
+          '`filter[created_at][gte|gt|lt|lte]=TIME`; none: every run within reach. Answers how many run events were written.',
+        response: { 200: { type: 'object', properties: { republished: { type: 'integer' } } }, ...errors(400) },
+      },
+    },
+    async (request) => {
+      const q = parseQuery(request.url, republishSpec);
+      const status = q.filters.get('status');
+      checkStatuses(status);
+      const republished = await d.republishRuns({
+        scope: request.scope,
+        status: status as RunStatus[] | undefined,
+        type: q.filters.get('type'),
+        route: q.filters.get('route'),
+        service: q.filters.get('service'),
+        orgId: q.filters.get('org_id'),
+        createdAt: q.ranges.get('created_at'),
+      });
+      request.auditDetails = { republished, filters: Object.fromEntries(q.raw) };
+      return { republished };
     },
   );
 

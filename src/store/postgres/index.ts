@@ -50,14 +50,17 @@ import type {
   NewDeadLetter,
   PruneOptions,
   PruneResult,
+  RelayStream,
+  RepublishQuery,
   RunOutcome,
   RunQuery,
   Scope,
+  SequencedDeadLetter,
   Store,
   StoreStats,
   SweepResult,
 } from '../types.js';
-import { afterLeaseExpiry, attemptRow, ENDED_STATUSES_SQL, finishedRun, fingerprint, inScope, plannedRun, runDeadLetter, v7Floor } from '../shared.js';
+import { afterLeaseExpiry, attemptRow, ENDED_STATUSES_SQL, finishedRun, fingerprint, inScope, plannedRun, REPUBLISH_BATCH, runDeadLetter, v7Floor } from '../shared.js';
 import { POSTGRES_MIGRATIONS } from './migrations.js';
 
 export interface PostgresStoreOptions {
@@ -649,6 +652,69 @@ export class PostgresStore implements Store {
   async lastRunEventSeq(): Promise<number> {
     const { rows } = await this.#query<{ seq: number }>('SELECT coalesce(max(seq), 0) AS seq FROM run_events');
     return rows[0]?.seq ?? 0;
+  }
+
+  async republishRuns(query: RepublishQuery, now: number): Promise<number> {
+    let after = '';
+    let count = 0;
+    for (;;) {
+      const page = queries.republishPage(this.#kysely, query, after, REPUBLISH_BATCH).selectAll().forShare().compile();
+      // The runs are locked until their run events are written: a change of one waits, and gets a later seq.
+      const runs = await this.#transaction(async (c) => {
+        const rows = (await c.query<RunRow>(page.sql, page.parameters as unknown[])).rows.map(toRun);
+        if (rows.length > 0) {
+          const p = new Params();
+          await c.query(insertRunEventsSql(p, rows.map((run) => ({ run, at: now })), 'read'), p.values);
+        }
+        return rows;
+      });
+      count += runs.length;
+      if (runs.length < REPUBLISH_BATCH) return count;
+      after = runs[runs.length - 1]!.id;
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------- relays
+
+  async acquireRelay(output: string, stream: RelayStream, owner: string, now: number, leaseMs: number): Promise<number | null> {
+    await this.#query('INSERT INTO output_cursors (output, stream, seq, owner, lease_until) VALUES ($1, $2, 0, NULL, 0) ON CONFLICT DO NOTHING', [output, stream]);
+    const { rows } = await this.#query<{ seq: number }>(
+      `UPDATE output_cursors SET owner = $3, lease_until = $4 WHERE output = $1 AND stream = $2 AND (owner IS NULL OR owner = $3 OR lease_until < $5)
+       RETURNING seq`,
+      [output, stream, owner, now + leaseMs, now],
+    );
+    return rows[0]?.seq ?? null;
+  }
+
+  async advanceRelay(output: string, stream: RelayStream, owner: string, seq: number, now: number, leaseMs: number): Promise<boolean> {
+    const r = await this.#query('UPDATE output_cursors SET seq = $4, lease_until = $5 WHERE output = $1 AND stream = $2 AND owner = $3', [output, stream, owner, seq, now + leaseMs]);
+    return (r.rowCount ?? 0) > 0;
+  }
+
+  async releaseRelay(output: string, stream: RelayStream, owner: string): Promise<void> {
+    await this.#query('UPDATE output_cursors SET owner = NULL, lease_until = 0 WHERE output = $1 AND stream = $2 AND owner = $3', [output, stream, owner]);
+  }
+
+  async readDeadLetters(afterSeq: number, limit: number): Promise<SequencedDeadLetter[]> {
+    const { rows } = await this.#query<DeadLetterRow>('SELECT * FROM dead_letters WHERE seq > $1 ORDER BY seq LIMIT $2', [afterSeq, limit]);
+    return rows.map((row) => ({ seq: Number(row.seq), deadLetter: toDeadLetter(row) }));
+  }
+
+  async lastDeadLetterSeq(): Promise<number> {
+    const { rows } = await this.#query<{ seq: number }>('SELECT coalesce(max(seq), 0) AS seq FROM dead_letters');
+    return rows[0]?.seq ?? 0;
+  }
+
+  /** The first transaction id not yet given out: every transaction under way now has a smaller one. */
+  async visibilityMark(): Promise<number> {
+    const { rows } = await this.#query<{ x: string }>('SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS x');
+    return Number(rows[0]!.x);
+  }
+
+  /** No transaction with an id below the mark is still under way. */
+  async visibilitySettled(mark: number): Promise<boolean> {
+    const { rows } = await this.#query<{ x: string }>('SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS x');
+    return Number(rows[0]!.x) >= mark;
   }
 
   async stats(now: number): Promise<StoreStats> {

@@ -148,4 +148,19 @@ export const POSTGRES_MIGRATIONS: Record<string, string[]> = {
       BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$`,
     `CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()`,
   ],
+  '0003_outputs': [
+    // Dead letters in the order they were made, for the outputs' relays (kept when one is seen again).
+    `ALTER TABLE dead_letters ADD COLUMN seq bigserial`,
+    `CREATE INDEX dead_letters_seq ON dead_letters (seq)`,
+    // Each output's relay of a stream (run_events, dead_letters): its durable cursor, and the lease of the
+    // one process that relays it.
+    `CREATE TABLE output_cursors (
+      output text NOT NULL,
+      stream text NOT NULL,
+      seq bigint NOT NULL,
+      owner text,
+      lease_until bigint NOT NULL,
+      PRIMARY KEY (output, stream)
+    )`,
+  ],
 };

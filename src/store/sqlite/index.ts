@@ -41,14 +41,17 @@ import type {
   NewRun,
   PruneOptions,
   PruneResult,
+  RelayStream,
+  RepublishQuery,
   RunOutcome,
   RunQuery,
   Scope,
+  SequencedDeadLetter,
   Store,
   StoreStats,
   SweepResult,
 } from '../types.js';
-import { afterLeaseExpiry, attemptRow, ENDED_STATUSES_SQL, finishedRun, fingerprint, inScope, plannedRun, plannedStateJson, runDeadLetter, v7Floor } from '../shared.js';
+import { afterLeaseExpiry, attemptRow, ENDED_STATUSES_SQL, finishedRun, fingerprint, inScope, plannedRun, plannedStateJson, REPUBLISH_BATCH, runDeadLetter, v7Floor } from '../shared.js';
 import { SqliteAccess } from './access.js';
 import { Checkpointer } from './checkpointer.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
@@ -247,12 +250,19 @@ export class SqliteStore implements Store {
       ),
       insertDeadLetter: db.prepare(
         `INSERT INTO dead_letters (id, origin, source, reason, error, details, raw, raw_truncated, content_type, headers,
-           run_id, event_key, service, org_id, fingerprint, attempts, first_seen_at, last_seen_at, replayed_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, NULL)
+           run_id, event_key, service, org_id, fingerprint, attempts, first_seen_at, last_seen_at, replayed_at, seq)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, NULL, (SELECT last + 1 FROM dead_letter_seq))
          ON CONFLICT (fingerprint) DO UPDATE SET attempts = dead_letters.attempts + 1, last_seen_at = excluded.last_seen_at,
            reason = excluded.reason, error = excluded.error, details = excluded.details, replayed_at = NULL
-         RETURNING id`,
+         RETURNING id, seq`,
+      ),
+      keepDeadLetterSeq: db.prepare('UPDATE dead_letter_seq SET last = max(last, ?)'),
+      acquireRelay: db.prepare(
+        `UPDATE output_cursors SET owner = ?, lease_until = ? WHERE output = ? AND stream = ? AND (owner IS NULL OR owner = ? OR lease_until < ?)
+         RETURNING seq`,
       ).pluck(),
+      newRelay: db.prepare(`INSERT INTO output_cursors (output, stream, seq, owner, lease_until) VALUES (?, ?, 0, NULL, 0) ON CONFLICT DO NOTHING`),
+      advanceRelay: db.prepare(`UPDATE output_cursors SET seq = ?, lease_until = ? WHERE output = ? AND stream = ? AND owner = ?`),
       leaseExpiries: db.prepare(`SELECT count(*) FROM attempts WHERE run_id = ? AND error_code = 'lease_expired'`).pluck(),
       nextAvailable: db.prepare(`SELECT min(available_at) FROM runs WHERE status = 'queued'`).pluck(),
     };
@@ -620,11 +630,13 @@ export class SqliteStore implements Store {
   }
 
   #insertDeadLetter(d: NewDeadLetter): string {
-    return this.#s.insertDeadLetter.get(
+    const row = this.#s.insertDeadLetter.get(
       uuidv7(), d.origin, d.source, d.reason, d.error, d.details === undefined ? null : JSON.stringify(d.details), d.raw,
       d.rawTruncated === true ? 1 : 0, d.contentType ?? null, JSON.stringify(d.headers ?? {}), d.runId ?? null, d.eventKey ?? null,
       d.service, d.orgId, fingerprint(d), d.at, d.at,
-    ) as string;
+    ) as { id: string; seq: number };
+    this.#s.keepDeadLetterSeq.run(row.seq);
+    return row.id;
   }
 
   async getDeadLetter(id: string, scope?: Scope): Promise<DeadLetter | null> {
@@ -708,6 +720,56 @@ export class SqliteStore implements Store {
 
   async lastRunEventSeq(): Promise<number> {
     return this.#s.lastRunEventSeq.get() as number;
+  }
+
+  async republishRuns(query: RepublishQuery, now: number): Promise<number> {
+    let after = '';
+    let count = 0;
+    for (;;) {
+      const page = queries.republishPage(this.#kysely, query, after, REPUBLISH_BATCH).selectAll().compile();
+      // Read and written in one write transaction: no change of these runs can come between.
+      const runs = await this.#write(() => {
+        const rows = (this.#db.prepare(page.sql).all(...(page.parameters as unknown[])) as RunRow[]).map(toRun);
+        for (const run of rows) this.#writeRunEvent(run, 'read', now);
+        return rows;
+      });
+      count += runs.length;
+      if (runs.length < REPUBLISH_BATCH) return count;
+      after = runs[runs.length - 1]!.id;
+    }
+  }
+
+  async acquireRelay(output: string, stream: RelayStream, owner: string, now: number, leaseMs: number): Promise<number | null> {
+    return this.#write(() => {
+      this.#s.newRelay.run(output, stream);
+      const seq = this.#s.acquireRelay.get(owner, now + leaseMs, output, stream, owner, now) as number | undefined;
+      return seq ?? null;
+    });
+  }
+
+  async advanceRelay(output: string, stream: RelayStream, owner: string, seq: number, now: number, leaseMs: number): Promise<boolean> {
+    return this.#write(() => this.#s.advanceRelay.run(seq, now + leaseMs, output, stream, owner).changes > 0);
+  }
+
+  async releaseRelay(output: string, stream: RelayStream, owner: string): Promise<void> {
+    await this.#write(() => this.#db.prepare('UPDATE output_cursors SET owner = NULL, lease_until = 0 WHERE output = ? AND stream = ? AND owner = ?').run(output, stream, owner));
+  }
+
+  async readDeadLetters(afterSeq: number, limit: number): Promise<SequencedDeadLetter[]> {
+    const rows = this.#db.prepare('SELECT * FROM dead_letters WHERE seq > ? ORDER BY seq LIMIT ?').all(afterSeq, limit) as DeadLetterRow[];
+    return rows.map((row) => ({ seq: Number(row.seq), deadLetter: toDeadLetter(row) }));
+  }
+
+  async lastDeadLetterSeq(): Promise<number> {
+    return this.#db.prepare('SELECT last FROM dead_letter_seq').pluck().get() as number;
+  }
+
+  async visibilityMark(): Promise<number> {
+    return 0;
+  }
+
+  async visibilitySettled(): Promise<boolean> {
+    return true;
   }
 
   async stats(now: number): Promise<StoreStats> {

@@ -145,4 +145,23 @@ export const SQLITE_MIGRATIONS: Record<string, string[]> = {
     `CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END`,
     `CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END`,
   ],
+  '0003_outputs': [
+    // Dead letters in the order they were made, for the outputs' relays: a seq given from a counter (never
+    // twice, even after the newest dead letter was deleted), kept when the same dead letter is seen again.
+    `ALTER TABLE dead_letters ADD COLUMN seq INTEGER`,
+    `UPDATE dead_letters SET seq = rowid`,
+    `CREATE INDEX dead_letters_seq ON dead_letters (seq)`,
+    `CREATE TABLE dead_letter_seq (last INTEGER NOT NULL)`,
+    `INSERT INTO dead_letter_seq (last) SELECT coalesce(max(seq), 0) FROM dead_letters`,
+    // Each output's relay of a stream (run_events, dead_letters): its durable cursor, and the lease of the
+    // one process that relays it.
+    `CREATE TABLE output_cursors (
+      output TEXT NOT NULL,
+      stream TEXT NOT NULL,
+      seq INTEGER NOT NULL,
+      owner TEXT,
+      lease_until INTEGER NOT NULL,
+      PRIMARY KEY (output, stream)
+    ) WITHOUT ROWID`,
+  ],
 };
