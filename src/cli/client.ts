@@ -163,6 +163,11 @@ export async function statusCommand(options: { url: string; json?: boolean }): P
     if (body.outputs.length > 0) {
       process.stdout.write('\noutputs\n');
       printTable(body.outputs, ['name', 'transport', 'connected', 'last_error', 'last_error_at']);
+      const relays = body.outputs.flatMap((o: any) => (o.relays ?? []).map((r: any) => ({ output: o.name, ...r })));
+      if (relays.length > 0) {
+        process.stdout.write('\nrelays\n');
+        printTable(relays, ['output', 'stream', 'here', 'cursor', 'lag', 'last_error', 'last_error_at']);
+      }
     }
   }
   if (body.status !== 'ready') throw new CliError(`the dispatcher is ${body.status}`);
