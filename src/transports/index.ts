@@ -10,10 +10,10 @@ import type { Transport } from './types.js';
 const LOADERS: Record<TransportName, () => Promise<{ transport: Transport }>> = {
   amqp: () => import('./amqp/index.js'),
   kafka: () => missing('kafka'),
-  nats: () => missing('nats'),
+  nats: () => import('./nats/index.js'),
   sqs: () => missing('sqs'),
   sns: () => missing('sns'),
-  mqtt: () => missing('mqtt'),
+  mqtt: () => import('./mqtt/index.js'),
 };
 
 function missing(name: string): Promise<never> {

@@ -16,6 +16,8 @@
 import type { SchemaNode } from '../config/schema.js';
 import { DURATION_SCHEMA, SIZE_SCHEMA } from '../core/units.js';
 import { AMQP_INPUT_SCHEMA, AMQP_OUTPUT_SCHEMA } from './amqp/schema.js';
+import { MQTT_INPUT_SCHEMA, MQTT_OUTPUT_SCHEMA } from './mqtt/schema.js';
+import { NATS_INPUT_SCHEMA, NATS_OUTPUT_SCHEMA } from './nats/schema.js';
 
 /** Shared by the transports' schemas: a duration (`5s`, `250ms` or milliseconds). */
 export const DURATION = DURATION_SCHEMA;
@@ -53,10 +55,14 @@ export const DECODER_SCHEMA: SchemaNode = {
 
 const INPUT_TRANSPORTS: Partial<Record<TransportName, SchemaNode>> = {
   amqp: AMQP_INPUT_SCHEMA,
+  nats: NATS_INPUT_SCHEMA,
+  mqtt: MQTT_INPUT_SCHEMA,
 };
 
 const OUTPUT_TRANSPORTS: Partial<Record<TransportName, SchemaNode>> = {
   amqp: AMQP_OUTPUT_SCHEMA,
+  nats: NATS_OUTPUT_SCHEMA,
+  mqtt: MQTT_OUTPUT_SCHEMA,
 };
 
 export const INPUT_SCHEMA: SchemaNode = {
