@@ -62,6 +62,8 @@ interface OutputOptions extends ConnectionOptions {
 
 /** How long the consumer's pending count is kept before the server is asked again. */
 const LAG_CACHE_MS = 3000;
+/** A message given back at stop is delivered again after this long. */
+const GIVE_BACK_DELAY_MS = 1000;
 
 function duration(value: string | number | undefined, fallback: number): number {
   return value === undefined ? fallback : (parseDuration(value) ?? fallback);
@@ -133,6 +135,8 @@ class NatsInput implements InputDriver {
   /** Delivered and not yet acknowledged: kept alive with `working()` while they wait. */
   #pending = new Set<JsMsg>();
   #inFlight = new Set<Promise<unknown>>();
+  /** Left by a stopping dispatcher: nak'ed once every delivery has ended. */
+  #giveBack: JsMsg[] = [];
   #keepAlive: NodeJS.Timeout | undefined;
   #stopping = false;
   #lag: { value: number; at: number } | undefined;
@@ -173,7 +177,8 @@ class NatsInput implements InputDriver {
         ack_policy: AckPolicy.Explicit,
         ack_wait: ackWait * 1_000_000,
         max_ack_pending: o.maxAckPending ?? 1000,
-        ...(o.subjects !== undefined ? { filter_subjects: o.subjects } : {}),
+        // One subject as `filter_subject`: servers before 2.10 know no `filter_subjects`.
+        ...(o.subjects === undefined ? {} : o.subjects.length === 1 ? { filter_subject: o.subjects[0] } : { filter_subjects: o.subjects }),
       });
     }
   }
@@ -230,9 +235,9 @@ class NatsInput implements InputDriver {
         m.ack();
       },
       () => {
-        // Stopping: given back at once, for the next consumer.
+        // Stopping: given back when the driver stops, in stream order, for the next consumer to take at once.
         this.#pending.delete(m);
-        m.nak();
+        this.#giveBack.push(m);
       },
     );
     this.#inFlight.add(done);
@@ -244,6 +249,9 @@ class NatsInput implements InputDriver {
     this.#stopping = true;
     await this.#messages?.close().catch(() => {});
     await Promise.allSettled([...this.#inFlight]);
+    // The server delivers nak'ed messages again in the order of the naks; the delay keeps them from this
+    // consumer's own pull request, which the server still holds until the connection closes.
+    for (const m of this.#giveBack.sort((a, b) => a.info.streamSequence - b.info.streamSequence)) m.nak(GIVE_BACK_DELAY_MS);
     clearInterval(this.#keepAlive);
     await this.#loop?.catch(() => {});
     // Drain flushes the acknowledgements before the connection closes.

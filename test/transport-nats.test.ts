@@ -1,0 +1,124 @@
+/** The delivery suite against the real NATS JetStream on this machine (DISPATCHER_TEST_NATS_URL to use another), and the nats output. */
+
+import { connect, headers as natsHeaders, type NatsConnection } from '@nats-io/transport-node';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { transport } from '../src/transports/nats/index.js';
+import { describeDeliveries, type PeerMessage } from './transport.suite.js';
+
+const URL = process.env.DISPATCHER_TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
+
+async function probe(): Promise<string | null> {
+  let nc: NatsConnection | undefined;
+  try {
+    nc = await connect({ servers: URL, timeout: 3000, maxReconnectAttempts: 0 });
+    await (await jetstreamManager(nc)).getAccountInfo();
+    return null;
+  } catch (err) {
+    return `${URL}: ${(err as Error).message || String(err)} (NATS with JetStream enabled, -js)`;
+  } finally {
+    await nc?.close().catch(() => {});
+  }
+}
+
+describeDeliveries({
+  transport: 'nats',
+  probe,
+  async place(name) {
+    const nc = await connect({ servers: URL });
+    const jsm = await jetstreamManager(nc);
+    // The stream exists before anything is sent, as a producer's would; the input creates its consumer.
+    await jsm.streams.add({ name, subjects: [`${name}.>`] });
+    const js = jetstream(nc);
+    return {
+      input: { servers: URL, stream: name, consumer: 'dispatcher', subjects: [`${name}.>`], create: true, ackWait: '2s', maxAckPending: 200 },
+      async send(messages: PeerMessage[]) {
+        const acks = messages.map((m) => {
+          const h = natsHeaders();
+          for (const [k, v] of Object.entries(m.headers ?? {})) h.set(k, v);
+          if (m.contentType) h.set('content-type', m.contentType);
+          return js.publish(`${name}.events`, Buffer.from(m.body), { headers: h });
+        });
+        await Promise.all(acks);
+      },
+      async close() {
+        await jsm.streams.delete(name).catch(() => {});
+        await nc.close().catch(() => {});
+      },
+    };
+  },
+  binary(attributes) {
+    return Object.fromEntries(Object.entries(attributes).map(([k, v]) => [`ce-${k}`, v]));
+  },
+});
+
+describe('nats output', () => {
+  let unreachable: string | null = null;
+  let nc: NatsConnection | undefined;
+  const stream = `dispatcher-test-out-${process.pid}`;
+  beforeAll(async () => {
+    unreachable = await probe();
+    if (unreachable !== null) {
+      if (process.env.CI === 'true') throw new Error(`transport-nats.test.ts: ${unreachable}; with CI=true it must run`);
+      console.warn(`transport-nats.test.ts output skipped: ${unreachable}`);
+      return;
+    }
+    nc = await connect({ servers: URL });
+    await (await jetstreamManager(nc)).streams.add({ name: stream, subjects: [`${stream}.>`] });
+  });
+  afterAll(async () => {
+    if (nc === undefined) return;
+    await (await jetstreamManager(nc)).streams.delete(stream).catch(() => {});
+    await nc.close();
+  });
+  const context = { name: 'out', log: pino({ level: 'silent' }) };
+
+  it('publishes through JetStream with headers, content type and the key as Nats-Msg-Id (a repeated key is dropped)', async (t) => {
+    if (unreachable !== null) t.skip();
+    const out = transport.createOutput!({ servers: URL, subject: `${stream}.default` }, context);
+    await out.start();
+    try {
+      await out.publish([
+        { topic: `${stream}.runs`, key: 'run-1', headers: { event_type: 'create', org_id: '42' }, body: Buffer.from('{"a":1}'), contentType: 'application/json' },
+        { topic: `${stream}.runs`, key: 'run-1', headers: { event_type: 'create', org_id: '42' }, body: Buffer.from('{"a":1}'), contentType: 'application/json' },
+        { headers: {}, body: Buffer.from('plain') },
+      ]);
+      expect((await out.health()).connected).toBe(true);
+    } finally {
+      await out.stop();
+    }
+    const jsm = await jetstreamManager(nc!);
+    expect((await jsm.streams.info(stream)).state.messages).toBe(2);
+    const first = await jsm.streams.getMessage(stream, { seq: 1 });
+    expect(first!.subject).toBe(`${stream}.runs`);
+    expect(first!.header.get('event_type')).toBe('create');
+    expect(first!.header.get('org_id')).toBe('42');
+    expect(first!.header.get('content-type')).toBe('application/json');
+    expect(first!.header.get('Nats-Msg-Id')).toBe('run-1');
+    expect(first!.json()).toEqual({ a: 1 });
+    const second = await jsm.streams.getMessage(stream, { seq: 2 });
+    expect(second!.subject).toBe(`${stream}.default`);
+    expect(second!.string()).toBe('plain');
+  });
+
+  it('publishes on core NATS with jetstream: false', async (t) => {
+    if (unreachable !== null) t.skip();
+    const subject = `dispatcher-test-core-${process.pid}`;
+    const sub = nc!.subscribe(subject, { max: 1 });
+    const out = transport.createOutput!({ servers: URL, jetstream: false }, context);
+    await out.start();
+    try {
+      await out.publish([{ topic: subject, headers: { status: 'success' }, body: Buffer.from('hello'), contentType: 'text/plain' }]);
+    } finally {
+      await out.stop();
+    }
+    for await (const m of sub) {
+      expect(m.subject).toBe(subject);
+      expect(m.headers!.get('status')).toBe('success');
+      expect(m.headers!.get('content-type')).toBe('text/plain');
+      expect(m.string()).toBe('hello');
+    }
+    expect(sub.getProcessed()).toBe(1);
+  });
+});
