@@ -8,10 +8,16 @@
  * session beyond those in flight and drops the rest silently: the kill test sends no more than that.
  */
 
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { connectAsync, type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { transport } from '../src/transports/mqtt/index.js';
+import { exited, freePort } from './child.js';
+import { waitFor } from './helpers.js';
 import { describeDeliveries, reportMissingPeer, type PeerMessage } from './transport.suite.js';
 
 const URL = process.env.DISPATCHER_TEST_MQTT_URL ?? 'mqtt://127.0.0.1:1883';
@@ -113,4 +119,58 @@ describe('mqtt output', () => {
       await late.endAsync();
     }
   });
+});
+
+describe('mqtt input across a broker restart', () => {
+  // A broker of this test's own (the shared one is not restarted), with persistence, as a production one would have.
+  const found = spawnSync('mosquitto', ['-h'], { encoding: 'utf8' });
+  const missing = /mosquitto version 2/.test(found.stdout ?? '') ? null : `Mosquitto 2 is not on the PATH (${found.error?.message ?? found.stdout})`;
+
+  it('consumes on after the broker was stopped and started again', async (t) => {
+    reportMissingPeer('transport-mqtt.test.ts (restart)', missing);
+    if (missing !== null) t.skip();
+    const dir = mkdtempSync(join(tmpdir(), 'dispatcher-mqtt-restart-'));
+    const port = await freePort();
+    const url = `mqtt://127.0.0.1:${port}`;
+    const config = join(dir, 'mosquitto.conf');
+    writeFileSync(config, `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location ${dir}/\n`);
+    const broker = (): ChildProcess => spawn('mosquitto', ['-c', config], { stdio: 'ignore' });
+    let srv = broker();
+    const seen = new Map<string, number>();
+    const topics = new Set<string>();
+    const input = transport.createInput!({ url, topics: ['restart/#'], clientId: 'dispatcher-restart', reconnectPeriod: '200ms' }, { name: 'restart', log: pino({ level: 'silent' }) });
+    const publish = async (from: number, to: number) => {
+      const c = await connectAsync(url, { ...V5, clientId: 'restart-producer' });
+      await Promise.all(Array.from({ length: to - from }, (_, i) => c.publishAsync('restart/x', String(from + i), { qos: 1 })));
+      await c.endAsync();
+    };
+    try {
+      await waitFor(() => connectAsync(url, V5, false).then((c) => c.endAsync().then(() => true), () => false), (ok) => ok, 10_000, 'the test broker to answer');
+      await input.start({
+        async deliver(d) {
+          topics.add(d.topic ?? '');
+          seen.set(d.raw.toString(), (seen.get(d.raw.toString()) ?? 0) + 1);
+          return 'accepted';
+        },
+      });
+      await publish(0, 50);
+      await waitFor(async () => seen.size, (n) => n === 50, 10_000, 'the first 50');
+      // SIGTERM: Mosquitto writes its persistence file (sessions, subscriptions, queued messages) as it stops.
+      srv.kill('SIGTERM');
+      await exited(srv);
+      await waitFor(() => input.health(), (h) => !h.connected, 10_000, 'the input to see the broker gone');
+      srv = broker();
+      await waitFor(() => input.health(), (h) => h.connected, 20_000, 'the input to reconnect');
+      await publish(50, 100);
+      await waitFor(async () => seen.size, (n) => n === 100, 20_000, 'all 100 after the restart');
+      await new Promise((r) => setTimeout(r, 1000));
+      expect(Array.from({ length: 50 }, (_, i) => seen.get(String(50 + i)))).toEqual(Array(50).fill(1));
+      expect([...topics]).toEqual(['restart.x']);
+    } finally {
+      await input.stop();
+      srv.kill('SIGTERM');
+      await exited(srv);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
