@@ -173,6 +173,10 @@ export class InputHost implements InputSink {
         delay = Math.min(delay * 2, max);
       }
     }
+    // Deliveries that were already in intake when the store failed may still fail into the held list: wait
+    // for them, so that none is overtaken by one that arrived after it.
+    while (this.#inFlight > 0 && !this.#stopping) await new Promise((r) => setTimeout(r, 20));
+    if (this.#stopping) return;
     this.#paused = false;
     this.#o.log.info({ input: this.name }, 'the store is back: input resumed');
     // In arrival order, in one tick, so that they share a group commit in that order.
