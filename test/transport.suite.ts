@@ -218,7 +218,10 @@ export function describeDeliveries(peer: TransportPeer): void {
           const p = await place();
           const ordered = (from: number, to: number): PeerMessage[] =>
             Array.from({ length: to - from }, (_, i) => ({ body: ce(`o-${from + i}`, { n: from + i }), key: 'one-key' }));
-          const first = await dispatcher(p, { store: { url: url.toString(), poolSize: 2 } }, url.toString());
+          // A short lease: runs the first dispatcher claimed and could not finish while the store was cut come
+          // back to the second one within the test.
+          const runner = { lease: '2s', poll: '100ms', sweepInterval: '200ms' };
+          const first = await dispatcher(p, { store: { url: url.toString(), poolSize: 2 }, runner }, url.toString());
           await p.send(ordered(0, 20));
           await waitFor(() => events(first), (l) => l.total === 20, 15_000, 'the first 20 events');
 
@@ -237,7 +240,7 @@ export function describeDeliveries(peer: TransportPeer): void {
           await first.d.close();
           proxy.restore();
           const second = await startDispatcher(
-            { store: { url: url.toString() }, inputs: { bus: { [t]: p.input } }, routes: [{ name: 'all', match: { type: '**' }, actions: [{ noop: {} }] }] },
+            { store: { url: url.toString() }, runner, inputs: { bus: { [t]: p.input } }, routes: [{ name: 'all', match: { type: '**' }, actions: [{ noop: {} }] }] },
             { storeUrl: url.toString() },
           );
           dispatchers.push(second);
