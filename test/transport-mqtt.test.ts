@@ -8,7 +8,7 @@
  * session beyond those in flight and drops the rest silently: the kill test sends no more than that.
  */
 
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,8 +16,8 @@ import { connectAsync, type IClientOptions, type IPublishPacket, type MqttClient
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { transport } from '../src/transports/mqtt/index.js';
-import { exited, freePort } from './child.js';
-import { waitFor } from './helpers.js';
+import { freePort } from './child.js';
+import { restartUnderInput } from './restart.js';
 import { describeDeliveries, reportMissingPeer, type PeerMessage } from './transport.suite.js';
 
 const URL = process.env.DISPATCHER_TEST_MQTT_URL ?? 'mqtt://127.0.0.1:1883';
@@ -134,42 +134,23 @@ describe('mqtt input across a broker restart', () => {
     const url = `mqtt://127.0.0.1:${port}`;
     const config = join(dir, 'mosquitto.conf');
     writeFileSync(config, `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location ${dir}/\n`);
-    const broker = (): ChildProcess => spawn('mosquitto', ['-c', config], { stdio: 'ignore' });
-    let srv = broker();
-    const seen = new Map<string, number>();
-    const topics = new Set<string>();
     const input = transport.createInput!({ url, topics: ['restart/#'], clientId: 'dispatcher-restart', reconnectPeriod: '200ms' }, { name: 'restart', log: pino({ level: 'silent' }) });
-    const publish = async (from: number, to: number) => {
-      const c = await connectAsync(url, { ...V5, clientId: 'restart-producer' });
-      await Promise.all(Array.from({ length: to - from }, (_, i) => c.publishAsync('restart/x', String(from + i), { qos: 1 })));
-      await c.endAsync();
-    };
     try {
-      await waitFor(() => connectAsync(url, V5, false).then((c) => c.endAsync().then(() => true), () => false), (ok) => ok, 10_000, 'the test broker to answer');
-      await input.start({
-        async deliver(d) {
-          topics.add(d.topic ?? '');
-          seen.set(d.raw.toString(), (seen.get(d.raw.toString()) ?? 0) + 1);
-          return 'accepted';
-        },
-      });
-      await publish(0, 50);
-      await waitFor(async () => seen.size, (n) => n === 50, 10_000, 'the first 50');
       // SIGTERM: Mosquitto writes its persistence file (sessions, subscriptions, queued messages) as it stops.
-      srv.kill('SIGTERM');
-      await exited(srv);
-      await waitFor(() => input.health(), (h) => !h.connected, 10_000, 'the input to see the broker gone');
-      srv = broker();
-      await waitFor(() => input.health(), (h) => h.connected, 20_000, 'the input to reconnect');
-      await publish(50, 100);
-      await waitFor(async () => seen.size, (n) => n === 100, 20_000, 'all 100 after the restart');
-      await new Promise((r) => setTimeout(r, 1000));
-      expect(Array.from({ length: 50 }, (_, i) => seen.get(String(50 + i)))).toEqual(Array(50).fill(1));
+      const topics = await restartUnderInput({
+        command: ['mosquitto', '-c', config],
+        signal: 'SIGTERM',
+        ready: () => connectAsync(url, V5, false).then((c) => c.endAsync().then(() => true), () => false),
+        input,
+        async publish(from, to) {
+          const c = await connectAsync(url, { ...V5, clientId: 'restart-producer' });
+          await Promise.all(Array.from({ length: to - from }, (_, i) => c.publishAsync('restart/x', String(from + i), { qos: 1 })));
+          await c.endAsync();
+        },
+        settleMs: 1000,
+      });
       expect([...topics]).toEqual(['restart.x']);
     } finally {
-      await input.stop();
-      srv.kill('SIGTERM');
-      await exited(srv);
       rmSync(dir, { recursive: true, force: true });
     }
   }, 60_000);
