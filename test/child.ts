@@ -66,6 +66,7 @@ export async function waitHealthy(child: Child, port: number): Promise<void> {
       }
     },
     (s) => s === 200,
+    // A start takes seconds on an idle machine, and over 20 s with two suites loading both cores.
     60_000,
     'the dispatcher to serve',
   );

@@ -3,22 +3,17 @@
  * never loads kafkajs.
  */
 
-import { DispatcherError } from '../core/errors.js';
 import type { TransportName } from './schema.js';
 import type { Transport } from './types.js';
 
 const LOADERS: Record<TransportName, () => Promise<{ transport: Transport }>> = {
   amqp: () => import('./amqp/index.js'),
   kafka: () => import('./kafka/index.js'),
-  nats: () => missing('nats'),
+  nats: () => import('./nats/index.js'),
   sqs: () => import('./sqs/index.js'),
   sns: () => import('./sns/index.js'),
-  mqtt: () => missing('mqtt'),
+  mqtt: () => import('./mqtt/index.js'),
 };
-
-function missing(name: string): Promise<never> {
-  return Promise.reject(new DispatcherError('config_invalid', `the ${name} transport is not available`));
-}
 
 export async function loadTransport(name: TransportName): Promise<Transport> {
   return (await LOADERS[name]()).transport;

@@ -19,6 +19,8 @@ import { AMQP_INPUT_SCHEMA, AMQP_OUTPUT_SCHEMA } from './amqp/schema.js';
 import { KAFKA_INPUT_SCHEMA, KAFKA_OUTPUT_SCHEMA } from './kafka/schema.js';
 import { SNS_OUTPUT_SCHEMA } from './sns/schema.js';
 import { SQS_INPUT_SCHEMA } from './sqs/schema.js';
+import { MQTT_INPUT_SCHEMA, MQTT_OUTPUT_SCHEMA } from './mqtt/schema.js';
+import { NATS_INPUT_SCHEMA, NATS_OUTPUT_SCHEMA } from './nats/schema.js';
 
 /** Shared by the transports' schemas: a duration (`5s`, `250ms` or milliseconds). */
 export const DURATION = DURATION_SCHEMA;
@@ -58,12 +60,16 @@ const INPUT_TRANSPORTS: Partial<Record<TransportName, SchemaNode>> = {
   amqp: AMQP_INPUT_SCHEMA,
   kafka: KAFKA_INPUT_SCHEMA,
   sqs: SQS_INPUT_SCHEMA,
+  nats: NATS_INPUT_SCHEMA,
+  mqtt: MQTT_INPUT_SCHEMA,
 };
 
 const OUTPUT_TRANSPORTS: Partial<Record<TransportName, SchemaNode>> = {
   amqp: AMQP_OUTPUT_SCHEMA,
   kafka: KAFKA_OUTPUT_SCHEMA,
   sns: SNS_OUTPUT_SCHEMA,
+  nats: NATS_OUTPUT_SCHEMA,
+  mqtt: MQTT_OUTPUT_SCHEMA,
 };
 
 export const INPUT_SCHEMA: SchemaNode = {

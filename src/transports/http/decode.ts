@@ -69,24 +69,27 @@ export function decodeHttp(message: InboundMessage): Decoded {
   );
 }
 
-/**
- * Binary content mode: attributes from the headers named `<prefix><attribute>` (values percent-decoded),
- * `datacontenttype` from the content type, and `data` from the body by its media type.
- */
-/** CloudEvents attribute names: lower-case letters and digits. */
+/** A CloudEvents attribute name: lower-case letters and digits. */
 const ATTRIBUTE_NAME = /^[a-z0-9]+$/;
+
+/**
+ * Binary content mode: attributes from the headers named `<prefix><attribute>` (values percent-decoded,
+ * except with no prefix: MQTT 5 user properties are UTF-8 as they are), `datacontenttype` from the content
+ * type, and `data` from the body by its media type.
+ */
 
 export function binaryEvent(message: InboundMessage, prefix: string): Record<string, unknown> {
   const event: Record<string, unknown> = {};
   for (const [name, value] of Object.entries(message.headers)) {
     if (!name.startsWith(prefix) || name.length === prefix.length) continue;
-    // With no prefix (MQTT 5 user properties) only what can be an attribute name is one.
+    // No prefix (MQTT 5 user properties): only names an attribute can have, so `content-type` and the
+    // `:topic` pseudo-headers stay headers.
     if (prefix === '' && !ATTRIBUTE_NAME.test(name)) continue;
-    let decoded: string;
+    let decoded = value;
     try {
-      decoded = decodeURIComponent(value);
+      if (prefix !== '') decoded = decodeURIComponent(value);
     } catch {
-      decoded = value;
+      // not percent-encoded after all
     }
     event[name.slice(prefix.length)] = decoded;
   }
