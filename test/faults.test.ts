@@ -6,9 +6,11 @@
  * The brokers are the tests' own (test/brokers.ts), so restarting them disturbs no other test.
  */
 
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
 import amqp from 'amqplib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { missingProgram, startRabbitMq, type PrivateBroker } from './brokers.js';
+import { missingProgram, startNats, startRabbitMq, type PrivateBroker } from './brokers.js';
 import { startDispatcher, waitFor, type TestDispatcher } from './helpers.js';
 
 const requireServices = process.env.CI === 'true';
@@ -93,5 +95,50 @@ describe.skipIf(rabbitMissing !== null && !requireServices)('RabbitMQ restarted 
     expect(health!.lastError).not.toBeNull();
     await waitFor(async () => (await d!.d.inputHealth())[0]!.connected, (c) => c, 20_000, 'the input to be connected again');
     console.log(`RabbitMQ restart: ${resent} chunks resent by the producer; last input error: ${health!.lastError}`);
+  }, 120_000);
+});
+
+const natsMissing = missingProgram('nats-server');
+if (natsMissing !== null && !requireServices) console.warn(`faults.test.ts (NATS) skipped: ${natsMissing}. Install nats-server, or set CI=true to make this a failure.`);
+
+describe.skipIf(natsMissing !== null && !requireServices)('NATS restarted mid-stream', () => {
+  let broker: PrivateBroker;
+  let d: TestDispatcher | undefined;
+  beforeAll(async () => {
+    if (natsMissing !== null) throw new Error(`faults.test.ts: ${natsMissing}; with CI=true it must run`);
+    broker = await startNats();
+  }, 60_000);
+  afterAll(async () => {
+    await d?.close();
+    await broker?.stop();
+  }, 60_000);
+
+  it('reconnects and loses nothing, doubles nothing', async () => {
+    const stream = 'faults';
+    let nc: NatsConnection | undefined;
+    const connectProducer = async () => {
+      nc = await connect({ servers: broker.url, maxReconnectAttempts: -1, reconnectTimeWait: 200 });
+      const jsm = await jetstreamManager(nc);
+      await jsm.streams.add({ name: stream, subjects: [`${stream}.>`] }).catch(async () => jsm.streams.info(stream));
+    };
+    await connectProducer();
+    d = await startDispatcher({
+      inputs: { bus: { nats: { servers: broker.url, stream, consumer: 'dispatcher', subjects: [`${stream}.>`], create: true, ackWait: '5s', maxAckPending: 500 } } },
+      routes: [{ name: 'all', match: { type: '**' }, actions: [{ noop: {} }] }],
+    });
+    const send = async (from: number, to: number) => {
+      const js = jetstream(nc!, { timeout: 2000 });
+      await Promise.all(Array.from({ length: to - from }, (_, k) => js.publish(`${stream}.events`, ce(from + k))));
+    };
+    let restarted: Promise<void> | undefined;
+    const resent = await produce(send, TOTAL, (sent) => {
+      if (sent === TOTAL / 2) restarted = broker.restart();
+    });
+    await restarted;
+    await expectEveryEventOnce(d, TOTAL);
+    await waitFor(async () => (await d!.d.inputHealth())[0]!.connected, (c) => c, 20_000, 'the input to be connected again');
+    const [health] = await d.d.inputHealth();
+    console.log(`NATS restart: ${resent} chunks resent by the producer; last input error: ${health!.lastError}`);
+    await nc?.close();
   }, 120_000);
 });
