@@ -5,21 +5,17 @@
  */
 
 import { Command, CommanderError, Option } from 'commander';
-import { serveCommand, migrateCommand } from './serve.js';
-import { sendCommand } from './send.js';
-import { runsGetCommand, runsListCommand, runsRepublishCommand, dlqListCommand, dlqReplayCommand, statusCommand } from './client.js';
-import { routesTestCommand } from './routes-test.js';
-import { initConfigCommand, validateConfigCommand } from './config.js';
 import { CliError, fail } from './output.js';
-import {
-  auditListCommand,
-  auditVerifyCommand,
-  clientsCreateCommand,
-  clientsDeleteCommand,
-  clientsListCommand,
-  clientsRotateCommand,
-  tokenCommand,
-} from './access.js';
+
+/**
+ * A command's action, imported when the command runs: `dispatcher --help` or `dispatcher status` does not
+ * load the store, the HTTP app or the transports.
+ */
+function lazy<M, K extends keyof M>(load: () => Promise<M>, name: K): (...args: unknown[]) => Promise<void> {
+  return async (...args) => {
+    await ((await load())[name] as (...a: unknown[]) => Promise<void>)(...args);
+  };
+}
 
 export function buildProgram(): Command {
   const program = new Command('dispatcher')
@@ -39,14 +35,14 @@ export function buildProgram(): Command {
     .option('-H, --host <host>', 'HTTP host to bind')
     .option('-s, --store <url>', 'store URL: sqlite:FILE or postgres://…')
     .option('-l, --log-level <level>', 'fatal, error, warn, info, debug, trace or silent')
-    .action(serveCommand);
+    .action(lazy(() => import('./serve.js'), 'serveCommand'));
 
   program
     .command('migrate')
     .description('create or upgrade the store schema, then exit')
     .addOption(configOption())
     .option('-s, --store <url>', 'store URL: sqlite:FILE or postgres://…')
-    .action(migrateCommand);
+    .action(lazy(() => import('./serve.js'), 'migrateCommand'));
 
   program
     .command('send')
@@ -55,14 +51,14 @@ export function buildProgram(): Command {
     .addOption(urlOption())
     .option('-b, --batch <n>', 'events per request', '500')
     .option('--no-progress', 'no progress bar')
-    .action(sendCommand);
+    .action(lazy(() => import('./send.js'), 'sendCommand'));
 
   program
     .command('status')
     .description('the store, the backlog, and the health of each input and output (exit 1 unless all is well)')
     .addOption(urlOption())
     .option('--json', 'print JSON')
-    .action(statusCommand);
+    .action(lazy(() => import('./client.js'), 'statusCommand'));
 
   const runs = program.command('runs').description('list and inspect runs');
   runs
@@ -81,7 +77,7 @@ export function buildProgram(): Command {
     .option('--offset <n>', 'skip this many', '0')
     .option('--sort <field>', 'sort, e.g. -created_at')
     .option('--json', 'print JSON')
-    .action(runsListCommand);
+    .action(lazy(() => import('./client.js'), 'runsListCommand'));
   runs
     .command('republish')
     .description('emit a read run event for every matching run, for the outputs to publish (consumers rebuild their state)')
@@ -94,8 +90,8 @@ export function buildProgram(): Command {
     .option('--since <time>', 'created at or after (RFC 3339 or epoch ms)')
     .option('--until <time>', 'created before (RFC 3339 or epoch ms)')
     .option('--json', 'print JSON')
-    .action(runsRepublishCommand);
-  runs.command('get').description('one run with its attempts').argument('<id>').addOption(urlOption()).option('--json', 'print JSON').action(runsGetCommand);
+    .action(lazy(() => import('./client.js'), 'runsRepublishCommand'));
+  runs.command('get').description('one run with its attempts').argument('<id>').addOption(urlOption()).option('--json', 'print JSON').action(lazy(() => import('./client.js'), 'runsGetCommand'));
 
   const dlq = program.command('dlq').description('dead letters');
   dlq
@@ -108,8 +104,8 @@ export function buildProgram(): Command {
     .option('--limit <n>', 'how many', '20')
     .option('--offset <n>', 'skip this many', '0')
     .option('--json', 'print JSON')
-    .action(dlqListCommand);
-  dlq.command('replay').description('replay dead letters').argument('<ids...>').addOption(urlOption()).action(dlqReplayCommand);
+    .action(lazy(() => import('./client.js'), 'dlqListCommand'));
+  dlq.command('replay').description('replay dead letters').argument('<ids...>').addOption(urlOption()).action(lazy(() => import('./client.js'), 'dlqReplayCommand'));
 
   program
     .command('routes')
@@ -119,7 +115,7 @@ export function buildProgram(): Command {
     .argument('<event>', 'event file (JSON), or - for standard input')
     .addOption(configOption())
     .option('--json', 'print JSON')
-    .action(routesTestCommand);
+    .action(lazy(() => import('./routes-test.js'), 'routesTestCommand'));
 
   const storeOption = () => new Option('-s, --store <url>', 'store URL: sqlite:FILE or postgres://…');
   const clients = program.command('clients').description('clients: who exchanges an id and a secret for a bearer token (works on the store)');
@@ -134,8 +130,8 @@ export function buildProgram(): Command {
     .addOption(configOption())
     .addOption(storeOption())
     .option('--json', 'print JSON')
-    .action(clientsCreateCommand);
-  clients.command('list').description('list clients (never their secrets)').option('--org <org>', 'only this tenant').addOption(configOption()).addOption(storeOption()).option('--json', 'print JSON').action(clientsListCommand);
+    .action(lazy(() => import('./access.js'), 'clientsCreateCommand'));
+  clients.command('list').description('list clients (never their secrets)').option('--org <org>', 'only this tenant').addOption(configOption()).addOption(storeOption()).option('--json', 'print JSON').action(lazy(() => import('./access.js'), 'clientsListCommand'));
   clients
     .command('rotate-secret')
     .description('give a client a new secret (printed this once); its tokens stop working')
@@ -143,8 +139,8 @@ export function buildProgram(): Command {
     .addOption(configOption())
     .addOption(storeOption())
     .option('--json', 'print JSON')
-    .action(clientsRotateCommand);
-  clients.command('delete').description('delete a client; its tokens stop working').argument('<id>').addOption(configOption()).addOption(storeOption()).action(clientsDeleteCommand);
+    .action(lazy(() => import('./access.js'), 'clientsRotateCommand'));
+  clients.command('delete').description('delete a client; its tokens stop working').argument('<id>').addOption(configOption()).addOption(storeOption()).action(lazy(() => import('./access.js'), 'clientsDeleteCommand'));
 
   program
     .command('token')
@@ -152,7 +148,7 @@ export function buildProgram(): Command {
     .option('--client-id <id>', 'the client id; also DISPATCHER_CLIENT_ID')
     .addOption(urlOption())
     .option('--json', 'print the whole answer as JSON')
-    .action(tokenCommand);
+    .action(lazy(() => import('./access.js'), 'tokenCommand'));
 
   const audit = program.command('audit').description('the audit log');
   audit
@@ -168,14 +164,14 @@ export function buildProgram(): Command {
     .option('--limit <n>', 'how many', '20')
     .option('--offset <n>', 'skip this many', '0')
     .option('--json', 'print JSON')
-    .action(auditListCommand);
+    .action(lazy(() => import('./access.js'), 'auditListCommand'));
   audit
     .command('verify')
     .description('check the hash chain: exit 1 naming every modified, removed or reordered entry')
     .addOption(configOption())
     .addOption(storeOption())
     .option('--json', 'print JSON')
-    .action(auditVerifyCommand);
+    .action(lazy(() => import('./access.js'), 'auditVerifyCommand'));
 
   program
     .command('init-config')
@@ -184,14 +180,14 @@ export function buildProgram(): Command {
     .option('-i, --interactive', 'ask for the main settings')
     .option('-y, --yes', 'take the defaults without asking')
     .option('-f, --force', 'overwrite an existing file')
-    .action(initConfigCommand);
+    .action(lazy(() => import('./config.js'), 'initConfigCommand'));
 
   program
     .command('validate-config')
     .description('check a configuration file (and the environment) without starting')
     .argument('[file]', 'the file; else --config or DISPATCHER_CONFIG')
     .addOption(configOption())
-    .action(validateConfigCommand);
+    .action(lazy(() => import('./config.js'), 'validateConfigCommand'));
 
   return program;
 }
