@@ -48,7 +48,7 @@ import type {
   StoreStats,
   SweepResult,
 } from '../types.js';
-import { afterLeaseExpiry, attemptRow, ENDED_STATUSES_SQL, finishedRun, fingerprint, inScope, plannedRun, plannedStateJson, runDeadLetter, v7Floor } from '../shared.js';
+import { afterLeaseExpiry, attemptRow, ENDED_STATUSES_SQL, finishedRun, fingerprint, inScope, intakeAuditEntries, plannedRun, plannedStateJson, runDeadLetter, v7Floor } from '../shared.js';
 import { SqliteAccess } from './access.js';
 import { Checkpointer } from './checkpointer.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
@@ -317,6 +317,7 @@ export class SqliteStore implements Store {
         }
         results.push({ key: record.key, status: 'accepted', runIds });
       }
+      this.access.appendAuditInTransaction(intakeAuditEntries(items, results));
       // Kept only once the savepoint is sure to hold: nothing can throw after this.
       for (const q of queued) {
         this.#queued.set(q.run.id, q);
