@@ -13,7 +13,7 @@
  */
 
 import type { Logger } from 'pino';
-import { v7 as uuidv7 } from 'uuid';
+import { newId } from './ids.js';
 import type { NewAuditEntry } from './audit.js';
 import { Batcher } from './batcher.js';
 import { checkEnvelope, escapePointer } from './envelope.js';
@@ -192,7 +192,7 @@ export class Intake {
       const { runs } = plan.planRuns(event, now);
       for (const r of runs) if (dispatchable(r, plan)) eligible += 1;
       items.push({
-        record: { key: uuidv7(), event, input: message.input, hops, receivedAt: now, service: message.service, orgId: message.orgId },
+        record: { key: newId(), event, input: message.input, hops, receivedAt: now, service: message.service, orgId: message.orgId },
         runs,
       });
     }
