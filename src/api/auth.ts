@@ -103,12 +103,19 @@ export function registerAuth(app: FastifyInstance, d: Dispatcher): void {
     }
     record(false);
     const permission = config.permission;
-    const authorize = async (request: FastifyRequest) => {
-      const principal = requirePrincipal(request);
-      if (principal.kind === 'anonymous') return;
-      const scope = scopeFor(principal, permission);
-      if (scope === null) throw new DispatcherError('forbidden', `${principal.id} lacks the permission ${permission}`);
-      request.scope = scope;
+    // A callback hook: no promise per request.
+    const authorize = (request: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void) => {
+      try {
+        const principal = requirePrincipal(request);
+        if (principal.kind !== 'anonymous') {
+          const scope = scopeFor(principal, permission);
+          if (scope === null) throw new DispatcherError('forbidden', `${principal.id} lacks the permission ${permission}`);
+          request.scope = scope;
+        }
+      } catch (err) {
+        return done(err as Error);
+      }
+      done();
     };
     const existing = route.onRequest;
     route.onRequest = existing === undefined ? [authorize] : [...[existing].flat(), authorize];
@@ -123,18 +130,19 @@ export function requirePrincipal(request: FastifyRequest): Principal {
 
 /** Audited routes: one entry per answer, written before the answer is sent (unless already committed). */
 export function registerAudit(app: FastifyInstance, d: Dispatcher): void {
-  app.addHook('onSend', async (request: FastifyRequest, reply: FastifyReply, payload) => {
-    if (request.audited) return payload;
+  // A callback hook: answers with nothing to audit pass without a promise.
+  app.addHook('onSend', (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (err: null, payload: unknown) => void) => {
     const outcome = reply.statusCode < 400 ? 'ok' : (request.errorCode ?? `http_${reply.statusCode}`);
-    const entry = auditEntry(request, reply.statusCode, outcome);
-    if (entry === undefined) return payload;
-    try {
-      await d.audit.append(entry);
-    } catch (err) {
-      // The change itself is committed: the answer must still say so. The failure is loud in the log.
-      request.log.error({ err, action: entry.action, records: entry.records }, 'could not append to the audit log');
-    }
-    return payload;
+    const entry = request.audited ? undefined : auditEntry(request, reply.statusCode, outcome);
+    if (entry === undefined) return done(null, payload);
+    d.audit.append(entry).then(
+      () => done(null, payload),
+      (err: unknown) => {
+        // The change itself is committed: the answer must still say so. The failure is loud in the log.
+        request.log.error({ err, action: entry.action, records: entry.records }, 'could not append to the audit log');
+        done(null, payload);
+      },
+    );
   });
 }
 
