@@ -150,7 +150,12 @@ export function registerAudit(app: FastifyInstance, d: Dispatcher): void {
  * The audit entry of a request to an audited route, answered with `status`; undefined for routes that are
  * not audited and for requests refused before anyone was named (no or bad credentials).
  */
-export function auditEntry(request: FastifyRequest, status: number, outcome: string): NewAuditEntry | undefined {
+export function auditEntry(
+  request: FastifyRequest,
+  status: number,
+  outcome: string,
+  about: { records: string[] | undefined; details: Record<string, unknown> | undefined } = { records: request.auditRecords, details: request.auditDetails },
+): NewAuditEntry | undefined {
   const action = (request.routeOptions.config as { audit?: string } | undefined)?.audit;
   if (action === undefined) return undefined;
   const p = request.principal;
@@ -164,8 +169,8 @@ export function auditEntry(request: FastifyRequest, status: number, outcome: str
     service: who.service,
     orgId: who.orgId,
     action,
-    records: request.auditRecords ?? (typeof id === 'string' ? [id] : []),
+    records: about.records ?? (typeof id === 'string' ? [id] : []),
     outcome,
-    details: { method: request.method, path: request.url.split('?', 1)[0], status, ...(request.auditDetails ?? {}) },
+    details: { method: request.method, path: request.url.split('?', 1)[0], status, ...(about.details ?? {}) },
   };
 }

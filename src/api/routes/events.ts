@@ -46,15 +46,16 @@ export function registerEventRoutes(app: FastifyInstance, d: Dispatcher): void {
       const raw = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
       const describe = (results: IntakeResult[]) => {
         const accepted = results.filter((r) => r.status === 'accepted').length;
-        request.auditRecords = results.map((r) => r.key);
-        request.auditDetails = { accepted, duplicates: results.length - accepted };
-        return accepted;
+        return { records: results.map((r) => r.key), details: { accepted, duplicates: results.length - accepted } };
       };
       // The 202's audit entry is committed with the events; a refusal's is written as the answer is sent.
-      const audit = (results: IntakeResult[]) => (describe(results), auditEntry(request, 202, 'ok')!);
+      const audit = (results: IntakeResult[]) => auditEntry(request, 202, 'ok', describe(results))!;
       const { results, audited } = await d.intake.receive({ ...intakeMessage(request, raw), audit }, decodeHttp);
       request.audited = audited;
-      const accepted = describe(results);
+      const about = describe(results);
+      request.auditRecords = about.records;
+      request.auditDetails = about.details;
+      const { accepted } = about.details;
       return reply.code(202).send({
         accepted,
         duplicates: results.length - accepted,
