@@ -12,7 +12,7 @@ import { DispatcherError } from '../src/core/errors.js';
 import { MAX_LEASE_EXPIRIES } from '../src/store/shared.js';
 import { GENESIS_HASH, verifyAuditChain } from '../src/core/audit.js';
 import type { Attempt, CloudEvent, Run } from '../src/core/types.js';
-import type { ClaimOptions, ClaimedRun, IntakeItem, NewDeadLetter, NewRun, RunOutcome, Store } from '../src/store/types.js';
+import type { ClaimOptions, ClaimedRun, IntakeItem, IntakeResult, NewDeadLetter, NewRun, RunOutcome, Store } from '../src/store/types.js';
 
 export interface StoreFixture {
   store: Store;
@@ -1397,13 +1397,49 @@ export function defineStoreSuite(name: string, open: () => Promise<StoreFixture>
         expect(await store.access.readAudit(2, 100)).toEqual(more);
       });
 
-      it('keeps one unbroken chain when several writers append at once', async () => {
+      it('appends the audit entries of an intake batch in its transaction, one per message, from its results', async () => {
+        await store.access.appendAudit([entry()]);
+        const a = intakeItem();
+        const b = intakeItem({ event: { id: a.record.event.id, source: a.record.event.source } });
+        const c = intakeItem();
+        const audited = (items: number) => ({ items, entry: (results: IntakeResult[]) => entry({ action: 'events.create', records: results.map((r) => r.key), details: { statuses: results.map((r) => r.status) } }) });
+        a.audit = audited(1);
+        c.audit = audited(2);
+        await store.commitIntake([a, b, c]);
+        const all = await store.access.readAudit(0, 100);
+        expect(all.map((e) => [e.seq, e.action, e.records, e.details])).toEqual([
+          [1, 'runs.cancel', ['r-1'], expect.anything()],
+          [2, 'events.create', [a.record.key], { statuses: ['accepted'] }],
+          [3, 'events.create', [a.record.key, c.record.key], { statuses: ['duplicate', 'accepted'] }],
+        ]);
+        expect(all[1]!.prevHash).toBe(all[0]!.hash);
+        expect(await store.access.auditHead()).toEqual({ seq: 3, hash: all[2]!.hash });
+      });
+
+      it('commits an intake batch and its audit entries together or not at all', async () => {
+        const a = intakeItem();
+        a.audit = { items: 1, entry: () => { throw new Error('no entry'); } };
+        await expect(store.commitIntake([a])).rejects.toThrow('no entry');
+        expect(await store.getEvent(a.record.key)).toBeNull();
+        expect(await store.access.auditHead()).toBeNull();
+      });
+
+      it('keeps one unbroken chain when several writers append at once, intake among them', async () => {
         const other = await peer();
+        const intake = (s: Store, i: number) => {
+          const item = intakeItem();
+          item.audit = { items: 1, entry: (results) => entry({ action: 'events.create', records: results.map((r) => r.key), at: T0 + i }) };
+          return s.commitIntake([item]);
+        };
         await Promise.all(
-          Array.from({ length: 20 }, (_, i) => (i % 2 === 0 ? store : other).access.appendAudit([entry({ records: [`r-${i}`] }), entry({ records: [`r-${i}b`] })])),
+          Array.from({ length: 20 }, (_, i) => {
+            const s = i % 2 === 0 ? store : other;
+            return i % 4 < 2 ? s.access.appendAudit([entry({ records: [`r-${i}`] }), entry({ records: [`r-${i}b`] })]) : intake(s, i);
+          }),
         );
         const all = await store.access.readAudit(0, 100);
-        expect(all.map((e) => e.seq)).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
+        expect(all.map((e) => e.seq)).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
+        expect(all.filter((e) => e.action === 'events.create')).toHaveLength(10);
         const verified = await verifyAuditChain(async function* () {
           yield* all;
         }, await store.access.auditHead());

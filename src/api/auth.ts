@@ -12,7 +12,7 @@
  */
 
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { ActorKind } from '../core/audit.js';
+import type { ActorKind, NewAuditEntry } from '../core/audit.js';
 import { DispatcherError, isDispatcherError, toDispatcherError } from '../core/errors.js';
 import { scopeFor, type Permission, type Principal, type Scope } from '../core/principal.js';
 import type { Dispatcher } from '../dispatcher.js';
@@ -44,6 +44,8 @@ declare module 'fastify' {
     auditDetails: Record<string, unknown> | undefined;
     /** The code of the error answer, set where errors become answers: the audited outcome. */
     errorCode: string | undefined;
+    /** The request's audit entry is already committed (with the change itself, as intake does). */
+    audited: boolean;
   }
 }
 
@@ -71,6 +73,7 @@ export function registerAuth(app: FastifyInstance, d: Dispatcher): void {
   app.decorateRequest('auditActor', undefined);
   app.decorateRequest('auditDetails', undefined);
   app.decorateRequest('errorCode', undefined);
+  app.decorateRequest('audited', false);
 
   app.addHook('onRequest', async (request) => {
     try {
@@ -100,12 +103,19 @@ export function registerAuth(app: FastifyInstance, d: Dispatcher): void {
     }
     record(false);
     const permission = config.permission;
-    const authorize = async (request: FastifyRequest) => {
-      const principal = requirePrincipal(request);
-      if (principal.kind === 'anonymous') return;
-      const scope = scopeFor(principal, permission);
-      if (scope === null) throw new DispatcherError('forbidden', `${principal.id} lacks the permission ${permission}`);
-      request.scope = scope;
+    // A callback hook: no promise per request.
+    const authorize = (request: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void) => {
+      try {
+        const principal = requirePrincipal(request);
+        if (principal.kind !== 'anonymous') {
+          const scope = scopeFor(principal, permission);
+          if (scope === null) throw new DispatcherError('forbidden', `${principal.id} lacks the permission ${permission}`);
+          request.scope = scope;
+        }
+      } catch (err) {
+        return done(err as Error);
+      }
+      done();
     };
     const existing = route.onRequest;
     route.onRequest = existing === undefined ? [authorize] : [...[existing].flat(), authorize];
@@ -118,34 +128,49 @@ export function requirePrincipal(request: FastifyRequest): Principal {
   throw request.authError ?? new DispatcherError('unauthorized', 'credentials are needed: Authorization: PSK <key> or Bearer <token>');
 }
 
-/** Audited routes: one entry per answer, written before the answer is sent. */
+/** Audited routes: one entry per answer, written before the answer is sent (unless already committed). */
 export function registerAudit(app: FastifyInstance, d: Dispatcher): void {
-  app.addHook('onSend', async (request: FastifyRequest, reply: FastifyReply, payload) => {
-    const action = (request.routeOptions.config as { audit?: string } | undefined)?.audit;
-    if (action === undefined) return payload;
-    const p = request.principal;
-    const who = p !== null ? { actor: p.id, kind: p.kind, service: p.service, orgId: p.orgId } : request.auditActor;
-    // Refused before anyone was named (no or bad credentials): not an action of anyone's.
-    if (who === undefined) return payload;
-    const id = (request.params as { id?: unknown } | undefined)?.id;
-    const records = request.auditRecords ?? (typeof id === 'string' ? [id] : []);
+  // A callback hook: answers with nothing to audit pass without a promise.
+  app.addHook('onSend', (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (err: null, payload: unknown) => void) => {
     const outcome = reply.statusCode < 400 ? 'ok' : (request.errorCode ?? `http_${reply.statusCode}`);
-    try {
-      await d.audit.append({
-        at: Date.now(),
-        actor: who.actor,
-        actorKind: who.kind,
-        service: who.service,
-        orgId: who.orgId,
-        action,
-        records,
-        outcome,
-        details: { method: request.method, path: request.url.split('?', 1)[0], status: reply.statusCode, ...(request.auditDetails ?? {}) },
-      });
-    } catch (err) {
-      // The change itself is committed: the answer must still say so. The failure is loud in the log.
-      request.log.error({ err, action, records }, 'could not append to the audit log');
-    }
-    return payload;
+    const entry = request.audited ? undefined : auditEntry(request, reply.statusCode, outcome);
+    if (entry === undefined) return done(null, payload);
+    d.audit.append(entry).then(
+      () => done(null, payload),
+      (err: unknown) => {
+        // The change itself is committed: the answer must still say so. The failure is loud in the log.
+        request.log.error({ err, action: entry.action, records: entry.records }, 'could not append to the audit log');
+        done(null, payload);
+      },
+    );
   });
+}
+
+/**
+ * The audit entry of a request to an audited route, answered with `status`; undefined for routes that are
+ * not audited and for requests refused before anyone was named (no or bad credentials).
+ */
+export function auditEntry(
+  request: FastifyRequest,
+  status: number,
+  outcome: string,
+  about: { records: string[] | undefined; details: Record<string, unknown> | undefined } = { records: request.auditRecords, details: request.auditDetails },
+): NewAuditEntry | undefined {
+  const action = (request.routeOptions.config as { audit?: string } | undefined)?.audit;
+  if (action === undefined) return undefined;
+  const p = request.principal;
+  const who = p !== null ? { actor: p.id, kind: p.kind, service: p.service, orgId: p.orgId } : request.auditActor;
+  if (who === undefined) return undefined;
+  const id = (request.params as { id?: unknown } | undefined)?.id;
+  return {
+    at: Date.now(),
+    actor: who.actor,
+    actorKind: who.kind,
+    service: who.service,
+    orgId: who.orgId,
+    action,
+    records: about.records ?? (typeof id === 'string' ? [id] : []),
+    outcome,
+    details: { method: request.method, path: request.url.split('?', 1)[0], status, ...(about.details ?? {}) },
+  };
 }

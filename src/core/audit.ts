@@ -44,17 +44,35 @@ export interface AuditEntry extends NewAuditEntry {
 /** Keys sorted at every level: one text for one value, whatever order its keys were built in. */
 export function canonicalJson(value: unknown): string {
   if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
-  const entries = Object.entries(value as Record<string, unknown>)
-    .filter(([, v]) => v !== undefined)
-    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
+  if (Array.isArray(value)) {
+    let out = '[';
+    for (let i = 0; i < value.length; i++) out += (i === 0 ? '' : ',') + canonicalJson(value[i]);
+    return out + ']';
+  }
+  const o = value as Record<string, unknown>;
+  // Plain sort: the default order compares UTF-16 code units, as `<` does.
+  const keys = Object.keys(o).sort();
+  let out = '{';
+  for (const k of keys) {
+    const v = o[k];
+    if (v === undefined) continue;
+    out += (out.length === 1 ? '' : ',') + JSON.stringify(k) + ':' + canonicalJson(v);
+  }
+  return out + '}';
+}
+
+/** The hashed text of an entry: its content without the sequence number. */
+function auditContent(e: NewAuditEntry): string {
+  return canonicalJson([e.at, e.actor, e.actorKind, e.service, e.orgId, e.action, e.records, e.outcome, e.details]);
+}
+
+function hashAfter(prevHash: string, content: string): string {
+  return createHash('sha256').update(prevHash).update('\n').update(content).digest('hex');
 }
 
 /** The hash of an entry that follows `prevHash`. The sequence number is not part of it: the chain is. */
 export function auditHash(prevHash: string, e: NewAuditEntry): string {
-  const content = canonicalJson([e.at, e.actor, e.actorKind, e.service, e.orgId, e.action, e.records, e.outcome, e.details]);
-  return createHash('sha256').update(prevHash).update('\n').update(content).digest('hex');
+  return hashAfter(prevHash, auditContent(e));
 }
 
 // eslint-disable-next-line no-control-regex -- U+0000 is what PostgreSQL cannot store
@@ -72,12 +90,24 @@ function storable<T>(value: T): T {
   return value;
 }
 
+/**
+ * What JSON text shows of a string `storable` would change: U+0000 and lone surrogates are written as
+ * escapes (paired surrogates are not). A text without any holds nothing to change (a false match, such as
+ * an escaped backslash before `u0000`, only costs the slower way).
+ */
+const UNSTORABLE_ESCAPE = /\\u(0000|d[89a-f])/i;
+
 /** Entries chained after `prevHash`, in order, with their text made storable first. */
 export function chainEntries(prevHash: string, firstSeq: number, entries: NewAuditEntry[]): AuditEntry[] {
   let prev = prevHash;
   return entries.map((raw, i) => {
-    const e = storable(raw);
-    const hash = auditHash(prev, e);
+    let e = raw;
+    let content = auditContent(raw);
+    if (UNSTORABLE_ESCAPE.test(content)) {
+      e = storable(raw);
+      content = auditContent(e);
+    }
+    const hash = hashAfter(prev, content);
     const out = { ...e, seq: firstSeq + i, prevHash: prev, hash };
     prev = hash;
     return out;

@@ -13,7 +13,8 @@
  */
 
 import type { Logger } from 'pino';
-import { v7 as uuidv7 } from 'uuid';
+import { newId } from './ids.js';
+import type { NewAuditEntry } from './audit.js';
 import { Batcher } from './batcher.js';
 import { checkEnvelope, escapePointer } from './envelope.js';
 import { DispatcherError, toDispatcherError, type ErrorProblem } from './errors.js';
@@ -44,6 +45,8 @@ export interface InboundMessage extends Owner {
   hops?: number;
   /** The raw bytes are only the start of what was received (the rest was over a limit). */
   rawTruncated?: boolean;
+  /** The audit entry of taking the message in, given its results: committed with its events. */
+  audit?: (results: IntakeResult[]) => NewAuditEntry;
 }
 
 /** Candidate events from one message; `batch` says whether problems are pointed at as `/<index>/…`. */
@@ -57,6 +60,8 @@ export type Decoder = (message: InboundMessage) => Decoded;
 
 export interface IntakeAnswer {
   results: IntakeResult[];
+  /** The message's audit entry was committed with its events. */
+  audited: boolean;
 }
 
 export interface DirectDispatch {
@@ -187,10 +192,12 @@ export class Intake {
       const { runs } = plan.planRuns(event, now);
       for (const r of runs) if (dispatchable(r, plan)) eligible += 1;
       items.push({
-        record: { key: uuidv7(), event, input: message.input, hops, receivedAt: now, service: message.service, orgId: message.orgId },
+        record: { key: newId(), event, input: message.input, hops, receivedAt: now, service: message.service, orgId: message.orgId },
         runs,
       });
     }
+    const last = items[items.length - 1];
+    if (last !== undefined && message.audit !== undefined) last.audit = { items: items.length, entry: message.audit };
     // Direct dispatch: as many runs as this worker has room for are committed already claimed by it.
     const dispatch = this.#deps.dispatch;
     let reserved = eligible > 0 && dispatch !== undefined ? dispatch.reserve(eligible) : 0;
@@ -252,7 +259,7 @@ export class Intake {
       if (reserved > 0) dispatch!.release(reserved);
     }
     if (runCount > 0) this.#deps.onRuns(runCount, runCount - adoptedCount);
-    return { results };
+    return { results, audited: last?.audit !== undefined };
   }
 
   /** Keep the message as a dead letter, count it, and return the error to throw. */

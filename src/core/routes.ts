@@ -7,7 +7,7 @@
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import type { ValidateFunction } from 'ajv';
 import type { Logger } from 'pino';
-import { v7 as uuidv7 } from 'uuid';
+import { newId } from './ids.js';
 import type { Action, ActionType } from './action.js';
 import { DispatcherError } from './errors.js';
 import { buildRouteIndex, type RouteIndex } from './router.js';
@@ -174,7 +174,7 @@ export async function compileRoutes(options: CompileRoutesOptions): Promise<Rout
         }
         for (const a of route.actions) {
           runs.push({
-            id: uuidv7(),
+            id: newId(),
             route: route.name,
             action: a.name,
             actionType: a.type,

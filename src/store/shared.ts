@@ -1,8 +1,19 @@
 /** Rules both stores share: how outcomes found by the sweeper are written down, and how dead letters are recognized. */
 
 import { createHash } from 'node:crypto';
+import type { NewAuditEntry } from '../core/audit.js';
 import { TERMINAL_STATUSES, type Attempt, type Run } from '../core/types.js';
-import type { IntakeItem, NewDeadLetter, NewRun, RunOutcome } from './types.js';
+import type { IntakeItem, IntakeResult, NewDeadLetter, NewRun, RunOutcome } from './types.js';
+
+/** The audit entries of the messages in an intake batch, in order, from the batch's results. */
+export function intakeAuditEntries(items: IntakeItem[], results: IntakeResult[]): NewAuditEntry[] {
+  const entries: NewAuditEntry[] = [];
+  for (let i = 0; i < items.length; i++) {
+    const audit = items[i]!.audit;
+    if (audit !== undefined) entries.push(audit.entry(results.slice(i + 1 - audit.items, i + 1)));
+  }
+  return entries;
+}
 
 /** Runs read and given a `read` run event per transaction by `republishRuns`. */
 export const REPUBLISH_BATCH = 1000;

@@ -10,6 +10,7 @@
  */
 
 import type { AccessStore } from './access.js';
+import type { NewAuditEntry } from '../core/audit.js';
 import type { Scope } from '../core/principal.js';
 import type {
   Attempt,
@@ -48,6 +49,18 @@ export interface IntakeItem {
   /** The event as JSON text, when the caller already has it (saves serializing it twice). */
   envelope?: string;
   runs: NewRun[];
+  /**
+   * On the last item of a message whose taking in is audited: the message's audit entry, appended to the
+   * chain in the intake transaction, so that the events and the entry are committed together or not at all.
+   */
+  audit?: IntakeAudit;
+}
+
+export interface IntakeAudit {
+  /** How many items, ending with this one, the message holds. */
+  items: number;
+  /** The entry, given the results of the message's items (the stored keys, duplicates included). */
+  entry(results: IntakeResult[]): NewAuditEntry;
 }
 
 export interface IntakeResult {

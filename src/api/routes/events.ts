@@ -2,7 +2,9 @@ import type { FastifyInstance } from 'fastify';
 import { DispatcherError } from '../../core/errors.js';
 import type { Dispatcher } from '../../dispatcher.js';
 import { decodeHttp } from '../../transports/http/decode.js';
+import type { IntakeResult } from '../../store/types.js';
 import { intakeMessage } from '../app.js';
+import { auditEntry } from '../auth.js';
 import { pageLinks, parseQuery } from '../query.js';
 import { eventResource, runResource } from '../resources.js';
 import { anyObject, errors, idParams, links, listMeta } from '../schemas.js';
@@ -42,11 +44,18 @@ export function registerEventRoutes(app: FastifyInstance, d: Dispatcher): void {
     },
     async (request, reply) => {
       const raw = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
-      const { results } = await d.intake.receive(intakeMessage(request, raw), decodeHttp);
-      let accepted = 0;
-      for (const r of results) if (r.status === 'accepted') accepted += 1;
-      request.auditRecords = results.map((r) => r.key);
-      request.auditDetails = { accepted, duplicates: results.length - accepted };
+      const describe = (results: IntakeResult[]) => {
+        const accepted = results.filter((r) => r.status === 'accepted').length;
+        return { records: results.map((r) => r.key), details: { accepted, duplicates: results.length - accepted } };
+      };
+      // The 202's audit entry is committed with the events; a refusal's is written as the answer is sent.
+      const audit = (results: IntakeResult[]) => auditEntry(request, 202, 'ok', describe(results))!;
+      const { results, audited } = await d.intake.receive({ ...intakeMessage(request, raw), audit }, decodeHttp);
+      request.audited = audited;
+      const about = describe(results);
+      request.auditRecords = about.records;
+      request.auditDetails = about.details;
+      const { accepted } = about.details;
       return reply.code(202).send({
         accepted,
         duplicates: results.length - accepted,

@@ -66,28 +66,35 @@ export class PostgresAccess implements AccessStore {
 
   async appendAudit(entries: NewAuditEntry[]): Promise<AuditEntry[]> {
     if (entries.length === 0) return [];
-    return this.#deps.transaction(async (c) => {
-      await c.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`dispatcher:audit:${this.#deps.lockName}`]);
-      const head = (await c.query<AuditHead>('SELECT seq, hash FROM audit_head WHERE id = 1')).rows[0];
-      const chained = chainEntries(head?.hash ?? GENESIS_HASH, Number(head?.seq ?? 0) + 1, entries);
-      const values: unknown[] = [];
-      const tuples = chained.map((e) => {
-        const at = values.length;
-        values.push(e.seq, e.at, e.actor, e.actorKind, e.service, e.orgId, e.action, JSON.stringify(e.records), e.outcome, e.details === null ? null : JSON.stringify(e.details), e.prevHash, e.hash);
-        const p = (i: number) => `$${at + i}`;
-        return `(${p(1)}, ${p(2)}, ${p(3)}, ${p(4)}, ${p(5)}, ${p(6)}, ${p(7)}, ${p(8)}::jsonb, ${p(9)}, ${p(10)}::jsonb, ${p(11)}, ${p(12)})`;
-      });
-      await c.query(
-        `INSERT INTO audit_log (seq, at, actor, actor_kind, service, org_id, action, records, outcome, details, prev_hash, hash) VALUES ${tuples.join(', ')}`,
-        values,
-      );
-      const last = chained[chained.length - 1]!;
-      await c.query(
-        'INSERT INTO audit_head (id, seq, hash) VALUES (1, $1, $2) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash',
-        [last.seq, last.hash],
-      );
-      return chained;
+    return this.#deps.transaction((c) => this.appendAuditInTransaction(c, entries));
+  }
+
+  /**
+   * Appends to the chain inside the caller's transaction (intake's, for its entries). The advisory lock is
+   * held to the end of that transaction: take it last, after the transaction's other writes, to hold it briefly.
+   */
+  async appendAuditInTransaction(c: Queryable, entries: NewAuditEntry[]): Promise<AuditEntry[]> {
+    if (entries.length === 0) return [];
+    await c.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`dispatcher:audit:${this.#deps.lockName}`]);
+    const head = (await c.query<AuditHead>('SELECT seq, hash FROM audit_head WHERE id = 1')).rows[0];
+    const chained = chainEntries(head?.hash ?? GENESIS_HASH, Number(head?.seq ?? 0) + 1, entries);
+    const values: unknown[] = [];
+    const tuples = chained.map((e) => {
+      const at = values.length;
+      values.push(e.seq, e.at, e.actor, e.actorKind, e.service, e.orgId, e.action, JSON.stringify(e.records), e.outcome, e.details === null ? null : JSON.stringify(e.details), e.prevHash, e.hash);
+      const p = (i: number) => `$${at + i}`;
+      return `(${p(1)}, ${p(2)}, ${p(3)}, ${p(4)}, ${p(5)}, ${p(6)}, ${p(7)}, ${p(8)}::jsonb, ${p(9)}, ${p(10)}::jsonb, ${p(11)}, ${p(12)})`;
     });
+    await c.query(
+      `INSERT INTO audit_log (seq, at, actor, actor_kind, service, org_id, action, records, outcome, details, prev_hash, hash) VALUES ${tuples.join(', ')}`,
+      values,
+    );
+    const last = chained[chained.length - 1]!;
+    await c.query(
+      'INSERT INTO audit_head (id, seq, hash) VALUES (1, $1, $2) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash',
+      [last.seq, last.hash],
+    );
+    return chained;
   }
 
   async listAudit(query: AuditQuery): Promise<Listing<AuditEntry>> {

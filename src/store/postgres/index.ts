@@ -60,7 +60,7 @@ import type {
   StoreStats,
   SweepResult,
 } from '../types.js';
-import { afterLeaseExpiry, attemptRow, ENDED_STATUSES_SQL, finishedRun, fingerprint, inScope, plannedRun, REPUBLISH_BATCH, runDeadLetter, v7Floor } from '../shared.js';
+import { afterLeaseExpiry, attemptRow, ENDED_STATUSES_SQL, finishedRun, fingerprint, inScope, intakeAuditEntries, plannedRun, REPUBLISH_BATCH, runDeadLetter, v7Floor } from '../shared.js';
 import { POSTGRES_MIGRATIONS } from './migrations.js';
 
 export interface PostgresStoreOptions {
@@ -259,6 +259,8 @@ export class PostgresStore implements Store {
           p.values,
         );
       }
+      // Last: the audit chain's lock is held from here to the commit.
+      await this.access.appendAuditInTransaction(c, intakeAuditEntries(items, results));
       return results;
     });
   }

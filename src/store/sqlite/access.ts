@@ -72,17 +72,21 @@ export class SqliteAccess implements AccessStore {
   }
 
   appendAudit(entries: NewAuditEntry[]): Promise<AuditEntry[]> {
-    return this.#write(() => {
-      const { head: readHead, insert, setHead } = this.#auditStatements;
-      const head = readHead.get() as AuditHead | undefined;
-      const chained = chainEntries(head?.hash ?? GENESIS_HASH, (head?.seq ?? 0) + 1, entries);
-      for (const e of chained) {
-        insert.run(e.seq, e.at, e.actor, e.actorKind, e.service, e.orgId, e.action, JSON.stringify(e.records), e.outcome, e.details === null ? null : JSON.stringify(e.details), e.prevHash, e.hash);
-      }
-      const last = chained[chained.length - 1];
-      if (last !== undefined) setHead.run(last.seq, last.hash);
-      return chained;
-    });
+    return this.#write(() => this.appendAuditInTransaction(entries));
+  }
+
+  /** Appends to the chain inside the write transaction the caller holds (intake's, for its entries). */
+  appendAuditInTransaction(entries: NewAuditEntry[]): AuditEntry[] {
+    if (entries.length === 0) return [];
+    const { head: readHead, insert, setHead } = this.#auditStatements;
+    const head = readHead.get() as AuditHead | undefined;
+    const chained = chainEntries(head?.hash ?? GENESIS_HASH, (head?.seq ?? 0) + 1, entries);
+    for (const e of chained) {
+      insert.run(e.seq, e.at, e.actor, e.actorKind, e.service, e.orgId, e.action, JSON.stringify(e.records), e.outcome, e.details === null ? null : JSON.stringify(e.details), e.prevHash, e.hash);
+    }
+    const last = chained[chained.length - 1]!;
+    setHead.run(last.seq, last.hash);
+    return chained;
   }
 
   async listAudit(query: AuditQuery): Promise<Listing<AuditEntry>> {

@@ -51,7 +51,7 @@ import type {
   StoreStats,
   SweepResult,
 } from '../types.js';
-import { afterLeaseExpiry, attemptRow, ENDED_STATUSES_SQL, finishedRun, fingerprint, inScope, plannedRun, plannedStateJson, REPUBLISH_BATCH, runDeadLetter, v7Floor } from '../shared.js';
+import { afterLeaseExpiry, attemptRow, ENDED_STATUSES_SQL, finishedRun, fingerprint, inScope, intakeAuditEntries, plannedRun, plannedStateJson, REPUBLISH_BATCH, runDeadLetter, v7Floor } from '../shared.js';
 import { SqliteAccess } from './access.js';
 import { Checkpointer } from './checkpointer.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
@@ -327,6 +327,7 @@ export class SqliteStore implements Store {
         }
         results.push({ key: record.key, status: 'accepted', runIds });
       }
+      this.access.appendAuditInTransaction(intakeAuditEntries(items, results));
       // Kept only once the savepoint is sure to hold: nothing can throw after this.
       for (const q of queued) {
         this.#queued.set(q.run.id, q);
