@@ -18,10 +18,10 @@
 
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freePort, median } from './common.js';
 import Database from 'better-sqlite3';
 import { Pool } from 'undici';
 
@@ -35,17 +35,6 @@ const AUTHORIZATION = `PSK ${KEY}`;
 // Extra Node flags for the dispatcher under test, e.g. BENCH_SERVER_ARGS="--cpu-prof --cpu-prof-dir=.prof".
 const SERVER_ARGS = (process.env.BENCH_SERVER_ARGS ?? '').split(' ').filter((a) => a !== '');
 const modes = process.argv.slice(2).length > 0 ? process.argv.slice(2) : ['throughput', 'latency', 'single'];
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 async function startServer(extraConfig = '') {
   const dir = mkdtempSync(join(tmpdir(), 'dispatcher-bench-'));
@@ -222,11 +211,6 @@ async function singleOnce() {
   bare.kill('SIGTERM');
   await new Promise((r) => bare.once('exit', r));
   return { ours: ours.perSecond, bare: baseline.perSecond, ratio: ours.perSecond / baseline.perSecond, errors: ours.errors };
-}
-
-function median(values) {
-  const s = [...values].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
 }
 
 const fmt = (n, digits = 0) => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
