@@ -134,7 +134,7 @@ describe('mqtt input across a broker restart', () => {
     const url = `mqtt://127.0.0.1:${port}`;
     const config = join(dir, 'mosquitto.conf');
     writeFileSync(config, `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location ${dir}/\n`);
-    const input = transport.createInput!({ url, topics: ['restart/#'], clientId: 'dispatcher-restart', reconnectPeriod: '200ms' }, { name: 'restart', log: pino({ level: 'silent' }) });
+    const input = transport.createInput!({ url, topics: ['restart/#'], clientId: 'dispatcher-restart', reconnectPeriod: 200 }, { name: 'restart', log: pino({ level: 'silent' }) });
     try {
       // SIGTERM: Mosquitto writes its persistence file (sessions, subscriptions, queued messages) as it stops.
       const topics = await restartUnderInput({

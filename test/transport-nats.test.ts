@@ -138,7 +138,7 @@ describe('nats input across a server restart', () => {
     const dir = mkdtempSync(join(tmpdir(), 'dispatcher-nats-restart-'));
     const port = await freePort();
     const url = `nats://127.0.0.1:${port}`;
-    const input = transport.createInput!({ servers: url, stream: 'RESTART', consumer: 'dispatcher', subjects: ['restart.>'], create: true, ackWait: '2s', reconnectWait: '200ms' }, {
+    const input = transport.createInput!({ servers: url, stream: 'RESTART', consumer: 'dispatcher', subjects: ['restart.>'], create: true, ackWait: 2000, reconnectWait: 200 }, {
       name: 'restart',
       log: pino({ level: 'silent' }),
     });

@@ -41,7 +41,6 @@ import {
   type InputConfig,
   type OutputConfig,
   type PskConfig,
-  type Size,
   type RawAuthConfig,
   type JsonSchema,
   type RawConfig,
@@ -636,55 +635,60 @@ async function normalize(raw: RawConfig, origins: Origins, problems: Problems, e
   };
 }
 
-/** The one transport key of an input or output; a problem at its path when there is none or several. */
-function transportOf(entry: Record<string, unknown>, at: Path, origins: Origins, problems: Problems): TransportName | null {
-  const named = TRANSPORT_NAMES.filter((t) => entry[t] !== undefined);
-  if (named.length === 1) return named[0]!;
-  problems.add(
-    origins.of(at),
-    at,
-    named.length === 0 ? `names no transport: set one of ${TRANSPORT_NAMES.join(', ')}` : `names ${named.length} transports (${named.join(', ')}): set exactly one`,
-  );
-  return null;
+/**
+ * The inputs or outputs of the configuration: each names exactly one transport (the schema has let only
+ * the transports of its direction through), whose options get their durations in milliseconds and sizes
+ * in bytes, as the rest of the configuration does.
+ */
+function transportEntries(section: 'inputs' | 'outputs', raw: RawConfig, origins: Origins, problems: Problems): Array<{ name: string; transport: TransportName; options: Record<string, unknown>; entry: Record<string, unknown> }> {
+  const out = [];
+  for (const [name, entry] of Object.entries(raw[section])) {
+    const at = [section, name];
+    const named = TRANSPORT_NAMES.filter((t) => entry[t] !== undefined);
+    if (named.length !== 1) {
+      problems.add(
+        origins.of(at),
+        at,
+        named.length === 0 ? `names no transport: set one of ${TRANSPORT_NAMES.join(', ')}` : `names ${named.length} transports (${named.join(', ')}): set exactly one`,
+      );
+      continue;
+    }
+    const transport = named[0]!;
+    const options = withUnits(entry[transport], schemaAt([...at, transport])) as Record<string, unknown>;
+    out.push({ name, transport, options, entry });
+  }
+  return out;
+}
+
+/** `value` with every duration and size the schema node describes (at any depth) as a number. */
+function withUnits(value: unknown, node: SchemaNode | undefined): unknown {
+  const unit = unitOf(node);
+  if (unit !== null) return unit === 'duration' ? ms(value) : bytes(value);
+  if (node?.properties === undefined || value === null || typeof value !== 'object' || Array.isArray(value)) return value;
+  const out: Record<string, unknown> = {};
+  for (const [key, v] of Object.entries(value)) out[key] = withUnits(v, node.properties[key]);
+  return out;
 }
 
 function normalizeInputs(raw: RawConfig, origins: Origins, problems: Problems): InputConfig[] {
-  const out: InputConfig[] = [];
-  for (const [name, entry] of Object.entries(raw.inputs)) {
-    const transport = transportOf(entry, ['inputs', name], origins, problems);
-    if (transport === null) continue;
-    if (transport === 'sns') {
-      problems.add(origins.of(['inputs', name, 'sns']), ['inputs', name, 'sns'], 'sns is an output only: consume an SNS topic through an SQS queue subscribed to it (`sqs` with `decoder: { format: sns }`)');
-      continue;
-    }
-    out.push({
-      name,
-      transport,
-      options: { ...(entry[transport] as Record<string, unknown>) },
-      decoder: (entry.decoder as DecoderConfig | undefined) ?? { format: 'cloudevents' },
-      service: (entry.service as string | undefined) ?? name,
-      orgId: (entry.orgId as string | undefined) ?? raw.auth.defaults.orgId,
-      maxBytes: entry.maxBytes === undefined ? bytes(raw.server.bodyLimit) : bytes(entry.maxBytes as Size),
-    });
-  }
-  return out;
+  return transportEntries('inputs', raw, origins, problems).map(({ name, transport, options, entry }) => ({
+    name,
+    transport,
+    options,
+    decoder: (entry.decoder as DecoderConfig | undefined) ?? { format: 'cloudevents' },
+    service: (entry.service as string | undefined) ?? name,
+    orgId: (entry.orgId as string | undefined) ?? raw.auth.defaults.orgId,
+    maxBytes: bytes(entry.maxBytes ?? raw.server.bodyLimit),
+  }));
 }
 
 function normalizeOutputs(raw: RawConfig, origins: Origins, problems: Problems): OutputConfig[] {
-  const out: OutputConfig[] = [];
-  for (const [name, entry] of Object.entries(raw.outputs)) {
-    const transport = transportOf(entry, ['outputs', name], origins, problems);
-    if (transport === null) continue;
-    if (transport === 'sqs') {
-      problems.add(origins.of(['outputs', name, 'sqs']), ['outputs', name, 'sqs'], 'sqs is an input only: publish to an SNS topic (`sns`) with the queue subscribed to it');
-      continue;
-    }
-    const output: { -readonly [K in keyof OutputConfig]: OutputConfig[K] } = { name, transport, options: { ...(entry[transport] as Record<string, unknown>) } };
+  return transportEntries('outputs', raw, origins, problems).map(({ name, transport, options, entry }) => {
+    const output: { -readonly [K in keyof OutputConfig]: OutputConfig[K] } = { name, transport, options };
     if (entry.runEvents !== undefined) output.runEvents = { topic: (entry.runEvents as { topic: string }).topic };
     if (entry.deadLetters !== undefined) output.deadLetters = { topic: (entry.deadLetters as { topic: string }).topic };
-    out.push(output);
-  }
-  return out;
+    return output;
+  });
 }
 
 /** Permission specs → grants; a bad one is a problem at its path. */

@@ -22,6 +22,7 @@
 
 import type { Logger } from 'pino';
 import type { RelayStream, Store } from '../store/types.js';
+import { deadLetterMessage, runEventMessage, type RunPresenter } from '../transports/encode.js';
 import type { OutboundMessage, OutputDriver } from '../transports/types.js';
 
 export interface RelaySource {
@@ -270,4 +271,24 @@ export class Relay {
       };
     });
   }
+}
+
+/** Run events from the outbox, as run-event messages to `topic`. */
+export function runEventSource(store: Store, topic: string, present: RunPresenter): RelaySource {
+  return {
+    stream: 'run_events',
+    what: 'run_event',
+    read: async (afterSeq, limit) => (await store.readRunEvents(afterSeq, limit)).map((e) => ({ seq: e.seq, message: runEventMessage(e, topic, present) })),
+    lastSeq: () => store.lastRunEventSeq(),
+  };
+}
+
+/** Dead letters in the order they were made, as dead-letter messages to `topic`. */
+export function deadLetterSource(store: Store, topic: string): RelaySource {
+  return {
+    stream: 'dead_letters',
+    what: 'dead_letter',
+    read: async (afterSeq, limit) => (await store.readDeadLetters(afterSeq, limit)).map((d) => ({ seq: d.seq, message: deadLetterMessage(d.deadLetter, topic) })),
+    lastSeq: () => store.lastDeadLetterSeq(),
+  };
 }

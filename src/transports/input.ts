@@ -63,6 +63,8 @@ export class InputHost implements InputSink {
   #paused = false;
   #stopping = false;
   #inFlight = 0;
+  /** Called when the last delivery in flight ends (set while a resume waits for that). */
+  #idle: (() => void) | undefined;
   #wake: (() => void) | undefined;
   #started = false;
 
@@ -84,6 +86,7 @@ export class InputHost implements InputSink {
     this.#held = [];
     for (const h of held) h.reject(new DispatcherError('shutting_down', 'the dispatcher is stopping; the message is left for redelivery'));
     this.#wake?.();
+    this.#idle?.();
     if (this.#started) await this.#o.driver.stop();
   }
 
@@ -134,6 +137,7 @@ export class InputHost implements InputSink {
       return 'dead_letter';
     } finally {
       this.#inFlight -= 1;
+      if (this.#inFlight === 0) this.#idle?.();
     }
   }
 
@@ -177,7 +181,8 @@ export class InputHost implements InputSink {
     }
     // Deliveries still being committed from before the pause end first (committed, or held with the rest),
     // so that none of them fails after the held ones went ahead of it.
-    while (this.#inFlight > 0 && !this.#stopping) await new Promise((r) => setTimeout(r, 10));
+    if (this.#inFlight > 0) await new Promise<void>((resolve) => (this.#idle = resolve));
+    this.#idle = undefined;
     if (this.#stopping) return;
     this.#paused = false;
     this.#o.log.info({ input: this.name }, 'the store is back: input resumed');

@@ -14,16 +14,13 @@
  */
 
 import type { SchemaNode } from '../config/schema.js';
-import { DURATION_SCHEMA, SIZE_SCHEMA } from '../core/units.js';
+import { SIZE_SCHEMA } from '../core/units.js';
 import { AMQP_INPUT_SCHEMA, AMQP_OUTPUT_SCHEMA } from './amqp/schema.js';
 import { KAFKA_INPUT_SCHEMA, KAFKA_OUTPUT_SCHEMA } from './kafka/schema.js';
 import { SNS_OUTPUT_SCHEMA } from './sns/schema.js';
 import { SQS_INPUT_SCHEMA } from './sqs/schema.js';
 import { MQTT_INPUT_SCHEMA, MQTT_OUTPUT_SCHEMA } from './mqtt/schema.js';
 import { NATS_INPUT_SCHEMA, NATS_OUTPUT_SCHEMA } from './nats/schema.js';
-
-/** Shared by the transports' schemas: a duration (`5s`, `250ms` or milliseconds). */
-export const DURATION = DURATION_SCHEMA;
 
 export const TRANSPORT_NAMES = ['kafka', 'amqp', 'nats', 'sqs', 'sns', 'mqtt'] as const;
 export type TransportName = (typeof TRANSPORT_NAMES)[number];

@@ -15,6 +15,7 @@
 
 import amqp from 'amqplib';
 import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage, Options, RecoveringChannelModel } from 'amqplib';
+import { InOrder } from '../in-order.js';
 import { tlsOptions, type TlsOptions } from '../tls.js';
 import { HealthTracker, type Delivery, type InputDriver, type InputSink, type OutboundMessage, type OutputDriver, type Transport, type TransportContext } from '../types.js';
 
@@ -82,9 +83,10 @@ function headersOf(message: ConsumeMessage): Record<string, string> {
   return out;
 }
 
-/** Deliveries of one channel in the order the broker numbered them, and whether each is done. */
+/** One channel's deliveries in the order the broker numbered them, and the last one ready for a `multiple` ack. */
 interface Acks {
-  pending: Array<{ message: ConsumeMessage; done: boolean }>;
+  order: InOrder<ConsumeMessage>;
+  last: ConsumeMessage | undefined;
   scheduled: boolean;
 }
 
@@ -136,14 +138,9 @@ class AmqpInput implements InputDriver {
       topic: message.fields.routingKey,
     };
     if (message.properties.messageId !== undefined && message.properties.messageId !== null) delivery.messageId = String(message.properties.messageId);
-    const acks = this.#acksFor(channel);
-    const pending = { message, done: false };
-    acks.pending.push(pending);
+    const end = this.#acksFor(channel).order.add(message);
     const done = sink.deliver(delivery).then(
-      () => {
-        pending.done = true;
-        this.#scheduleAck(channel, acks);
-      },
+      () => end(true),
       () => {
         // Stopping: left unacknowledged, for redelivery (and nothing after it is acknowledged on this channel).
       },
@@ -157,8 +154,9 @@ class AmqpInput implements InputDriver {
   #acksFor(channel: Channel): Acks {
     let acks = this.#acks.get(channel);
     if (acks === undefined) {
-      acks = { pending: [], scheduled: false };
-      this.#acks.set(channel, acks);
+      const a: Acks = { order: new InOrder((ended) => this.#scheduleAck(channel, a, ended.at(-1)!.item)), last: undefined, scheduled: false };
+      this.#acks.set(channel, a);
+      acks = a;
     }
     return acks;
   }
@@ -168,18 +166,15 @@ class AmqpInput implements InputDriver {
    * `multiple` ack (deliveries on a channel are numbered in order). Dead letters are done too; a message
    * still in flight holds back the acks of those after it until it is done.
    */
-  #scheduleAck(channel: Channel, acks: Acks): void {
+  #scheduleAck(channel: Channel, acks: Acks, last: ConsumeMessage): void {
+    acks.last = last;
     if (acks.scheduled) return;
     acks.scheduled = true;
     setImmediate(() => {
       acks.scheduled = false;
-      let last: ConsumeMessage | undefined;
-      let n = 0;
-      while (n < acks.pending.length && acks.pending[n]!.done) last = acks.pending[n++]!.message;
-      if (last === undefined) return;
-      acks.pending.splice(0, n);
+      const message = acks.last!;
       try {
-        channel.ack(last, true);
+        channel.ack(message, true);
       } catch (err) {
         // The channel closed meanwhile: the broker delivers these again, and intake knows them.
         this.#health.failed(err);

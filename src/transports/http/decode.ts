@@ -26,14 +26,19 @@ export function isJsonMediaType(type: string): boolean {
   return type === 'application/json' || type === 'text/json' || type.endsWith('+json');
 }
 
+/** The bytes as text when they are valid UTF-8; otherwise null. */
+export function utf8Text(raw: Buffer): string | null {
+  try {
+    return utf8.decode(raw);
+  } catch {
+    return null;
+  }
+}
+
 /** Parses JSON text from bytes: valid UTF-8, no prototype-poisoning keys. */
 export function parseJsonBytes(raw: Buffer): unknown {
-  let text: string;
-  try {
-    text = utf8.decode(raw);
-  } catch {
-    throw new DispatcherError('invalid_utf8', 'the body is not valid UTF-8');
-  }
+  const text = utf8Text(raw);
+  if (text === null) throw new DispatcherError('invalid_utf8', 'the body is not valid UTF-8');
   if (text.trim() === '') throw new DispatcherError('invalid_json', 'the body is empty');
   try {
     return secureJson.parse(text, undefined, { protoAction: 'error', constructorAction: 'error' });
@@ -99,11 +104,9 @@ export function binaryEvent(message: InboundMessage, prefix: string): Record<str
   if (message.raw.length > 0) {
     if (isJsonMediaType(type)) event.data = parseJsonBytes(message.raw);
     else if (type.startsWith('text/') || type === '') {
-      try {
-        event.data = utf8.decode(message.raw);
-      } catch {
-        throw new DispatcherError('invalid_utf8', 'the body is not valid UTF-8');
-      }
+      const text = utf8Text(message.raw);
+      if (text === null) throw new DispatcherError('invalid_utf8', 'the body is not valid UTF-8');
+      event.data = text;
     } else event.data_base64 = message.raw.toString('base64');
   }
   return event;

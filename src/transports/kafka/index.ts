@@ -25,11 +25,12 @@
 
 import { Kafka, logLevel, Partitioners, type Admin, type Consumer, type EachBatchPayload, type KafkaConfig, type KafkaMessage, type LogEntry, type Producer, type SASLOptions } from 'kafkajs';
 import type { Logger } from 'pino';
-import { parseDuration, parseSize } from '../../core/units.js';
+import { InOrder } from '../in-order.js';
 import { tlsOptions, type TlsOptions } from '../tls.js';
 import { HealthTracker, type Delivery, type InputDriver, type InputSink, type OutboundMessage, type OutputDriver, type Transport, type TransportContext, type TransportHealth } from '../types.js';
 
-type Duration = number | string;
+/** Milliseconds (the configuration loader turned `5s` into 5000). */
+type Duration = number;
 
 export interface KafkaConnectionOptions {
   brokers: string[];
@@ -48,7 +49,8 @@ export interface KafkaInputOptions extends KafkaConnectionOptions {
   rebalanceTimeout?: Duration;
   heartbeatInterval?: Duration;
   partitionsConsumedConcurrently?: number;
-  maxBytesPerPartition?: number | string;
+  /** Bytes. */
+  maxBytesPerPartition?: number;
 }
 
 export interface KafkaOutputOptions extends KafkaConnectionOptions {
@@ -65,10 +67,6 @@ const LAG_TIMEOUT_MS = 2000;
 const COMMIT_INTERVAL_MS = 1000;
 /** A crashed consumer is made anew after this long at first, doubling up to the most. */
 const RESTART_MS = { initial: 500, max: 30_000 };
-
-function ms(value: Duration | undefined): number | undefined {
-  return value === undefined ? undefined : (parseDuration(value) ?? undefined);
-}
 
 const LEVELS: Record<number, 'error' | 'warn' | 'debug' | 'trace'> = {
   [logLevel.ERROR]: 'error',
@@ -101,9 +99,9 @@ export function kafkaConfig(o: KafkaConnectionOptions, log: Logger): KafkaConfig
   const tls = tlsOptions(o.tls);
   if (tls !== undefined) config.ssl = Object.keys(tls).length === 0 ? true : tls;
   if (o.sasl !== undefined) config.sasl = { mechanism: o.sasl.mechanism, username: o.sasl.username, password: o.sasl.password } as SASLOptions;
-  const connectionTimeout = ms(o.connectionTimeout);
+  const connectionTimeout = o.connectionTimeout;
   if (connectionTimeout !== undefined) config.connectionTimeout = connectionTimeout;
-  const requestTimeout = ms(o.requestTimeout);
+  const requestTimeout = o.requestTimeout;
   if (requestTimeout !== undefined) config.requestTimeout = requestTimeout;
   return config;
 }
@@ -174,10 +172,10 @@ class KafkaInput implements InputDriver {
     const o = this.#o;
     const consumer = this.#kafka.consumer({
       groupId: this.#groupId,
-      ...optional('sessionTimeout', ms(o.sessionTimeout)),
-      ...optional('rebalanceTimeout', ms(o.rebalanceTimeout)),
-      ...optional('heartbeatInterval', ms(o.heartbeatInterval)),
-      ...optional('maxBytesPerPartition', o.maxBytesPerPartition === undefined ? undefined : (parseSize(o.maxBytesPerPartition) ?? undefined)),
+      ...optional('sessionTimeout', o.sessionTimeout),
+      ...optional('rebalanceTimeout', o.rebalanceTimeout),
+      ...optional('heartbeatInterval', o.heartbeatInterval),
+      ...optional('maxBytesPerPartition', o.maxBytesPerPartition),
       retry: { initialRetryTime: 300, maxRetryTime: 30_000, retries: 8, restartOnFailure: async () => true },
     });
     this.#consumer = consumer;
@@ -259,27 +257,26 @@ class KafkaInput implements InputDriver {
     const { batch, resolveOffset, heartbeat, commitOffsetsIfNecessary } = payload;
     const sink = this.#sink!;
     const messages = batch.messages;
-    const settled: boolean[] = new Array<boolean>(messages.length).fill(false);
-    let next = 0;
+    let resolved = 0;
     let released = false;
     let release!: () => void;
     const letGo = new Promise<void>((resolve) => (release = resolve));
+    const order = new InOrder<string>((ended) => {
+      resolved += ended.length;
+      if (!released) resolveOffset(ended.at(-1)!.item);
+    });
 
-    const deliveries = messages.map((message, i) =>
-      sink.deliver(deliveryOf(batch.topic, batch.partition, message)).then(
-        () => {
-          settled[i] = true;
-          const before = next;
-          while (next < messages.length && settled[next]) next += 1;
-          if (next > before && !released) resolveOffset(messages[next - 1]!.offset);
-        },
+    const deliveries = messages.map((message) => {
+      const end = order.add(message.offset);
+      return sink.deliver(deliveryOf(batch.topic, batch.partition, message)).then(
+        () => end(true),
         () => {
           // Stopping: neither this message nor any after it is resolved; the next member consumes them again.
         },
-      ),
-    );
+      );
+    });
 
-    const interval = ms(this.#o.heartbeatInterval) ?? 3000;
+    const interval = this.#o.heartbeatInterval ?? 3000;
     const beat = setInterval(() => {
       if (released) return;
       heartbeat()
@@ -291,7 +288,7 @@ class KafkaInput implements InputDriver {
           }
           // The group rebalances: give the partition back with what is resolved (kafkajs commits it); what is
           // still in flight ends in intake, and whoever gets the partition consumes it again (a duplicate).
-          this.#context.log.debug({ topic: batch.topic, partition: batch.partition, resolved: next, of: messages.length }, 'rebalance during a batch: letting go');
+          this.#context.log.debug({ topic: batch.topic, partition: batch.partition, resolved, of: messages.length }, 'rebalance during a batch: letting go');
           released = true;
           release();
         });
@@ -321,7 +318,7 @@ class KafkaInput implements InputDriver {
    */
   async health(): Promise<TransportHealth> {
     const silentFor = Date.now() - this.#lastContact;
-    if (this.#health.connected && silentFor > (ms(this.#o.sessionTimeout) ?? 30_000)) {
+    if (this.#health.connected && silentFor > (this.#o.sessionTimeout ?? 30_000)) {
       return { ...this.#health.snapshot(null), connected: false, lastError: this.#health.lastError ?? `no answer from the brokers for ${Math.round(silentFor / 1000)}s` };
     }
     return this.#health.snapshot(this.#health.connected ? await this.#lagCached() : null);

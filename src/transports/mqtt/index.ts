@@ -24,7 +24,7 @@
  */
 
 import { connect, type IClientOptions, type IClientPublishOptions, type IPublishPacket, type MqttClient } from 'mqtt';
-import { parseDuration } from '../../core/units.js';
+import { InOrder } from '../in-order.js';
 import { tlsOptions, type TlsOptions } from '../tls.js';
 import { HealthTracker, type Delivery, type InputDriver, type InputSink, type OutboundMessage, type OutputDriver, type Transport, type TransportContext } from '../types.js';
 
@@ -35,7 +35,8 @@ interface ConnectionOptions {
   tls?: TlsOptions;
   protocolVersion?: 4 | 5;
   keepalive?: number;
-  reconnectPeriod?: string | number;
+  /** Milliseconds. */
+  reconnectPeriod?: number;
   clientId?: string;
 }
 
@@ -44,7 +45,8 @@ interface InputOptions extends ConnectionOptions {
   clientId: string;
   qos?: 0 | 1 | 2;
   clean?: boolean;
-  sessionExpiry?: string | number;
+  /** Milliseconds. */
+  sessionExpiry?: number;
   maxInFlight?: number;
 }
 
@@ -65,7 +67,7 @@ function clientOptions(o: ConnectionOptions, context: TransportContext): IClient
   const options: IClientOptions = {
     protocolVersion: o.protocolVersion ?? 5,
     keepalive: o.keepalive ?? 30,
-    reconnectPeriod: o.reconnectPeriod === undefined ? 1000 : (parseDuration(o.reconnectPeriod) ?? 1000),
+    reconnectPeriod: o.reconnectPeriod ?? 1000,
     connectTimeout: 10_000,
     clientId: o.clientId ?? `dispatcher-${context.name}-${Math.random().toString(16).slice(2, 10)}`,
   };
@@ -129,19 +131,13 @@ function headersOf(packet: IPublishPacket): Record<string, string> {
   return out;
 }
 
-interface PendingAck {
-  messageId: number;
-  /** Ended: acknowledge (true), or leave for the broker to send again (false). */
-  ack: boolean | undefined;
-}
-
 class MqttInput implements InputDriver {
   readonly #o: InputOptions;
   readonly #context: TransportContext;
   readonly #health = new HealthTracker();
   #client: MqttClient | undefined;
-  /** The QoS 1 messages of the current connection not yet acknowledged, in arrival order. */
-  #acks: PendingAck[] = [];
+  /** The QoS 1 messages (packet ids) of the current connection not yet acknowledged, in arrival order. */
+  #acks = this.#newAcks();
   #inFlight = new Set<Promise<unknown>>();
   #stopping = false;
 
@@ -155,14 +151,14 @@ class MqttInput implements InputDriver {
     const options = clientOptions(o, this.#context);
     options.clean = o.clean ?? false;
     if (options.protocolVersion === 5) {
-      const expiry = o.sessionExpiry === undefined ? NEVER : Math.min(NEVER, Math.round((parseDuration(o.sessionExpiry) ?? 0) / 1000));
+      const expiry = o.sessionExpiry === undefined ? NEVER : Math.min(NEVER, Math.round(o.sessionExpiry / 1000));
       options.properties = { sessionExpiryInterval: expiry, receiveMaximum: o.maxInFlight ?? 100 };
     }
     const client = await open(o.url, options, this.#health, this.#context, (c) => {
       c.handleMessage = (packet, callback) => this.#handle(sink, packet, callback);
       // A new connection: acknowledgements due on the old one are not sent; the broker sends those messages again.
       c.on('connect', () => {
-        this.#acks = [];
+        this.#acks = this.#newAcks();
       });
     });
     this.#client = client;
@@ -190,12 +186,11 @@ class MqttInput implements InputDriver {
     const delivered = sink.deliver(delivery);
     let done: Promise<unknown>;
     if (packet.qos === 1 && packet.messageId !== undefined) {
-      const pending: PendingAck = { messageId: packet.messageId, ack: undefined };
-      this.#acks.push(pending);
+      const end = this.#acks.add(packet.messageId);
       callback(LATER);
       done = delivered.then(
-        () => this.#ended(pending, true),
-        () => this.#ended(pending, false),
+        () => end(true),
+        () => end(false),
       );
     } else if (packet.qos === 2) {
       // mqtt.js sends PUBCOMP when this calls back: only after the commit, one message at a time.
@@ -211,17 +206,15 @@ class MqttInput implements InputDriver {
     void done.finally(() => this.#inFlight.delete(done));
   }
 
-  /** Marks one message ended and acknowledges, in arrival order, every ended one at the head. */
-  #ended(pending: PendingAck, ack: boolean): void {
-    pending.ack = ack;
-    const acks = this.#acks;
-    while (acks.length > 0 && acks[0]!.ack !== undefined) {
-      const head = acks.shift()!;
-      if (head.ack && this.#client?.connected === true) {
+  /** PUBACKs in arrival order, as MQTT requires: each ended message at the head of the line. */
+  #newAcks(): InOrder<number> {
+    return new InOrder((ended) => {
+      for (const { item: messageId, acknowledge } of ended) {
+        if (!acknowledge || this.#client?.connected !== true) continue;
         // mqtt.js has no public call for a PUBACK of its own: `_sendPacket` is what its handlers use.
-        (this.#client as unknown as { _sendPacket(packet: object): void })._sendPacket({ cmd: 'puback', messageId: head.messageId });
+        (this.#client as unknown as { _sendPacket(packet: object): void })._sendPacket({ cmd: 'puback', messageId });
       }
-    }
+    });
   }
 
   async stop(): Promise<void> {

@@ -29,7 +29,6 @@ import {
   type NodeConnectionOptions,
 } from '@nats-io/transport-node';
 import { AckPolicy, jetstream, jetstreamManager, type ConsumerMessages, type JetStreamClient, type JsMsg } from '@nats-io/jetstream';
-import { parseDuration } from '../../core/units.js';
 import { tlsOptions, type TlsOptions } from '../tls.js';
 import { HealthTracker, type Delivery, type InputDriver, type InputSink, type OutboundMessage, type OutputDriver, type Transport, type TransportContext } from '../types.js';
 
@@ -42,7 +41,8 @@ interface ConnectionOptions {
   credsFile?: string;
   tls?: TlsOptions;
   name?: string;
-  reconnectWait?: string | number;
+  /** Milliseconds. */
+  reconnectWait?: number;
 }
 
 interface InputOptions extends ConnectionOptions {
@@ -50,7 +50,8 @@ interface InputOptions extends ConnectionOptions {
   consumer: string;
   subjects?: string[];
   create?: boolean;
-  ackWait?: string | number;
+  /** Milliseconds. */
+  ackWait?: number;
   maxAckPending?: number;
   batch?: number;
 }
@@ -65,16 +66,12 @@ const LAG_CACHE_MS = 3000;
 /** A message given back at stop is delivered again after this long. */
 const GIVE_BACK_DELAY_MS = 1000;
 
-function duration(value: string | number | undefined, fallback: number): number {
-  return value === undefined ? fallback : (parseDuration(value) ?? fallback);
-}
-
 async function connectNats(o: ConnectionOptions, health: HealthTracker, context: TransportContext): Promise<NatsConnection> {
   const options: NodeConnectionOptions = {
     servers: o.servers,
     name: o.name ?? `dispatcher-${context.name}`,
     maxReconnectAttempts: -1,
-    reconnectTimeWait: duration(o.reconnectWait, 1000),
+    reconnectTimeWait: o.reconnectWait ?? 1000,
     waitOnFirstConnect: false,
   };
   if (o.user !== undefined) options.user = o.user;
@@ -150,7 +147,7 @@ class NatsInput implements InputDriver {
     const o = this.#o;
     const nc = await connectNats(o, this.#health, this.#context);
     this.#nc = nc;
-    const ackWait = duration(o.ackWait, 30_000);
+    const ackWait = o.ackWait ?? 30_000;
     if (o.create === true) await this.#create(nc, ackWait);
     const js = jetstream(nc);
     // Fails now when the stream or the consumer is missing, so a wrong name is a start-up error.

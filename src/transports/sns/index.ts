@@ -16,6 +16,7 @@
 import { createHash } from 'node:crypto';
 import { PublishBatchCommand, PublishCommand, SNSClient, type MessageAttributeValue, type PublishBatchRequestEntry } from '@aws-sdk/client-sns';
 import { awsClientConfig, pause, type AwsConnectionOptions } from '../aws.js';
+import { utf8Text } from '../http/decode.js';
 import { HealthTracker, type OutboundMessage, type OutputDriver, type Transport, type TransportContext } from '../types.js';
 
 interface OutputOptions extends AwsConnectionOptions {
@@ -43,8 +44,8 @@ export function attributesOf(m: OutboundMessage): Record<string, MessageAttribut
 }
 
 function text(body: Buffer): string {
-  const s = body.toString('utf8');
-  if (!Buffer.from(s, 'utf8').equals(body)) throw new Error('an SNS message is UTF-8 text; this body is not');
+  const s = utf8Text(body);
+  if (s === null) throw new Error('an SNS message is UTF-8 text; this body is not');
   return s;
 }
 

@@ -1,5 +1,5 @@
 /**
- * What the dispatcher writes to outputs, as bus messages:
+ * The encoders: what the dispatcher writes to outputs, as bus messages (the counterpart of `decode.ts`):
  *
  * - a run event: key = run id; headers `event_type`, `service`, `status`, `org_id`; body
  *   `{"event_type": …, "payload": <the run>}` (the Playbook Dispatcher's run-event contract), the run as
@@ -11,10 +11,9 @@
  *   headers `<prefix><name>`, data as the body, `content-type` its `datacontenttype`.
  */
 
-import type { Store } from '../store/types.js';
-import type { CloudEventsBinding, OutboundMessage } from '../transports/types.js';
-import type { RelaySource } from './relay.js';
-import type { CloudEvent, DeadLetter, RunEvent, RunSummary } from './types.js';
+import type { CloudEvent, DeadLetter, RunEvent, RunSummary } from '../core/types.js';
+import { utf8Text } from './http/decode.js';
+import type { CloudEventsBinding, OutboundMessage } from './types.js';
 
 /** How a run is shown in a run event's payload. */
 export type RunPresenter = (run: RunSummary) => unknown;
@@ -31,16 +30,13 @@ export function runEventMessage(e: RunEvent, topic: string, present: RunPresente
 
 /** How a dead letter's raw bytes travel in its message. */
 export function rawMessage(raw: Buffer): { encoding: 'json' | 'text' | 'base64'; message: unknown } {
-  const text = raw.toString('utf8');
-  const isText = Buffer.byteLength(text) === raw.length && !text.includes('\ufffd');
-  if (isText) {
-    try {
-      return { encoding: 'json', message: JSON.parse(text) as unknown };
-    } catch {
-      return { encoding: 'text', message: text };
-    }
+  const text = utf8Text(raw);
+  if (text === null) return { encoding: 'base64', message: raw.toString('base64') };
+  try {
+    return { encoding: 'json', message: JSON.parse(text) as unknown };
+  } catch {
+    return { encoding: 'text', message: text };
   }
-  return { encoding: 'base64', message: raw.toString('base64') };
 }
 
 export function deadLetterMessage(d: DeadLetter, topic: string): OutboundMessage {
@@ -81,22 +77,4 @@ export function cloudEventMessage(event: CloudEvent, binding: CloudEventsBinding
   if (destination.topic !== undefined) message.topic = destination.topic;
   if (destination.key !== undefined) message.key = destination.key;
   return message;
-}
-
-export function runEventSource(store: Store, topic: string, present: RunPresenter): RelaySource {
-  return {
-    stream: 'run_events',
-    what: 'run_event',
-    read: async (afterSeq, limit) => (await store.readRunEvents(afterSeq, limit)).map((e) => ({ seq: e.seq, message: runEventMessage(e, topic, present) })),
-    lastSeq: () => store.lastRunEventSeq(),
-  };
-}
-
-export function deadLetterSource(store: Store, topic: string): RelaySource {
-  return {
-    stream: 'dead_letters',
-    what: 'dead_letter',
-    read: async (afterSeq, limit) => (await store.readDeadLetters(afterSeq, limit)).map((d) => ({ seq: d.seq, message: deadLetterMessage(d.deadLetter, topic) })),
-    lastSeq: () => store.lastDeadLetterSeq(),
-  };
 }
