@@ -16,7 +16,7 @@ import { connectAsync, type IClientOptions, type IPublishPacket, type MqttClient
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { transport } from '../src/transports/mqtt/index.js';
-import { freePort } from './child.js';
+import { privatePort } from './brokers.js';
 import { restartUnderInput } from './restart.js';
 import { describeDeliveries, reportMissingPeer, type PeerMessage } from './transport.suite.js';
 
@@ -130,7 +130,7 @@ describe('mqtt input across a broker restart', () => {
     reportMissingPeer('transport-mqtt.test.ts (restart)', missing);
     if (missing !== null) t.skip();
     const dir = mkdtempSync(join(tmpdir(), 'dispatcher-mqtt-restart-'));
-    const port = await freePort();
+    const port = await privatePort();
     const url = `mqtt://127.0.0.1:${port}`;
     const config = join(dir, 'mosquitto.conf');
     writeFileSync(config, `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location ${dir}/\n`);

@@ -1,6 +1,5 @@
 /** The delivery suite against the real NATS JetStream on this machine (DISPATCHER_TEST_NATS_URL to use another), and the nats output. */
 
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,7 +8,7 @@ import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { transport } from '../src/transports/nats/index.js';
-import { freePort } from './child.js';
+import { missingProgram, privatePort } from './brokers.js';
 import { waitFor } from './helpers.js';
 import { restartUnderInput } from './restart.js';
 import { describeDeliveries, reportMissingPeer, type PeerMessage } from './transport.suite.js';
@@ -129,14 +128,13 @@ describe('nats output', () => {
 
 describe('nats input across a server restart', () => {
   // A server of this test's own (the shared one is not restarted): the same binary, JetStream on a temporary folder.
-  const found = spawnSync('nats-server', ['--version'], { encoding: 'utf8' });
-  const missing = found.status === 0 ? null : `nats-server is not on the PATH (${found.error?.message ?? found.stderr})`;
+  const missing = missingProgram('nats-server');
 
   it('consumes on after the server was killed and started again, losing nothing', async (t) => {
     reportMissingPeer('transport-nats.test.ts (restart)', missing);
     if (missing !== null) t.skip();
     const dir = mkdtempSync(join(tmpdir(), 'dispatcher-nats-restart-'));
-    const port = await freePort();
+    const port = await privatePort();
     const url = `nats://127.0.0.1:${port}`;
     const input = transport.createInput!({ servers: url, stream: 'RESTART', consumer: 'dispatcher', subjects: ['restart.>'], create: true, ackWait: 2000, reconnectWait: 200 }, {
       name: 'restart',
