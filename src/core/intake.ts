@@ -58,6 +58,12 @@ export interface Decoded {
 /** Turns a message into candidate events; throws a DispatcherError (`invalid_json`, …) when it cannot. */
 export type Decoder = (message: InboundMessage) => Decoded;
 
+/** A message whose events passed every check. */
+interface Checked {
+  message: InboundMessage;
+  events: unknown[];
+}
+
 export interface IntakeAnswer {
   results: IntakeResult[];
   /** The message's audit entry was committed with its events. */
@@ -117,28 +123,73 @@ export class Intake {
    */
   async receive(message: InboundMessage, decode: Decoder): Promise<IntakeAnswer> {
     if (this.#closed) throw new DispatcherError('shutting_down', 'the dispatcher is stopping; send again later');
-    let decoded: Decoded;
-    try {
-      decoded = decode(message);
-      if (decoded.events.length > this.#deps.settings.maxBatch) {
-        throw new DispatcherError('batch_too_large', `the batch holds ${decoded.events.length} events; the limit is ${this.#deps.settings.maxBatch}`);
-      }
-    } catch (err) {
-      throw await this.reject(message, toDispatcherError(err));
-    }
+    const decoded = this.#decode(message, decode);
+    if (decoded instanceof DispatcherError) throw await this.reject(message, decoded);
     return this.accept(message, decoded);
+  }
+
+  /**
+   * `receive` for many messages at once (a bus input's deliveries of one tick): each message is decoded and
+   * checked on its own, and a bad one is a dead letter alone, but the good ones are planned, committed and
+   * counted together, in this order, so the cost of a message is not paid per event. One answer per
+   * message, in the order given.
+   */
+  receiveAll(messages: InboundMessage[], decode: Decoder): Array<Promise<IntakeAnswer>> {
+    const answers: Array<Promise<IntakeAnswer>> = [];
+    const checked: Checked[] = [];
+    const slots: number[] = [];
+    for (const message of messages) {
+      if (this.#closed) {
+        answers.push(Promise.reject(new DispatcherError('shutting_down', 'the dispatcher is stopping; send again later')));
+        continue;
+      }
+      const decoded = this.#decode(message, decode);
+      const problem = decoded instanceof DispatcherError ? decoded : this.#check(message, decoded);
+      if (problem !== null) {
+        answers.push(
+          this.reject(message, problem).then((e) => {
+            throw e;
+          }),
+        );
+        continue;
+      }
+      slots.push(answers.length);
+      answers.push(undefined as never);
+      checked.push({ message, events: (decoded as Decoded).events });
+    }
+    if (checked.length > 0) {
+      const committed = this.#commit(checked);
+      for (let k = 0; k < slots.length; k++) answers[slots[k]!] = committed.then((all) => all[k]!);
+    }
+    return answers;
   }
 
   /** Check, plan and commit events already decoded. */
   async accept(message: InboundMessage, decoded: Decoded): Promise<IntakeAnswer> {
+    const problem = this.#check(message, decoded);
+    if (problem !== null) throw await this.reject(message, problem);
+    return (await this.#commit([{ message, events: decoded.events }]))[0]!;
+  }
+
+  #decode(message: InboundMessage, decode: Decoder): Decoded | DispatcherError {
+    try {
+      const decoded = decode(message);
+      if (decoded.events.length > this.#deps.settings.maxBatch) {
+        return new DispatcherError('batch_too_large', `the batch holds ${decoded.events.length} events; the limit is ${this.#deps.settings.maxBatch}`);
+      }
+      return decoded;
+    } catch (err) {
+      return toDispatcherError(err);
+    }
+  }
+
+  /** The error a message's events are rejected with (every problem named), or null when all of them pass. */
+  #check(message: InboundMessage, decoded: Decoded): DispatcherError | null {
     const candidates = decoded.events;
     const { types, settings } = this.#deps;
     const hops = message.hops ?? 0;
     if (hops > settings.maxHops) {
-      throw await this.reject(
-        message,
-        new DispatcherError('hop_limit_exceeded', `the event went through ${hops} hops; the limit is ${settings.maxHops} (a route publishes into itself?)`),
-      );
+      return new DispatcherError('hop_limit_exceeded', `the event went through ${hops} hops; the limit is ${settings.maxHops} (a route publishes into itself?)`);
     }
     const problems: ErrorProblem[] = [];
     let code: 'invalid_event' | 'unknown_type' | 'schema_violation' | 'too_deep' = 'invalid_event';
@@ -177,27 +228,36 @@ export class Intake {
         problems.push(...schemaProblems);
       }
     }
-    if (problems.length > 0) {
-      const first = problems[0]!;
-      const more = problems.length > 1 ? ` (and ${problems.length - 1} more)` : '';
-      throw await this.reject(message, new DispatcherError(code, `${first.pointer || '/'}: ${first.message}${more}`, { problems }));
-    }
+    if (problems.length === 0) return null;
+    const first = problems[0]!;
+    const more = problems.length > 1 ? ` (and ${problems.length - 1} more)` : '';
+    return new DispatcherError(code, `${first.pointer || '/'}: ${first.message}${more}`, { problems });
+  }
 
+  /** Plan and group-commit the events of checked messages, in order; one answer per message. */
+  async #commit(checked: Checked[]): Promise<IntakeAnswer[]> {
     const now = this.#deps.now?.() ?? Date.now();
     const plan = this.#deps.plan();
     const items: IntakeItem[] = [];
+    const ends: number[] = [];
     let eligible = 0;
-    for (const candidate of candidates) {
-      const event = candidate as CloudEvent;
-      const { runs } = plan.planRuns(event, now);
-      for (const r of runs) if (dispatchable(r, plan)) eligible += 1;
-      items.push({
-        record: { key: newId(), event, input: message.input, hops, receivedAt: now, service: message.service, orgId: message.orgId },
-        runs,
-      });
+    for (const { message, events } of checked) {
+      const hops = message.hops ?? 0;
+      for (const candidate of events) {
+        const event = candidate as CloudEvent;
+        const { runs } = plan.planRuns(event, now);
+        for (const r of runs) if (dispatchable(r, plan)) eligible += 1;
+        items.push({
+          record: { key: newId(), event, input: message.input, hops, receivedAt: now, service: message.service, orgId: message.orgId },
+          runs,
+        });
+      }
+      const last = items[items.length - 1];
+      if (last !== undefined && items.length > (ends[ends.length - 1] ?? 0) && message.audit !== undefined) {
+        last.audit = { items: items.length - (ends[ends.length - 1] ?? 0), entry: message.audit };
+      }
+      ends.push(items.length);
     }
-    const last = items[items.length - 1];
-    if (last !== undefined && message.audit !== undefined) last.audit = { items: items.length, entry: message.audit };
     // Direct dispatch: as many runs as this worker has room for are committed already claimed by it.
     const dispatch = this.#deps.dispatch;
     let reserved = eligible > 0 && dispatch !== undefined ? dispatch.reserve(eligible) : 0;
@@ -224,26 +284,31 @@ export class Intake {
       this.#deps.log.error({ err }, 'intake commit failed');
       throw e.code === 'internal' ? new DispatcherError('store_unavailable', `the store did not take the events: ${e.message}`, { cause: err }) : e;
     }
-    // Counted per message, not per event: label lookups cost more than the counting.
+    // Counted per call, not per event: label lookups cost more than the counting.
     let runCount = 0;
-    let duplicates = 0;
-    let unrouted = 0;
     const planned = new Map<string, number>();
-    for (let i = 0; i < results.length; i++) {
-      const r = results[i]!;
-      if (r.status === 'duplicate') {
-        duplicates += 1;
-        continue;
+    const answers: IntakeAnswer[] = [];
+    let from = 0;
+    for (let m = 0; m < checked.length; m++) {
+      const to = ends[m]!;
+      let duplicates = 0;
+      let unrouted = 0;
+      for (let i = from; i < to; i++) {
+        const r = results[i]!;
+        if (r.status === 'duplicate') {
+          duplicates += 1;
+          continue;
+        }
+        if (r.runIds.length === 0) unrouted += 1;
+        runCount += r.runIds.length;
+        for (const run of items[i]!.runs) planned.set(run.route, (planned.get(run.route) ?? 0) + 1);
       }
-      if (r.runIds.length === 0) unrouted += 1;
-      runCount += r.runIds.length;
-      for (const run of items[i]!.runs) planned.set(run.route, (planned.get(run.route) ?? 0) + 1);
+      this.#count(checked[m]!.message.input, to - from - duplicates, duplicates, unrouted);
+      answers.push({ results: from === 0 && to === results.length ? results : results.slice(from, to), audited: to > from && items[to - 1]!.audit !== undefined });
+      from = to;
     }
+    this.#flushCounts();
     const m = this.#deps.metrics;
-    const input = message.input;
-    if (results.length > duplicates) m.eventsReceived.inc({ input, outcome: 'accepted' }, results.length - duplicates);
-    if (duplicates > 0) m.eventsReceived.inc({ input, outcome: 'duplicate' }, duplicates);
-    if (unrouted > 0) m.eventsUnrouted.inc({ input }, unrouted);
     for (const [route, n] of planned) m.runsPlanned.inc({ route }, n);
     let adoptedCount = 0;
     if (reserved > 0) {
@@ -251,7 +316,7 @@ export class Intake {
       for (let i = 0; i < results.length; i++) {
         if (results[i]!.status !== 'accepted') continue;
         const item = items[i]!;
-        for (const r of item.runs) if (r.claimedBy !== undefined) adopted.push({ run: plannedRun(item.record, r), envelope: item.envelope!, hops });
+        for (const r of item.runs) if (r.claimedBy !== undefined) adopted.push({ run: plannedRun(item.record, r), envelope: item.envelope!, hops: item.record.hops });
       }
       dispatch!.adopt(adopted);
       adoptedCount = adopted.length;
@@ -259,7 +324,28 @@ export class Intake {
       if (reserved > 0) dispatch!.release(reserved);
     }
     if (runCount > 0) this.#deps.onRuns(runCount, runCount - adoptedCount);
-    return { results, audited: last?.audit !== undefined };
+    return answers;
+  }
+
+  /** Counts of one call, per input, flushed to the metrics once. */
+  #counts = new Map<string, { accepted: number; duplicate: number; unrouted: number }>();
+
+  #count(input: string, accepted: number, duplicate: number, unrouted: number): void {
+    let c = this.#counts.get(input);
+    if (c === undefined) this.#counts.set(input, (c = { accepted: 0, duplicate: 0, unrouted: 0 }));
+    c.accepted += accepted;
+    c.duplicate += duplicate;
+    c.unrouted += unrouted;
+  }
+
+  #flushCounts(): void {
+    const m = this.#deps.metrics;
+    for (const [input, c] of this.#counts) {
+      if (c.accepted > 0) m.eventsReceived.inc({ input, outcome: 'accepted' }, c.accepted);
+      if (c.duplicate > 0) m.eventsReceived.inc({ input, outcome: 'duplicate' }, c.duplicate);
+      if (c.unrouted > 0) m.eventsUnrouted.inc({ input }, c.unrouted);
+    }
+    this.#counts.clear();
   }
 
   /** Keep the message as a dead letter, count it, and return the error to throw. */

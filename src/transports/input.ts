@@ -4,6 +4,10 @@
  *
  * - A delivery is handed to intake with the input's decoder and owner. The sink resolves once intake has
  *   committed its events and runs, or kept it as a dead letter; only then does the driver acknowledge.
+ * - The deliveries of one turn of the event loop are handed over in one call, in arrival order: each is
+ *   decoded and checked alone (a bad one is a dead letter alone), and the good ones are planned, counted
+ *   and committed together, so a bus that carries one event per message does not pay per message what a
+ *   batch pays once.
  * - When the store cannot take it (`store_unavailable`, or a dead letter that could not be kept), the input
  *   pauses: that delivery and every later one wait, in arrival order, while the input pings the store with
  *   backoff; once it answers they are handed to intake again in the same order (one group commit keeps the
@@ -18,6 +22,9 @@ import type { Decoder, InboundMessage, Intake, IntakeAnswer } from '../core/inta
 import type { Owner } from '../core/types.js';
 import { KEY_HEADER, MESSAGE_ID_HEADER, TOPIC_HEADER } from './decode.js';
 import type { Delivery, DeliveryOutcome, InputDriver, InputSink, TransportHealth } from './types.js';
+
+/** The most deliveries handed to intake in one call (a group commit takes at most about this many events). */
+const TICK_MAX = 1000;
 
 export interface InputHealth extends TransportHealth {
   input: string;
@@ -65,6 +72,8 @@ export class InputHost implements InputSink {
   #inFlight = 0;
   /** Called when the last delivery in flight ends (set while a resume waits for that). */
   #idle: (() => void) | undefined;
+  /** Deliveries of this turn of the event loop, not yet handed to intake. */
+  #tick: Held[] = [];
   #wake: (() => void) | undefined;
   #started = false;
 
@@ -94,11 +103,34 @@ export class InputHost implements InputSink {
     if (this.#stopping) return Promise.reject(new DispatcherError('shutting_down', 'the input is stopping'));
     const message = this.#message(delivery);
     const seq = this.#seq++;
-    if (this.#paused) {
-      return new Promise((resolve, reject) => this.#held.push({ seq, message, resolve, reject }));
-    }
-    return this.#receive(seq, message);
+    return new Promise((resolve, reject) => {
+      const h: Held = { seq, message, resolve, reject };
+      if (this.#paused) {
+        this.#held.push(h);
+        return;
+      }
+      this.#inFlight += 1;
+      this.#tick.push(h);
+      if (this.#tick.length === 1) setImmediate(this.#handTick);
+    });
   }
+
+  /** Deliveries of one turn of the event loop go to intake in one call (one plan, one group commit entry). */
+  readonly #handTick = (): void => {
+    const tick = this.#tick;
+    this.#tick = [];
+    if (this.#stopping || this.#paused) {
+      // Paused since they arrived: they wait behind what is held, in arrival order.
+      this.#inFlight -= tick.length;
+      for (const h of tick) {
+        if (this.#stopping) h.reject(new DispatcherError('shutting_down', 'the dispatcher is stopping; the message is left for redelivery'));
+        else this.#held.push(h);
+      }
+      if (this.#inFlight === 0) this.#idle?.();
+      return;
+    }
+    for (let i = 0; i < tick.length; i += TICK_MAX) this.#receiveAll(tick.length <= TICK_MAX ? tick : tick.slice(i, i + TICK_MAX));
+  };
 
   async health(): Promise<InputHealth> {
     let h: TransportHealth;
@@ -119,37 +151,53 @@ export class InputHost implements InputSink {
     return { input: o.name, raw: d.raw, contentType: d.contentType, headers, service: o.owner.service, orgId: o.owner.orgId };
   }
 
-  async #receive(seq: number, message: InboundMessage): Promise<DeliveryOutcome> {
-    this.#inFlight += 1;
-    try {
-      const answer = await this.#intake(message);
-      return answer.results.every((r) => r.status === 'duplicate') && answer.results.length > 0 ? 'duplicate' : 'accepted';
-    } catch (err) {
-      const e = toDispatcherError(err);
-      if (e.code === 'shutting_down') throw e;
-      // Intake reports every failed commit as store_unavailable; any other error was kept as a dead letter,
-      // unless keeping it failed too.
-      if (e.code === 'store_unavailable' || e.deadLetterLost === true) {
-        if (this.#stopping) throw new DispatcherError('shutting_down', 'the dispatcher is stopping; the message is left for redelivery');
-        this.#pause(e);
-        return new Promise((resolve, reject) => this.#held.push({ seq, message, resolve, reject }));
-      }
-      return 'dead_letter';
-    } finally {
-      this.#inFlight -= 1;
-      if (this.#inFlight === 0) this.#idle?.();
+  /** Hands deliveries to intake, in this order; each counts as in flight until it ends. */
+  #receiveAll(list: Held[]): void {
+    const o = this.#o;
+    const good: Held[] = [];
+    for (const h of list) {
+      if (h.message.raw.length > o.maxBytes) {
+        const cut = { ...h.message, raw: h.message.raw.subarray(0, o.maxBytes), rawTruncated: true };
+        const error = new DispatcherError('payload_too_large', `the message holds ${h.message.raw.length} bytes; the limit is ${o.maxBytes}`);
+        this.#settle(h, o.intake.reject(cut, error).then((e) => Promise.reject(e)));
+      } else good.push(h);
     }
+    if (good.length === 0) return;
+    const answers = o.intake.receiveAll(
+      good.map((h) => h.message),
+      o.decode,
+    );
+    for (let i = 0; i < good.length; i++) this.#settle(good[i]!, answers[i]!);
   }
 
-  #intake(message: InboundMessage): Promise<IntakeAnswer> {
-    const o = this.#o;
-    if (message.raw.length > o.maxBytes) {
-      const cut = { ...message, raw: message.raw.subarray(0, o.maxBytes), rawTruncated: true };
-      return o.intake.reject(cut, new DispatcherError('payload_too_large', `the message holds ${message.raw.length} bytes; the limit is ${o.maxBytes}`)).then((e) => {
-        throw e;
+  #settle(h: Held, answer: Promise<IntakeAnswer>): void {
+    answer
+      .then(
+        (a): DeliveryOutcome => (a.results.length > 0 && a.results.every((r) => r.status === 'duplicate') ? 'duplicate' : 'accepted'),
+        (err): DeliveryOutcome | undefined => {
+          const e = toDispatcherError(err);
+          if (e.code === 'shutting_down') throw e;
+          // Intake reports every failed commit as store_unavailable; any other error was kept as a dead
+          // letter, unless keeping it failed too.
+          if (e.code === 'store_unavailable' || e.deadLetterLost === true) {
+            if (this.#stopping) throw new DispatcherError('shutting_down', 'the dispatcher is stopping; the message is left for redelivery');
+            this.#pause(e);
+            this.#held.push(h);
+            return undefined;
+          }
+          return 'dead_letter';
+        },
+      )
+      .then(
+        (outcome) => {
+          if (outcome !== undefined) h.resolve(outcome);
+        },
+        h.reject,
+      )
+      .finally(() => {
+        this.#inFlight -= 1;
+        if (this.#inFlight === 0) this.#idle?.();
       });
-    }
-    return o.intake.receive(message, o.decode);
   }
 
   #pause(cause: DispatcherError): void {
@@ -189,6 +237,7 @@ export class InputHost implements InputSink {
     // In arrival order, in one tick, so that they share a group commit in that order.
     const held = this.#held.sort((a, b) => a.seq - b.seq);
     this.#held = [];
-    for (const h of held) this.#receive(h.seq, h.message).then(h.resolve, h.reject);
+    this.#inFlight += held.length;
+    this.#receiveAll(held);
   }
 }
