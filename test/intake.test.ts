@@ -1,0 +1,73 @@
+/**
+ * Intake of many messages at once (what a bus input hands over per turn of the event loop): each message is
+ * checked alone, the good ones are committed together in order, and every answer belongs to its message.
+ */
+
+import { afterEach, describe, expect, it } from 'vitest';
+import type { InboundMessage } from '../src/core/intake.js';
+import { decodeCloudEvents } from '../src/transports/decode.js';
+import { event, startDispatcher, type TestDispatcher } from './helpers.js';
+
+const open: TestDispatcher[] = [];
+afterEach(async () => {
+  for (const t of open.splice(0)) await t.close();
+});
+
+function message(body: unknown): InboundMessage {
+  const raw = Buffer.from(typeof body === 'string' ? body : JSON.stringify(body));
+  return { input: 'bus', raw, contentType: 'application/cloudevents+json', headers: {}, service: 'test', orgId: 'default' };
+}
+
+const decode = (m: InboundMessage) => decodeCloudEvents(m, { prefixes: ['ce-'] });
+
+async function counted(t: TestDispatcher, outcome: string): Promise<number> {
+  const metric = await t.d.metrics.eventsReceived.get();
+  return metric.values.find((v) => v.labels.input === 'bus' && v.labels.outcome === outcome)?.value ?? 0;
+}
+
+describe('Intake.receiveAll', () => {
+  it('checks each message alone, commits the good ones together in order, and answers each message', async () => {
+    const t = await startDispatcher({ routes: [{ name: 'all', match: { type: '**' }, actions: [{ noop: {} }] }] });
+    open.push(t);
+    const a = event({ id: 'a' });
+    const b = event({ id: 'b' });
+    const answers = t.d.intake.receiveAll(
+      [message(a), message('not json {'), message(a), message({ ...b, source: '' }), message(b), message([event({ id: 'c1' }), event({ id: 'c2' })])],
+      decode,
+    );
+    expect(answers).toHaveLength(6);
+    const settled = await Promise.allSettled(answers);
+    const value = (i: number) => (settled[i]!.status === 'fulfilled' ? (settled[i] as PromiseFulfilledResult<{ results: Array<{ status: string; key: string; runIds: string[] }> }>).value : null);
+    const reason = (i: number) => (settled[i]!.status === 'rejected' ? (settled[i] as PromiseRejectedResult).reason : null);
+
+    expect(value(0)!.results.map((r) => r.status)).toEqual(['accepted']);
+    expect(reason(1)).toMatchObject({ code: 'invalid_json' });
+    // The same event twice in one call is one event: the second answer names the first's key.
+    expect(value(2)!.results).toEqual([{ key: value(0)!.results[0]!.key, status: 'duplicate', runIds: [] }]);
+    expect(reason(3)).toMatchObject({ code: 'invalid_event' });
+    expect(value(4)!.results.map((r) => r.status)).toEqual(['accepted']);
+    expect(value(5)!.results.map((r) => r.status)).toEqual(['accepted', 'accepted']);
+    for (const i of [0, 4, 5]) for (const r of value(i)!.results) expect(r.runIds).toHaveLength(1);
+
+    // Stored in the order given; the bad ones are dead letters, one each.
+    const events = await t.d.store.listEvents({ limit: 10, offset: 0 });
+    expect(events.items.map((e) => e.event.id).sort()).toEqual(['a', 'b', 'c1', 'c2']);
+    const keys = [value(0), value(4), value(5)].flatMap((v) => v!.results.map((r) => r.key));
+    expect([...keys].sort()).toEqual(keys);
+    const dead = await t.d.store.listDeadLetters({ limit: 10, offset: 0 });
+    expect(dead.items.map((x) => x.reason).sort()).toEqual(['invalid_event', 'invalid_json']);
+    expect(await counted(t, 'accepted')).toBe(4);
+    expect(await counted(t, 'duplicate')).toBe(1);
+    expect(await counted(t, 'rejected')).toBe(2);
+  });
+
+  it('answers every message shutting_down once intake is closed, and keeps nothing', async () => {
+    const t = await startDispatcher({ routes: [{ name: 'all', match: { type: '**' }, actions: [{ noop: {} }] }] });
+    open.push(t);
+    t.d.intake.close();
+    const settled = await Promise.allSettled(t.d.intake.receiveAll([message(event()), message('bad')], decode));
+    for (const s of settled) expect(s).toMatchObject({ status: 'rejected', reason: { code: 'shutting_down' } });
+    expect((await t.d.store.listEvents({ limit: 10, offset: 0 })).total).toBe(0);
+    expect((await t.d.store.listDeadLetters({ limit: 10, offset: 0 })).total).toBe(0);
+  });
+});
