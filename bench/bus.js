@@ -24,7 +24,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort, median } from './common.js';
+import { cpuSeconds, freePort, median } from './common.js';
 import pg from 'pg';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -202,7 +202,16 @@ async function once(transport, store, processes, run) {
     const failed = children.find((c) => c.error);
     if (failed) throw failed.error;
     const startup = (performance.now() - t0) / 1000;
-    while ((await succeeded(children)) < EVENTS) await sleep(250);
+    // CPU per event from the moment a tenth of the runs ended (start-up, connecting and joining left out).
+    const cpu = () => children.reduce((sum, c) => sum + cpuSeconds(c.child.pid), 0);
+    let mark;
+    for (;;) {
+      const n = await succeeded(children);
+      if (mark === undefined && n >= EVENTS / 10) mark = { n, cpu: cpu() };
+      if (n >= EVENTS) break;
+      await sleep(100);
+    }
+    const cpuPerEvent = ((cpu() - mark.cpu) * 1e6) / (EVENTS - mark.n);
     const seconds = (performance.now() - t0) / 1000;
     // From the store's own clock: the first event taken in, the last run ended.
     const { openStore } = await import('../dist/store/index.js');
@@ -210,7 +219,7 @@ async function once(transport, store, processes, run) {
     const first = (await s.listEvents({ limit: 1, offset: 0, sort: { direction: 'asc' } })).items[0].receivedAt;
     const last = (await s.listRuns({ limit: 1, offset: 0, sort: { field: 'finished_at', direction: 'desc' } })).items[0].finishedAt;
     await s.close();
-    return { rate: EVENTS / ((last - first) / 1000), withStart: EVENTS / seconds, startup };
+    return { rate: EVENTS / ((last - first) / 1000), withStart: EVENTS / seconds, startup, cpuPerEvent };
   } finally {
     for (const c of children) {
       if (c.child === undefined) continue;
@@ -240,6 +249,6 @@ for (const c of cases) {
   for (let run = 0; run < REPEAT; run++) results.push(await once(transport, store, Number(processes ?? 1), run));
   const rates = results.map((r) => Math.round(r.rate));
   console.log(
-    `${c.padEnd(22)} ${String(Math.round(median(rates))).padStart(7)} events/s   runs: ${rates.join(', ')}   counting the processes' start: ${Math.round(median(results.map((r) => r.withStart)))} events/s`,
+    `${c.padEnd(22)} ${String(Math.round(median(rates))).padStart(7)} events/s   runs: ${rates.join(', ')}   counting the processes' start: ${Math.round(median(results.map((r) => r.withStart)))} events/s   dispatcher CPU: ${median(results.map((r) => r.cpuPerEvent)).toFixed(1)} µs per event`,
   );
 }

@@ -21,7 +21,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort, median } from './common.js';
+import { cpuSeconds, freePort, median } from './common.js';
 import Database from 'better-sqlite3';
 import { Pool } from 'undici';
 
@@ -67,6 +67,7 @@ ${extraConfig}`,
   return {
     url,
     db: join(dir, 'dispatcher.db'),
+    cpu: () => cpuSeconds(child.pid),
     async stop() {
       child.kill('SIGTERM');
       await new Promise((r) => child.once('exit', r));
@@ -112,6 +113,7 @@ async function throughputOnce() {
   const pool = new Pool(server.url, { connections: 4, pipelining: 1 });
   const batch = 1000;
   const bodies = Array.from({ length: Math.ceil(EVENTS / batch) }, () => batchBody(batch));
+  const cpuBefore = server.cpu();
   const started = performance.now();
   let next = 0;
   async function worker() {
@@ -126,11 +128,12 @@ async function throughputOnce() {
   const accepted = performance.now();
   await waitDone(server, bodies.length * batch);
   const done = performance.now();
+  const cpu = server.cpu() - cpuBefore;
   await pool.close();
   const l = latencies(server);
   await server.stop();
   const total = bodies.length * batch;
-  return { eventsPerSecond: total / ((done - started) / 1000), intakePerSecond: total / ((accepted - started) / 1000), ...l };
+  return { eventsPerSecond: total / ((done - started) / 1000), intakePerSecond: total / ((accepted - started) / 1000), cpuPerEvent: (cpu * 1e6) / total, ...l };
 }
 
 async function latencyOnce() {
@@ -175,16 +178,18 @@ async function hammer(url, path, body, headers) {
   await Promise.all(Array.from({ length: 10 }, worker));
   const seconds = (performance.now() - started) / 1000;
   await pool.close();
-  return { perSecond: count / seconds, errors };
+  return { perSecond: count / seconds, count, errors };
 }
 
 async function singleOnce() {
   const server = await startServer();
   const headers = { 'content-type': 'application/cloudevents+json', authorization: AUTHORIZATION };
+  const cpuBefore = server.cpu();
   const ours = await hammer(server.url, '/v1/events', () => {
     seq += 1;
     return JSON.stringify({ specversion: '1.0', id: `s-${process.pid}-${seq}`, source: 'urn:bench', type: 'bench.single', data: { n: seq } });
   }, headers);
+  const cpuPerRequest = ((server.cpu() - cpuBefore) * 1e6) / (ours.count + ours.errors);
   await server.stop();
 
   // Bare Fastify on the same machine: parse the JSON body, answer 202 with a small JSON body.
@@ -210,7 +215,7 @@ async function singleOnce() {
   }, headers);
   bare.kill('SIGTERM');
   await new Promise((r) => bare.once('exit', r));
-  return { ours: ours.perSecond, bare: baseline.perSecond, ratio: ours.perSecond / baseline.perSecond, errors: ours.errors };
+  return { ours: ours.perSecond, bare: baseline.perSecond, ratio: ours.perSecond / baseline.perSecond, errors: ours.errors, cpuPerRequest };
 }
 
 const fmt = (n, digits = 0) => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
@@ -225,6 +230,7 @@ if (modes.includes('throughput')) {
   console.log(`throughput (${fmt(EVENTS)} events in batches of 1,000, 4 connections, noop route):`);
   console.log(`  end to end:      ${fmt(median(runs.map((r) => r.eventsPerSecond)))} events/s   (runs: ${runs.map((r) => fmt(r.eventsPerSecond)).join(', ')})`);
   console.log(`  intake (202s):   ${fmt(median(runs.map((r) => r.intakePerSecond)))} events/s`);
+  console.log(`  server CPU:      ${fmt(median(runs.map((r) => r.cpuPerEvent)), 1)} µs per event   (runs: ${runs.map((r) => fmt(r.cpuPerEvent, 1)).join(', ')})`);
   console.log(`  accept-to-done:  p50 ${fmt(median(runs.map((r) => r.p50)))} ms, p99 ${fmt(median(runs.map((r) => r.p99)))} ms (under full load)`);
   console.log(`  stored per run:  ${fmt(c.events)} events, ${fmt(c.runs)} runs, ${fmt(c.attempts)} attempts, ${fmt(c.run_events)} run events\n`);
 }
@@ -241,6 +247,7 @@ if (modes.includes('single')) {
   for (let i = 0; i < REPEAT; i++) runs.push(await singleOnce());
   console.log(`single-event POSTs (10 connections, ${SECONDS} s):`);
   console.log(`  dispatcher:      ${fmt(median(runs.map((r) => r.ours)))} requests/s (each event routed, run and stored)`);
+  console.log(`  server CPU:      ${fmt(median(runs.map((r) => r.cpuPerRequest)), 0)} µs per request   (runs: ${runs.map((r) => fmt(r.cpuPerRequest, 0)).join(', ')})`);
   console.log(`  bare Fastify:    ${fmt(median(runs.map((r) => r.bare)))} requests/s (parse and answer only)`);
   console.log(`  ratio:           ${fmt(median(runs.map((r) => r.ratio)) * 100)} %   (errors: ${runs.reduce((n, r) => n + r.errors, 0)})`);
 }
