@@ -20,7 +20,7 @@
  */
 
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -141,7 +141,7 @@ async function startProcess(dir, n, input, transport, storeUrl) {
     JSON.stringify({
       server: { host: '127.0.0.1', port },
       store: { url: storeUrl, poolSize: 8 },
-      log: { level: 'warn' },
+      log: { level: process.env.BENCH_LOG_LEVEL ?? 'warn' },
       intake: { maxBatch: 5000 },
       runner: { concurrency: 4096, batchSize: 1024 },
       auth: { psk: [{ service: 'bench', key: KEY }], keyFile: '' },
@@ -149,9 +149,10 @@ async function startProcess(dir, n, input, transport, storeUrl) {
       routes: [{ name: 'bench', match: { type: 'bench.*' }, actions: [{ noop: {} }] }],
     }),
   );
-  const child = spawn(process.execPath, [...SERVER_ARGS, join(root, 'dist', 'cli', 'main.js'), 'serve', '--config', config], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [...SERVER_ARGS, join(root, 'dist', 'cli', 'main.js'), 'serve', '--config', config], { stdio: ['ignore', process.env.BENCH_LOG_DIR ? 'pipe' : 'ignore', 'pipe'] });
   let err = '';
   child.stderr.on('data', (b) => (err = (err + b).slice(-4000)));
+  if (process.env.BENCH_LOG_DIR) child.stdout.pipe(createWriteStream(join(process.env.BENCH_LOG_DIR, `d${n}-${Date.now()}.log`)));
   for (let i = 0; ; i++) {
     if (child.exitCode !== null) throw new Error(`dispatcher exited: ${err}`);
     try {
