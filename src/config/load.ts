@@ -27,7 +27,7 @@ import { isPskKey } from '../core/credentials.js';
 import { toGrant, type Grant, type PermissionSpec } from '../core/principal.js';
 import { parseDuration, parseSize } from '../core/units.js';
 import { DEFAULTS } from './defaults.js';
-import type { DecoderConfig } from '../transports/decode.js';
+import type { DecoderConfig } from '../transports/index.js';
 import { TRANSPORT_NAMES, type TransportName } from '../transports/schema.js';
 import {
   CONFIG_SCHEMA,

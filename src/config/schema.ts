@@ -18,9 +18,9 @@
 
 import { PSK_KEY_PATTERN } from '../core/credentials.js';
 import type { Grant, PermissionSpec } from '../core/principal.js';
-import { DURATION_SCHEMA, SIZE_SCHEMA } from '../core/units.js';
+import { DURATION_SCHEMA, durationSchema as duration, SIZE_SCHEMA, sizeSchema as size } from '../core/units.js';
 import { DEFAULTS, EXAMPLE_ROUTE, ROUTE_DEFAULTS } from './defaults.js';
-import type { DecoderConfig } from '../transports/decode.js';
+import type { DecoderConfig } from '../transports/index.js';
 import { INPUT_SCHEMA, OUTPUT_SCHEMA, type TransportName } from '../transports/schema.js';
 
 // ---------------------------------------------------------------------------------------------------
@@ -350,14 +350,6 @@ export const FIXED_SECTIONS = ['server', 'store', 'log', 'intake', 'runner', 'de
 
 const NAME_PATTERN = '^[A-Za-z0-9_.:-]+$';
 const PERMISSION_PATTERN = '^(\\*|[A-Za-z0-9_.-]+):(\\*|[A-Za-z0-9_.-]+):(\\*|[A-Za-z0-9_.-]+)$';
-
-function duration(description: string, value?: Duration): SchemaNode {
-  return { ...DURATION_SCHEMA, description, ...(value === undefined ? {} : { default: value }) };
-}
-
-function size(description: string, value?: Size): SchemaNode {
-  return { ...SIZE_SCHEMA, description, ...(value === undefined ? {} : { default: value }) };
-}
 
 /** The kind of a schema node holding a duration or a size, or null. */
 export function unitOf(node: SchemaNode | undefined): 'duration' | 'size' | null {

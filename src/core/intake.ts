@@ -135,33 +135,27 @@ export class Intake {
    * message, in the order given.
    */
   receiveAll(messages: InboundMessage[], decode: Decoder): Array<Promise<IntakeAnswer>> {
-    const answers: Array<Promise<IntakeAnswer>> = [];
     const checked: Checked[] = [];
-    const slots: number[] = [];
-    for (const message of messages) {
-      if (this.#closed) {
-        answers.push(Promise.reject(new DispatcherError('shutting_down', 'the dispatcher is stopping; send again later')));
-        continue;
-      }
+    // A rejected message's answer, or null for a message that passed and waits for the commit.
+    const early = messages.map((message): Promise<IntakeAnswer> | null => {
+      if (this.#closed) return Promise.reject(new DispatcherError('shutting_down', 'the dispatcher is stopping; send again later'));
       const decoded = this.#decode(message, decode);
       const problem = decoded instanceof DispatcherError ? decoded : this.#check(message, decoded);
       if (problem !== null) {
-        answers.push(
-          this.reject(message, problem).then((e) => {
-            throw e;
-          }),
-        );
-        continue;
+        return this.reject(message, problem).then((e) => {
+          throw e;
+        });
       }
-      slots.push(answers.length);
-      answers.push(undefined as never);
       checked.push({ message, events: (decoded as Decoded).events });
-    }
-    if (checked.length > 0) {
-      const committed = this.#commit(checked);
-      for (let k = 0; k < slots.length; k++) answers[slots[k]!] = committed.then((all) => all[k]!);
-    }
-    return answers;
+      return null;
+    });
+    const committed = checked.length > 0 ? this.#commit(checked) : undefined;
+    let next = 0;
+    return early.map((answer) => {
+      if (answer !== null) return answer;
+      const at = next++;
+      return committed!.then((all) => all[at]!);
+    });
   }
 
   /** Check, plan and commit events already decoded. */
@@ -242,6 +236,7 @@ export class Intake {
     const ends: number[] = [];
     let eligible = 0;
     for (const { message, events } of checked) {
+      const start = items.length;
       const hops = message.hops ?? 0;
       for (const candidate of events) {
         const event = candidate as CloudEvent;
@@ -252,10 +247,7 @@ export class Intake {
           runs,
         });
       }
-      const last = items[items.length - 1];
-      if (last !== undefined && items.length > (ends[ends.length - 1] ?? 0) && message.audit !== undefined) {
-        last.audit = { items: items.length - (ends[ends.length - 1] ?? 0), entry: message.audit };
-      }
+      if (items.length > start && message.audit !== undefined) items[items.length - 1]!.audit = { items: items.length - start, entry: message.audit };
       ends.push(items.length);
     }
     // Direct dispatch: as many runs as this worker has room for are committed already claimed by it.
@@ -284,31 +276,37 @@ export class Intake {
       this.#deps.log.error({ err }, 'intake commit failed');
       throw e.code === 'internal' ? new DispatcherError('store_unavailable', `the store did not take the events: ${e.message}`, { cause: err }) : e;
     }
-    // Counted per call, not per event: label lookups cost more than the counting.
+    // Counted per call and input, not per event: label lookups cost more than the counting.
     let runCount = 0;
     const planned = new Map<string, number>();
+    const counts = new Map<string, { accepted: number; duplicate: number; unrouted: number }>();
     const answers: IntakeAnswer[] = [];
     let from = 0;
-    for (let m = 0; m < checked.length; m++) {
-      const to = ends[m]!;
-      let duplicates = 0;
-      let unrouted = 0;
+    for (let k = 0; k < checked.length; k++) {
+      const to = ends[k]!;
+      const input = checked[k]!.message.input;
+      let c = counts.get(input);
+      if (c === undefined) counts.set(input, (c = { accepted: 0, duplicate: 0, unrouted: 0 }));
       for (let i = from; i < to; i++) {
         const r = results[i]!;
         if (r.status === 'duplicate') {
-          duplicates += 1;
+          c.duplicate += 1;
           continue;
         }
-        if (r.runIds.length === 0) unrouted += 1;
+        c.accepted += 1;
+        if (r.runIds.length === 0) c.unrouted += 1;
         runCount += r.runIds.length;
         for (const run of items[i]!.runs) planned.set(run.route, (planned.get(run.route) ?? 0) + 1);
       }
-      this.#count(checked[m]!.message.input, to - from - duplicates, duplicates, unrouted);
       answers.push({ results: from === 0 && to === results.length ? results : results.slice(from, to), audited: to > from && items[to - 1]!.audit !== undefined });
       from = to;
     }
-    this.#flushCounts();
     const m = this.#deps.metrics;
+    for (const [input, c] of counts) {
+      if (c.accepted > 0) m.eventsReceived.inc({ input, outcome: 'accepted' }, c.accepted);
+      if (c.duplicate > 0) m.eventsReceived.inc({ input, outcome: 'duplicate' }, c.duplicate);
+      if (c.unrouted > 0) m.eventsUnrouted.inc({ input }, c.unrouted);
+    }
     for (const [route, n] of planned) m.runsPlanned.inc({ route }, n);
     let adoptedCount = 0;
     if (reserved > 0) {
@@ -325,27 +323,6 @@ export class Intake {
     }
     if (runCount > 0) this.#deps.onRuns(runCount, runCount - adoptedCount);
     return answers;
-  }
-
-  /** Counts of one call, per input, flushed to the metrics once. */
-  #counts = new Map<string, { accepted: number; duplicate: number; unrouted: number }>();
-
-  #count(input: string, accepted: number, duplicate: number, unrouted: number): void {
-    let c = this.#counts.get(input);
-    if (c === undefined) this.#counts.set(input, (c = { accepted: 0, duplicate: 0, unrouted: 0 }));
-    c.accepted += accepted;
-    c.duplicate += duplicate;
-    c.unrouted += unrouted;
-  }
-
-  #flushCounts(): void {
-    const m = this.#deps.metrics;
-    for (const [input, c] of this.#counts) {
-      if (c.accepted > 0) m.eventsReceived.inc({ input, outcome: 'accepted' }, c.accepted);
-      if (c.duplicate > 0) m.eventsReceived.inc({ input, outcome: 'duplicate' }, c.duplicate);
-      if (c.unrouted > 0) m.eventsUnrouted.inc({ input }, c.unrouted);
-    }
-    this.#counts.clear();
   }
 
   /** Keep the message as a dead letter, count it, and return the error to throw. */

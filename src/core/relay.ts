@@ -22,8 +22,7 @@
 
 import type { Logger } from 'pino';
 import type { RelayStream, Store } from '../store/types.js';
-import { deadLetterMessage, runEventMessage, type RunPresenter } from '../transports/encode.js';
-import type { OutboundMessage, OutputDriver } from '../transports/types.js';
+import { deadLetterMessage, runEventMessage, type OutboundMessage, type OutputDriver, type RunPresenter } from '../transports/index.js';
 
 export interface RelaySource {
   readonly stream: RelayStream;

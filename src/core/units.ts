@@ -46,3 +46,13 @@ export const SIZE_SCHEMA = {
     { type: 'string', pattern: '^\\d+(\\.\\d+)?\\s*([Bb]|[KkMmGg][Bb]|[KkMmGg]i[Bb])$' },
   ],
 } as const;
+
+/** A duration option: the fragment with its description, and its default when it has one. */
+export function durationSchema(description: string, value?: string | number) {
+  return { ...DURATION_SCHEMA, description, ...(value === undefined ? {} : { default: value }) };
+}
+
+/** A size option: the fragment with its description, and its default when it has one. */
+export function sizeSchema(description: string, value?: string | number) {
+  return { ...SIZE_SCHEMA, description, ...(value === undefined ? {} : { default: value }) };
+}

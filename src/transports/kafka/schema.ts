@@ -1,10 +1,9 @@
 /** The `kafka` transport's options (Apache Kafka and compatible brokers, through kafkajs). */
 
 import type { SchemaNode } from '../../config/schema.js';
-import { DURATION_SCHEMA, SIZE_SCHEMA } from '../../core/units.js';
+import { durationSchema as duration, sizeSchema } from '../../core/units.js';
 import { TLS_SCHEMA } from '../tls.js';
 
-const duration = (description: string): SchemaNode => ({ ...DURATION_SCHEMA, description });
 
 const CONNECTION: Record<string, SchemaNode> = {
   brokers: {
@@ -54,7 +53,7 @@ export const KAFKA_INPUT_SCHEMA: SchemaNode = {
       minimum: 1,
       description: 'Partitions whose batches are handed over at once (default 4); order is kept within each partition.',
     },
-    maxBytesPerPartition: { ...SIZE_SCHEMA, description: 'The most fetched from one partition in one request (default 1MiB): the size of a batch.' },
+    maxBytesPerPartition: sizeSchema('The most fetched from one partition in one request (default 1MiB): the size of a batch.'),
   },
 };
 
