@@ -4,10 +4,10 @@
  *
  * - A delivery is handed to intake with the input's decoder and owner. The sink resolves once intake has
  *   committed its events and runs, or kept it as a dead letter; only then does the driver acknowledge.
- * - The deliveries of one turn of the event loop are handed over in one call, in arrival order: each is
- *   decoded and checked alone (a bad one is a dead letter alone), and the good ones are planned, counted
- *   and committed together, so a bus that carries one event per message does not pay per message what a
- *   batch pays once.
+ * - Deliveries are handed over in one call per turn of the event loop, in arrival order, one call at a
+ *   time: what arrives while a call is being committed goes in the next. Each message is decoded and checked
+ *   alone (a bad one is a dead letter alone), and the good ones are planned, counted and committed together,
+ *   so a bus that carries one event per message does not pay per message what a batch pays once.
  * - When the store cannot take it (`store_unavailable`, or a dead letter that could not be kept), the input
  *   pauses: that delivery and every later one wait, in arrival order, while the input pings the store with
  *   backoff; once it answers they are handed to intake again in the same order (one group commit keeps the
@@ -72,8 +72,9 @@ export class InputHost implements InputSink {
   #inFlight = 0;
   /** Called when the last delivery in flight ends (set while a resume waits for that). */
   #idle: (() => void) | undefined;
-  /** Deliveries of this turn of the event loop, not yet handed to intake. */
+  /** Deliveries that arrived since the last hand-over to intake, counted in #inFlight. */
   #tick: Held[] = [];
+  #handScheduled = false;
   #wake: (() => void) | undefined;
   #started = false;
 
@@ -111,16 +112,28 @@ export class InputHost implements InputSink {
       }
       this.#inFlight += 1;
       this.#tick.push(h);
-      if (this.#tick.length === 1) setImmediate(this.#handTick);
+      this.#scheduleHand();
     });
   }
 
-  /** Deliveries of one turn of the event loop go to intake in one call (one plan, one group commit entry). */
+  #scheduleHand(): void {
+    if (this.#handScheduled) return;
+    this.#handScheduled = true;
+    setImmediate(this.#handTick);
+  }
+
+  /**
+   * What arrived since the last hand-over goes to intake in one call (one plan, one group commit entry), once
+   * the previous hand-over has ended: a later commit must never succeed while an earlier one that failed is
+   * waiting to be held, or the order would break across a store outage.
+   */
   readonly #handTick = (): void => {
-    const tick = this.#tick;
-    this.#tick = [];
+    this.#handScheduled = false;
+    if (this.#tick.length === 0 || this.#inFlight > this.#tick.length) return;
     if (this.#stopping || this.#paused) {
       // Paused since they arrived: they wait behind what is held, in arrival order.
+      const tick = this.#tick;
+      this.#tick = [];
       this.#inFlight -= tick.length;
       for (const h of tick) {
         if (this.#stopping) h.reject(new DispatcherError('shutting_down', 'the dispatcher is stopping; the message is left for redelivery'));
@@ -129,7 +142,7 @@ export class InputHost implements InputSink {
       if (this.#inFlight === 0) this.#idle?.();
       return;
     }
-    for (let i = 0; i < tick.length; i += TICK_MAX) this.#receiveAll(tick.length <= TICK_MAX ? tick : tick.slice(i, i + TICK_MAX));
+    this.#receiveAll(this.#tick.splice(0, TICK_MAX));
   };
 
   async health(): Promise<InputHealth> {
@@ -197,6 +210,8 @@ export class InputHost implements InputSink {
       .finally(() => {
         this.#inFlight -= 1;
         if (this.#inFlight === 0) this.#idle?.();
+        // The hand-over ended: what arrived meanwhile goes next.
+        if (this.#tick.length > 0 && this.#inFlight === this.#tick.length) this.#scheduleHand();
       });
   }
 
@@ -234,10 +249,11 @@ export class InputHost implements InputSink {
     if (this.#stopping) return;
     this.#paused = false;
     this.#o.log.info({ input: this.name }, 'the store is back: input resumed');
-    // In arrival order, in one tick, so that they share a group commit in that order.
+    // In arrival order, ahead of anything that arrived since, through the same one-at-a-time hand-over.
     const held = this.#held.sort((a, b) => a.seq - b.seq);
     this.#held = [];
     this.#inFlight += held.length;
-    this.#receiveAll(held);
+    this.#tick = held.concat(this.#tick);
+    this.#scheduleHand();
   }
 }
