@@ -304,6 +304,32 @@ describe('flow control', () => {
     expect(most).toBe(2);
     expect(Math.max(...running)).toBeLessThanOrEqual(2);
   });
+  it('executes at most `runner.concurrency` actions at once in a process, and records every outcome', async () => {
+    let executing = 0;
+    let most = 0;
+    const r = await receiver((_req, _body, res) => {
+      executing += 1;
+      most = Math.max(most, executing);
+      setTimeout(() => {
+        executing -= 1;
+        res.end('ok');
+      }, 60);
+    });
+    const t = await dispatcher({ runner: { concurrency: 2 }, routes: [hookRoute(r.url)] });
+    // One call: two runs are committed already claimed (the room there is), the other ten queued and claimed as slots free.
+    const runIds = (await send(t.d, Array.from({ length: 12 }, () => event({ type: 'hook.process' })))).flat();
+    const done = await waitFor(
+      async () => (await t.d.store.listRuns({ route: ['hook'], status: ['success'], limit: 1, offset: 0 })).total,
+      (n) => n === 12,
+      15_000,
+      'all 12 runs to succeed',
+    );
+    expect(done).toBe(12);
+    for (const id of runIds) expect((await t.d.store.getRun(id))?.attempts).toBe(1);
+    expect(r.requests).toHaveLength(12);
+    expect(most).toBe(2);
+    await waitFor(async () => t.d.runner.inFlight, (n) => n === 0, 5000, 'nothing left in flight');
+  });
 });
 
 describe('publish', () => {
