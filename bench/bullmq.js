@@ -21,6 +21,11 @@
  * Redis of its own (`redis-server` on a free port, in a temporary folder) that logs every write to its
  * append-only file and syncs it every second, Redis's durable setting, to compare like with like.
  *
+ * BullMQ and ioredis are not dependencies of the project: install them beside it first, without saving
+ * them (`npm ci` removes them again):
+ *
+ *   npm install --no-save bullmq@6 ioredis@5
+ *
  * Options (environment): BENCH_BUS_EVENTS, BENCH_REPEAT (default 3), BENCH_REDIS_URL (default
  * redis://127.0.0.1:6379; each run uses its own queue, deleted afterwards), BENCH_REDIS_AOF.
  */
@@ -38,15 +43,26 @@ let REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** A module the project does not depend on: a clear message when it is not installed. */
+async function load(name) {
+  try {
+    return await import(name);
+  } catch (err) {
+    if (err?.code !== 'ERR_MODULE_NOT_FOUND') throw err;
+    console.error(`bench/bullmq.js needs ${name}, which the project does not depend on: npm install --no-save bullmq@6 ioredis@5`);
+    process.exit(2);
+  }
+}
+
 async function connection() {
-  const { Redis } = await import('ioredis');
+  const { Redis } = await load('ioredis');
   // BullMQ's workers block on Redis: it asks for no per-request retry limit.
   return new Redis(REDIS_URL, { maxRetriesPerRequest: null });
 }
 
 /** A worker process: runs jobs of the queue named in argv until told to report, then reports and exits. */
 async function worker(queueName, concurrency) {
-  const { Worker } = await import('bullmq');
+  const { Worker } = await load('bullmq');
   let first = Infinity;
   let last = 0;
   const w = new Worker(
@@ -69,7 +85,7 @@ async function worker(queueName, concurrency) {
 }
 
 async function once(processes, concurrency, run) {
-  const { Queue } = await import('bullmq');
+  const { Queue } = await load('bullmq');
   const name = `bench-${process.pid}-${run}-${processes}-${concurrency}`;
   const redis = await connection();
   const queue = new Queue(name, { connection: redis, defaultJobOptions: { removeOnComplete: false, removeOnFail: false } });
@@ -149,7 +165,7 @@ async function durableRedis() {
   const url = `redis://127.0.0.1:${port}`;
   for (let i = 0; ; i++) {
     try {
-      const { Redis } = await import('ioredis');
+      const { Redis } = await load('ioredis');
       const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
       await r.connect();
       await r.quit();
