@@ -322,6 +322,8 @@ export class PostgresStore implements Store {
             else full.add(route);
           }
           if (locked.length > 0) {
+            // An index scan, which marks the dead entries it meets, rather than a bitmap scan (see STATUS_IS).
+            await c.query('SET LOCAL enable_bitmapscan = off');
             const running = await c.query<{ route: string; n: number }>(
               `SELECT route, count(*) AS n FROM runs WHERE status = 'running' AND lease_owner IS NOT NULL AND route = ANY($1::text[]) GROUP BY route`,
               [locked],
