@@ -24,7 +24,7 @@ import { createWriteStream, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cpuSeconds, freePort, median } from './common.js';
+import { coresUsed, cpuByGroup, cpuSeconds, freePort, median } from './common.js';
 import pg from 'pg';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -208,14 +208,17 @@ async function once(transport, store, processes, run) {
     const startup = (performance.now() - t0) / 1000;
     // CPU per event from the moment a tenth of the runs ended (start-up, connecting and joining left out).
     const cpu = () => children.reduce((sum, c) => sum + cpuSeconds(c.child.pid), 0);
+    // And the whole machine's, by process group, over the same stretch: where the cores went.
+    const named = new Map([[process.pid, 'bench'], ...children.map((c) => [c.child.pid, 'dispatcher'])]);
     let mark;
     for (;;) {
       const n = await succeeded(children);
-      if (mark === undefined && n >= EVENTS / 10) mark = { n, cpu: cpu() };
+      if (mark === undefined && n >= EVENTS / 10) mark = { n, cpu: cpu(), machine: cpuByGroup(named), at: performance.now() };
       if (n >= EVENTS) break;
       await sleep(250);
     }
     const cpuPerEvent = ((cpu() - mark.cpu) * 1e6) / (EVENTS - mark.n);
+    const machine = coresUsed(mark.machine, cpuByGroup(named), (performance.now() - mark.at) / 1000);
     const seconds = (performance.now() - t0) / 1000;
     // From the store's own clock: the first event taken in, the last run ended.
     const { openStore } = await import('../dist/store/index.js');
@@ -223,7 +226,7 @@ async function once(transport, store, processes, run) {
     const first = (await s.listEvents({ limit: 1, offset: 0, sort: { direction: 'asc' } })).items[0].receivedAt;
     const last = (await s.listRuns({ limit: 1, offset: 0, sort: { field: 'finished_at', direction: 'desc' } })).items[0].finishedAt;
     await s.close();
-    return { rate: EVENTS / ((last - first) / 1000), withStart: EVENTS / seconds, startup, cpuPerEvent };
+    return { rate: EVENTS / ((last - first) / 1000), withStart: EVENTS / seconds, startup, cpuPerEvent, machine };
   } finally {
     for (const c of children) {
       if (c.child === undefined) continue;
@@ -255,6 +258,11 @@ for (const c of cases) {
   console.log(
     `${c.padEnd(22)} ${String(Math.round(median(rates))).padStart(7)} events/s   runs: ${rates.join(', ')}   counting the processes' start: ${Math.round(median(results.map((r) => r.withStart)))} events/s   dispatcher CPU: ${median(results.map((r) => r.cpuPerEvent)).toFixed(1)} µs per event`,
   );
+  // Where the machine's cores went while the median run consumed (from a tenth of its runs ended to the last).
+  const middle = results.find((r) => Math.round(r.rate) === median(rates));
+  if (middle.machine.length > 0) {
+    console.log(`${''.padEnd(22)} cores in use (of ${cpus().length}): ${middle.machine.map(([group, cores]) => `${group} ${cores.toFixed(2)}`).join(', ')}`);
+  }
 }
 // The Kafka mock cluster (a child process) would keep the event loop alive; the exit handler stops it.
 process.exit(0);

@@ -1,7 +1,7 @@
 /** What the benchmarks share. */
 
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 
 /** A port nothing listens on right now: bind port 0, read it, let go. */
@@ -38,4 +38,45 @@ export function cpuSeconds(pid) {
   } catch {
     return Number.NaN;
   }
+}
+
+/**
+ * CPU time (seconds) every process on the machine has used so far, summed by group: the processes in
+ * `named` under the name given there, kernel worker threads as `kernel`, PostgreSQL's processes as
+ * `postgres`, the rest by command name. Linux only (an empty map elsewhere). The difference of two of
+ * these over a stretch of time shows where a machine's cores went.
+ */
+export function cpuByGroup(named) {
+  const groups = new Map();
+  let entries;
+  try {
+    entries = readdirSync('/proc');
+  } catch {
+    return groups;
+  }
+  clockTicks ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  for (const entry of entries) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat;
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+    } catch {
+      continue; // ended meanwhile
+    }
+    const command = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const seconds = (Number(fields[11]) + Number(fields[12])) / clockTicks;
+    const group =
+      named.get(Number(entry)) ?? (command.startsWith('kworker') ? 'kernel' : command.startsWith('postgres') ? 'postgres' : command);
+    groups.set(group, (groups.get(group) ?? 0) + seconds);
+  }
+  return groups;
+}
+
+/** Cores each group used between two `cpuByGroup` readings `seconds` apart, the busiest first (at least 0.05). */
+export function coresUsed(before, after, seconds) {
+  return [...after]
+    .map(([group, s]) => [group, (s - (before.get(group) ?? 0)) / seconds])
+    .filter(([, cores]) => cores >= 0.05)
+    .sort((a, b) => b[1] - a[1]);
 }
