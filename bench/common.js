@@ -24,17 +24,22 @@ export function median(values) {
 
 let clockTicks;
 
+/** A process's command name and CPU time so far (user + system, in seconds), from its /proc/<pid>/stat. */
+function procStat(pid) {
+  clockTicks ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // Fields 14 and 15 of stat(5) (utime, stime); the slice starts at field 3.
+  return { command: stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')), seconds: (Number(fields[11]) + Number(fields[12])) / clockTicks };
+}
+
 /**
  * CPU time (user + system, in seconds) a process has used so far, from /proc (Linux); NaN elsewhere. On a
  * shared machine this moves far less between runs than wall-clock rates do, so A/B comparisons use it.
  */
 export function cpuSeconds(pid) {
   try {
-    clockTicks ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // Fields 14 and 15 of stat(5) (utime, stime); the slice starts at field 3.
-    return (Number(fields[11]) + Number(fields[12])) / clockTicks;
+    return procStat(pid).seconds;
   } catch {
     return Number.NaN;
   }
@@ -54,18 +59,15 @@ export function cpuByGroup(named) {
   } catch {
     return groups;
   }
-  clockTicks ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
   for (const entry of entries) {
     if (!/^\d+$/.test(entry)) continue;
-    let stat;
+    let command;
+    let seconds;
     try {
-      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      ({ command, seconds } = procStat(entry));
     } catch {
       continue; // ended meanwhile
     }
-    const command = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const seconds = (Number(fields[11]) + Number(fields[12])) / clockTicks;
     const group =
       named.get(Number(entry)) ?? (command.startsWith('kworker') ? 'kernel' : command.startsWith('postgres') ? 'postgres' : command);
     groups.set(group, (groups.get(group) ?? 0) + seconds);

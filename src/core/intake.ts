@@ -121,11 +121,8 @@ export class Intake {
    * Decode, check, plan and commit one message. Resolves with one result per event; rejects with a coded
    * DispatcherError after keeping the dead letter.
    */
-  async receive(message: InboundMessage, decode: Decoder): Promise<IntakeAnswer> {
-    if (this.#closed) throw new DispatcherError('shutting_down', 'the dispatcher is stopping; send again later');
-    const decoded = this.#decode(message, decode);
-    if (decoded instanceof DispatcherError) throw await this.reject(message, decoded);
-    return this.accept(message, decoded);
+  receive(message: InboundMessage, decode: Decoder): Promise<IntakeAnswer> {
+    return this.receiveAll([message], decode)[0]!;
   }
 
   /**
@@ -135,10 +132,10 @@ export class Intake {
    * message, in the order given.
    */
   receiveAll(messages: InboundMessage[], decode: Decoder): Array<Promise<IntakeAnswer>> {
+    if (this.#closed) return messages.map(() => Promise.reject(new DispatcherError('shutting_down', 'the dispatcher is stopping; send again later')));
     const checked: Checked[] = [];
     // A rejected message's answer, or null for a message that passed and waits for the commit.
     const early = messages.map((message): Promise<IntakeAnswer> | null => {
-      if (this.#closed) return Promise.reject(new DispatcherError('shutting_down', 'the dispatcher is stopping; send again later'));
       const decoded = this.#decode(message, decode);
       const problem = decoded instanceof DispatcherError ? decoded : this.#check(message, decoded);
       if (problem !== null) {

@@ -23,6 +23,9 @@ import type { Owner } from '../core/types.js';
 import { KEY_HEADER, MESSAGE_ID_HEADER, TOPIC_HEADER } from './decode.js';
 import type { Delivery, DeliveryOutcome, InputDriver, InputSink, TransportHealth } from './types.js';
 
+/** The answer to a delivery the input does not take because it is stopping: the broker delivers it again. */
+const leftForRedelivery = (): DispatcherError => new DispatcherError('shutting_down', 'the dispatcher is stopping; the message is left for redelivery');
+
 /** The most deliveries handed to intake in one call (a group commit takes at most about this many events). */
 const TICK_MAX = 1000;
 
@@ -94,7 +97,7 @@ export class InputHost implements InputSink {
     this.#stopping = true;
     const held = this.#held;
     this.#held = [];
-    for (const h of held) h.reject(new DispatcherError('shutting_down', 'the dispatcher is stopping; the message is left for redelivery'));
+    for (const h of held) h.reject(leftForRedelivery());
     this.#wake?.();
     this.#idle?.();
     if (this.#started) await this.#o.driver.stop();
@@ -136,7 +139,7 @@ export class InputHost implements InputSink {
       this.#tick = [];
       this.#inFlight -= tick.length;
       for (const h of tick) {
-        if (this.#stopping) h.reject(new DispatcherError('shutting_down', 'the dispatcher is stopping; the message is left for redelivery'));
+        if (this.#stopping) h.reject(leftForRedelivery());
         else this.#held.push(h);
       }
       if (this.#inFlight === 0) this.#idle?.();
@@ -193,7 +196,7 @@ export class InputHost implements InputSink {
           // Intake reports every failed commit as store_unavailable; any other error was kept as a dead
           // letter, unless keeping it failed too.
           if (e.code === 'store_unavailable' || e.deadLetterLost === true) {
-            if (this.#stopping) throw new DispatcherError('shutting_down', 'the dispatcher is stopping; the message is left for redelivery');
+            if (this.#stopping) throw leftForRedelivery();
             this.#pause(e);
             this.#held.push(h);
             return undefined;

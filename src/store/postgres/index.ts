@@ -322,8 +322,7 @@ export class PostgresStore implements Store {
             else full.add(route);
           }
           if (locked.length > 0) {
-            // An index scan, which marks the dead entries it meets, rather than a bitmap scan (see STATUS_IS).
-            await c.query('SET LOCAL enable_bitmapscan = off');
+            await c.query(INDEX_SCANS);
             const running = await c.query<{ route: string; n: number }>(
               `SELECT route, count(*) AS n FROM runs WHERE status = 'running' AND lease_owner IS NOT NULL AND route = ANY($1::text[]) GROUP BY route`,
               [locked],
@@ -724,10 +723,8 @@ export class PostgresStore implements Store {
   }
 
   async stats(now: number): Promise<StoreStats> {
-    // Counted through the partial indexes with index scans, not bitmap scans: an index scan marks the
-    // entries of dead row versions it meets (see STATUS_IS), so that the next count skips them.
     const { rows } = await this.#transaction(async (c) => {
-      await c.query('SET LOCAL enable_bitmapscan = off');
+      await c.query(INDEX_SCANS);
       return c.query<{ queued: number; running: number; waiting: number; oldest: number | null; dead_letters: number }>(
         `SELECT
            (SELECT count(*) FROM runs WHERE status = 'queued') AS queued,
@@ -799,6 +796,13 @@ export class PostgresStore implements Store {
  * (auto_explain). By primary key, the cost of a batch does not grow with the table.
  */
 const STATUS_IS = (status: 'queued' | 'running', column = 'status'): string => `(${column} = '${status}') IS TRUE`;
+
+/**
+ * For the rest of a transaction that counts runs through those partial indexes (the backlog, a limited
+ * route's running runs): index scans instead of bitmap scans. An index scan marks the entries of dead row
+ * versions it meets, so that the next scan skips them; a bitmap scan reads them again every time.
+ */
+const INDEX_SCANS = 'SET LOCAL enable_bitmapscan = off';
 
 /**
  * `INSERT INTO run_events …` for these runs, as they are after the change, in this order (so `seq` follows
