@@ -23,11 +23,9 @@ import { spawn } from 'node:child_process';
 import { createWriteStream, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { coresUsed, cpuByGroup, cpuSeconds, freePort, median } from './common.js';
+import { coresUsed, cpuByGroup, cpuSeconds, DISPATCHER_MAIN, dispatcherNodeFlags, freePort, median } from './common.js';
 import pg from 'pg';
 
-const root = fileURLToPath(new URL('..', import.meta.url));
 const EVENTS = Number(process.env.BENCH_BUS_EVENTS ?? 50_000);
 const REPEAT = Number(process.env.BENCH_REPEAT ?? 3);
 const PG_URL = process.env.DISPATCHER_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -149,7 +147,7 @@ async function startProcess(dir, n, input, transport, storeUrl) {
       routes: [{ name: 'bench', match: { type: 'bench.*' }, actions: [{ noop: {} }] }],
     }),
   );
-  const child = spawn(process.execPath, [...SERVER_ARGS, join(root, 'dist', 'cli', 'main.js'), 'serve', '--config', config], { stdio: ['ignore', process.env.BENCH_LOG_DIR ? 'pipe' : 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [...dispatcherNodeFlags(), ...SERVER_ARGS, DISPATCHER_MAIN, 'serve', '--config', config], { stdio: ['ignore', process.env.BENCH_LOG_DIR ? 'pipe' : 'ignore', 'pipe'] });
   let err = '';
   child.stderr.on('data', (b) => (err = (err + b).slice(-4000)));
   if (process.env.BENCH_LOG_DIR) child.stdout.pipe(createWriteStream(join(process.env.BENCH_LOG_DIR, `d${n}-${Date.now()}.log`)));

@@ -3,6 +3,20 @@
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+
+/** The `dispatcher` executable, built. */
+export const DISPATCHER_MAIN = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
+
+/**
+ * The Node flags the executable's first line starts it with (`#!/usr/bin/env -S node …`), so that the
+ * benchmarks run the dispatcher as `dispatcher serve` and `npm start` do.
+ */
+export function dispatcherNodeFlags() {
+  const [first] = readFileSync(DISPATCHER_MAIN, 'utf8').split('\n', 1);
+  const words = first.split(' ');
+  return words.slice(words.indexOf('node') + 1).filter((w) => w !== '');
+}
 
 /** A port nothing listens on right now: bind port 0, read it, let go. */
 export function freePort() {

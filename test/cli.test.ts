@@ -6,7 +6,7 @@
  * Needs the build (`npx tsc -p tsconfig.build.json`; `npm test` builds first).
  */
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -135,6 +135,16 @@ describe('usage', () => {
     const version = await cli(['--version']);
     expect(version.code).toBe(0);
     expect(version.stdout).toMatch(/^\d+\.\d+\.\d+/);
+  });
+
+  it('the built executable runs by itself, through its first line, as npx and npm bin links run it', () => {
+    // Its first line starts Node with the flags `dispatcher serve` needs (a larger young generation); the
+    // build marks the file executable.
+    const r = spawnSync(MAIN, ['--version'], { cwd: dir, env: cleanEnv(), encoding: 'utf8' });
+    expect(r.error).toBeUndefined();
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/^\d+\.\d+\.\d+/);
+    expect(readFileSync(MAIN, 'utf8').split('\n', 1)[0]).toMatch(/^#!\/usr\/bin\/env -S node --max-semi-space-size=\d+$/);
   });
 
   it('an unknown command exits 2 and says so', async () => {

@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=64
 /** The `dispatcher` executable: see ./program.ts. */
 
 import { main } from './program.js';
