@@ -7,8 +7,20 @@
 
 interface Pending<In, Out> {
   items: In[];
+  chain: Chain | undefined;
   resolve: (out: Out[]) => void;
   reject: (err: unknown) => void;
+}
+
+/**
+ * Callers whose lists must be committed in the order they were added, or not at all after one that failed:
+ * a bus input's hand-overs, several of which may wait here at once. Once a flush holding a list of the
+ * chain fails, every later list of the chain is rejected with the same error without being flushed, so
+ * that no later commit succeeds while an earlier one waits to be tried again. The caller starts a new
+ * chain when it tries again.
+ */
+export interface Chain {
+  failed?: unknown;
 }
 
 export class Batcher<In, Out> {
@@ -25,9 +37,9 @@ export class Batcher<In, Out> {
     this.#maxBatch = maxBatch;
   }
 
-  add(items: In[]): Promise<Out[]> {
+  add(items: In[], chain?: Chain): Promise<Out[]> {
     return new Promise<Out[]>((resolve, reject) => {
-      this.#queue.push({ items, resolve, reject });
+      this.#queue.push({ items, chain, resolve, reject });
       this.#queued += items.length;
       this.#schedule();
     });
@@ -55,15 +67,25 @@ export class Batcher<In, Out> {
   async #run(): Promise<void> {
     if (this.#flushing || this.#queue.length === 0) return;
     this.#flushing = true;
-    // Take whole callers' lists, up to maxBatch items (one oversized caller still goes alone).
+    // Take whole callers' lists, up to maxBatch items (one oversized caller still goes alone); the lists of
+    // a failed chain are answered with its failure instead.
     const taken: Array<Pending<In, Out>> = [];
     let count = 0;
     while (this.#queue.length > 0 && (taken.length === 0 || count + this.#queue[0]!.items.length <= this.#maxBatch)) {
       const p = this.#queue.shift()!;
+      this.#queued -= p.items.length;
+      if (p.chain !== undefined && 'failed' in p.chain) {
+        p.reject(p.chain.failed);
+        continue;
+      }
       taken.push(p);
       count += p.items.length;
     }
-    this.#queued -= count;
+    if (taken.length === 0) {
+      this.#flushing = false;
+      for (const resolve of this.#idle.splice(0)) resolve();
+      return;
+    }
     const all = taken.length === 1 ? taken[0]!.items : taken.flatMap((p) => p.items);
     try {
       const out = await this.#flush(all);
@@ -73,7 +95,10 @@ export class Batcher<In, Out> {
         at += p.items.length;
       }
     } catch (err) {
-      for (const p of taken) p.reject(err);
+      for (const p of taken) {
+        if (p.chain !== undefined) p.chain.failed = err;
+        p.reject(err);
+      }
     } finally {
       this.#flushing = false;
       if (this.#queue.length > 0) this.#schedule();

@@ -15,7 +15,7 @@
 import type { Logger } from 'pino';
 import { newId } from './ids.js';
 import type { NewAuditEntry } from './audit.js';
-import { Batcher } from './batcher.js';
+import { Batcher, type Chain } from './batcher.js';
 import { checkEnvelope, escapePointer } from './envelope.js';
 import { DispatcherError, toDispatcherError, type ErrorProblem } from './errors.js';
 import type { Metrics } from './metrics.js';
@@ -129,9 +129,10 @@ export class Intake {
    * `receive` for many messages at once (a bus input's deliveries of one tick): each message is decoded and
    * checked on its own, and a bad one is a dead letter alone, but the good ones are planned, committed and
    * counted together, in this order, so the cost of a message is not paid per event. One answer per
-   * message, in the order given.
+   * message, in the order given. Calls given the same `chain` are committed in the order they were made,
+   * and none after one whose commit failed (see `Chain`).
    */
-  receiveAll(messages: InboundMessage[], decode: Decoder): Array<Promise<IntakeAnswer>> {
+  receiveAll(messages: InboundMessage[], decode: Decoder, chain?: Chain): Array<Promise<IntakeAnswer>> {
     if (this.#closed) return messages.map(() => Promise.reject(new DispatcherError('shutting_down', 'the dispatcher is stopping; send again later')));
     const checked: Checked[] = [];
     // A rejected message's answer, or null for a message that passed and waits for the commit.
@@ -146,7 +147,7 @@ export class Intake {
       checked.push({ message, events: (decoded as Decoded).events });
       return null;
     });
-    const committed = checked.length > 0 ? this.#commit(checked) : undefined;
+    const committed = checked.length > 0 ? this.#commit(checked, chain) : undefined;
     let next = 0;
     return early.map((answer) => {
       if (answer !== null) return answer;
@@ -226,7 +227,7 @@ export class Intake {
   }
 
   /** Plan and group-commit the events of checked messages, in order; one answer per message. */
-  async #commit(checked: Checked[]): Promise<IntakeAnswer[]> {
+  async #commit(checked: Checked[], chain?: Chain): Promise<IntakeAnswer[]> {
     const now = this.#deps.now?.() ?? Date.now();
     const plan = this.#deps.plan();
     const items: IntakeItem[] = [];
@@ -266,7 +267,7 @@ export class Intake {
     }
     let results: IntakeResult[];
     try {
-      results = await this.#batcher.add(items);
+      results = await this.#batcher.add(items, chain);
     } catch (err) {
       if (reserved > 0) dispatch!.release(reserved);
       const e = toDispatcherError(err);
