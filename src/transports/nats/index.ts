@@ -187,7 +187,7 @@ class NatsInput implements InputDriver {
     while (!this.#stopping) {
       try {
         const consumer = await js.consumers.get(o.stream, o.consumer);
-        const messages = await consumer.consume({ max_messages: o.batch ?? 100 });
+        const messages = await consumer.consume({ max_messages: o.batch ?? 500 });
         this.#messages = messages;
         void (async () => {
           for await (const s of messages.status()) {

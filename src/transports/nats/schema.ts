@@ -46,7 +46,7 @@ export const NATS_INPUT_SCHEMA: SchemaNode = {
       minimum: 1,
       description: 'Unacknowledged messages at most, for a consumer the dispatcher creates (default 1000): the window that group commits draw from.',
     },
-    batch: { type: 'integer', minimum: 1, description: 'Messages asked for in one pull (default 100).' },
+    batch: { type: 'integer', minimum: 1, description: 'Messages asked for in one pull (default 500).' },
   },
 };
 
