@@ -8,7 +8,9 @@
  * that none of them is acknowledged past it.
  */
 export class InOrder<T> {
-  readonly #queue: Array<{ item: T; acknowledge: boolean | undefined }> = [];
+  /** Tracked deliveries from `#head` on; the one at `#head` has not ended (or there is none). */
+  #queue: Array<{ item: T; acknowledge: boolean | undefined }> = [];
+  #head = 0;
   readonly #onPrefix: (ended: Array<{ item: T; acknowledge: boolean }>) => void;
 
   constructor(onPrefix: (ended: Array<{ item: T; acknowledge: boolean }>) => void) {
@@ -22,9 +24,23 @@ export class InOrder<T> {
     return (acknowledge) => {
       if (entry.acknowledge !== undefined) return;
       entry.acknowledge = acknowledge;
-      let n = 0;
-      while (n < this.#queue.length && this.#queue[n]!.acknowledge !== undefined) n += 1;
-      if (n > 0) this.#onPrefix(this.#queue.splice(0, n) as Array<{ item: T; acknowledge: boolean }>);
+      // Only the first delivery still waiting can make the ended prefix longer.
+      const queue = this.#queue;
+      if (queue[this.#head] !== entry) return;
+      let end = this.#head + 1;
+      while (end < queue.length && queue[end]!.acknowledge !== undefined) end += 1;
+      const ended = queue.slice(this.#head, end) as Array<{ item: T; acknowledge: boolean }>;
+      this.#head = end;
+      // Let go of the handed-over entries once they are most of the array: each entry is moved at most once
+      // on average, where taking them off the front one prefix at a time moved the whole window every time.
+      if (end === queue.length) {
+        this.#queue = [];
+        this.#head = 0;
+      } else if (end >= 1024 && end * 2 >= queue.length) {
+        this.#queue = queue.slice(end);
+        this.#head = 0;
+      }
+      this.#onPrefix(ended);
     };
   }
 }
