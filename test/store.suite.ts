@@ -224,6 +224,25 @@ export function defineStoreSuite(name: string, open: () => Promise<StoreFixture>
     });
 
     describe('commitIntake', () => {
+      it('keeps text that array syntax gives meaning to exactly as given (quotes, backslashes, commas, braces, NULL, spaces)', async () => {
+        const awkward = [' NULL', 'NULL', 'null', '{a,b}', 'x", "y', 'back\\slash\\', '"quoted"', ' spaced ', '', 'ünï\u2028'];
+        const items = awkward.map((text, i) =>
+          intakeItem({
+            event: { source: `urn:${text}`, subject: text, topic: text, data: { text } },
+            runs: [{ route: `route ${text}`, orderingKey: text, labels: { [text]: text } }],
+            service: text,
+            orgId: `org ${i}`,
+          }),
+        );
+        const results = await store.commitIntake(items);
+        expect(results.map((r) => r.status)).toEqual(awkward.map(() => 'accepted'));
+        for (const item of items) {
+          expect(await store.getEvent(item.record.key)).toEqual({ ...item.record, runCount: 1 });
+          const run = await store.getRun(item.runs[0]!.id);
+          expect(run).toMatchObject({ route: item.runs[0]!.route, orderingKey: item.runs[0]!.orderingKey, labels: item.runs[0]!.labels, service: item.record.service });
+        }
+      });
+
       it('stores accepted events and their runs, with a create run event per run in order', async () => {
         const a = intakeItem({
           event: { topic: 'orders.created', subject: 'order-1', data: { nested: { list: [1, 2, 3] } } },
