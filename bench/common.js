@@ -8,14 +8,19 @@ import { fileURLToPath } from 'node:url';
 /** The `dispatcher` executable, built. */
 export const DISPATCHER_MAIN = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
 
+let nodeFlags;
+
 /**
  * The Node flags the executable's first line starts it with (`#!/usr/bin/env -S node …`), so that the
  * benchmarks run the dispatcher as `dispatcher serve` and `npm start` do.
  */
 export function dispatcherNodeFlags() {
-  const [first] = readFileSync(DISPATCHER_MAIN, 'utf8').split('\n', 1);
-  const words = first.split(' ');
-  return words.slice(words.indexOf('node') + 1).filter((w) => w !== '');
+  if (nodeFlags === undefined) {
+    const [first] = readFileSync(DISPATCHER_MAIN, 'utf8').split('\n', 1);
+    const words = first.split(' ');
+    nodeFlags = words.slice(words.indexOf('node') + 1).filter((w) => w !== '');
+  }
+  return nodeFlags;
 }
 
 /** A port nothing listens on right now: bind port 0, read it, let go. */

@@ -81,14 +81,10 @@ export class Batcher<In, Out> {
       taken.push(p);
       count += p.items.length;
     }
-    if (taken.length === 0) {
-      this.#flushing = false;
-      for (const resolve of this.#idle.splice(0)) resolve();
-      return;
-    }
-    const all = taken.length === 1 ? taken[0]!.items : taken.flatMap((p) => p.items);
     try {
-      const out = await this.#flush(all);
+      // The queue held only lists of failed chains: nothing to flush.
+      if (taken.length === 0) return;
+      const out = await this.#flush(taken.length === 1 ? taken[0]!.items : taken.flatMap((p) => p.items));
       let at = 0;
       for (const p of taken) {
         p.resolve(out.slice(at, at + p.items.length));

@@ -34,8 +34,8 @@ const TICK_MAX = 1000;
 
 /**
  * The most hand-overs waiting for the store at once. With one, the store sat idle between a commit and the
- * next (the next call was planned only after the answer); into PostgreSQL, RabbitMQ deliveries went 18 %
- * faster with more (BENCHMARKS.md).
+ * next (the next call was planned only after the answer); with four, RabbitMQ and Kafka into PostgreSQL went
+ * about 8 % faster (BENCHMARKS.md, 2026-11-24).
  */
 const HAND_OVERS_MAX = 4;
 

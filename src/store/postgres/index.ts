@@ -126,11 +126,6 @@ function arrayLiteral(values: unknown[]): string | undefined {
   return `${text}}`;
 }
 
-/** Query parameters with each array in PostgreSQL's text form (see arrayLiteral). */
-function literalArrays(values: unknown[]): unknown[] {
-  return values.map((v) => (Array.isArray(v) ? (arrayLiteral(v) ?? v) : v));
-}
-
 /**
  * JSON texts as one JSON array, for `jsonb_array_elements($n::jsonb)` beside `unnest`: each text goes in as it
  * is, where an array of texts would escape every quote in it (most of the cost of passing an event's envelope).
@@ -227,28 +222,20 @@ export class PostgresStore implements Store {
       // and cannot deadlock. The sort is stable, so of two copies of one event in a batch the first wins.
       const order = items.map((_, i) => i).sort((a, b) => compareIdentity(items[a]!, items[b]!));
       const records = order.map((i) => items[i]!.record);
-      const inserted = await c.query<{ key: string }>(
-        `INSERT INTO events (key, source, id, type, topic, subject, envelope, input, hops, service, org_id, received_at, run_count)
-         SELECT * FROM ROWS FROM (unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]),
-           jsonb_array_elements($7::jsonb), unnest($8::text[], $9::int[], $10::text[], $11::text[], $12::bigint[], $13::int[]))
+      const ev = new Params();
+      const text = `INSERT INTO events (key, source, id, type, topic, subject, envelope, input, hops, service, org_id, received_at, run_count)
+         SELECT * FROM ROWS FROM (
+           unnest(${ev.add(records.map((r) => r.key), 'text[]')}, ${ev.add(records.map((r) => r.event.source), 'text[]')},
+             ${ev.add(records.map((r) => r.event.id), 'text[]')}, ${ev.add(records.map((r) => r.event.type), 'text[]')},
+             ${ev.add(records.map((r) => (typeof r.event.topic === 'string' ? r.event.topic : null)), 'text[]')},
+             ${ev.add(records.map((r) => (typeof r.event.subject === 'string' ? r.event.subject : null)), 'text[]')}),
+           jsonb_array_elements(${ev.add(jsonArray(order.map((i) => items[i]!.envelope ?? JSON.stringify(items[i]!.record.event))), 'jsonb')}),
+           unnest(${ev.add(records.map((r) => r.input), 'text[]')}, ${ev.add(records.map((r) => r.hops), 'int[]')},
+             ${ev.add(records.map((r) => r.service), 'text[]')}, ${ev.add(records.map((r) => r.orgId), 'text[]')},
+             ${ev.add(records.map((r) => r.receivedAt), 'bigint[]')}, ${ev.add(order.map((i) => items[i]!.runs.length), 'int[]')}))
          ON CONFLICT (source, id) DO NOTHING
-         RETURNING key`,
-        literalArrays([
-          records.map((r) => r.key),
-          records.map((r) => r.event.source),
-          records.map((r) => r.event.id),
-          records.map((r) => r.event.type),
-          records.map((r) => (typeof r.event.topic === 'string' ? r.event.topic : null)),
-          records.map((r) => (typeof r.event.subject === 'string' ? r.event.subject : null)),
-          jsonArray(order.map((i) => items[i]!.envelope ?? JSON.stringify(items[i]!.record.event))),
-          records.map((r) => r.input),
-          records.map((r) => r.hops),
-          records.map((r) => r.service),
-          records.map((r) => r.orgId),
-          records.map((r) => r.receivedAt),
-          order.map((i) => items[i]!.runs.length),
-        ]),
-      );
+         RETURNING key`;
+      const inserted = await c.query<{ key: string }>(text, ev.values);
       const accepted = new Set(inserted.rows.map((r) => r.key));
 
       const results: IntakeResult[] = new Array(items.length);
