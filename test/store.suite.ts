@@ -351,6 +351,23 @@ export function defineStoreSuite(name: string, open: () => Promise<StoreFixture>
         expect(await allRunEvents(store)).toHaveLength(2);
       });
 
+      it('commits a batch whole or not at all: a run that cannot be stored leaves nothing of the batch behind', async () => {
+        const first = intakeItem({ runs: [{}] });
+        await store.commitIntake([first]);
+        const a = intakeItem({ runs: [{}] });
+        // A run id already taken: its insert fails after the batch's events (and a's run) were written.
+        const clash = intakeItem({ runs: [{ id: first.runs[0]!.id }] });
+        await expect(store.commitIntake([a, clash])).rejects.toThrow();
+        expect(await store.getEvent(a.record.key)).toBeNull();
+        expect(await store.getEvent(clash.record.key)).toBeNull();
+        expect(await store.getRun(a.runs[0]!.id)).toBeNull();
+        expect((await store.listRuns({ limit: 10, offset: 0 })).total).toBe(1);
+        expect((await allRunEvents(store)).map((e) => e.runId)).toEqual([first.runs[0]!.id]);
+        // And the batch goes in once the clash is gone.
+        const again = intakeItem({ runs: [{}] });
+        expect((await store.commitIntake([a, again])).map((r) => r.status)).toEqual(['accepted', 'accepted']);
+      });
+
       it('stores a directly dispatched run already claimed: running, leased, its first attempt started', async () => {
         const item = intakeItem({ runs: [{ claimedBy: { owner: 'worker-9', leaseUntil: T0 + 5000 } }, {}], at: T0 + 3 });
         await store.commitIntake([item]);
