@@ -101,6 +101,36 @@ describe.skipIf(unreachable !== null && !requireDatabase)('PostgresStore', () =>
       }
     });
 
+    it('keeps the events and run events of a database written before envelopes and payloads were json (migration 0004)', async () => {
+      const schema = `${SCHEMA_PREFIX}${n++}`;
+      const store = await openStore(schema);
+      try {
+        // Back to the columns as 0001 made them, with a row in each, as an older dispatcher left them.
+        await admin.query(`ALTER TABLE "${schema}".events ALTER COLUMN envelope TYPE jsonb; ALTER TABLE "${schema}".run_events ALTER COLUMN payload TYPE jsonb;
+          DELETE FROM "${schema}".dispatcher_migrations WHERE name = '0004_json_texts'`);
+        const event = { specversion: '1.0', id: 'e-1', source: 'urn:old', type: 'old.thing', data: { n: 1, s: 'x "quoted"' } };
+        const [result] = await store.commitIntake([
+          {
+            record: { key: '0190a0f0-0000-7000-8000-000000000001', event, input: 'http', hops: 0, service: 's', orgId: 'o', receivedAt: 1 },
+            runs: [{ id: '0190a0f0-0000-7000-8000-000000000002', route: 'r', action: 'a', actionType: 'noop', maxAttempts: 1, availableAt: 1, deadlineAt: 9, expiresAt: 9, orderingKey: null, labels: {} }],
+          },
+        ]);
+        expect(result!.status).toBe('accepted');
+        await store.migrate();
+        const types = await admin.query(
+          `SELECT table_name, data_type FROM information_schema.columns WHERE table_schema = $1 AND column_name IN ('envelope', 'payload') ORDER BY table_name`,
+          [schema],
+        );
+        expect(types.rows).toEqual([{ table_name: 'events', data_type: 'json' }, { table_name: 'run_events', data_type: 'json' }]);
+        expect((await store.getEvent(result!.key))?.event).toEqual(event);
+        const [created] = await store.readRunEvents(0, 10);
+        expect(created).toMatchObject({ runId: '0190a0f0-0000-7000-8000-000000000002', eventType: 'create', payload: { status: 'queued' } });
+      } finally {
+        await store.close();
+        await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      }
+    });
+
     it('reports an unreachable server as store_unavailable, with the cause', async () => {
       const store = new PostgresStore({ connectionString: 'postgres://postgres:secret@127.0.0.1:1/test', poolSize: 1 });
       try {

@@ -129,9 +129,9 @@ function arrayLiteral(values: unknown[]): string | undefined {
 }
 
 /**
- * JSON texts as one JSON array, for `jsonb_array_elements($n::jsonb)` beside `unnest`: each text goes in as it
+ * JSON texts as one JSON array, for `json_array_elements($n::json)` beside `unnest`: each text goes in as it
  * is, where an array of texts would escape every quote in it (most of the cost of passing an event's envelope).
- * Each is made acceptable to jsonb first (pgJson).
+ * Each is made acceptable to jsonb first (pgJson), so that what is stored can be read as jsonb too.
  */
 function jsonArray(texts: string[]): string {
   let json = '[';
@@ -247,7 +247,7 @@ export class PostgresStore implements Store {
             ${p.add(records.map((r) => r.event.id), 'text[]')}, ${p.add(records.map((r) => r.event.type), 'text[]')},
             ${p.add(records.map((r) => (typeof r.event.topic === 'string' ? r.event.topic : null)), 'text[]')},
             ${p.add(records.map((r) => (typeof r.event.subject === 'string' ? r.event.subject : null)), 'text[]')}),
-          jsonb_array_elements(${p.add(jsonArray(order.map((i) => items[i]!.envelope ?? JSON.stringify(items[i]!.record.event))), 'jsonb')}),
+          json_array_elements(${p.add(jsonArray(order.map((i) => items[i]!.envelope ?? JSON.stringify(items[i]!.record.event))), 'json')}),
           unnest(${p.add(records.map((r) => r.input), 'text[]')}, ${p.add(records.map((r) => r.hops), 'int[]')},
             ${p.add(records.map((r) => r.service), 'text[]')}, ${p.add(records.map((r) => r.orgId), 'text[]')},
             ${p.add(records.map((r) => r.receivedAt), 'bigint[]')}, ${p.add(order.map((i) => items[i]!.runs.length), 'int[]')}))
@@ -888,7 +888,7 @@ function insertRunEventsSql(p: Params, events: Array<{ run: Run; at: number }>, 
     SELECT ev.run_id, ${p.add(eventType, 'text')}, ev.status, ev.service, ev.org_id, ev.at, ev.payload
     FROM ROWS FROM (unnest(${p.add(events.map((e) => e.run.id), 'text[]')}, ${p.add(events.map((e) => e.run.status), 'text[]')},
       ${p.add(events.map((e) => e.run.service), 'text[]')}, ${p.add(events.map((e) => e.run.orgId), 'text[]')},
-      ${p.add(events.map((e) => e.at), 'bigint[]')}), jsonb_array_elements(${p.add(jsonArray(events.map((e) => runEventPayload(e.run, eventType))), 'jsonb')}))
+      ${p.add(events.map((e) => e.at), 'bigint[]')}), json_array_elements(${p.add(jsonArray(events.map((e) => runEventPayload(e.run, eventType))), 'json')}))
       WITH ORDINALITY AS ev(run_id, status, service, org_id, at, payload, ord)
     ${onlyIdsFrom === undefined ? '' : `WHERE ev.run_id IN (SELECT id FROM ${onlyIdsFrom})`}
     ORDER BY ev.ord`;

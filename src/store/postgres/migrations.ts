@@ -1,7 +1,8 @@
 /**
  * PostgreSQL schema: the same tables and columns as SQLite (so `rows.ts` and `queries.ts` serve both).
  * Times are integer milliseconds since the epoch as `bigint` (the pool parses int8 to a JS number); JSON is
- * `jsonb`; raw bytes are `bytea`.
+ * `jsonb`, except the texts that are only written and read back whole (`json`, migration 0004); raw bytes are
+ * `bytea`.
  *
  * Text columns that are compared with `<` or sorted (ids, keys, status, route) use the "C" collation, so
  * that order is byte order as in SQLite whatever the database's default collation, and so that the
@@ -162,5 +163,13 @@ export const POSTGRES_MIGRATIONS: Record<string, string[]> = {
       lease_until bigint NOT NULL,
       PRIMARY KEY (output, stream)
     )`,
+  ],
+  '0004_json_texts': [
+    // Events' envelopes and run events' payloads are written once and read back whole, never searched inside:
+    // `json` keeps the text as checked, where `jsonb` builds a binary tree of it that nothing here uses.
+    // Measured: about a tenth of PostgreSQL's CPU per event through a bus (BENCHMARKS.md, 2026-11-24 (II)).
+    // The ALTER rewrites both tables once.
+    `ALTER TABLE events ALTER COLUMN envelope TYPE json USING envelope::json`,
+    `ALTER TABLE run_events ALTER COLUMN payload TYPE json USING payload::json`,
   ],
 };
