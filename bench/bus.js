@@ -28,6 +28,8 @@ import pg from 'pg';
 
 const EVENTS = Number(process.env.BENCH_BUS_EVENTS ?? 50_000);
 const REPEAT = Number(process.env.BENCH_REPEAT ?? 3);
+/** A run in which no run ends for this long has stalled: it fails instead of waiting for ever. */
+const STALL_MS = 60_000;
 const PG_URL = process.env.DISPATCHER_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const KEY = 'benchKey0123456789abcdefABCDEF';
 // Extra Node flags for the dispatchers under test, e.g. BENCH_SERVER_ARGS="--cpu-prof --cpu-prof-dir=.prof".
@@ -209,10 +211,18 @@ async function once(transport, store, processes, run) {
     // And the whole machine's, by process group, over the same stretch: where the cores went.
     const named = new Map([[process.pid, 'bench'], ...children.map((c) => [c.child.pid, 'dispatcher'])]);
     let mark;
+    let progress = { n: -1, at: performance.now() };
     for (;;) {
       const n = await succeeded(children);
       if (mark === undefined && n >= EVENTS / 10) mark = { n, cpu: cpu(), machine: cpuByGroup(named), at: performance.now() };
       if (n >= EVENTS) break;
+      if (n !== progress.n) progress = { n, at: performance.now() };
+      else if (performance.now() - progress.at > STALL_MS) {
+        throw new Error(
+          `${transport}:${store}:${processes}: no run ended for ${STALL_MS / 1000} s, ${n} of ${EVENTS} done` +
+            (transport === 'kafka' ? ' (the mock cluster drops the oldest messages of a partition whose log outgrows its limit: 150,000 events lost some, 100,000 did not)' : ''),
+        );
+      }
       await sleep(250);
     }
     const cpuPerEvent = ((cpu() - mark.cpu) * 1e6) / (EVENTS - mark.n);
