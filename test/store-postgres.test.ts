@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DispatcherError } from '../src/core/errors.js';
+import type { CloudEvent } from '../src/core/types.js';
 import { PostgresStore } from '../src/store/postgres/index.js';
 import { POSTGRES_MIGRATIONS } from '../src/store/postgres/migrations.js';
 import { defineStoreSuite } from './store.suite.js';
@@ -108,7 +109,7 @@ describe.skipIf(unreachable !== null && !requireDatabase)('PostgresStore', () =>
         // Back to the columns as 0001 made them, with a row in each, as an older dispatcher left them.
         await admin.query(`ALTER TABLE "${schema}".events ALTER COLUMN envelope TYPE jsonb; ALTER TABLE "${schema}".run_events ALTER COLUMN payload TYPE jsonb;
           DELETE FROM "${schema}".dispatcher_migrations WHERE name = '0004_json_texts'`);
-        const event = { specversion: '1.0', id: 'e-1', source: 'urn:old', type: 'old.thing', data: { n: 1, s: 'x "quoted"' } };
+        const event: CloudEvent = { specversion: '1.0', id: 'e-1', source: 'urn:old', type: 'old.thing', data: { n: 1, s: 'x "quoted"' } };
         const [result] = await store.commitIntake([
           {
             record: { key: '0190a0f0-0000-7000-8000-000000000001', event, input: 'http', hops: 0, service: 's', orgId: 'o', receivedAt: 1 },
