@@ -86,7 +86,8 @@ export class PostgresAccess implements AccessStore {
       return `(${p(1)}, ${p(2)}, ${p(3)}, ${p(4)}, ${p(5)}, ${p(6)}, ${p(7)}, ${p(8)}::jsonb, ${p(9)}, ${p(10)}::jsonb, ${p(11)}, ${p(12)})`;
     });
     const last = chained[chained.length - 1]!;
-    const headAt = values.push(last.seq, last.hash);
+    const seqAt = values.push(last.seq);
+    const hashAt = values.push(last.hash);
     // The entries and the new head in one statement: one round trip fewer inside the lock. (The lock and the
     // head's read above stay two statements: one statement would read the head from a snapshot taken before
     // it got the lock.)
@@ -94,7 +95,7 @@ export class PostgresAccess implements AccessStore {
       `WITH entries AS (
          INSERT INTO audit_log (seq, at, actor, actor_kind, service, org_id, action, records, outcome, details, prev_hash, hash) VALUES ${tuples.join(', ')}
        )
-       INSERT INTO audit_head (id, seq, hash) VALUES (1, $${headAt - 1}, $${headAt}) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash`,
+       INSERT INTO audit_head (id, seq, hash) VALUES (1, $${seqAt}, $${hashAt}) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash`,
       values,
     );
     return chained;

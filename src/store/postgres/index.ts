@@ -319,7 +319,7 @@ export class PostgresStore implements Store {
         return results;
       });
     }
-    return this.#statement(write);
+    return this.#retrying(() => write(this.#pool));
   }
 
   // ---------------------------------------------------------------------------------------------- runner
@@ -804,16 +804,17 @@ export class PostgresStore implements Store {
   }
 
   /**
-   * Runs `fn`, whose one write is a statement of its own (its own transaction), on the pool; tried again when
-   * PostgreSQL aborted that statement to break a deadlock (then nothing of it was committed).
+   * Runs `attempt` again, up to TRANSACTION_RETRIES times, when PostgreSQL aborted it to break a deadlock or
+   * a serialization conflict: then nothing of it was committed. An attempt is one statement (a transaction of
+   * its own) or one `#transaction`.
    */
-  async #statement<T>(fn: (c: Queryable) => Promise<T>): Promise<T> {
+  async #retrying<T>(attempt: () => Promise<T>): Promise<T> {
     return this.#guard(async () => {
-      for (let attempt = 1; ; attempt++) {
+      for (let n = 1; ; n++) {
         try {
-          return await fn(this.#pool);
+          return await attempt();
         } catch (err) {
-          if (attempt <= TRANSACTION_RETRIES && isConflict(err)) continue;
+          if (n <= TRANSACTION_RETRIES && isConflict(err)) continue;
           throw err;
         }
       }
@@ -822,31 +823,29 @@ export class PostgresStore implements Store {
 
   /** Runs `fn` in one transaction; tried again when PostgreSQL aborted it to break a deadlock. */
   async #transaction<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
-    return this.#guard(async () => {
-      for (let attempt = 1; ; attempt++) {
-        const c = await this.#pool.connect();
-        let broken: Error | undefined;
-        // A connection lost while checked out emits 'error' on the client, outside any query: without a
-        // listener that would crash the process. The transaction fails at its next query instead.
-        const lost = (e: Error) => (broken ??= e);
-        c.on('error', lost);
-        try {
-          await c.query('BEGIN');
-          const out = await fn(c);
-          await c.query('COMMIT');
-          return out;
-        } catch (err) {
-          await c.query('ROLLBACK').catch((e: Error) => (broken = e));
-          if (broken === undefined && attempt <= TRANSACTION_RETRIES && isConflict(err)) continue;
-          throw err;
-        } finally {
-          // A connection that could not even roll back is destroyed, not returned to the pool.
-          c.off('error', lost);
-          c.release(broken);
-        }
+    return this.#retrying(async () => {
+      const c = await this.#pool.connect();
+      let broken: Error | undefined;
+      // A connection lost while checked out emits 'error' on the client, outside any query: without a
+      // listener that would crash the process. The transaction fails at its next query instead.
+      const lost = (e: Error) => (broken ??= e);
+      c.on('error', lost);
+      try {
+        await c.query('BEGIN');
+        const out = await fn(c);
+        await c.query('COMMIT');
+        return out;
+      } catch (err) {
+        await c.query('ROLLBACK').catch((e: Error) => (broken = e));
+        throw err;
+      } finally {
+        // A connection that could not even roll back is destroyed, not returned to the pool.
+        c.off('error', lost);
+        c.release(broken);
       }
     });
   }
+
 
   /** Connection failures become `store_unavailable` (retryable), with the driver's error as the cause. */
   async #guard<T>(fn: () => Promise<T>): Promise<T> {
