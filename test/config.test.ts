@@ -61,7 +61,7 @@ describe('defaults', () => {
     expect(config.retention).toEqual({ runs: 30 * 86_400_000, events: 30 * 86_400_000, runEvents: 7 * 86_400_000, deadLetters: 30 * 86_400_000, interval: 60_000, batchSize: 500 });
     expect(config.log).toEqual({ level: 'info' });
     expect(config.intake).toEqual({ strict: false, maxBatch: 1000, maxDepth: 32, maxHops: 8 });
-    expect(config.runner).toEqual({ concurrency: 512, batchSize: 256, lease: 30_000, poll: 1000, sweepInterval: 5000, shutdownTimeout: 10_000 });
+    expect(config.runner).toEqual({ concurrency: 512, batchSize: 256, lease: 30_000, poll: 1000, sweepInterval: 5000, shutdownTimeout: 10_000, dispatchWait: 100 });
     expect(config.deadLetters).toEqual({ maxBytes: 256 * 1024, maxCount: 100_000 });
     expect(config.metrics).toEqual({ enabled: true });
     expect(config.actions).toEqual({ http: { allow: [], timeout: 10_000, maxResponseBytes: 4096, userAgent: 'dispatcher' } });
@@ -272,7 +272,7 @@ describe('units', () => {
     const file = configFile(
       [
         'server: { bodyLimit: 64KB, requestTimeout: 2500 }',
-        'runner: { lease: 1.5m, poll: 250ms, sweepInterval: 1h, shutdownTimeout: 2d }',
+        'runner: { lease: 1.5m, poll: 250ms, sweepInterval: 1h, shutdownTimeout: 2d, dispatchWait: 0 }',
         'deadLetters: { maxBytes: 1GiB }',
         'actions:',
         '  http: { timeout: 3s, maxResponseBytes: 512B }',
@@ -288,7 +288,7 @@ describe('units', () => {
     );
     const config = await loadConfig({ file, env: {} });
     expect(config.server).toMatchObject({ bodyLimit: 64_000, requestTimeout: 2500 });
-    expect(config.runner).toMatchObject({ lease: 90_000, poll: 250, sweepInterval: 3_600_000, shutdownTimeout: 172_800_000 });
+    expect(config.runner).toMatchObject({ lease: 90_000, poll: 250, sweepInterval: 3_600_000, shutdownTimeout: 172_800_000, dispatchWait: 0 });
     expect(config.deadLetters.maxBytes).toBe(1024 ** 3);
     expect(config.actions.http).toMatchObject({ timeout: 3000, maxResponseBytes: 512 });
     expect(config.actions.slack).toEqual({ timeout: '5s' });

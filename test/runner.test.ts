@@ -328,6 +328,70 @@ describe('flow control', () => {
     expect(most()).toBe(2);
     await waitFor(async () => t.d.runner.inFlight, (n) => n === 0, 5000, 'nothing left in flight');
   });
+
+  /** The status each run was created with (its `create` run event): `running` when directly dispatched. */
+  async function createdAs(d: Dispatcher, runIds: string[]): Promise<string[]> {
+    return Promise.all(runIds.map(async (id) => (await runEvents(d, id))[0]!.status));
+  }
+
+  /** Sends 8 events through 4 slots and waits for their runs: the runner learns how fast runs end. */
+  async function warmUp(t: TestDispatcher): Promise<void> {
+    const ids = (await send(t.d, Array.from({ length: 8 }, () => event({ type: 'hook.warm' })))).flat();
+    await waitFor(async () => Promise.all(ids.map((id) => t.d.store.getRun(id))), (runs) => runs.every((r) => r?.status === 'success'), 10_000, 'the warm-up runs');
+  }
+
+  it('waits briefly for room while runs end fast, so that runs start without being queued and claimed', async () => {
+    const { r } = await slowReceiver(50);
+    const t = await dispatcher({ runner: { concurrency: 4, dispatchWait: '5s' }, routes: [hookRoute(r.url)] });
+    await warmUp(t);
+    const first = (await send(t.d, Array.from({ length: 4 }, () => event({ type: 'hook.first' })))).flat();
+    // No slot is free now; the four runs in flight end within about 50 ms, and this call waits for them.
+    const second = (await send(t.d, Array.from({ length: 4 }, () => event({ type: 'hook.second' })))).flat();
+    expect(await createdAs(t.d, first)).toEqual(['running', 'running', 'running', 'running']);
+    expect(await createdAs(t.d, second)).toEqual(['running', 'running', 'running', 'running']);
+    await waitFor(async () => t.d.runner.inFlight, (n) => n === 0, 5000, 'nothing left in flight');
+    for (const id of second) expect(fromStart(await runEvents(t.d, id))).toEqual(['running', 'success']);
+  });
+
+  it('queues the runs at once when runs end too slowly to make room in time, or when dispatchWait is 0', async () => {
+    for (const [ms, wait] of [[300, '500ms'], [50, 0]] as const) {
+      const { r } = await slowReceiver(ms);
+      const t = await dispatcher({ runner: { concurrency: 2, dispatchWait: wait }, routes: [hookRoute(r.url)] });
+      await warmUp(t);
+      const first = (await send(t.d, Array.from({ length: 2 }, () => event({ type: 'hook.first' })))).flat();
+      // Twenty runs at 2 per `ms` would take ten times longer than the wait allows: nothing waits, and the
+      // slots the first two runs free go to the queue, not to this call.
+      const second = (await send(t.d, Array.from({ length: 20 }, () => event({ type: 'hook.second' })))).flat();
+      expect(await createdAs(t.d, first)).toEqual(['running', 'running']);
+      expect(new Set(await createdAs(t.d, second))).toEqual(new Set(['queued']));
+      await waitFor(
+        async () => (await t.d.store.listRuns({ route: ['hook'], status: ['success'], limit: 1, offset: 0 })).total,
+        (n) => n === 30,
+        20_000,
+        'all 30 runs to succeed',
+      );
+    }
+  });
+
+  it('does not overtake runs queued longer than ten times dispatchWait: they get the room first, and the call only waits', async () => {
+    const { r } = await slowReceiver(20);
+    const t = await dispatcher({ runner: { concurrency: 2, dispatchWait: '50ms' }, routes: [hookRoute(r.url)] });
+    await warmUp(t);
+    // A backlog: 2 runs start and 118 are queued, which take over a second to drain at 2 per 20 ms.
+    const backlog = (await send(t.d, Array.from({ length: 120 }, () => event({ type: 'hook.backlog' })))).flat();
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    // The queue is older than 10 × 50 ms now: the slots that free up while this call waits go to it.
+    const late = (await send(t.d, Array.from({ length: 2 }, () => event({ type: 'hook.late' })))).flat();
+    expect(await createdAs(t.d, late)).toEqual(['queued', 'queued']);
+    const left = await Promise.all(backlog.map((id) => t.d.store.getRun(id)));
+    expect(left.some((run) => run?.status === 'queued')).toBe(true);
+    await waitFor(
+      async () => (await t.d.store.listRuns({ route: ['hook'], status: ['success'], limit: 1, offset: 0 })).total,
+      (n) => n === 130,
+      20_000,
+      'all 130 runs to succeed',
+    );
+  });
 });
 
 describe('publish', () => {

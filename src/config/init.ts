@@ -271,6 +271,7 @@ ${kv('lease', d.runner.lease, 'a claim not renewed within this is taken back by 
 ${kv('poll', d.runner.poll, 'how often to look for queued runs when nothing signalled')}
 ${kv('sweepInterval', d.runner.sweepInterval, 'requeue expired leases, turn expired deadlines into timeout')}
 ${kv('shutdownTimeout', d.runner.shutdownTimeout, 'on stop, wait this long for executing runs')}
+${kv('dispatchWait', d.runner.dispatchWait, 'intake may wait this long for room to start its runs at once, when runs end fast')}
 
 # Dead letters: anything that could not be accepted or finished, kept for inspection and replay.
 deadLetters:

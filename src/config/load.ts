@@ -605,6 +605,7 @@ async function normalize(raw: RawConfig, origins: Origins, problems: Problems, e
       poll: ms(runner.poll),
       sweepInterval: ms(runner.sweepInterval),
       shutdownTimeout: ms(runner.shutdownTimeout),
+      dispatchWait: ms(runner.dispatchWait),
     },
     deadLetters: { maxBytes: bytes(deadLetters.maxBytes), maxCount: deadLetters.maxCount },
     retention: {

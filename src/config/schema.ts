@@ -94,6 +94,7 @@ export interface RawConfig {
     poll: Duration;
     sweepInterval: Duration;
     shutdownTimeout: Duration;
+    dispatchWait: Duration;
   };
   deadLetters: { maxBytes: Size; maxCount: number };
   retention: { runs: Duration; events: Duration; runEvents: Duration; deadLetters: Duration; interval: Duration; batchSize: number };
@@ -177,6 +178,7 @@ export interface RunnerConfig {
   readonly poll: number;
   readonly sweepInterval: number;
   readonly shutdownTimeout: number;
+  readonly dispatchWait: number;
 }
 
 export interface DeadLettersConfig {
@@ -614,6 +616,14 @@ export const CONFIG_SCHEMA: SchemaNode = {
         poll: duration('How often to look for queued runs when none were signalled.', d.runner.poll),
         sweepInterval: duration('How often expired leases are requeued and expired deadlines turned into `timeout`.', d.runner.sweepInterval),
         shutdownTimeout: duration('How long a stopping process waits for executing runs before it leaves them to the sweeper.', d.runner.shutdownTimeout),
+        dispatchWait: duration(
+          'How long intake may wait for this process to have room for the runs of events sent over HTTP or the embedded API, while the ' +
+            'runs executing end fast enough to make that room in time. Runs that get room are committed already claimed and start at once; ' +
+            'the others are queued and claimed later, which costs an update and a run event each. Runs already queued are overtaken so for at ' +
+            'most ten times this; then they get the room first, and intake only waits. A bus input never waits (its messages are committed ' +
+            'in the order they came), nor does an event a `publish` action sends. `0` never waits.',
+          d.runner.dispatchWait,
+        ),
       },
     },
     deadLetters: {

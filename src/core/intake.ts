@@ -72,6 +72,8 @@ export interface IntakeAnswer {
 
 export interface DirectDispatch {
   reserve(wanted: number): number;
+  /** After `reserve` gave less than wanted: more room, if the runs in flight free it soon (see Runner). */
+  reserveWithin?(wanted: number): Promise<number>;
   adopt(claimed: ClaimedRun[]): void;
   release(n: number): void;
   leaseFor(now: number): { owner: string; leaseUntil: number };
@@ -251,8 +253,14 @@ export class Intake {
     // Direct dispatch: as many runs as this worker has room for are committed already claimed by it.
     const dispatch = this.#deps.dispatch;
     let reserved = eligible > 0 && dispatch !== undefined ? dispatch.reserve(eligible) : 0;
+    // Short of room, a call may wait a little for the runs in flight to free some. Not a bus input's
+    // hand-over (a chain): its lists must reach the commit in the order they came. Nor an event a `publish`
+    // action sends (hops > 0): that action holds a slot of its own while it waits.
+    if (reserved < eligible && chain === undefined && dispatch?.reserveWithin !== undefined && checked.every((c) => (c.message.hops ?? 0) === 0)) {
+      reserved += await dispatch.reserveWithin(eligible - reserved);
+    }
     if (reserved > 0) {
-      const lease = dispatch!.leaseFor(now);
+      const lease = dispatch!.leaseFor(this.#deps.now?.() ?? Date.now());
       let left = reserved;
       for (const item of items) {
         if (left === 0) break;

@@ -37,6 +37,10 @@ import type { ClaimedRun, RunOutcome, Store } from '../store/types.js';
 /** How long outcomes gather before they are recorded, and how many are recorded at once at most. */
 const RECORD_DELAY_MS = 2;
 const RECORD_BATCH = 1000;
+/** How many `dispatchWait`s queued runs may be overtaken by intake waiting for room, before they come first. */
+const QUEUE_FIRST_AFTER = 10;
+/** Over how long (the time constant of a decaying sum, ms) the rate at which runs end is taken. */
+const END_RATE_MS = 250;
 
 export interface RunnerSettings {
   /** Runs in flight at most. */
@@ -47,6 +51,11 @@ export interface RunnerSettings {
   poll: number;
   sweepInterval: number;
   shutdownTimeout: number;
+  /**
+   * How long intake may wait for room for the runs it plans (direct dispatch), while the runs in flight end
+   * fast enough to make that room in time (ms; 0 never waits). See `reserveWithin`.
+   */
+  dispatchWait?: number;
   /** Bytes of a response summary kept per attempt. */
   maxResponseBytes: number;
   deadLetterMaxCount: number;
@@ -94,6 +103,15 @@ export class Runner {
   #running = false;
   /** Slots promised to intake for direct dispatch, not yet adopted. */
   #reserved = 0;
+  /**
+   * How fast room frees: the runs that ended, each counted with a weight that decays with its age (time
+   * constant END_RATE_MS), so that the sum over END_RATE_MS is runs ending per ms; and when the last ended.
+   */
+  #endedRecently = 0;
+  #lastEndAt = -Infinity;
+  /** Intake calls waiting in `reserveWithin`, woken when runs end, and how much room they still want in all. */
+  readonly #roomWaiters = new Set<() => void>();
+  #roomWanted = 0;
   #pumping = false;
   #again = false;
   /**
@@ -102,6 +120,11 @@ export class Runner {
    * set, so that directly dispatched runs do not cost a claim query each.
    */
   #maybeQueued = true;
+  /**
+   * Since when there may have been queued runs (set when `#maybeQueued` turns true, kept until a claim finds
+   * the queue empty): no run queued now is older than that.
+   */
+  #queuedSince = 0;
   #pollTimer: NodeJS.Timeout | undefined;
   #wakeTimer: NodeJS.Timeout | undefined;
   #wakeAt = Infinity;
@@ -137,6 +160,7 @@ export class Runner {
 
   /** New runs may be claimable. Cheap to call often: at most one claim loop runs at a time. */
   notify(): void {
+    if (!this.#maybeQueued) this.#queuedSince = this.#now();
     this.#maybeQueued = true;
     if (!this.#running) return;
     if (this.#pumping) {
@@ -156,6 +180,62 @@ export class Runner {
     const n = Math.max(0, Math.min(wanted, room));
     this.#reserved += n;
     return n;
+  }
+
+  /**
+   * Direct dispatch, step 1 when `reserve` gave less than was wanted: wait up to `dispatchWait` for the
+   * rest, but only while the runs in flight end fast enough to free it in the time left (judged by the rate
+   * at which they have been ending); otherwise return at once. Resolves to how many more were reserved.
+   *
+   * Under a burst of work that ends fast, this keeps runs from being committed queued only to be claimed
+   * moments later (a claim costs an update and a run event per run); when work ends slowly, the runs are
+   * queued as before, and intake is not held up. Runs already queued are overtaken this way for at most
+   * QUEUE_FIRST_AFTER × `dispatchWait`; after that they get the room first, and a call only waits: under a
+   * lasting overload, intake slows down to what the runner does.
+   */
+  async reserveWithin(wanted: number): Promise<number> {
+    const budget = this.#deps.settings.dispatchWait ?? 0;
+    if (budget <= 0 || wanted <= 0) return 0;
+    const deadline = this.#now() + budget;
+    let got = 0;
+    this.#roomWanted += wanted;
+    try {
+      while (got < wanted && this.#running) {
+        const now = this.#now();
+        const left = deadline - now;
+        // Room comes only from runs in flight ending: wait only if some are in flight, and they have been
+        // ending lately, fast enough for what every waiter still wants.
+        const endRate = (this.#endedRecently * Math.exp((this.#lastEndAt - now) / END_RATE_MS)) / END_RATE_MS;
+        if (left <= 0 || this.#inFlight.size === 0 || now - this.#lastEndAt > budget || this.#roomWanted / endRate > left) break;
+        await new Promise<void>((resolve) => {
+          const wake = () => {
+            clearTimeout(timer);
+            this.#roomWaiters.delete(wake);
+            resolve();
+          };
+          const timer = setTimeout(wake, left);
+          this.#roomWaiters.add(wake);
+        });
+        // Runs already queued are not overtaken for long: once the queue may hold a run older than
+        // QUEUE_FIRST_AFTER waits, the room goes to the claims, and this call only waits (which slows intake
+        // down to what the runner does, so that the queue drains).
+        if (this.#maybeQueued && this.#now() - this.#queuedSince > budget * QUEUE_FIRST_AFTER) continue;
+        const n = this.reserve(wanted - got);
+        got += n;
+        this.#roomWanted -= n;
+      }
+      return got;
+    } finally {
+      this.#roomWanted -= wanted - got;
+    }
+  }
+
+  /** A batch of runs ended: note how fast runs end, and wake intake calls waiting for room. */
+  #ended(n: number): void {
+    const now = this.#now();
+    this.#endedRecently = this.#endedRecently * Math.exp((this.#lastEndAt - now) / END_RATE_MS) + n;
+    this.#lastEndAt = now;
+    for (const wake of [...this.#roomWaiters]) wake();
   }
 
   /** Step 2: the runs were committed as claimed by this worker: run them. */
@@ -438,6 +518,7 @@ export class Runner {
         this.#settle(o.run.id);
         if (o.status === 'queued') retries = true;
       }
+      this.#ended(batch.length);
       if (retries) void this.#armWakeTimer();
       if (this.#outcomes.length > 0) this.#scheduleRecord();
       else for (const resolve of this.#recorded.splice(0)) resolve();
@@ -566,6 +647,7 @@ export class Runner {
 
   async #stop(): Promise<void> {
     this.#running = false;
+    for (const wake of [...this.#roomWaiters]) wake();
     for (const t of [this.#pollTimer, this.#leaseTimer, this.#sweepTimer, this.#wakeTimer, this.#pruneTimer]) clearInterval(t);
     if (this.#inFlight.size > 0) {
       let timer: NodeJS.Timeout | undefined;
