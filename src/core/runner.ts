@@ -121,8 +121,8 @@ export class Runner {
    */
   #maybeQueued = true;
   /**
-   * Since when there may have been queued runs (set when `#maybeQueued` turns true, kept until a claim finds
-   * the queue empty): no run queued now is older than that.
+   * Since when there may have been claimable queued runs: set when `#maybeQueued` turns true, kept until a
+   * claim finds none. How long the queue may have been waiting for room.
    */
   #queuedSince = 0;
   #pollTimer: NodeJS.Timeout | undefined;
