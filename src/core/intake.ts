@@ -73,7 +73,7 @@ export interface IntakeAnswer {
 export interface DirectDispatch {
   reserve(wanted: number): number;
   /** After `reserve` gave less than wanted: more room, if the runs in flight free it soon (see Runner). */
-  reserveWithin?(wanted: number): Promise<number>;
+  reserveWithin(wanted: number): Promise<number>;
   adopt(claimed: ClaimedRun[]): void;
   release(n: number): void;
   leaseFor(now: number): { owner: string; leaseUntil: number };
@@ -230,7 +230,7 @@ export class Intake {
 
   /** Plan and group-commit the events of checked messages, in order; one answer per message. */
   async #commit(checked: Checked[], chain?: Chain): Promise<IntakeAnswer[]> {
-    const now = this.#deps.now?.() ?? Date.now();
+    const now = this.#now();
     const plan = this.#deps.plan();
     const items: IntakeItem[] = [];
     const ends: number[] = [];
@@ -256,11 +256,11 @@ export class Intake {
     // Short of room, a call may wait a little for the runs in flight to free some. Not a bus input's
     // hand-over (a chain): its lists must reach the commit in the order they came. Nor an event a `publish`
     // action sends (hops > 0): that action holds a slot of its own while it waits.
-    if (reserved < eligible && chain === undefined && dispatch?.reserveWithin !== undefined && checked.every((c) => (c.message.hops ?? 0) === 0)) {
+    if (reserved < eligible && chain === undefined && dispatch !== undefined && checked.every((c) => (c.message.hops ?? 0) === 0)) {
       reserved += await dispatch.reserveWithin(eligible - reserved);
     }
     if (reserved > 0) {
-      const lease = dispatch!.leaseFor(this.#deps.now?.() ?? Date.now());
+      const lease = dispatch!.leaseFor(this.#now());
       let left = reserved;
       for (const item of items) {
         if (left === 0) break;
@@ -351,7 +351,7 @@ export class Intake {
           headers: message.headers,
           service: message.service,
           orgId: message.orgId,
-          at: this.#deps.now?.() ?? Date.now(),
+          at: this.#now(),
         },
       ]);
     } catch (err) {
@@ -361,6 +361,10 @@ export class Intake {
       error.deadLetterLost = true;
     }
     return error;
+  }
+
+  #now(): number {
+    return this.#deps.now?.() ?? Date.now();
   }
 }
 

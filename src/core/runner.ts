@@ -55,7 +55,7 @@ export interface RunnerSettings {
    * How long intake may wait for room for the runs it plans (direct dispatch), while the runs in flight end
    * fast enough to make that room in time (ms; 0 never waits). See `reserveWithin`.
    */
-  dispatchWait?: number;
+  dispatchWait: number;
   /** Bytes of a response summary kept per attempt. */
   maxResponseBytes: number;
   deadLetterMaxCount: number;
@@ -194,7 +194,7 @@ export class Runner {
    * lasting overload, intake slows down to what the runner does.
    */
   async reserveWithin(wanted: number): Promise<number> {
-    const budget = this.#deps.settings.dispatchWait ?? 0;
+    const budget = this.#deps.settings.dispatchWait;
     if (budget <= 0 || wanted <= 0) return 0;
     const deadline = this.#now() + budget;
     let got = 0;
@@ -205,7 +205,7 @@ export class Runner {
         const left = deadline - now;
         // Room comes only from runs in flight ending: wait only if some are in flight, and they have been
         // ending lately, fast enough for what every waiter still wants.
-        const endRate = (this.#endedRecently * Math.exp((this.#lastEndAt - now) / END_RATE_MS)) / END_RATE_MS;
+        const endRate = this.#endedBy(now) / END_RATE_MS;
         if (left <= 0 || this.#inFlight.size === 0 || now - this.#lastEndAt > budget || this.#roomWanted / endRate > left) break;
         await new Promise<void>((resolve) => {
           const wake = () => {
@@ -233,8 +233,17 @@ export class Runner {
   /** A batch of runs ended: note how fast runs end, and wake intake calls waiting for room. */
   #ended(n: number): void {
     const now = this.#now();
-    this.#endedRecently = this.#endedRecently * Math.exp((this.#lastEndAt - now) / END_RATE_MS) + n;
+    this.#endedRecently = this.#endedBy(now) + n;
     this.#lastEndAt = now;
+    this.#wakeRoomWaiters();
+  }
+
+  /** `#endedRecently` decayed to `now`. */
+  #endedBy(now: number): number {
+    return this.#endedRecently * Math.exp((this.#lastEndAt - now) / END_RATE_MS);
+  }
+
+  #wakeRoomWaiters(): void {
     for (const wake of [...this.#roomWaiters]) wake();
   }
 
@@ -647,7 +656,7 @@ export class Runner {
 
   async #stop(): Promise<void> {
     this.#running = false;
-    for (const wake of [...this.#roomWaiters]) wake();
+    this.#wakeRoomWaiters();
     for (const t of [this.#pollTimer, this.#leaseTimer, this.#sweepTimer, this.#wakeTimer, this.#pruneTimer]) clearInterval(t);
     if (this.#inFlight.size > 0) {
       let timer: NodeJS.Timeout | undefined;

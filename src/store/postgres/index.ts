@@ -846,7 +846,6 @@ export class PostgresStore implements Store {
     });
   }
 
-
   /** Connection failures become `store_unavailable` (retryable), with the driver's error as the cause. */
   async #guard<T>(fn: () => Promise<T>): Promise<T> {
     try {
