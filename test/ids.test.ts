@@ -16,3 +16,22 @@ describe('ids', () => {
     expect(new Set(ids).size).toBe(ids.length);
   });
 });
+
+describe('ids made for a given time', () => {
+  const ms = (id: string) => parseInt(id.replace(/-/g, '').slice(0, 12), 16);
+
+  it('carry exactly that time, increase within it, and sort by it', () => {
+    const t = 1_700_000_000_123;
+    const ids = Array.from({ length: 2000 }, () => newId(t));
+    for (const id of ids) expect(ms(id)).toBe(t);
+    for (let i = 1; i < ids.length; i++) expect(ids[i]! > ids[i - 1]!).toBe(true);
+    // A later time sorts after them, an earlier one (a clock set back) before: id order is time order.
+    const later = newId(t + 1);
+    const earlier = newId(t - 1);
+    expect(ms(later)).toBe(t + 1);
+    expect(ms(earlier)).toBe(t - 1);
+    expect(later > ids.at(-1)!).toBe(true);
+    expect(earlier < ids[0]!).toBe(true);
+    expect(new Set([...ids, later, earlier]).size).toBe(ids.length + 2);
+  });
+});

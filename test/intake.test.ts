@@ -3,13 +3,14 @@
  * checked alone, the good ones are committed together in order, and every answer belongs to its message.
  */
 
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { InboundMessage } from '../src/core/intake.js';
 import { decodeCloudEvents } from '../src/transports/decode.js';
 import { event, startDispatcher, type TestDispatcher } from './helpers.js';
 
 const open: TestDispatcher[] = [];
 afterEach(async () => {
+  vi.restoreAllMocks();
   for (const t of open.splice(0)) await t.close();
 });
 
@@ -31,12 +32,18 @@ describe('Intake.receiveAll', () => {
     open.push(t);
     const a = event({ id: 'a' });
     const b = event({ id: 'b' });
+    // A clock that moves on at every reading: ids made with a reading of their own would miss the moment
+    // intake took for the events.
+    const realNow = Date.now.bind(Date);
+    let ticks = 0;
+    vi.spyOn(Date, 'now').mockImplementation(() => realNow() + 1000 * ++ticks);
     const answers = t.d.intake.receiveAll(
       [message(a), message('not json {'), message(a), message({ ...b, source: '' }), message(b), message([event({ id: 'c1' }), event({ id: 'c2' })])],
       decode,
     );
     expect(answers).toHaveLength(6);
     const settled = await Promise.allSettled(answers);
+    vi.restoreAllMocks();
     const value = (i: number) => (settled[i]!.status === 'fulfilled' ? (settled[i] as PromiseFulfilledResult<{ results: Array<{ status: string; key: string; runIds: string[] }> }>).value : null);
     const reason = (i: number) => (settled[i]!.status === 'rejected' ? (settled[i] as PromiseRejectedResult).reason : null);
 
@@ -54,6 +61,14 @@ describe('Intake.receiveAll', () => {
     expect(events.items.map((e) => e.event.id).sort()).toEqual(['a', 'b', 'c1', 'c2']);
     const keys = [value(0), value(4), value(5)].flatMap((v) => v!.results.map((r) => r.key));
     expect([...keys].sort()).toEqual(keys);
+    // An event's key and its runs' ids carry the moment intake received it: the stores list and find runs
+    // by creation time through their ids.
+    const idTime = (id: string) => parseInt(id.replace(/-/g, '').slice(0, 12), 16);
+    for (const r of [value(0), value(4), value(5)].flatMap((v) => v!.results)) {
+      const received = (await t.d.store.getEvent(r.key))!.receivedAt;
+      expect(idTime(r.key)).toBe(received);
+      for (const id of r.runIds) expect([idTime(id), (await t.d.store.getRun(id))!.createdAt]).toEqual([received, received]);
+    }
     const dead = await t.d.store.listDeadLetters({ limit: 10, offset: 0 });
     expect(dead.items.map((x) => x.reason).sort()).toEqual(['invalid_event', 'invalid_json']);
     expect(await counted(t, 'accepted')).toBe(4);

@@ -12,7 +12,7 @@ import { DispatcherError } from '../src/core/errors.js';
 import type { CloudEvent } from '../src/core/types.js';
 import { PostgresStore } from '../src/store/postgres/index.js';
 import { POSTGRES_MIGRATIONS } from '../src/store/postgres/migrations.js';
-import { defineStoreSuite } from './store.suite.js';
+import { commitOld, defineStoreSuite, expectCreatedById } from './store.suite.js';
 import { POSTGRES_URL, probePostgres } from './helpers.js';
 
 const BASE_URL = POSTGRES_URL;
@@ -126,6 +126,25 @@ describe.skipIf(unreachable !== null && !requireDatabase)('PostgresStore', () =>
         expect((await store.getEvent(result!.key))?.event).toEqual(event);
         const [created] = await store.readRunEvents(0, 10);
         expect(created).toMatchObject({ runId: '0190a0f0-0000-7000-8000-000000000002', eventType: 'create', payload: { status: 'queued' } });
+      } finally {
+        await store.close();
+        await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      }
+    });
+
+    it('gives runs written before migration 0005 the time their id carries, and lists and finds them by id', async () => {
+      const schema = `${SCHEMA_PREFIX}${n++}`;
+      const store = await openStore(schema);
+      try {
+        // As an older dispatcher left them: the index, and runs whose created_at is a moment before their id's time.
+        await admin.query(`CREATE INDEX runs_created ON "${schema}".runs (created_at);
+          DELETE FROM "${schema}".dispatcher_migrations WHERE name = '0005_created_by_id'`);
+        const ids = await commitOld(store);
+        await admin.query(`UPDATE "${schema}".runs SET created_at = created_at - 3, updated_at = created_at - 3`);
+        await store.migrate();
+        const indexes = await admin.query(`SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = 'runs'`, [schema]);
+        expect(indexes.rows.map((r) => r.indexname)).not.toContain('runs_created');
+        await expectCreatedById(store, ids);
       } finally {
         await store.close();
         await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);

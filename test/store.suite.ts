@@ -8,11 +8,12 @@
 
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { v7 as uuidv7 } from 'uuid';
+import { newId } from '../src/core/ids.js';
 import { DispatcherError } from '../src/core/errors.js';
 import { MAX_LEASE_EXPIRIES } from '../src/store/shared.js';
 import { GENESIS_HASH, verifyAuditChain } from '../src/core/audit.js';
 import type { Attempt, CloudEvent, Run } from '../src/core/types.js';
-import type { ClaimOptions, ClaimedRun, IntakeItem, IntakeResult, NewDeadLetter, NewRun, RunOutcome, Store } from '../src/store/types.js';
+import type { ClaimOptions, ClaimedRun, IntakeItem, IntakeResult, NewDeadLetter, NewRun, RunOutcome, RunQuery, Store } from '../src/store/types.js';
 
 export interface StoreFixture {
   store: Store;
@@ -46,7 +47,8 @@ function cloudEvent(overrides: Partial<CloudEvent> = {}): CloudEvent {
 
 function newRun(overrides: Partial<NewRun> = {}, at = T0): NewRun {
   return {
-    id: uuidv7(),
+    // As intake makes it: the id carries the time of its event's receivedAt (NewRun.id).
+    id: newId(at),
     route: 'route-a',
     action: 'call',
     actionType: 'http',
@@ -76,7 +78,7 @@ function intakeItem(o: ItemOptions = {}): IntakeItem {
   const at = o.at ?? T0;
   return {
     record: {
-      key: o.key ?? uuidv7(),
+      key: o.key ?? newId(at),
       event: cloudEvent(o.event),
       input: o.input ?? 'http',
       hops: o.hops ?? 0,
@@ -181,6 +183,31 @@ async function expectError(promise: Promise<unknown>, code: string): Promise<voi
   );
   expect(err, `expected a DispatcherError ${code}`).toBeInstanceOf(DispatcherError);
   expect((err as DispatcherError).code).toBe(code);
+}
+
+/**
+ * For the upgrade tests of migration 0005 (store-sqlite and store-postgres): three runs created 10 ms apart,
+ * their ids in creation order. The test then moves their created_at back a little, as before 0005.
+ */
+export async function commitOld(store: Store): Promise<string[]> {
+  const ids: string[] = [];
+  for (const at of [T0, T0 + 10, T0 + 20]) ids.push(...(await seed(store, [{}], { at })));
+  return ids;
+}
+
+/** After migration 0005: every run has the time its id carries, and is listed and found by it. */
+export async function expectCreatedById(store: Store, ids: string[]): Promise<void> {
+  for (const [i, id] of ids.entries()) {
+    const run = await store.getRun(id);
+    expect(run?.createdAt).toBe(T0 + 10 * i);
+    expect(run!.updatedAt).toBeGreaterThanOrEqual(run!.createdAt);
+  }
+  const list = async (q: Partial<RunQuery>) => (await store.listRuns({ limit: 10, offset: 0, ...q })).items.map((r) => r.id);
+  expect(await list({})).toEqual([...ids].reverse());
+  expect(await list({ sort: { field: 'created_at', direction: 'asc' } })).toEqual(ids);
+  expect(await list({ createdAt: { from: T0 + 10 } })).toEqual([ids[2], ids[1]]);
+  expect(await list({ createdAt: { to: T0 + 10 } })).toEqual([ids[0]]);
+  expect(await list({ createdAt: { from: T0 + 10, to: T0 + 20 } })).toEqual([ids[1]]);
 }
 
 export function defineStoreSuite(name: string, open: () => Promise<StoreFixture>): void {

@@ -243,7 +243,7 @@ export class Intake {
         const { runs } = plan.planRuns(event, now);
         for (const r of runs) if (dispatchable(r, plan)) eligible += 1;
         items.push({
-          record: { key: newId(), event, input: message.input, hops, receivedAt: now, service: message.service, orgId: message.orgId },
+          record: { key: newId(now), event, input: message.input, hops, receivedAt: now, service: message.service, orgId: message.orgId },
           runs,
         });
       }

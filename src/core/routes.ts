@@ -52,7 +52,7 @@ export interface RoutePlan {
   readonly routeLimits: ReadonlyMap<string, number>;
   route(name: string): CompiledRoute | undefined;
   action(route: string, action: string): CompiledAction | undefined;
-  /** The runs for one event, queued now. */
+  /** The runs for one event, queued now; their ids carry `now` (the event's `receivedAt`, the runs' `created_at`). */
   planRuns(event: CloudEvent, now: number): { routes: CompiledRoute[]; runs: NewRun[] };
   close(): Promise<void>;
 }
@@ -174,7 +174,7 @@ export async function compileRoutes(options: CompileRoutesOptions): Promise<Rout
         }
         for (const a of route.actions) {
           runs.push({
-            id: newId(),
+            id: newId(now),
             route: route.name,
             action: a.name,
             actionType: a.type,

@@ -26,6 +26,10 @@ import type {
 
 /** A run planned at intake, not yet stored. */
 export interface NewRun {
+  /**
+   * A UUIDv7 that carries the time of its event's `receivedAt` (`newId(receivedAt)`), which becomes the run's
+   * `created_at`: the stores list runs in creation order by id, and find a `created_at` range as a range of ids.
+   */
   id: string;
   route: string;
   action: string;

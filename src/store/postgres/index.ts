@@ -676,8 +676,9 @@ export class PostgresStore implements Store {
       await this.#transaction(async (c) => {
         const ids = (
           await c.query<{ id: string }>(
-            `SELECT id FROM runs WHERE created_at < $1 AND status IN ${ENDED_STATUSES_SQL} AND finished_at < $1 ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED`,
-            [before, o.limit],
+            // Oldest first, through the primary key: a run's id carries its created_at (NewRun.id).
+            `SELECT id FROM runs WHERE id < $3 AND created_at < $1 AND status IN ${ENDED_STATUSES_SQL} AND finished_at < $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED`,
+            [before, o.limit, v7Floor(before)],
           )
         ).rows.map((r) => r.id);
         if (ids.length === 0) return;

@@ -678,9 +678,10 @@ export class SqliteStore implements Store {
       await this.#write(() => {
         const ids = JSON.stringify(
           db
-            .prepare(`SELECT id FROM runs WHERE created_at < ? AND status IN ${ENDED_STATUSES_SQL} AND finished_at < ? ORDER BY created_at LIMIT ?`)
+            // Oldest first, through the primary key: a run's id carries its created_at (NewRun.id).
+            .prepare(`SELECT id FROM runs WHERE id < ? AND created_at < ? AND status IN ${ENDED_STATUSES_SQL} AND finished_at < ? ORDER BY id LIMIT ?`)
             .pluck()
-            .all(before, before, o.limit),
+            .all(v7Floor(before), before, before, o.limit),
         );
         result.attempts = db.prepare('DELETE FROM attempts WHERE run_id IN (SELECT value FROM json_each(?))').run(ids).changes;
         result.runs = db.prepare('DELETE FROM runs WHERE id IN (SELECT value FROM json_each(?))').run(ids).changes;

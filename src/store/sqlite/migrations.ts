@@ -6,6 +6,11 @@
  * order, which is insertion order.
  */
 
+/** The time a UUIDv7 run id carries: its first 12 hex digits (the 9th character is a dash), in milliseconds. */
+const ID_TIME = `(${[1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13]
+  .map((at, i) => `(instr('0123456789abcdef', substr(id, ${at}, 1)) - 1) * ${16 ** (11 - i)}`)
+  .join(' + ')})`;
+
 export const SQLITE_MIGRATIONS: Record<string, string[]> = {
   '0001_initial': [
     `CREATE TABLE events (
@@ -163,5 +168,14 @@ export const SQLITE_MIGRATIONS: Record<string, string[]> = {
       lease_until INTEGER NOT NULL,
       PRIMARY KEY (output, stream)
     ) WITHOUT ROWID`,
+  ],
+  '0005_created_by_id': [
+    // A run's id carries its created_at (NewRun.id): creation order is id order, and a created_at range a
+    // range of ids, through the primary key. Runs written before carry a time in their id at most a moment
+    // after their created_at; they are given that time, so that the two agree for every run. Then
+    // runs_created goes, as in PostgreSQL.
+    `UPDATE runs SET created_at = ${ID_TIME}, updated_at = max(updated_at, ${ID_TIME})
+     WHERE id GLOB '${'[0-9a-f]'.repeat(8)}-${'[0-9a-f]'.repeat(4)}-7*' AND created_at <> ${ID_TIME}`,
+    `DROP INDEX runs_created`,
   ],
 };
