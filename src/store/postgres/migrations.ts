@@ -179,7 +179,7 @@ export const POSTGRES_MIGRATIONS: Record<string, string[]> = {
     // A run's id carries its created_at (NewRun.id): creation order is id order, and a created_at range a
     // range of ids, through the primary key. Runs written before carry a time in their id at most a moment
     // after their created_at; they are given that time, so that the two agree for every run. Then
-    // runs_created goes: every outcome (never a HOT update) wrote a new entry into it. Measured: 4 to 6 % of
+    // runs_created goes: every outcome (never a HOT update) wrote a new entry into it. Measured: 8 to 11 % of
     // a bus's throughput into PostgreSQL (BENCHMARKS.md, 2026-11-24 (IV)).
     `UPDATE runs SET created_at = ${ID_TIME}, updated_at = greatest(updated_at, ${ID_TIME})
      WHERE id ~ '^[0-9a-f]{8}-[0-9a-f]{4}-7' AND created_at <> ${ID_TIME}`,
