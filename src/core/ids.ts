@@ -37,4 +37,3 @@ export function newId(time: number = Date.now()): string {
   }
   return uuidv7({ random, msecs: time, seq });
 }
-
