@@ -132,7 +132,7 @@ describe.skipIf(unreachable !== null && !requireDatabase)('PostgresStore', () =>
       }
     });
 
-    it('gives runs written before migration 0005 the time their id carries, and lists and finds them by id', async () => {
+    it('gives runs and events written before migration 0005 the time their id carries, and lists and finds them by id', async () => {
       const schema = `${SCHEMA_PREFIX}${n++}`;
       const store = await openStore(schema);
       try {
@@ -140,7 +140,8 @@ describe.skipIf(unreachable !== null && !requireDatabase)('PostgresStore', () =>
         await admin.query(`CREATE INDEX runs_created ON "${schema}".runs (created_at);
           DELETE FROM "${schema}".dispatcher_migrations WHERE name = '0005_created_by_id'`);
         const ids = await commitOld(store);
-        await admin.query(`UPDATE "${schema}".runs SET created_at = created_at - 3, updated_at = created_at - 3`);
+        await admin.query(`UPDATE "${schema}".runs SET created_at = created_at - 3, updated_at = created_at - 3;
+          UPDATE "${schema}".events SET received_at = received_at - 3`);
         await store.migrate();
         const indexes = await admin.query(`SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = 'runs'`, [schema]);
         expect(indexes.rows.map((r) => r.indexname)).not.toContain('runs_created');

@@ -30,7 +30,7 @@ defineStoreSuite('sqlite', async () => {
   };
 });
 
-it('gives runs written before migration 0005 the time their id carries, and lists and finds them by id (sqlite)', async () => {
+it('gives runs and events written before migration 0005 the time their id carries, and lists and finds them by id (sqlite)', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'dispatcher-store-'));
   dirs.push(dir);
   const path = join(dir, 'dispatcher.db');
@@ -43,7 +43,8 @@ it('gives runs written before migration 0005 the time their id carries, and list
     const db = new Database(path);
     db.exec(`CREATE INDEX runs_created ON runs (created_at);
       DELETE FROM dispatcher_migrations WHERE name = '0005_created_by_id';
-      UPDATE runs SET created_at = created_at - 3, updated_at = created_at - 3`);
+      UPDATE runs SET created_at = created_at - 3, updated_at = created_at - 3;
+      UPDATE events SET received_at = received_at - 3`);
     db.close();
     store = new SqliteStore({ path });
     await store.migrate();

@@ -13,7 +13,7 @@ import { DispatcherError } from '../src/core/errors.js';
 import { MAX_LEASE_EXPIRIES } from '../src/store/shared.js';
 import { GENESIS_HASH, verifyAuditChain } from '../src/core/audit.js';
 import type { Attempt, CloudEvent, Run } from '../src/core/types.js';
-import type { ClaimOptions, ClaimedRun, IntakeItem, IntakeResult, NewDeadLetter, NewRun, RunOutcome, RunQuery, Store } from '../src/store/types.js';
+import type { ClaimOptions, ClaimedRun, IntakeItem, IntakeResult, NewDeadLetter, NewRun, RunOutcome, RunQuery, EventQuery, Store } from '../src/store/types.js';
 
 export interface StoreFixture {
   store: Store;
@@ -186,8 +186,9 @@ async function expectError(promise: Promise<unknown>, code: string): Promise<voi
 }
 
 /**
- * For the upgrade tests of migration 0005 (store-sqlite and store-postgres): three runs created 10 ms apart,
- * their ids in creation order. The test then moves their created_at back a little, as before 0005.
+ * For the upgrade tests of migration 0005 (store-sqlite and store-postgres): three events received 10 ms
+ * apart with a run each, the run ids in creation order. The test then moves the runs' created_at and the
+ * events' received_at back a little, as before 0005.
  */
 export async function commitOld(store: Store): Promise<string[]> {
   const ids: string[] = [];
@@ -195,13 +196,22 @@ export async function commitOld(store: Store): Promise<string[]> {
   return ids;
 }
 
-/** After migration 0005: every run has the time its id carries, and is listed and found by it. */
+/**
+ * After migration 0005: every run has the time its id carries and every event the time its key carries, and
+ * they are listed and found by it.
+ */
 export async function expectCreatedById(store: Store, ids: string[]): Promise<void> {
+  const keys: string[] = [];
   for (const [i, id] of ids.entries()) {
     const run = await store.getRun(id);
     expect(run?.createdAt).toBe(T0 + 10 * i);
     expect(run!.updatedAt).toBeGreaterThanOrEqual(run!.createdAt);
+    expect((await store.getEvent(run!.eventKey))?.receivedAt).toBe(T0 + 10 * i);
+    keys.push(run!.eventKey);
   }
+  const events = async (q: Partial<EventQuery>) => (await store.listEvents({ limit: 10, offset: 0, ...q })).items.map((e) => e.key);
+  expect(await events({ receivedAt: { from: T0 + 10 } })).toEqual([keys[2], keys[1]]);
+  expect(await events({ receivedAt: { to: T0 + 10 } })).toEqual([keys[0]]);
   const list = async (q: Partial<RunQuery>) => (await store.listRuns({ limit: 10, offset: 0, ...q })).items.map((r) => r.id);
   expect(await list({})).toEqual([...ids].reverse());
   expect(await list({ sort: { field: 'created_at', direction: 'asc' } })).toEqual(ids);

@@ -42,7 +42,7 @@ export interface Owner {
 
 /** An event as accepted and stored. */
 export interface EventRecord extends Owner {
-  /** Our own id for the stored event (UUIDv7). */
+  /** Our own id for the stored event: a UUIDv7 that carries its `receivedAt` (see `NewRun.id`). */
   key: string;
   event: CloudEvent;
   /** Name of the input it came through (`http`, `embedded`, …). */

@@ -42,14 +42,15 @@ function timeRange<T extends keyof Database>(qb: Q<T>, column: string, range: Ti
 }
 
 /**
- * A `created_at` range of runs, through their primary key: a run's id carries its `created_at` (see
- * `NewRun.id`), so the range is a range of ids, and `runs` needs no index on `created_at` (one that every
- * outcome, a non-HOT update in PostgreSQL, wrote a new entry into). The `created_at` test stays beside it.
+ * A time range through a primary key that carries the time: a run's id carries its `created_at` and an
+ * event's key its `received_at` (see `NewRun.id`), so the range is a range of ids, and neither table needs an
+ * index on the time (on `runs`, one that every outcome, a non-HOT update in PostgreSQL, wrote a new entry
+ * into). The test on the time column stays beside it.
  */
-function createdRange(qb: Q<'runs'>, range: TimeRange | undefined): Q<'runs'> {
-  let out = timeRange(qb, 'created_at', range);
-  if (range?.from !== undefined) out = out.where('id', '>=', v7Floor(range.from));
-  if (range?.to !== undefined) out = out.where('id', '<', v7Floor(range.to));
+function idRange<T extends 'runs' | 'events'>(qb: Q<T>, id: string, column: string, range: TimeRange | undefined): Q<T> {
+  let out = timeRange(qb, column, range);
+  if (range?.from !== undefined) out = out.where(sql.ref(id), '>=', v7Floor(range.from)) as Q<T>;
+  if (range?.to !== undefined) out = out.where(sql.ref(id), '<', v7Floor(range.to)) as Q<T>;
   return out;
 }
 
@@ -62,7 +63,7 @@ export async function listRuns(db: Kysely<Database>, ops: DialectOps, query: Run
   if (query.eventKey !== undefined) qb = qb.where('event_key', '=', query.eventKey);
   if (query.correlationId !== undefined) qb = qb.where('correlation_id', '=', query.correlationId);
   if (query.labels !== undefined && Object.keys(query.labels).length > 0) qb = qb.where(ops.labelsContain(query.labels));
-  qb = createdRange(qb, query.createdAt);
+  qb = idRange(qb, 'id', 'created_at', query.createdAt);
   qb = timeRange(qb, 'updated_at', query.updatedAt);
 
   const sort = query.sort ?? { field: 'created_at', direction: 'desc' };
@@ -80,7 +81,7 @@ export async function listEvents(db: Kysely<Database>, query: EventQuery): Promi
   if (query.id !== undefined) qb = qb.where('id', '=', query.id);
   if (query.unrouted === true) qb = qb.where('run_count', '=', 0);
   if (query.unrouted === false) qb = qb.where('run_count', '>', 0);
-  qb = timeRange(qb, 'received_at', query.receivedAt);
+  qb = idRange(qb, 'key', 'received_at', query.receivedAt);
   const direction = query.sort?.direction ?? 'desc';
   const [{ total }] = (await qb.select((eb) => eb.fn.countAll<number | string>().as('total')).execute()) as [{ total: number | string }];
   const rows = await qb.selectAll().orderBy('key', direction).limit(query.limit).offset(query.offset).execute();
@@ -109,7 +110,7 @@ export function republishPage(db: Kysely<Database>, query: RepublishQuery, after
   if (query.route?.length) qb = qb.where('route', 'in', query.route);
   if (query.service?.length) qb = qb.where('service', 'in', query.service);
   if (query.orgId?.length) qb = qb.where('org_id', 'in', query.orgId);
-  qb = createdRange(qb, query.createdAt);
+  qb = idRange(qb, 'id', 'created_at', query.createdAt);
   return qb.where('id', '>', afterId).orderBy('id', 'asc').limit(limit);
 }
 

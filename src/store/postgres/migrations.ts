@@ -12,8 +12,8 @@
  * in them only while it is in that state. `runs.labels` has a GIN index for `labels @> …` filters.
  */
 
-/** The time a UUIDv7 run id carries: its first 48 bits, as milliseconds since the epoch. */
-const ID_TIME = `('x' || substr(id, 1, 8) || substr(id, 10, 4))::bit(48)::bigint`;
+/** The time a UUIDv7 (a run's id, an event's key) carries: its first 48 bits, as milliseconds since the epoch. */
+const ID_TIME = (column: string): string => `('x' || substr(${column}, 1, 8) || substr(${column}, 10, 4))::bit(48)::bigint`;
 
 export const POSTGRES_MIGRATIONS: Record<string, string[]> = {
   '0001_initial': [
@@ -181,8 +181,10 @@ export const POSTGRES_MIGRATIONS: Record<string, string[]> = {
     // after their created_at; they are given that time, so that the two agree for every run. Then
     // runs_created goes: every outcome (never a HOT update) wrote a new entry into it. Measured: 8 to 11 % of
     // a bus's throughput into PostgreSQL (BENCHMARKS.md, 2026-11-24 (IV)).
-    `UPDATE runs SET created_at = ${ID_TIME}, updated_at = greatest(updated_at, ${ID_TIME})
-     WHERE id ~ '^[0-9a-f]{8}-[0-9a-f]{4}-7' AND created_at <> ${ID_TIME}`,
+    `UPDATE runs SET created_at = ${ID_TIME('id')}, updated_at = greatest(updated_at, ${ID_TIME('id')})
+     WHERE id ~ '^[0-9a-f]{8}-[0-9a-f]{4}-7' AND created_at <> ${ID_TIME('id')}`,
     `DROP INDEX runs_created`,
+    // Likewise an event's key carries its received_at: a received_at range is a range of keys.
+    `UPDATE events SET received_at = ${ID_TIME('key')} WHERE key ~ '^[0-9a-f]{8}-[0-9a-f]{4}-7' AND received_at <> ${ID_TIME('key')}`,
   ],
 };

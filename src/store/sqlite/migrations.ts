@@ -6,10 +6,14 @@
  * order, which is insertion order.
  */
 
-/** The time a UUIDv7 run id carries: its first 12 hex digits (the 9th character is a dash), in milliseconds. */
-const ID_TIME = `(${[1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13]
-  .map((at, i) => `(instr('0123456789abcdef', substr(id, ${at}, 1)) - 1) * ${16 ** (11 - i)}`)
-  .join(' + ')})`;
+/**
+ * The time a UUIDv7 (a run's id, an event's key) carries: its first 12 hex digits (the 9th character is a
+ * dash), in milliseconds.
+ */
+const ID_TIME = (column: string): string =>
+  `(${[1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13].map((at, i) => `(instr('0123456789abcdef', substr(${column}, ${at}, 1)) - 1) * ${16 ** (11 - i)}`).join(' + ')})`;
+/** A UUIDv7 in a column, as a GLOB pattern. */
+const V7 = `${'[0-9a-f]'.repeat(8)}-${'[0-9a-f]'.repeat(4)}-7*`;
 
 export const SQLITE_MIGRATIONS: Record<string, string[]> = {
   '0001_initial': [
@@ -174,8 +178,10 @@ export const SQLITE_MIGRATIONS: Record<string, string[]> = {
     // range of ids, through the primary key. Runs written before carry a time in their id at most a moment
     // after their created_at; they are given that time, so that the two agree for every run. Then
     // runs_created goes, as in PostgreSQL.
-    `UPDATE runs SET created_at = ${ID_TIME}, updated_at = max(updated_at, ${ID_TIME})
-     WHERE id GLOB '${'[0-9a-f]'.repeat(8)}-${'[0-9a-f]'.repeat(4)}-7*' AND created_at <> ${ID_TIME}`,
+    `UPDATE runs SET created_at = ${ID_TIME('id')}, updated_at = max(updated_at, ${ID_TIME('id')})
+     WHERE id GLOB '${V7}' AND created_at <> ${ID_TIME('id')}`,
     `DROP INDEX runs_created`,
+    // Likewise an event's key carries its received_at: a received_at range is a range of keys.
+    `UPDATE events SET received_at = ${ID_TIME('key')} WHERE key GLOB '${V7}' AND received_at <> ${ID_TIME('key')}`,
   ],
 };
