@@ -2,8 +2,8 @@
  * SQLite schema. Times are integer milliseconds since the epoch; JSON is text.
  *
  * Indexes are chosen for the hot path first: every index on `runs` is written for every run, so the queue
- * and lease indexes are partial (only the rows in that state are in them) and the listing uses `rowid`
- * order, which is insertion order.
+ * and lease indexes are partial (only the rows in that state are in them), and the listing goes by the
+ * primary key, whose ids carry the creation time (migration 0005).
  */
 
 /**
