@@ -76,6 +76,25 @@ describe('Intake.receiveAll', () => {
     expect(await counted(t, 'rejected')).toBe(2);
   });
 
+  it('keeps keys and run ids in the order events came when the clock is set back', async () => {
+    const t = await startDispatcher({ routes: [{ name: 'all', match: { type: '**' }, actions: [{ noop: {} }] }] });
+    open.push(t);
+    const realNow = Date.now.bind(Date);
+    let shift = 60_000;
+    vi.spyOn(Date, 'now').mockImplementation(() => realNow() + shift);
+    const [first] = await Promise.all(t.d.intake.receiveAll([message(event({ id: 'before' }))], decode));
+    shift = 0; // the clock is set back a minute
+    const [second] = await Promise.all(t.d.intake.receiveAll([message(event({ id: 'after' }))], decode));
+    vi.restoreAllMocks();
+    const a = first!.results[0]!;
+    const b = second!.results[0]!;
+    expect(b.key > a.key).toBe(true);
+    expect(b.runIds[0]! > a.runIds[0]!).toBe(true);
+    // Times stay at the last reading until the clock catches up: never earlier than an event before.
+    const [ea, eb] = [await t.d.store.getEvent(a.key), await t.d.store.getEvent(b.key)];
+    expect(eb!.receivedAt).toBeGreaterThanOrEqual(ea!.receivedAt);
+  });
+
   it('answers every message shutting_down once intake is closed, and keeps nothing', async () => {
     const t = await startDispatcher({ routes: [{ name: 'all', match: { type: '**' }, actions: [{ noop: {} }] }] });
     open.push(t);

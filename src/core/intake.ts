@@ -98,6 +98,7 @@ export class Intake {
   readonly #batcher: Batcher<IntakeItem, IntakeResult>;
   readonly #deadLetters: Batcher<NewDeadLetter, string>;
   #closed = false;
+  #lastNow = -Infinity;
 
   constructor(deps: IntakeDeps) {
     this.#deps = deps;
@@ -363,8 +364,15 @@ export class Intake {
     return error;
   }
 
+  /**
+   * The clock, never earlier than its last reading: events' keys and their runs' ids carry this time
+   * (`newId(now)`), and runs with the same ordering key go in id order, so a clock set back must not make
+   * later runs sort before earlier ones. Until the clock catches up, times stay at the last reading.
+   */
   #now(): number {
-    return this.#deps.now?.() ?? Date.now();
+    const t = this.#deps.now?.() ?? Date.now();
+    if (t > this.#lastNow) this.#lastNow = t;
+    return this.#lastNow;
   }
 }
 
