@@ -92,22 +92,26 @@ function batchBody(n) {
  * `success` runs instead scans every run (47 ms for 200,000 on this machine), so that a poll every 20 ms
  * kept most of a core busy in the client for the last seconds of a run, on a machine the server shares.
  */
-async function waitDone(server) {
-  const db = new Database(server.db, { readonly: true, fileMustExist: true });
-  try {
+function waitDone(server) {
+  return reading(server, async (db) => {
     const left = db.prepare(`SELECT count(*) AS n FROM runs WHERE status IN ('queued', 'running')`);
     while (left.get().n > 0) await new Promise((r) => setTimeout(r, 20));
-  } finally {
-    db.close();
-  }
+  });
 }
 
 /** After the clock stopped: every one of the `expected` runs ended in success. */
 function checkDone(server, expected) {
-  const db = new Database(server.db, { readonly: true, fileMustExist: true });
-  try {
+  return reading(server, (db) => {
     const { n } = db.prepare(`SELECT count(*) AS n FROM runs WHERE status = 'success'`).get();
     if (n !== expected) throw new Error(`${n} of ${expected} runs ended in success`);
+  });
+}
+
+/** `fn` with the server's database open read-only. */
+async function reading(server, fn) {
+  const db = new Database(server.db, { readonly: true, fileMustExist: true });
+  try {
+    return await fn(db);
   } finally {
     db.close();
   }
@@ -142,7 +146,7 @@ async function throughputOnce() {
   const accepted = performance.now();
   await waitDone(server);
   const done = performance.now();
-  checkDone(server, bodies.length * batch);
+  await checkDone(server, bodies.length * batch);
   const cpu = server.cpu() - cpuBefore;
   await pool.close();
   const l = latencies(server);
@@ -170,7 +174,7 @@ async function latencyOnce() {
   }
   await Promise.all(pending);
   await waitDone(server);
-  checkDone(server, ticks * perTick);
+  await checkDone(server, ticks * perTick);
   await pool.close();
   const l = latencies(server);
   await server.stop();

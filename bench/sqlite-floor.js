@@ -66,9 +66,12 @@ function once() {
       insertRunEvent.run(id, 'update', 'success', 's', 'o', now, updated);
     }
   });
-  db.exec('CREATE TABLE journal (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, body TEXT NOT NULL)');
-  const insertJournal = db.prepare('INSERT INTO journal (at, body) VALUES (?, ?)');
-  const journal = db.transaction((body) => insertJournal.run(Date.now(), body));
+  let journal;
+  if (JOURNAL) {
+    db.exec('CREATE TABLE journal (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, body TEXT NOT NULL)');
+    const insertJournal = db.prepare('INSERT INTO journal (at, body) VALUES (?, ?)');
+    journal = db.transaction((body) => insertJournal.run(Date.now(), body));
+  }
   const started = performance.now();
   const batches = Math.ceil(N / BATCH);
   for (let b = 0; b < batches; b++) {

@@ -14,6 +14,8 @@
 
 /** The time a UUIDv7 (a run's id, an event's key) carries: its first 48 bits, as milliseconds since the epoch. */
 const ID_TIME = (column: string): string => `('x' || substr(${column}, 1, 8) || substr(${column}, 10, 4))::bit(48)::bigint`;
+/** A UUIDv7 in a column, as a regular expression. */
+const V7 = `'^[0-9a-f]{8}-[0-9a-f]{4}-7'`;
 
 export const POSTGRES_MIGRATIONS: Record<string, string[]> = {
   '0001_initial': [
@@ -182,9 +184,9 @@ export const POSTGRES_MIGRATIONS: Record<string, string[]> = {
     // runs_created goes: every outcome (never a HOT update) wrote a new entry into it. Measured: 8 to 11 % of
     // a bus's throughput into PostgreSQL (BENCHMARKS.md, 2026-11-24 (IV)).
     `UPDATE runs SET created_at = ${ID_TIME('id')}, updated_at = greatest(updated_at, ${ID_TIME('id')})
-     WHERE id ~ '^[0-9a-f]{8}-[0-9a-f]{4}-7' AND created_at <> ${ID_TIME('id')}`,
+     WHERE id ~ ${V7} AND created_at <> ${ID_TIME('id')}`,
     `DROP INDEX runs_created`,
     // Likewise an event's key carries its received_at: a received_at range is a range of keys.
-    `UPDATE events SET received_at = ${ID_TIME('key')} WHERE key ~ '^[0-9a-f]{8}-[0-9a-f]{4}-7' AND received_at <> ${ID_TIME('key')}`,
+    `UPDATE events SET received_at = ${ID_TIME('key')} WHERE key ~ ${V7} AND received_at <> ${ID_TIME('key')}`,
   ],
 };
