@@ -16,14 +16,16 @@
  * Options (environment): BENCH_BUS_EVENTS, BENCH_REPEAT (default 3), DISPATCHER_TEST_POSTGRES_URL (default
  * postgres://postgres@127.0.0.1:5432/test; each run uses a fresh schema), BENCH_AMQP_URL, BENCH_NATS_URL,
  * BENCH_KAFKA_BROKERS (default: a librdkafka mock cluster started with kcat), BENCH_SERVER_ARGS (Node flags for
- * the dispatchers, e.g. `--cpu-prof`).
+ * the dispatchers, e.g. `--cpu-prof`), BENCH_PROCESS_CORES (each dispatcher held to that many cores by a cgroup
+ * of its own, as if it ran on a machine of that size: how the work spreads over processes when each one's CPU,
+ * not the shared machine, is what binds; Linux, as root).
  */
 
 import { spawn } from 'node:child_process';
 import { createWriteStream, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { coresUsed, cpuByGroup, cpuSeconds, DISPATCHER_MAIN, dispatcherNodeFlags, freePort, median } from './common.js';
+import { coresUsed, cpuByGroup, cpuLimitedGroup, cpuSeconds, DISPATCHER_MAIN, dispatcherNodeFlags, freePort, median } from './common.js';
 import pg from 'pg';
 
 const EVENTS = Number(process.env.BENCH_BUS_EVENTS ?? 50_000);
@@ -34,6 +36,9 @@ const PG_URL = process.env.DISPATCHER_TEST_POSTGRES_URL ?? 'postgres://postgres@
 const KEY = 'benchKey0123456789abcdefABCDEF';
 // Extra Node flags for the dispatchers under test, e.g. BENCH_SERVER_ARGS="--cpu-prof --cpu-prof-dir=.prof".
 const SERVER_ARGS = (process.env.BENCH_SERVER_ARGS ?? '').split(' ').filter((a) => a !== '');
+// Each dispatcher held to this many cores (a cgroup of its own), as if it ran on a machine of that size.
+const PROCESS_CORES = process.env.BENCH_PROCESS_CORES === undefined ? undefined : Number(process.env.BENCH_PROCESS_CORES);
+let groups = 0;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -150,20 +155,31 @@ async function startProcess(dir, n, input, transport, storeUrl) {
     }),
   );
   const child = spawn(process.execPath, [...dispatcherNodeFlags(), ...SERVER_ARGS, DISPATCHER_MAIN, 'serve', '--config', config], { stdio: ['ignore', process.env.BENCH_LOG_DIR ? 'pipe' : 'ignore', 'pipe'] });
+  let group;
+  if (PROCESS_CORES !== undefined) {
+    group = cpuLimitedGroup(`dispatcher-bench-${process.pid}-${groups++}`, PROCESS_CORES);
+    group.add(child.pid);
+  }
   let err = '';
   child.stderr.on('data', (b) => (err = (err + b).slice(-4000)));
   if (process.env.BENCH_LOG_DIR) child.stdout.pipe(createWriteStream(join(process.env.BENCH_LOG_DIR, `d${n}-${Date.now()}.log`)));
   for (let i = 0; ; i++) {
-    if (child.exitCode !== null) throw new Error(`dispatcher exited: ${err}`);
+    if (child.exitCode !== null) {
+      group?.remove();
+      throw new Error(`dispatcher exited: ${err}`);
+    }
     try {
       if ((await fetch(`http://127.0.0.1:${port}/healthz`)).ok) break;
     } catch {
       // not yet
     }
-    if (i > 300) throw new Error(`dispatcher did not start: ${err}`);
+    if (i > 300) {
+      child.kill('SIGKILL');
+      throw new Error(`dispatcher did not start: ${err}`);
+    }
     await sleep(100);
   }
-  return { child, port };
+  return { child, port, group };
 }
 
 /**
@@ -240,6 +256,7 @@ async function once(transport, store, processes, run) {
       if (c.child === undefined) continue;
       c.child.kill('SIGTERM');
       await new Promise((r) => (c.child.exitCode !== null ? r() : c.child.once('exit', r)));
+      c.group?.remove();
     }
     await peer.close();
     if (store === 'postgres') {
@@ -256,7 +273,7 @@ const DEFAULT_CASES = Object.keys(TRANSPORTS).flatMap((t) => [`${t}:sqlite:1`, `
 const cases = process.argv.slice(2).length > 0 ? process.argv.slice(2) : DEFAULT_CASES;
 
 console.log(`machine: ${cpus().length} × ${cpus()[0]?.model}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`);
-console.log(`${EVENTS} events per run, median of ${REPEAT}`);
+console.log(`${EVENTS} events per run, median of ${REPEAT}${PROCESS_CORES === undefined ? '' : `, each dispatcher held to ${PROCESS_CORES} cores`}`);
 for (const c of cases) {
   const [transport, store, processes] = c.split(':');
   if (TRANSPORTS[transport] === undefined) throw new Error(`unknown transport ${transport}: ${Object.keys(TRANSPORTS).join(', ')}`);

@@ -1,7 +1,8 @@
 /** What the benchmarks share. */
 
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 
@@ -100,4 +101,49 @@ export function coresUsed(before, after, seconds) {
     .map(([group, s]) => [group, (s - (before.get(group) ?? 0)) / seconds])
     .filter(([, cores]) => cores >= 0.05)
     .sort((a, b) => b[1] - a[1]);
+}
+
+/**
+ * A control group that holds its processes to `cores` of CPU time (a quota per 100 ms period): cgroup v2's
+ * `cpu.max`, or the v1 `cpu` controller's CFS quota. It stands in for a machine of that size, so that several
+ * processes on one machine can be measured as if each ran on its own. Linux, as root; it throws, saying why,
+ * where neither hierarchy can be written.
+ */
+export function cpuLimitedGroup(name, cores) {
+  const period = 100_000;
+  const quota = Math.max(1000, Math.round(cores * period));
+  const v2 = '/sys/fs/cgroup';
+  const v1 = '/sys/fs/cgroup/cpu';
+  let dir;
+  try {
+    if (existsSync(join(v2, 'cgroup.controllers')) && readFileSync(join(v2, 'cgroup.controllers'), 'utf8').split(/\s+/).includes('cpu')) {
+      if (!readFileSync(join(v2, 'cgroup.subtree_control'), 'utf8').split(/\s+/).includes('cpu')) writeFileSync(join(v2, 'cgroup.subtree_control'), '+cpu');
+      dir = join(v2, name);
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(join(dir, 'cpu.max'), `${quota} ${period}`);
+    } else if (existsSync(join(v1, 'cpu.cfs_quota_us'))) {
+      dir = join(v1, name);
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(join(dir, 'cpu.cfs_period_us'), String(period));
+      writeFileSync(join(dir, 'cpu.cfs_quota_us'), String(quota));
+    } else {
+      throw new Error('no cgroup cpu controller is mounted at /sys/fs/cgroup (v2) or /sys/fs/cgroup/cpu (v1)');
+    }
+  } catch (err) {
+    throw new Error(`cannot limit processes to ${cores} cores: ${err.message} (Linux, as root)`);
+  }
+  return {
+    /** Moves a process (every thread of it) into the group. */
+    add(pid) {
+      writeFileSync(join(dir, 'cgroup.procs'), String(pid));
+    },
+    /** Removes the group once its processes have ended. */
+    remove() {
+      try {
+        rmdirSync(dir);
+      } catch {
+        // a process of it is still exiting; the next run's group has another name
+      }
+    },
+  };
 }
