@@ -21,7 +21,7 @@ const EXCHANGE: Record<string, SchemaNode> = {
 
 export const AMQP_INPUT_SCHEMA: SchemaNode = {
   type: 'object',
-  description: 'Consume a RabbitMQ queue. Messages are acknowledged one by one once committed; a redelivery makes no new runs.',
+  description: 'Consume a RabbitMQ queue. A message is acknowledged once it is committed, with those before it (one multiple ack per turn); a redelivery makes no new runs.',
   additionalProperties: false,
   required: ['url', 'queue'],
   properties: {
