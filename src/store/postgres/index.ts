@@ -168,15 +168,14 @@ export class PostgresStore implements Store {
       types: { getTypeParser },
       // Set at connection start-up, so that no query can run before it is in effect.
       ...(schema === undefined ? {} : { options: `-c search_path="${schema}"` }),
-    });
-    // random_page_cost: the runs a batch names by id are in memory, so reading them by primary key costs little
-    // more than reading pages in order; at the default (4), a batch of outcomes scanned the whole runs table
-    // up to about 65,000 runs (auto_explain) instead of looking each run up. Set by a statement, not a start-up
-    // option, which connection poolers such as PgBouncer refuse; a new connection runs it before anything
-    // else (the pool's 'connect' listeners run before the connection is handed out, and a connection runs its
-    // queries in order). If it fails, the connection is broken and its next query says so.
-    this.#pool.on('connect', (client) => {
-      client.query('SET random_page_cost = 1.1').catch(() => {});
+      // random_page_cost: the runs a batch names by id are in memory, so reading them by primary key costs
+      // little more than reading pages in order; at the default (4), a batch of outcomes scanned the whole runs
+      // table up to about 65,000 runs (auto_explain) instead of looking each run up. Set by a statement, not a
+      // start-up option, which connection poolers such as PgBouncer refuse. The pool hands a new connection
+      // out only once this has finished; if it fails, the connection is closed and the caller gets the error.
+      onConnect: async (client) => {
+        await client.query('SET random_page_cost = 1.1');
+      },
     });
     // An idle connection that dies (server restart, network) emits 'error' on the pool; without a listener
     // that would crash the process. The pool drops the connection, and the next query reports the problem.
