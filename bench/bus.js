@@ -25,14 +25,23 @@ import { spawn } from 'node:child_process';
 import { createWriteStream, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { coresUsed, cpuByGroup, cpuLimitedGroup, cpuSeconds, DISPATCHER_MAIN, dispatcherNodeFlags, freePort, median } from './common.js';
-import pg from 'pg';
+import {
+  coresUsed,
+  cpuByGroup,
+  cpuLimitedGroup,
+  cpuSeconds,
+  DISPATCHER_MAIN,
+  dispatcherNodeFlags,
+  dropPostgresSchema,
+  freePort,
+  median,
+  postgresSchemaUrl,
+} from './common.js';
 
 const EVENTS = Number(process.env.BENCH_BUS_EVENTS ?? 50_000);
 const REPEAT = Number(process.env.BENCH_REPEAT ?? 3);
 /** A run in which no run ends for this long has stalled: it fails instead of waiting for ever. */
 const STALL_MS = 60_000;
-const PG_URL = process.env.DISPATCHER_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const KEY = 'benchKey0123456789abcdefABCDEF';
 // Extra Node flags for the dispatchers under test, e.g. BENCH_SERVER_ARGS="--cpu-prof --cpu-prof-dir=.prof".
 const SERVER_ARGS = (process.env.BENCH_SERVER_ARGS ?? '').split(' ').filter((a) => a !== '');
@@ -155,19 +164,16 @@ async function startProcess(dir, n, input, transport, storeUrl) {
     }),
   );
   const child = spawn(process.execPath, [...dispatcherNodeFlags(), ...SERVER_ARGS, DISPATCHER_MAIN, 'serve', '--config', config], { stdio: ['ignore', process.env.BENCH_LOG_DIR ? 'pipe' : 'ignore', 'pipe'] });
-  let group;
   if (PROCESS_CORES !== undefined) {
-    group = cpuLimitedGroup(`dispatcher-bench-${process.pid}-${groups++}`, PROCESS_CORES);
+    const group = cpuLimitedGroup(`dispatcher-bench-${process.pid}-${groups++}`, PROCESS_CORES);
     group.add(child.pid);
+    child.once('exit', () => group.remove());
   }
   let err = '';
   child.stderr.on('data', (b) => (err = (err + b).slice(-4000)));
   if (process.env.BENCH_LOG_DIR) child.stdout.pipe(createWriteStream(join(process.env.BENCH_LOG_DIR, `d${n}-${Date.now()}.log`)));
   for (let i = 0; ; i++) {
-    if (child.exitCode !== null) {
-      group?.remove();
-      throw new Error(`dispatcher exited: ${err}`);
-    }
+    if (child.exitCode !== null) throw new Error(`dispatcher exited: ${err}`);
     try {
       if ((await fetch(`http://127.0.0.1:${port}/healthz`)).ok) break;
     } catch {
@@ -179,7 +185,7 @@ async function startProcess(dir, n, input, transport, storeUrl) {
     }
     await sleep(100);
   }
-  return { child, port, group };
+  return { child, port };
 }
 
 /**
@@ -200,11 +206,7 @@ async function once(transport, store, processes, run) {
   const dir = mkdtempSync(join(tmpdir(), 'dispatcher-bench-bus-'));
   const place = `bench-${process.pid}-${run}`;
   const schema = `dispatcher_bench_${process.pid}_${run}`;
-  const storeUrl = store === 'sqlite' ? `sqlite:${join(dir, 'd.db')}` : (() => {
-    const u = new URL(PG_URL);
-    u.searchParams.set('schema', schema);
-    return u.toString();
-  })();
+  const storeUrl = store === 'sqlite' ? `sqlite:${join(dir, 'd.db')}` : postgresSchemaUrl(schema);
   const peer = await TRANSPORTS[transport].open(place);
   const children = [];
   try {
@@ -256,15 +258,9 @@ async function once(transport, store, processes, run) {
       if (c.child === undefined) continue;
       c.child.kill('SIGTERM');
       await new Promise((r) => (c.child.exitCode !== null ? r() : c.child.once('exit', r)));
-      c.group?.remove();
     }
     await peer.close();
-    if (store === 'postgres') {
-      const admin = new pg.Client({ connectionString: PG_URL });
-      await admin.connect();
-      await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-      await admin.end();
-    }
+    if (store === 'postgres') await dropPostgresSchema(schema);
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -5,6 +5,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileS
 import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import pg from 'pg';
 
 /** The `dispatcher` executable, built. */
 export const DISPATCHER_MAIN = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
@@ -22,6 +23,27 @@ export function dispatcherNodeFlags() {
     nodeFlags = words.slice(words.indexOf('node') + 1).filter((w) => w !== '');
   }
   return nodeFlags;
+}
+
+/** The PostgreSQL the benchmarks use; each run makes a schema of its own there. */
+export const PG_URL = process.env.DISPATCHER_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+/** The store URL of a schema of its own in PG_URL's database. */
+export function postgresSchemaUrl(schema) {
+  const url = new URL(PG_URL);
+  url.searchParams.set('schema', schema);
+  return url.toString();
+}
+
+/** Drops a schema made for a run, with all it holds. */
+export async function dropPostgresSchema(schema) {
+  const admin = new pg.Client({ connectionString: PG_URL });
+  await admin.connect();
+  try {
+    await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+  } finally {
+    await admin.end();
+  }
 }
 
 /** A port nothing listens on right now: bind port 0, read it, let go. */

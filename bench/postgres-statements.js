@@ -15,8 +15,7 @@
  */
 
 import { cpus, totalmem } from 'node:os';
-import pg from 'pg';
-import { cpuByGroup, median } from './common.js';
+import { cpuByGroup, dropPostgresSchema, median, postgresSchemaUrl } from './common.js';
 
 const { openStore } = await import('../dist/store/index.js');
 const { newId } = await import('../dist/core/ids.js');
@@ -24,7 +23,6 @@ const { newId } = await import('../dist/core/ids.js');
 const BATCHES = (process.env.BENCH_PG_BATCHES ?? '10,100,1000').split(',').map(Number);
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 20_000);
 const REPEAT = Number(process.env.BENCH_REPEAT ?? 3);
-const PG_URL = process.env.DISPATCHER_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const OWNER = 'bench-worker';
 const HOUR = 3_600_000;
 
@@ -52,9 +50,7 @@ function item(at) {
 
 async function once(batch, run) {
   const schema = `dispatcher_bench_statements_${process.pid}_${run}`;
-  const url = new URL(PG_URL);
-  url.searchParams.set('schema', schema);
-  const store = await openStore({ url: url.toString(), poolSize: 1 });
+  const store = await openStore({ url: postgresSchemaUrl(schema), poolSize: 1 });
   try {
     await store.migrate();
     const intakeFrom = postgresSeconds();
@@ -79,10 +75,7 @@ async function once(batch, run) {
     return { intake: (intake * 1e6) / EVENTS, outcome: (outcome * 1e6) / EVENTS };
   } finally {
     await store.close();
-    const admin = new pg.Client({ connectionString: PG_URL });
-    await admin.connect();
-    await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-    await admin.end();
+    await dropPostgresSchema(schema);
   }
 }
 

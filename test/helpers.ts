@@ -136,6 +136,11 @@ export async function startReceiver(
 }
 
 /** The PostgreSQL server the tests use (DISPATCHER_TEST_POSTGRES_URL, else the local `test` database). */
+/** The time a UUIDv7 (an event's key, a run's id) carries: its first 48 bits, in milliseconds. */
+export function idTime(id: string): number {
+  return parseInt(id.replace(/-/g, '').slice(0, 12), 16);
+}
+
 export const POSTGRES_URL = process.env.DISPATCHER_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 
 /** Null when PostgreSQL answers; otherwise why not. */

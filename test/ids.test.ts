@@ -2,9 +2,7 @@
 
 import { describe, expect, it } from 'vitest';
 import { newId } from '../src/core/ids.js';
-
-/** The time an id carries: its first 48 bits. */
-const ms = (id: string) => parseInt(id.replace(/-/g, '').slice(0, 12), 16);
+import { idTime as ms } from './helpers.js';
 
 describe('ids', () => {
   it('are UUID version 7, carry the time, and increase within the process, also within one millisecond', () => {

@@ -6,7 +6,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { InboundMessage } from '../src/core/intake.js';
 import { decodeCloudEvents } from '../src/transports/decode.js';
-import { event, startDispatcher, type TestDispatcher } from './helpers.js';
+import { event, idTime, startDispatcher, type TestDispatcher } from './helpers.js';
 
 const open: TestDispatcher[] = [];
 afterEach(async () => {
@@ -63,7 +63,6 @@ describe('Intake.receiveAll', () => {
     expect([...keys].sort()).toEqual(keys);
     // An event's key and its runs' ids carry the moment intake received it: the stores list and find runs
     // by creation time through their ids.
-    const idTime = (id: string) => parseInt(id.replace(/-/g, '').slice(0, 12), 16);
     for (const r of [value(0), value(4), value(5)].flatMap((v) => v!.results)) {
       const received = (await t.d.store.getEvent(r.key))!.receivedAt;
       expect(idTime(r.key)).toBe(received);
