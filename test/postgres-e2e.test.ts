@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
+import type { ActionType } from '../src/core/action.js';
 import { event, POSTGRES_URL, probePostgres, startDispatcher, startReceiver, waitFor, waitForRun, type Receiver, type TestDispatcher, authed } from './helpers.js';
 
 const BASE_URL = POSTGRES_URL;
@@ -112,6 +113,58 @@ describe.skipIf(unreachable !== null && !required)('the dispatcher on PostgreSQL
     );
     expect(events.map((e) => e.status)).toEqual(['running', 'success']);
     expect(events[1]!.payload).toMatchObject({ id: runId, route: 'example', status: 'success' });
+  });
+
+  it('records at shutdown the outcomes of attempts that ended, though the store holds them up, instead of putting their runs back', async () => {
+    // Each attempt of the `gated` route ends when the test opens its gate.
+    const gates = new Map<string, () => void>();
+    const gate: ActionType = {
+      type: 'gate',
+      create: () => ({ execute: (ctx) => new Promise((resolve) => gates.set(ctx.runId, () => resolve({ status: 'success' }))) }),
+    };
+    const schema = `${SCHEMA}_stop`;
+    const url = new URL(BASE_URL);
+    url.searchParams.set('schema', schema);
+    const own = await startDispatcher(
+      { runner: { poll: '100ms', sweepInterval: '200ms', shutdownTimeout: '200ms' }, routes: [{ name: 'gated', match: { type: 'gate.*' }, actions: [{ gate: {} }] }] },
+      { storeUrl: url.toString(), actionTypes: [gate] },
+    );
+    const locker = new pg.Client({ connectionString: BASE_URL, options: `-c search_path="${schema}"` });
+    await locker.connect();
+    let closing: Promise<void> | undefined;
+    try {
+      const { results } = await own.d.send([event({ type: 'gate.a' }), event({ type: 'gate.b' })] as never);
+      const [a, b] = results.map((r) => r.runIds[0]!) as [string, string];
+      await waitFor(async () => gates.size, (n) => n === 2, 5000, 'both attempts to start');
+      // Another transaction holds run a, so the outcome of its attempt cannot be recorded yet...
+      await locker.query('BEGIN');
+      await locker.query('SELECT id FROM runs WHERE id = $1 FOR UPDATE', [a]);
+      const lockerPid = Number((await locker.query('SELECT pg_backend_pid() AS pid')).rows[0].pid);
+      gates.get(a)!();
+      await waitFor(
+        async () => Number((await locker.query('SELECT count(*) AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))', [lockerPid])).rows[0].n),
+        (waiting) => waiting === 1,
+        5000,
+        "run a's outcome to wait for the lock",
+      );
+      // ...and run b's attempt ends too: its outcome waits behind a's.
+      gates.get(b)!();
+      await new Promise((r) => setTimeout(r, 100));
+      // The dispatcher stops; past its shutdown timeout, the lock goes.
+      closing = own.close();
+      await new Promise((r) => setTimeout(r, 600));
+      await locker.query('COMMIT');
+      await closing;
+      const runs = await locker.query('SELECT id, status, attempts FROM runs ORDER BY id');
+      expect(runs.rows.map((r) => [r.id, r.status, r.attempts])).toEqual([a, b].sort().map((id) => [id, 'success', 1]));
+      const history = await locker.query(`SELECT run_id, status FROM run_events WHERE run_id = $1 ORDER BY seq`, [b]);
+      expect(history.rows.map((r) => r.status)).toEqual(['running', 'success']);
+    } finally {
+      await locker.query('ROLLBACK').catch(() => {});
+      await (closing ?? own.close()).catch(() => {});
+      await locker.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      await locker.end();
+    }
   });
 
   it('hands run events out in seq order even when a later seq commits first', async () => {

@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DispatcherError } from '../src/core/errors.js';
+import { newId } from '../src/core/ids.js';
 import type { CloudEvent } from '../src/core/types.js';
 import { PostgresStore } from '../src/store/postgres/index.js';
 import { POSTGRES_MIGRATIONS } from '../src/store/postgres/migrations.js';
@@ -190,6 +191,46 @@ describe.skipIf(unreachable !== null && !requireDatabase)('PostgresStore', () =>
         expect(ok).toBe(true);
         expect(await store.stats(0)).toMatchObject({ queued: 0 });
       } finally {
+        await store.close();
+        await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      }
+    });
+
+    it('renews leases and releases runs without waiting for a run that another transaction holds', async () => {
+      // A batch of outcomes in flight holds some of the runs a renewal (or the release at shutdown) names.
+      // Waiting for them while holding the others let the two deadlock under load; now the held ones are
+      // skipped, and the statement does not wait at all.
+      const schema = `${SCHEMA_PREFIX}${n++}`;
+      const store = await openStore(schema);
+      const locker = new pg.Client({ connectionString: BASE_URL, options: `-c search_path="${schema}"` });
+      await locker.connect();
+      try {
+        const t0 = Date.now();
+        const runs = [0, 1, 2].map(() => ({
+          id: newId(t0), route: 'r', action: 'a', actionType: 'noop', maxAttempts: 3, availableAt: t0,
+          deadlineAt: t0 + 60_000, expiresAt: t0 + 60_000, orderingKey: null, labels: {}, claimedBy: { owner: 'w1', leaseUntil: t0 + 30_000 },
+        }));
+        const event: CloudEvent = { specversion: '1.0', id: 'held-1', source: 'urn:held', type: 'held.thing' };
+        await store.commitIntake([{ record: { key: newId(t0), event, input: 'http', hops: 0, service: 's', orgId: 'o', receivedAt: t0 }, runs }]);
+        const [a, b, c] = runs.map((r) => r.id) as [string, string, string];
+        await locker.query('BEGIN');
+        await locker.query('SELECT id FROM runs WHERE id = $1 FOR UPDATE', [b]);
+        const notWaiting = <T>(p: Promise<T>): Promise<T | 'waited'> =>
+          Promise.race([p, new Promise<'waited'>((r) => setTimeout(() => r('waited'), 5000).unref())]);
+        expect(await notWaiting(store.renewLeases('w1', [c, b, a], t0 + 90_000))).toBe(2);
+        expect(await notWaiting(store.releaseRuns('w1', [a, b], t0 + 1))).toBe(1);
+        await locker.query('COMMIT');
+        const leases = await locker.query('SELECT id, status, lease_until FROM runs ORDER BY id');
+        const byId = new Map(leases.rows.map((r) => [r.id as string, { status: r.status as string, leaseUntil: r.lease_until === null ? null : Number(r.lease_until) }]));
+        expect(byId.get(a)).toEqual({ status: 'queued', leaseUntil: null });
+        expect(byId.get(b)).toEqual({ status: 'running', leaseUntil: t0 + 30_000 });
+        expect(byId.get(c)).toEqual({ status: 'running', leaseUntil: t0 + 90_000 });
+        // Once free, the held run is renewed and released like the others.
+        expect(await store.renewLeases('w1', [b], t0 + 90_000)).toBe(1);
+        expect(await store.releaseRuns('w1', [b, c], t0 + 2)).toBe(2);
+      } finally {
+        await locker.query('ROLLBACK').catch(() => {});
+        await locker.end();
         await store.close();
         await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
       }

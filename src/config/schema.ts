@@ -615,7 +615,7 @@ export const CONFIG_SCHEMA: SchemaNode = {
         lease: duration('How long a claim holds; the worker renews it while the run executes.', d.runner.lease),
         poll: duration('How often to look for queued runs when none were signalled.', d.runner.poll),
         sweepInterval: duration('How often expired leases are requeued and expired deadlines turned into `timeout`.', d.runner.sweepInterval),
-        shutdownTimeout: duration('How long a stopping process waits for executing runs before it leaves them to the sweeper.', d.runner.shutdownTimeout),
+        shutdownTimeout: duration('How long a stopping process waits for executing runs before it aborts them and puts them back in the queue (runs whose attempt ended have their outcome recorded instead).', d.runner.shutdownTimeout),
         dispatchWait: duration(
           'How long intake may wait for this process to have room for the runs of events sent over HTTP or the embedded API, while the ' +
             'runs executing end fast enough to make that room in time. Runs that get room are committed already claimed and start at once; ' +

@@ -87,6 +87,8 @@ interface InFlight {
   timeoutMs: number;
   interrupt: ((error: DispatcherError) => void) | undefined;
   interrupted?: boolean;
+  /** The attempt has ended: its outcome is waiting to be recorded, or being recorded. */
+  ended?: boolean;
 }
 
 export class Runner {
@@ -334,7 +336,10 @@ export class Runner {
     this.#inFlight.set(claimed.run.id, entry);
     this.#watchTimeouts();
     void this.#execute(entry).then(
-      (outcome) => this.#finish(outcome),
+      (outcome) => {
+        entry.ended = true;
+        this.#finish(outcome);
+      },
       (err) => {
         this.#deps.log.error({ err, runId: claimed.run.id }, 'recording an outcome failed; the lease will expire and the sweeper requeue the run');
         this.#settle(claimed.run.id);
@@ -650,6 +655,7 @@ export class Runner {
   /**
    * Stop claiming; give in-flight attempts until the shutdown timeout to end; abort and release the rest
    * so that another worker (or this one, restarted) picks them up at once instead of after their lease.
+   * Attempts that ended have their outcomes recorded, however long that takes, and are not released.
    */
   stop(): Promise<void> {
     this.#stopping ??= this.#stop();
@@ -668,11 +674,13 @@ export class Runner {
       ]);
       clearTimeout(timer);
     }
-    const left = [...this.#inFlight.keys()];
+    // Runs whose attempt has ended are not given back: their outcomes are recorded below. Released, the
+    // outcome of an attempt that did its work would be fenced out, and the action run again.
+    const left = [...this.#inFlight.values()].filter((f) => f.ended !== true);
     if (left.length > 0) {
-      for (const f of this.#inFlight.values()) this.#interrupt(f, new DispatcherError('shutting_down', 'the dispatcher is stopping'));
+      for (const f of left) this.#interrupt(f, new DispatcherError('shutting_down', 'the dispatcher is stopping'));
       try {
-        const n = await this.#deps.store.releaseRuns(this.#deps.owner, left, this.#now());
+        const n = await this.#deps.store.releaseRuns(this.#deps.owner, left.map((f) => f.claimed.run.id), this.#now());
         this.#deps.log.info({ released: n }, 'released runs still in flight at shutdown');
       } catch (err) {
         this.#deps.log.warn({ err }, 'releasing runs failed; their leases will expire');

@@ -13,6 +13,8 @@
  * - Statements that change runs named by id find them by primary key, and test their status as a filter
  *   (`STATUS_IS`), never through the partial indexes on status: see `STATUS_IS`. Where a batch of such
  *   runs is joined to its new values, the status is tested in the join instead (see `finishRuns`).
+ * - Lease renewals and the release at shutdown skip runs another transaction holds (`OWN_RUNS`), so they
+ *   never wait on a batch of outcomes for the same runs.
  * - The sweeper locks what it sweeps with `FOR UPDATE SKIP LOCKED`; cancel and retry lock their run with
  *   `FOR UPDATE`, so a concurrent outcome either lands before (and the state check sees it) or fails its
  *   fence after.
@@ -427,8 +429,10 @@ export class PostgresStore implements Store {
 
   async renewLeases(owner: string, runIds: string[], leaseUntil: number): Promise<number> {
     if (runIds.length === 0) return 0;
+    // A run held by another transaction is skipped (OWN_RUNS): its outcome is being recorded, or a cancel
+    // ends it. The next renewal, a third of a lease later, takes it if it is still running.
     const result = await this.#query(
-      `UPDATE runs SET lease_until = $1 WHERE id = ANY($2::text[]) AND lease_owner = $3 AND ${STATUS_IS('running')}`,
+      `UPDATE runs SET lease_until = $1 WHERE id IN (${OWN_RUNS('$2', '$3')})`,
       [leaseUntil, runIds, owner],
     );
     return result.rowCount ?? 0;
@@ -489,7 +493,7 @@ export class PostgresStore implements Store {
       const released = await c.query<RunRow>(
         `UPDATE runs SET status = 'queued', attempts = greatest(attempts - 1, 0), lease_owner = NULL, lease_until = NULL,
            available_at = $1, updated_at = $1
-         WHERE id = ANY($2::text[]) AND ${STATUS_IS('running')} AND lease_owner = $3
+         WHERE id IN (${OWN_RUNS('$2', '$3')})
          RETURNING ${RUN_COLUMNS}`,
         [now, [...runIds].sort(compare), owner],
       );
@@ -874,6 +878,17 @@ export class PostgresStore implements Store {
  * (auto_explain). By primary key, the cost of a batch does not grow with the table.
  */
 const STATUS_IS = (status: 'queued' | 'running', column = 'status'): string => `(${column} = '${status}') IS TRUE`;
+
+/**
+ * The runs of `ids` that `owner` holds running, locked, skipping any that another transaction holds: for the
+ * statements a worker sends about its runs besides their outcomes (lease renewals, the release at shutdown).
+ * They name the runs in flight, and a batch of outcomes in flight names some of the same runs; an UPDATE
+ * locks rows in the order its plan meets them, so the two could each hold a run the other waits for, and one
+ * of them fail as a deadlock (seen with three processes under load: the outcomes failed, and their runs waited
+ * for their leases to expire). A statement that never waits for a row lock cannot be part of a deadlock.
+ */
+const OWN_RUNS = (ids: string, owner: string): string =>
+  `SELECT id FROM runs WHERE id = ANY(${ids}::text[]) AND lease_owner = ${owner} AND ${STATUS_IS('running')} FOR UPDATE SKIP LOCKED`;
 
 /**
  * For the rest of a transaction that counts runs through those partial indexes (the backlog, a limited
