@@ -9,6 +9,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import type { ActionType } from '../src/core/action.js';
+import { startTcpProxy } from './tcp-proxy.js';
 import { event, POSTGRES_URL, probePostgres, startDispatcher, startReceiver, waitFor, waitForRun, type Receiver, type TestDispatcher, authed } from './helpers.js';
 
 const BASE_URL = POSTGRES_URL;
@@ -164,6 +165,93 @@ describe.skipIf(unreachable !== null && !required)('the dispatcher on PostgreSQL
       await (closing ?? own.close()).catch(() => {});
       await locker.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
       await locker.end();
+    }
+  });
+
+  it('keeps the outcome of an attempt while the store cannot be reached, and records it once it is back: the action runs once', async () => {
+    let executions = 0;
+    const gates = new Map<string, () => void>();
+    const gate: ActionType = {
+      type: 'gate',
+      create: () => ({
+        execute: (ctx) => {
+          executions += 1;
+          return new Promise((resolve) => gates.set(ctx.runId, () => resolve({ status: 'success' })));
+        },
+      }),
+    };
+    const proxy = await startTcpProxy(Number(new URL(BASE_URL).port || 5432));
+    const schema = `${SCHEMA}_away`;
+    const url = new URL(BASE_URL);
+    url.host = `127.0.0.1:${proxy.port}`;
+    url.searchParams.set('schema', schema);
+    // A short lease: without the outcome kept, the run would be swept and run again within the test.
+    const own = await startDispatcher(
+      { runner: { lease: '1s', poll: '100ms', sweepInterval: '200ms', shutdownTimeout: '200ms' }, routes: [{ name: 'gated', match: { type: 'gate.*' }, actions: [{ gate: {} }] }] },
+      { storeUrl: url.toString(), actionTypes: [gate] },
+    );
+    try {
+      const { results } = await own.d.send([event({ type: 'gate.away' })] as never);
+      const id = results[0]!.runIds[0]!;
+      await waitFor(async () => gates.size, (n) => n === 1, 5000, 'the attempt to start');
+      proxy.cut();
+      gates.get(id)!();
+      // Longer than the lease, with the store away: the outcome waits, and the run keeps its slot.
+      await new Promise((r) => setTimeout(r, 1500));
+      expect(own.d.runner.inFlight).toBe(1);
+      proxy.restore();
+      const run = await waitForRun(own.d, id, ['success'], 15_000);
+      expect(run.attempts).toBe(1);
+      expect((await own.d.store.getAttempts(id)).map((a) => a.outcome)).toEqual(['success']);
+      // The sweeper had its chances (every 200 ms): nothing ran the action again.
+      await new Promise((r) => setTimeout(r, 1500));
+      expect(executions).toBe(1);
+      expect(own.d.runner.inFlight).toBe(0);
+    } finally {
+      proxy.restore();
+      await own.close();
+      await proxy.close();
+      const admin = new pg.Client({ connectionString: BASE_URL });
+      await admin.connect();
+      await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      await admin.end();
+    }
+  });
+
+  it('stops in bounded time while the store cannot take the outcomes it holds', async () => {
+    const gates: Array<() => void> = [];
+    const gate: ActionType = {
+      type: 'gate',
+      create: () => ({ execute: () => new Promise((resolve) => gates.push(() => resolve({ status: 'success' }))) }),
+    };
+    const proxy = await startTcpProxy(Number(new URL(BASE_URL).port || 5432));
+    const schema = `${SCHEMA}_stuck`;
+    const url = new URL(BASE_URL);
+    url.host = `127.0.0.1:${proxy.port}`;
+    url.searchParams.set('schema', schema);
+    const own = await startDispatcher(
+      { runner: { poll: '100ms', sweepInterval: '200ms', shutdownTimeout: '300ms' }, routes: [{ name: 'gated', match: { type: 'gate.*' }, actions: [{ gate: {} }] }] },
+      { storeUrl: url.toString(), actionTypes: [gate] },
+    );
+    try {
+      await own.d.send([event({ type: 'gate.stuck' }), event({ type: 'gate.stuck' })] as never);
+      await waitFor(async () => gates.length, (n) => n === 2, 5000, 'the attempts to start');
+      proxy.cut();
+      // Attempts that end while the store is away: their outcomes wait in the runner, tried again and again.
+      for (const open of gates) open();
+      await new Promise((r) => setTimeout(r, 300));
+      expect(own.d.runner.inFlight).toBe(2);
+      const began = Date.now();
+      await own.close();
+      // Twice the shutdown timeout and a last try: well under the 5 s that a pause between tries can reach.
+      expect(Date.now() - began).toBeLessThan(3000);
+    } finally {
+      proxy.restore();
+      await proxy.close();
+      const admin = new pg.Client({ connectionString: BASE_URL });
+      await admin.connect();
+      await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      await admin.end();
     }
   });
 

@@ -10,11 +10,12 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DispatcherError } from '../src/core/errors.js';
 import { newId } from '../src/core/ids.js';
-import type { CloudEvent } from '../src/core/types.js';
+import type { CloudEvent, Run } from '../src/core/types.js';
+import type { RunOutcome } from '../src/store/types.js';
 import { PostgresStore } from '../src/store/postgres/index.js';
 import { POSTGRES_MIGRATIONS } from '../src/store/postgres/migrations.js';
 import { commitOld, defineStoreSuite, expectCreatedById } from './store.suite.js';
-import { POSTGRES_URL, probePostgres } from './helpers.js';
+import { POSTGRES_URL, probePostgres, waitFor } from './helpers.js';
 
 const BASE_URL = POSTGRES_URL;
 const SHOWN_URL = BASE_URL.replace(/:[^:@/]*@/, ':***@');
@@ -196,6 +197,57 @@ describe.skipIf(unreachable !== null && !requireDatabase)('PostgresStore', () =>
       }
     });
 
+    /** Commits one event with `count` runs, directly dispatched to `w1` (running, leased until t0 + 30 s). */
+    async function commitClaimed(store: PostgresStore, count: number, t0: number): Promise<Run[]> {
+      const runs = Array.from({ length: count }, () => ({
+        id: newId(t0), route: 'r', action: 'a', actionType: 'noop', maxAttempts: 3, availableAt: t0,
+        deadlineAt: t0 + 60_000, expiresAt: t0 + 60_000, orderingKey: null, labels: {}, claimedBy: { owner: 'w1', leaseUntil: t0 + 30_000 },
+      }));
+      const event: CloudEvent = { specversion: '1.0', id: newId(t0), source: 'urn:held', type: 'held.thing' };
+      await store.commitIntake([{ record: { key: newId(t0), event, input: 'http', hops: 0, service: 's', orgId: 'o', receivedAt: t0 }, runs }]);
+      return Promise.all(runs.map(async (r) => (await store.getRun(r.id))!));
+    }
+
+    /** How many backends wait for a lock that the backend `pid` holds. */
+    async function waitingFor(pid: number): Promise<number> {
+      return Number((await admin.query('SELECT count(*) AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))', [pid])).rows[0].n);
+    }
+
+    it('records a batch of outcomes that PostgreSQL aborted to break a deadlock, by running it again', async () => {
+      const schema = `${SCHEMA_PREFIX}${n++}`;
+      const store = await openStore(schema);
+      const locker = new pg.Client({ connectionString: BASE_URL, options: `-c search_path="${schema}"` });
+      await locker.connect();
+      try {
+        const t0 = Date.now();
+        const [first, second] = await commitClaimed(store, 2, t0);
+        const success = (run: Run): RunOutcome => ({
+          run, owner: 'w1', status: 'success', at: t0 + 10,
+          attempt: { runId: run.id, n: 1, startedAt: t0, endedAt: t0 + 10, outcome: 'success', errorCode: null, errorMessage: null, httpStatus: null, response: null },
+        });
+        // The locker holds the second run; the batch locks the first and waits for the second...
+        await locker.query('BEGIN');
+        // (PostgreSQL looks for a deadlock in the backend that has waited deadlock_timeout: the batch's.)
+        await locker.query("SET LOCAL deadlock_timeout = '60s'");
+        await locker.query('SELECT id FROM runs WHERE id = $1 FOR UPDATE', [second!.id]);
+        const lockerPid = Number((await locker.query('SELECT pg_backend_pid() AS pid')).rows[0].pid);
+        const finishing = store.finishRuns([success(first!), success(second!)]);
+        finishing.catch(() => {}); // awaited below; a failure must not count as unhandled meanwhile
+        await waitFor(() => waitingFor(lockerPid), (w) => w === 1, 5000, 'the batch to wait for the second run');
+        // ...and the locker asks for the first: a deadlock, which PostgreSQL breaks by aborting the batch.
+        await locker.query('SELECT id FROM runs WHERE id = $1 FOR UPDATE', [first!.id]);
+        await locker.query('COMMIT');
+        expect((await finishing).sort()).toEqual([first!.id, second!.id].sort());
+        for (const run of [first!, second!]) expect(await store.getRun(run.id)).toMatchObject({ status: 'success', leaseOwner: null });
+        expect(await store.getAttempts(first!.id)).toMatchObject([{ n: 1, outcome: 'success' }]);
+      } finally {
+        await locker.query('ROLLBACK').catch(() => {});
+        await locker.end();
+        await store.close();
+        await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      }
+    });
+
     it('renews leases and releases runs without waiting for a run that another transaction holds', async () => {
       // A batch of outcomes in flight holds some of the runs a renewal (or the release at shutdown) names.
       // Waiting for them while holding the others let the two deadlock under load; now the held ones are
@@ -206,13 +258,7 @@ describe.skipIf(unreachable !== null && !requireDatabase)('PostgresStore', () =>
       await locker.connect();
       try {
         const t0 = Date.now();
-        const runs = [0, 1, 2].map(() => ({
-          id: newId(t0), route: 'r', action: 'a', actionType: 'noop', maxAttempts: 3, availableAt: t0,
-          deadlineAt: t0 + 60_000, expiresAt: t0 + 60_000, orderingKey: null, labels: {}, claimedBy: { owner: 'w1', leaseUntil: t0 + 30_000 },
-        }));
-        const event: CloudEvent = { specversion: '1.0', id: 'held-1', source: 'urn:held', type: 'held.thing' };
-        await store.commitIntake([{ record: { key: newId(t0), event, input: 'http', hops: 0, service: 's', orgId: 'o', receivedAt: t0 }, runs }]);
-        const [a, b, c] = runs.map((r) => r.id) as [string, string, string];
+        const [a, b, c] = (await commitClaimed(store, 3, t0)).map((r) => r.id) as [string, string, string];
         await locker.query('BEGIN');
         await locker.query('SELECT id FROM runs WHERE id = $1 FOR UPDATE', [b]);
         const notWaiting = <T>(p: Promise<T>): Promise<T | 'waited'> =>

@@ -37,6 +37,9 @@ import type { ClaimedRun, RunOutcome, Store } from '../store/types.js';
 /** How long outcomes gather before they are recorded, and how many are recorded at once at most. */
 const RECORD_DELAY_MS = 2;
 const RECORD_BATCH = 1000;
+/** The pause before a batch of outcomes the store could not take is tried again: doubled each time, up to the most. */
+const RECORD_RETRY_MS = 100;
+const RECORD_RETRY_MOST_MS = 5000;
 /** How many `dispatchWait`s queued runs may be overtaken by intake waiting for room, before they come first. */
 const QUEUE_FIRST_AFTER = 10;
 /** Over how long (the time constant of a decaying sum, ms) the rate at which runs end is taken. */
@@ -102,6 +105,11 @@ export class Runner {
   #recording = false;
   #recordScheduled = false;
   #recorded: Array<() => void> = [];
+  /** Failed tries in a row of the batch at the head of `#outcomes`, and the pause before the next. */
+  #recordFailures = 0;
+  #recordRetryTimer: NodeJS.Timeout | undefined;
+  /** When a stopping runner stops trying to record outcomes the store cannot take. */
+  #recordGiveUpAt = Infinity;
   #running = false;
   /** Slots promised to intake for direct dispatch, not yet adopted. */
   #reserved = 0;
@@ -499,7 +507,7 @@ export class Runner {
   }
 
   #scheduleRecord(): void {
-    if (this.#recording || this.#recordScheduled) return;
+    if (this.#recording || this.#recordScheduled || this.#recordRetryTimer !== undefined) return;
     this.#recordScheduled = true;
     if (this.#outcomes.length >= RECORD_BATCH) setImmediate(this.#record);
     else setTimeout(this.#record, RECORD_DELAY_MS);
@@ -511,8 +519,10 @@ export class Runner {
     this.#recording = true;
     const batch = this.#outcomes.length <= RECORD_BATCH ? this.#outcomes : this.#outcomes.slice(0, RECORD_BATCH);
     this.#outcomes = batch === this.#outcomes ? [] : this.#outcomes.slice(RECORD_BATCH);
+    let again = false;
     try {
       const applied = await this.#deps.store.finishRuns(batch);
+      this.#recordFailures = 0;
       if (applied.length > 0) {
         let recorded = batch;
         if (applied.length !== batch.length) {
@@ -523,22 +533,44 @@ export class Runner {
         this.#deps.onRecorded?.(recorded);
       }
     } catch (err) {
-      this.#deps.log.error(
-        { err, runs: batch.length, runId: batch[0]!.run.id },
-        'recording outcomes failed; the leases will expire and the sweeper requeue the runs',
-      );
+      // The store could not be reached: the batch is tried again after a pause, its runs keeping their slots
+      // and their leases (renewed meanwhile), so that an attempt that did its work is recorded rather than
+      // run again once its lease expires. Other errors, and a stopping runner past its bound, give up.
+      again = err instanceof DispatcherError && err.code === 'store_unavailable' && this.#now() < this.#recordGiveUpAt;
+      this.#recordFailures += 1;
+      if (again) {
+        if (this.#recordFailures === 1) {
+          this.#deps.log.warn({ err, runs: batch.length }, 'recording outcomes failed; trying again until the store takes them');
+        }
+      } else {
+        this.#recordFailures = 0;
+        this.#deps.log.error(
+          { err, runs: batch.length, runId: batch[0]!.run.id },
+          'recording outcomes failed; the leases will expire and the sweeper requeue the runs',
+        );
+      }
     } finally {
       this.#recording = false;
-      let retries = false;
-      for (const o of batch) {
-        this.#settle(o.run.id);
-        if (o.status === 'queued') retries = true;
-      }
-      this.#ended(batch.length);
-      if (retries) void this.#armWakeTimer();
-      if (this.#outcomes.length > 0) this.#scheduleRecord();
-      else for (const resolve of this.#recorded.splice(0)) resolve();
     }
+    if (again) {
+      this.#outcomes = batch.concat(this.#outcomes);
+      // A stopping runner tries once more at its bound, not after it.
+      const pause = Math.min(RECORD_RETRY_MOST_MS, RECORD_RETRY_MS * 2 ** (this.#recordFailures - 1), Math.max(0, this.#recordGiveUpAt - this.#now()));
+      this.#recordRetryTimer = setTimeout(() => {
+        this.#recordRetryTimer = undefined;
+        this.#scheduleRecord();
+      }, pause);
+      return;
+    }
+    let retries = false;
+    for (const o of batch) {
+      this.#settle(o.run.id);
+      if (o.status === 'queued') retries = true;
+    }
+    this.#ended(batch.length);
+    if (retries) void this.#armWakeTimer();
+    if (this.#outcomes.length > 0) this.#scheduleRecord();
+    else for (const resolve of this.#recorded.splice(0)) resolve();
   };
 
   /** Resolves once every outcome gathered so far is recorded. */
@@ -655,7 +687,8 @@ export class Runner {
   /**
    * Stop claiming; give in-flight attempts until the shutdown timeout to end; abort and release the rest
    * so that another worker (or this one, restarted) picks them up at once instead of after their lease.
-   * Attempts that ended have their outcomes recorded, however long that takes, and are not released.
+   * Attempts that ended are not released: their outcomes are recorded (tried again while the store is
+   * unreachable, until twice the shutdown timeout has passed).
    */
   stop(): Promise<void> {
     this.#stopping ??= this.#stop();
@@ -664,6 +697,14 @@ export class Runner {
 
   async #stop(): Promise<void> {
     this.#running = false;
+    // Outcomes the store cannot take are tried until the shutdown timeout has passed twice: once for the
+    // attempts in flight to end, once for their outcomes.
+    this.#recordGiveUpAt = this.#now() + 2 * this.#deps.settings.shutdownTimeout;
+    if (this.#recordRetryTimer !== undefined) {
+      clearTimeout(this.#recordRetryTimer);
+      this.#recordRetryTimer = undefined;
+      this.#scheduleRecord();
+    }
     this.#wakeRoomWaiters();
     for (const t of [this.#pollTimer, this.#leaseTimer, this.#sweepTimer, this.#wakeTimer, this.#pruneTimer]) clearInterval(t);
     if (this.#inFlight.size > 0) {

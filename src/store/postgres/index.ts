@@ -476,8 +476,9 @@ export class PostgresStore implements Store {
 
     const deadLetters = unique.filter((o) => o.deadLetter !== undefined);
     if (deadLetters.length === 0) {
-      // One statement is one transaction: the fenced update, its attempts and its run events commit together.
-      const applied = new Set((await this.#query<{ id: string }>(text, p.values)).rows.map((r) => r.id));
+      // One statement is one transaction: the fenced update, its attempts and its run events commit together,
+      // and it runs again when PostgreSQL aborts it to break a deadlock, as a transaction would.
+      const applied = new Set((await this.#retrying(() => this.#pool.query<{ id: string }>(text, p.values))).rows.map((r) => r.id));
       return after.filter((r) => applied.has(r.id)).map((r) => r.id);
     }
     return this.#transaction(async (c) => {
