@@ -103,6 +103,7 @@ export class Dispatcher {
       () => store.stats(Date.now()),
       () => this.#transportStatus(),
       () => Promise.all(this.relays.map((r) => r.state())),
+      () => this.runner.unrecorded,
     );
     this.feed = new RunEventFeed(store, log);
     this.runner = new Runner({

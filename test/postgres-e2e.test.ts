@@ -199,6 +199,9 @@ describe.skipIf(unreachable !== null && !required)('the dispatcher on PostgreSQL
       // Longer than the lease, with the store away: the outcome waits, and the run keeps its slot.
       await new Promise((r) => setTimeout(r, 1500));
       expect(own.d.runner.inFlight).toBe(1);
+      const metric = async (name: string) => own.d.metrics.registry.getSingleMetricAsString(name);
+      expect(await metric('dispatcher_outcomes_unrecorded')).toMatch(/^dispatcher_outcomes_unrecorded 1$/m);
+      expect(await metric('dispatcher_outcome_record_failures_total')).toMatch(/\{then="retried"\} [2-9]\d*$/m);
       proxy.restore();
       const run = await waitForRun(own.d, id, ['success'], 15_000);
       expect(run.attempts).toBe(1);
@@ -207,6 +210,8 @@ describe.skipIf(unreachable !== null && !required)('the dispatcher on PostgreSQL
       await new Promise((r) => setTimeout(r, 1500));
       expect(executions).toBe(1);
       expect(own.d.runner.inFlight).toBe(0);
+      expect(await metric('dispatcher_outcomes_unrecorded')).toMatch(/^dispatcher_outcomes_unrecorded 0$/m);
+      expect(await metric('dispatcher_outcome_record_failures_total')).not.toMatch(/then="dropped"/);
     } finally {
       proxy.restore();
       await own.close();

@@ -22,6 +22,8 @@ export interface Metrics {
   /** Inputs and outputs: connected, lag, paused; read when scraped. */
   transportUp: Gauge<'kind' | 'name' | 'transport'>;
   outputPublished: Counter<'output' | 'what'>;
+  /** Batches of outcomes the store did not take: `retried` (it could not be reached) or `dropped`. */
+  outcomeRecordFailures: Counter<'then'>;
 }
 
 /** What the metrics read of one input or output when scraped. */
@@ -46,8 +48,17 @@ export function createMetrics(
   readStats: () => Promise<{ queued: number; running: number; waiting: number; oldestQueuedAt: number | null; deadLetters: number }>,
   readTransports: () => Promise<TransportStatus[]> = async () => [],
   readRelays: () => Promise<RelayStatus[]> = async () => [],
+  readUnrecorded: () => number = () => 0,
 ): Metrics {
   const registry = new Registry();
+  new Gauge({
+    name: 'dispatcher_outcomes_unrecorded',
+    help: 'Outcomes of ended attempts that this process holds, not yet recorded in the store (their runs keep their slots)',
+    registers: [registry],
+    collect() {
+      this.set(readUnrecorded());
+    },
+  });
   new Gauge({
     name: 'dispatcher_output_relay_lag',
     help: 'Items (run events, dead letters) written but not yet confirmed by the output: the last seq minus the cursor, from the process that relays them',
@@ -147,6 +158,12 @@ export function createMetrics(
       name: 'dispatcher_output_published_total',
       help: 'Messages an output published, by what they were (run_event, dead_letter, event)',
       labelNames: ['output', 'what'],
+      registers: [registry],
+    }),
+    outcomeRecordFailures: new Counter({
+      name: 'dispatcher_outcome_record_failures_total',
+      help: 'Batches of outcomes the store did not take: retried (it could not be reached) or dropped (their runs wait for their leases to expire)',
+      labelNames: ['then'],
       registers: [registry],
     }),
   };

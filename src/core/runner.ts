@@ -103,6 +103,8 @@ export class Runner {
    */
   #outcomes: RunOutcome[] = [];
   #recording = false;
+  /** Outcomes in the batch being recorded. */
+  #recordingCount = 0;
   #recordScheduled = false;
   #recorded: Array<() => void> = [];
   /** Failed tries in a row of the batch at the head of `#outcomes`, and the pause before the next. */
@@ -148,6 +150,11 @@ export class Runner {
 
   constructor(deps: RunnerDeps) {
     this.#deps = deps;
+  }
+
+  /** Outcomes of ended attempts not yet recorded in the store: waiting, or being recorded. */
+  get unrecorded(): number {
+    return this.#outcomes.length + this.#recordingCount;
   }
 
   get inFlight(): number {
@@ -520,6 +527,7 @@ export class Runner {
     const batch = this.#outcomes.length <= RECORD_BATCH ? this.#outcomes : this.#outcomes.slice(0, RECORD_BATCH);
     this.#outcomes = batch === this.#outcomes ? [] : this.#outcomes.slice(RECORD_BATCH);
     let again = false;
+    this.#recordingCount = batch.length;
     try {
       const applied = await this.#deps.store.finishRuns(batch);
       this.#recordFailures = 0;
@@ -538,6 +546,7 @@ export class Runner {
       // run again once its lease expires. Other errors, and a stopping runner past its bound, give up.
       again = err instanceof DispatcherError && err.code === 'store_unavailable' && this.#now() < this.#recordGiveUpAt;
       this.#recordFailures += 1;
+      this.#deps.metrics.outcomeRecordFailures.inc({ then: again ? 'retried' : 'dropped' });
       if (again) {
         if (this.#recordFailures === 1) {
           this.#deps.log.warn({ err, runs: batch.length }, 'recording outcomes failed; trying again until the store takes them');
@@ -551,6 +560,7 @@ export class Runner {
       }
     } finally {
       this.#recording = false;
+      this.#recordingCount = 0;
     }
     if (again) {
       this.#outcomes = batch.concat(this.#outcomes);
