@@ -196,6 +196,12 @@ describe.skipIf(unreachable !== null && !required)('the dispatcher on PostgreSQL
       await waitFor(async () => gates.size, (n) => n === 1, 5000, 'the attempt to start');
       proxy.cut();
       gates.get(id)!();
+      // Intake says the store is away, with a code and a time to come back, and the process goes on.
+      const http = authed(await own.d.app());
+      const refused = await http.inject({ method: 'POST', url: '/v1/events', headers: { 'content-type': 'application/cloudevents+json' }, payload: JSON.stringify(event({ type: 'gate.later' })) });
+      expect(refused.statusCode).toBe(503);
+      expect(refused.json().code).toBe('store_unavailable');
+      expect(refused.headers['retry-after']).toBe('1');
       // Longer than the lease, with the store away: the outcome waits, and the run keeps its slot.
       await new Promise((r) => setTimeout(r, 1500));
       expect(own.d.runner.inFlight).toBe(1);
