@@ -163,7 +163,7 @@ async function startProcess(dir, n, input, transport, storeUrl) {
       routes: [{ name: 'bench', match: { type: 'bench.*' }, actions: [{ noop: {} }] }],
     }),
   );
-  const child = spawn(process.execPath, [...dispatcherNodeFlags(), ...SERVER_ARGS, DISPATCHER_MAIN, 'serve', '--config', config], { stdio: ['ignore', process.env.BENCH_LOG_DIR ? 'pipe' : 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [...dispatcherNodeFlags(), ...SERVER_ARGS, DISPATCHER_MAIN, 'serve', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
   if (PROCESS_CORES !== undefined) {
     const group = cpuLimitedGroup(`dispatcher-bench-${process.pid}-${groups++}`, PROCESS_CORES);
     group.add(child.pid);
@@ -172,6 +172,7 @@ async function startProcess(dir, n, input, transport, storeUrl) {
   let err = '';
   child.stderr.on('data', (b) => (err = (err + b).slice(-4000)));
   if (process.env.BENCH_LOG_DIR) child.stdout.pipe(createWriteStream(join(process.env.BENCH_LOG_DIR, `d${n}-${Date.now()}.log`)));
+  const logged = countLogged(child.stdout);
   for (let i = 0; ; i++) {
     if (child.exitCode !== null) throw new Error(`dispatcher exited: ${err}`);
     try {
@@ -185,7 +186,37 @@ async function startProcess(dir, n, input, transport, storeUrl) {
     }
     await sleep(100);
   }
-  return { child, port };
+  return { child, port, logged };
+}
+
+/**
+ * The errors and warnings a dispatcher logs (pino's JSON lines on stdout), and the first error's message: a
+ * run that lost or redid work says so here, not only in its rate.
+ */
+function countLogged(stdout) {
+  const logged = { errors: 0, warnings: 0, first: undefined };
+  let rest = '';
+  stdout.setEncoding('utf8');
+  stdout.on('data', (chunk) => {
+    const lines = (rest + chunk).split('\n');
+    rest = lines.pop();
+    for (const line of lines) {
+      let level;
+      let msg;
+      try {
+        ({ level, msg } = JSON.parse(line));
+      } catch {
+        continue;
+      }
+      if (level >= 50) {
+        logged.errors += 1;
+        logged.first ??= msg;
+      } else if (level >= 40) {
+        logged.warnings += 1;
+      }
+    }
+  });
+  return logged;
 }
 
 /**
@@ -209,6 +240,7 @@ async function once(transport, store, processes, run) {
   const storeUrl = store === 'sqlite' ? `sqlite:${join(dir, 'd.db')}` : postgresSchemaUrl(schema);
   const peer = await TRANSPORTS[transport].open(place);
   const children = [];
+  let out;
   try {
     await peer.produce(EVENTS, run);
     if (store === 'postgres') {
@@ -252,12 +284,18 @@ async function once(transport, store, processes, run) {
     const first = (await s.listEvents({ limit: 1, offset: 0, sort: { direction: 'asc' } })).items[0].receivedAt;
     const last = (await s.listRuns({ limit: 1, offset: 0, sort: { field: 'finished_at', direction: 'desc' } })).items[0].finishedAt;
     await s.close();
-    return { rate: EVENTS / ((last - first) / 1000), withStart: EVENTS / seconds, startup, cpuPerEvent, machine };
+    out = { rate: EVENTS / ((last - first) / 1000), withStart: EVENTS / seconds, startup, cpuPerEvent, machine };
+    return out;
   } finally {
     for (const c of children) {
       if (c.child === undefined) continue;
       c.child.kill('SIGTERM');
       await new Promise((r) => (c.child.exitCode !== null ? r() : c.child.once('exit', r)));
+    }
+    // Counted once the processes have stopped, so that what they log while stopping is in.
+    if (out !== undefined) {
+      const all = children.filter((c) => c.logged !== undefined).map((c) => c.logged);
+      out.logged = { errors: all.reduce((n, l) => n + l.errors, 0), warnings: all.reduce((n, l) => n + l.warnings, 0), first: all.find((l) => l.first)?.first };
     }
     await peer.close();
     if (store === 'postgres') await dropPostgresSchema(schema);
@@ -283,6 +321,12 @@ for (const c of cases) {
   const middle = results.find((r) => Math.round(r.rate) === median(rates));
   if (middle.machine.length > 0) {
     console.log(`${''.padEnd(22)} cores in use (of ${cpus().length}): ${middle.machine.map(([group, cores]) => `${group} ${cores.toFixed(2)}`).join(', ')}`);
+  }
+  const errors = results.reduce((n, r) => n + r.logged.errors, 0);
+  const warnings = results.reduce((n, r) => n + r.logged.warnings, 0);
+  if (errors + warnings > 0) {
+    const first = results.find((r) => r.logged.first)?.logged.first;
+    console.log(`${''.padEnd(22)} the dispatchers logged ${errors} errors and ${warnings} warnings in ${REPEAT} runs${first ? ` (first error: ${first})` : ''}`);
   }
 }
 // The Kafka mock cluster (a child process) would keep the event loop alive; the exit handler stops it.
