@@ -185,9 +185,10 @@ describe.skipIf(unreachable !== null && !required)('the dispatcher on PostgreSQL
     const url = new URL(BASE_URL);
     url.host = `127.0.0.1:${proxy.port}`;
     url.searchParams.set('schema', schema);
-    // A short lease: without the outcome kept, the run would be swept and run again within the test.
+    // A short lease, which the outage outlasts. The test sweeps itself (the sweeper's timer is an hour), at the
+    // moment that shows most: as soon as the store is back, before the next try of the outcome or renewal.
     const own = await startDispatcher(
-      { runner: { lease: '1s', poll: '100ms', sweepInterval: '200ms', shutdownTimeout: '200ms' }, routes: [{ name: 'gated', match: { type: 'gate.*' }, actions: [{ gate: {} }] }] },
+      { runner: { lease: '1s', poll: '100ms', sweepInterval: '1h', shutdownTimeout: '200ms' }, routes: [{ name: 'gated', match: { type: 'gate.*' }, actions: [{ gate: {} }] }] },
       { storeUrl: url.toString(), actionTypes: [gate] },
     );
     try {
@@ -207,13 +208,15 @@ describe.skipIf(unreachable !== null && !required)('the dispatcher on PostgreSQL
       expect(own.d.runner.inFlight).toBe(1);
       const metric = async (name: string) => own.d.metrics.registry.getSingleMetricAsString(name);
       expect(await metric('dispatcher_outcomes_unrecorded')).toMatch(/^dispatcher_outcomes_unrecorded 1$/m);
-      expect(await metric('dispatcher_outcome_record_failures_total')).toMatch(/\{then="retried"\} [2-9]\d*$/m);
+      expect(await metric('dispatcher_outcome_record_failures_total')).toMatch(/\{then="retried"\} ([2-9]|\d{2,})$/m);
       proxy.restore();
-      const run = await waitForRun(own.d, id, ['success'], 15_000);
-      expect(run.attempts).toBe(1);
+      // The lease expired in the store during the outage. A sweep lets this process's own outcomes (and
+      // leases) go first; without that it took the run back, and the action ran again.
+      await own.d.runner.sweep();
+      expect(await own.d.store.getRun(id)).toMatchObject({ status: 'success', attempts: 1 });
       expect((await own.d.store.getAttempts(id)).map((a) => a.outcome)).toEqual(['success']);
-      // The sweeper had its chances (every 200 ms): nothing ran the action again.
-      await new Promise((r) => setTimeout(r, 1500));
+      expect(await metric('dispatcher_runs_swept_total')).not.toMatch(/outcome="requeued"/);
+      await new Promise((r) => setTimeout(r, 500));
       expect(executions).toBe(1);
       expect(own.d.runner.inFlight).toBe(0);
       expect(await metric('dispatcher_outcomes_unrecorded')).toMatch(/^dispatcher_outcomes_unrecorded 0$/m);

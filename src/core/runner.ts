@@ -112,6 +112,8 @@ export class Runner {
   #recordRetryTimer: NodeJS.Timeout | undefined;
   /** When a stopping runner stops trying to record outcomes the store cannot take. */
   #recordGiveUpAt = Infinity;
+  /** The last lease renewal failed: the leases of runs in flight may have expired in the store meanwhile. */
+  #renewFailed = false;
   #running = false;
   /** Slots promised to intake for direct dispatch, not yet adopted. */
   #reserved = 0;
@@ -626,10 +628,15 @@ export class Runner {
   }
 
   async #renewLeases(): Promise<void> {
-    if (this.#inFlight.size === 0) return;
+    if (this.#inFlight.size === 0) {
+      this.#renewFailed = false;
+      return;
+    }
     try {
       await this.#deps.store.renewLeases(this.#deps.owner, [...this.#inFlight.keys()], this.#now() + this.#deps.settings.lease);
+      this.#renewFailed = false;
     } catch (err) {
+      this.#renewFailed = true;
       this.#deps.log.warn({ err }, 'renewing leases failed');
     }
   }
@@ -637,6 +644,18 @@ export class Runner {
   /** One pass of the sweeper: expired leases, expired deadlines, the dead-letter bound. */
   async sweep(): Promise<void> {
     try {
+      // After the store was away, this process's own runs come first: the outcomes it holds, then the leases
+      // of its runs in flight, which may have expired meanwhile. Swept first, they would run again. While the
+      // store is still away, there is nothing to sweep.
+      if (this.#recordFailures > 0 || this.#renewFailed) {
+        if (this.#recordRetryTimer !== undefined) {
+          clearTimeout(this.#recordRetryTimer);
+          this.#recordRetryTimer = undefined;
+          await this.#record();
+        }
+        await this.#renewLeases();
+        if (this.#recordFailures > 0 || this.#renewFailed) return;
+      }
       const now = this.#now();
       let total = 0;
       for (let i = 0; i < 10; i++) {
