@@ -257,7 +257,8 @@ describe.skipIf(unreachable !== null && !required)('the dispatcher on PostgreSQL
       expect(own.d.runner.inFlight).toBe(2);
       const began = Date.now();
       await own.close();
-      // Twice the shutdown timeout and a last try: well under the 5 s that a pause between tries can reach.
+      // The shutdown timeout at most (no attempt is executing) and one last try of the outcomes, not the pauses
+      // between tries (up to 5 s) that a running dispatcher would go on with.
       expect(Date.now() - began).toBeLessThan(3000);
     } finally {
       proxy.restore();

@@ -110,7 +110,7 @@ export class Runner {
   /** Failed tries in a row of the batch at the head of `#outcomes`, and the pause before the next. */
   #recordFailures = 0;
   #recordRetryTimer: NodeJS.Timeout | undefined;
-  /** When a stopping runner stops trying to record outcomes the store cannot take. */
+  /** From when outcomes the store cannot take are no longer tried again (a stopping runner's). */
   #recordGiveUpAt = Infinity;
   /** The last lease renewal failed: the leases of runs in flight may have expired in the store meanwhile. */
   #renewFailed = false;
@@ -566,8 +566,7 @@ export class Runner {
     }
     if (again) {
       this.#outcomes = batch.concat(this.#outcomes);
-      // A stopping runner tries once more at its bound, not after it.
-      const pause = Math.min(RECORD_RETRY_MOST_MS, RECORD_RETRY_MS * 2 ** (this.#recordFailures - 1), Math.max(0, this.#recordGiveUpAt - this.#now()));
+      const pause = Math.min(RECORD_RETRY_MOST_MS, RECORD_RETRY_MS * 2 ** (this.#recordFailures - 1));
       this.#recordRetryTimer = setTimeout(() => {
         this.#recordRetryTimer = undefined;
         this.#scheduleRecord();
@@ -716,8 +715,8 @@ export class Runner {
   /**
    * Stop claiming; give in-flight attempts until the shutdown timeout to end; abort and release the rest
    * so that another worker (or this one, restarted) picks them up at once instead of after their lease.
-   * Attempts that ended are not released: their outcomes are recorded (tried again while the store is
-   * unreachable, until twice the shutdown timeout has passed).
+   * Attempts that ended are not released: their outcomes are recorded (tried once more if the store could
+   * not be reached; then left, and their runs come back when their leases expire).
    */
   stop(): Promise<void> {
     this.#stopping ??= this.#stop();
@@ -726,9 +725,9 @@ export class Runner {
 
   async #stop(): Promise<void> {
     this.#running = false;
-    // Outcomes the store cannot take are tried until the shutdown timeout has passed twice: once for the
-    // attempts in flight to end, once for their outcomes.
-    this.#recordGiveUpAt = this.#now() + 2 * this.#deps.settings.shutdownTimeout;
+    // Outcomes the store cannot take are tried once more, not waited for: a stop while the store is away
+    // stays as quick as the attempts in flight allow, and their runs come back when their leases expire.
+    this.#recordGiveUpAt = this.#now();
     if (this.#recordRetryTimer !== undefined) {
       clearTimeout(this.#recordRetryTimer);
       this.#recordRetryTimer = undefined;
