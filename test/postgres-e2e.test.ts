@@ -168,7 +168,7 @@ describe.skipIf(unreachable !== null && !required)('the dispatcher on PostgreSQL
     }
   });
 
-  it('keeps the outcome of an attempt while the store cannot be reached, and records it once it is back: the action runs once', async () => {
+  it('keeps the outcome of an attempt while the store cannot be reached, and records it once it is back: each action runs once', async () => {
     let executions = 0;
     const gates = new Map<string, () => void>();
     const gate: ActionType = {
@@ -192,9 +192,10 @@ describe.skipIf(unreachable !== null && !required)('the dispatcher on PostgreSQL
       { storeUrl: url.toString(), actionTypes: [gate] },
     );
     try {
-      const { results } = await own.d.send([event({ type: 'gate.away' })] as never);
-      const id = results[0]!.runIds[0]!;
-      await waitFor(async () => gates.size, (n) => n === 1, 5000, 'the attempt to start');
+      // Run `id` ends while the store is away; run `busy` is still executing when it comes back.
+      const { results } = await own.d.send([event({ type: 'gate.away' }), event({ type: 'gate.away' })] as never);
+      const [id, busy] = results.map((r) => r.runIds[0]!) as [string, string];
+      await waitFor(async () => gates.size, (n) => n === 2, 5000, 'the attempts to start');
       proxy.cut();
       gates.get(id)!();
       // Intake says the store is away, with a code and a time to come back, and the process goes on.
@@ -205,19 +206,25 @@ describe.skipIf(unreachable !== null && !required)('the dispatcher on PostgreSQL
       expect(refused.headers['retry-after']).toBe('1');
       // Longer than the lease, with the store away: the outcome waits, and the run keeps its slot.
       await new Promise((r) => setTimeout(r, 1500));
-      expect(own.d.runner.inFlight).toBe(1);
+      expect(own.d.runner.inFlight).toBe(2);
       const metric = async (name: string) => own.d.metrics.registry.getSingleMetricAsString(name);
       expect(await metric('dispatcher_outcomes_unrecorded')).toMatch(/^dispatcher_outcomes_unrecorded 1$/m);
       expect(await metric('dispatcher_outcome_record_failures_total')).toMatch(/\{then="retried"\} ([2-9]|\d{2,})$/m);
       proxy.restore();
-      // The lease expired in the store during the outage. A sweep lets this process's own outcomes (and
-      // leases) go first; without that it took the run back, and the action ran again.
+      // Both leases expired in the store during the outage. A sweep lets this process's own outcomes and
+      // leases go first; without that it took both runs back, and both actions ran again.
+      const sweptAt = Date.now();
       await own.d.runner.sweep();
       expect(await own.d.store.getRun(id)).toMatchObject({ status: 'success', attempts: 1 });
       expect((await own.d.store.getAttempts(id)).map((a) => a.outcome)).toEqual(['success']);
+      const still = await own.d.store.getRun(busy);
+      expect(still).toMatchObject({ status: 'running', attempts: 1, leaseOwner: own.d.owner });
+      expect(still!.leaseUntil!).toBeGreaterThan(sweptAt);
       expect(await metric('dispatcher_runs_swept_total')).not.toMatch(/outcome="requeued"/);
+      gates.get(busy)!();
+      expect(await waitForRun(own.d, busy, ['success'], 5000)).toMatchObject({ attempts: 1 });
       await new Promise((r) => setTimeout(r, 500));
-      expect(executions).toBe(1);
+      expect(executions).toBe(2);
       expect(own.d.runner.inFlight).toBe(0);
       expect(await metric('dispatcher_outcomes_unrecorded')).toMatch(/^dispatcher_outcomes_unrecorded 0$/m);
       expect(await metric('dispatcher_outcome_record_failures_total')).not.toMatch(/then="dropped"/);
