@@ -158,3 +158,8 @@ export async function probePostgres(url = POSTGRES_URL): Promise<string | null> 
     await client.end().catch(() => {});
   }
 }
+
+/** How many PostgreSQL backends wait for a lock that the backend `pid` holds. */
+export async function waitingForLock(db: pg.Client | pg.Pool, pid: number): Promise<number> {
+  return Number((await db.query('SELECT count(*) AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))', [pid])).rows[0].n);
+}

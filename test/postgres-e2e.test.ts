@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import type { ActionType } from '../src/core/action.js';
 import { startTcpProxy } from './tcp-proxy.js';
-import { event, POSTGRES_URL, probePostgres, startDispatcher, startReceiver, waitFor, waitForRun, type Receiver, type TestDispatcher, authed } from './helpers.js';
+import { event, POSTGRES_URL, probePostgres, startDispatcher, startReceiver, waitFor, waitForRun, waitingForLock, type Receiver, type TestDispatcher, authed } from './helpers.js';
 
 const BASE_URL = POSTGRES_URL;
 const SCHEMA = `dispatcher_e2e_${randomBytes(4).toString('hex')}`;
@@ -19,6 +19,46 @@ const unreachable = await probePostgres();
 const required = process.env.CI === 'true';
 if (unreachable !== null && !required) {
   console.warn(`postgres-e2e.test.ts skipped: PostgreSQL at ${BASE_URL.replace(/:[^:@/]*@/, ':***@')} is unreachable (${unreachable}).`);
+}
+
+/** A `gate` action type: each attempt waits until the test opens its run's gate, then ends in success. */
+function gateAction(): { type: ActionType; gates: Map<string, () => void>; executions: () => number } {
+  const gates = new Map<string, () => void>();
+  let executions = 0;
+  const type: ActionType = {
+    type: 'gate',
+    create: () => ({
+      execute: (ctx) => {
+        executions += 1;
+        return new Promise((resolve) => gates.set(ctx.runId, () => resolve({ status: 'success' })));
+      },
+    }),
+  };
+  return { type, gates, executions: () => executions };
+}
+
+/**
+ * A dispatcher of its own on the fresh schema `schema` (through the TCP proxy on `proxyPort` when given), with
+ * one route, `gated`, taking `gate.*` events to the `gate` action.
+ */
+function gatedDispatcher(schema: string, runner: Record<string, unknown>, gate: ActionType, proxyPort?: number): Promise<TestDispatcher> {
+  const url = new URL(BASE_URL);
+  if (proxyPort !== undefined) url.host = `127.0.0.1:${proxyPort}`;
+  url.searchParams.set('schema', schema);
+  return startDispatcher(
+    { runner: { poll: '100ms', ...runner }, routes: [{ name: 'gated', match: { type: 'gate.*' }, actions: [{ gate: {} }] }] },
+    { storeUrl: url.toString(), actionTypes: [gate] },
+  );
+}
+
+async function dropSchema(schema: string): Promise<void> {
+  const admin = new pg.Client({ connectionString: BASE_URL });
+  await admin.connect();
+  try {
+    await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+  } finally {
+    await admin.end();
+  }
 }
 
 describe.skipIf(unreachable !== null && !required)('the dispatcher on PostgreSQL', () => {
@@ -51,10 +91,7 @@ describe.skipIf(unreachable !== null && !required)('the dispatcher on PostgreSQL
   afterAll(async () => {
     await t?.close();
     await receiver?.close();
-    const admin = new pg.Client({ connectionString: BASE_URL });
-    await admin.connect();
-    await admin.query(`DROP SCHEMA IF EXISTS "${SCHEMA}" CASCADE`);
-    await admin.end();
+    await dropSchema(SCHEMA);
   });
 
   it('reports the PostgreSQL store as ready', async () => {
@@ -117,19 +154,9 @@ describe.skipIf(unreachable !== null && !required)('the dispatcher on PostgreSQL
   });
 
   it('records at shutdown the outcomes of attempts that ended, though the store holds them up, instead of putting their runs back', async () => {
-    // Each attempt of the `gated` route ends when the test opens its gate.
-    const gates = new Map<string, () => void>();
-    const gate: ActionType = {
-      type: 'gate',
-      create: () => ({ execute: (ctx) => new Promise((resolve) => gates.set(ctx.runId, () => resolve({ status: 'success' }))) }),
-    };
+    const { type: gate, gates } = gateAction();
     const schema = `${SCHEMA}_stop`;
-    const url = new URL(BASE_URL);
-    url.searchParams.set('schema', schema);
-    const own = await startDispatcher(
-      { runner: { poll: '100ms', sweepInterval: '200ms', shutdownTimeout: '200ms' }, routes: [{ name: 'gated', match: { type: 'gate.*' }, actions: [{ gate: {} }] }] },
-      { storeUrl: url.toString(), actionTypes: [gate] },
-    );
+    const own = await gatedDispatcher(schema, { sweepInterval: '200ms', shutdownTimeout: '200ms' }, gate);
     const locker = new pg.Client({ connectionString: BASE_URL, options: `-c search_path="${schema}"` });
     await locker.connect();
     let closing: Promise<void> | undefined;
@@ -142,12 +169,7 @@ describe.skipIf(unreachable !== null && !required)('the dispatcher on PostgreSQL
       await locker.query('SELECT id FROM runs WHERE id = $1 FOR UPDATE', [a]);
       const lockerPid = Number((await locker.query('SELECT pg_backend_pid() AS pid')).rows[0].pid);
       gates.get(a)!();
-      await waitFor(
-        async () => Number((await locker.query('SELECT count(*) AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))', [lockerPid])).rows[0].n),
-        (waiting) => waiting === 1,
-        5000,
-        "run a's outcome to wait for the lock",
-      );
+      await waitFor(() => waitingForLock(locker, lockerPid), (waiting) => waiting === 1, 5000, "run a's outcome to wait for the lock");
       // ...and run b's attempt ends too: its outcome waits behind a's.
       gates.get(b)!();
       await new Promise((r) => setTimeout(r, 100));
@@ -163,34 +185,18 @@ describe.skipIf(unreachable !== null && !required)('the dispatcher on PostgreSQL
     } finally {
       await locker.query('ROLLBACK').catch(() => {});
       await (closing ?? own.close()).catch(() => {});
-      await locker.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
       await locker.end();
+      await dropSchema(schema);
     }
   });
 
   it('keeps the outcome of an attempt while the store cannot be reached, and records it once it is back: each action runs once', async () => {
-    let executions = 0;
-    const gates = new Map<string, () => void>();
-    const gate: ActionType = {
-      type: 'gate',
-      create: () => ({
-        execute: (ctx) => {
-          executions += 1;
-          return new Promise((resolve) => gates.set(ctx.runId, () => resolve({ status: 'success' })));
-        },
-      }),
-    };
+    const { type: gate, gates, executions } = gateAction();
     const proxy = await startTcpProxy(Number(new URL(BASE_URL).port || 5432));
     const schema = `${SCHEMA}_away`;
-    const url = new URL(BASE_URL);
-    url.host = `127.0.0.1:${proxy.port}`;
-    url.searchParams.set('schema', schema);
     // A short lease, which the outage outlasts. The test sweeps itself (the sweeper's timer is an hour), at the
     // moment that shows most: as soon as the store is back, before the next try of the outcome or renewal.
-    const own = await startDispatcher(
-      { runner: { lease: '1s', poll: '100ms', sweepInterval: '1h', shutdownTimeout: '200ms' }, routes: [{ name: 'gated', match: { type: 'gate.*' }, actions: [{ gate: {} }] }] },
-      { storeUrl: url.toString(), actionTypes: [gate] },
-    );
+    const own = await gatedDispatcher(schema, { lease: '1s', sweepInterval: '1h', shutdownTimeout: '200ms' }, gate, proxy.port);
     try {
       // Run `id` ends while the store is away; run `busy` is still executing when it comes back.
       const { results } = await own.d.send([event({ type: 'gate.away' }), event({ type: 'gate.away' })] as never);
@@ -224,7 +230,7 @@ describe.skipIf(unreachable !== null && !required)('the dispatcher on PostgreSQL
       gates.get(busy)!();
       expect(await waitForRun(own.d, busy, ['success'], 5000)).toMatchObject({ attempts: 1 });
       await new Promise((r) => setTimeout(r, 500));
-      expect(executions).toBe(2);
+      expect(executions()).toBe(2);
       expect(own.d.runner.inFlight).toBe(0);
       expect(await metric('dispatcher_outcomes_unrecorded')).toMatch(/^dispatcher_outcomes_unrecorded 0$/m);
       expect(await metric('dispatcher_outcome_record_failures_total')).not.toMatch(/then="dropped"/);
@@ -232,34 +238,21 @@ describe.skipIf(unreachable !== null && !required)('the dispatcher on PostgreSQL
       proxy.restore();
       await own.close();
       await proxy.close();
-      const admin = new pg.Client({ connectionString: BASE_URL });
-      await admin.connect();
-      await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-      await admin.end();
+      await dropSchema(schema);
     }
   });
 
   it('stops in bounded time while the store cannot take the outcomes it holds', async () => {
-    const gates: Array<() => void> = [];
-    const gate: ActionType = {
-      type: 'gate',
-      create: () => ({ execute: () => new Promise((resolve) => gates.push(() => resolve({ status: 'success' }))) }),
-    };
+    const { type: gate, gates } = gateAction();
     const proxy = await startTcpProxy(Number(new URL(BASE_URL).port || 5432));
     const schema = `${SCHEMA}_stuck`;
-    const url = new URL(BASE_URL);
-    url.host = `127.0.0.1:${proxy.port}`;
-    url.searchParams.set('schema', schema);
-    const own = await startDispatcher(
-      { runner: { poll: '100ms', sweepInterval: '200ms', shutdownTimeout: '300ms' }, routes: [{ name: 'gated', match: { type: 'gate.*' }, actions: [{ gate: {} }] }] },
-      { storeUrl: url.toString(), actionTypes: [gate] },
-    );
+    const own = await gatedDispatcher(schema, { sweepInterval: '200ms', shutdownTimeout: '300ms' }, gate, proxy.port);
     try {
       await own.d.send([event({ type: 'gate.stuck' }), event({ type: 'gate.stuck' })] as never);
-      await waitFor(async () => gates.length, (n) => n === 2, 5000, 'the attempts to start');
+      await waitFor(async () => gates.size, (n) => n === 2, 5000, 'the attempts to start');
       proxy.cut();
       // Attempts that end while the store is away: their outcomes wait in the runner, tried again and again.
-      for (const open of gates) open();
+      for (const open of gates.values()) open();
       await new Promise((r) => setTimeout(r, 300));
       expect(own.d.runner.inFlight).toBe(2);
       const began = Date.now();
@@ -270,10 +263,7 @@ describe.skipIf(unreachable !== null && !required)('the dispatcher on PostgreSQL
     } finally {
       proxy.restore();
       await proxy.close();
-      const admin = new pg.Client({ connectionString: BASE_URL });
-      await admin.connect();
-      await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-      await admin.end();
+      await dropSchema(schema);
     }
   });
 

@@ -15,7 +15,7 @@ import type { RunOutcome } from '../src/store/types.js';
 import { PostgresStore } from '../src/store/postgres/index.js';
 import { POSTGRES_MIGRATIONS } from '../src/store/postgres/migrations.js';
 import { commitOld, defineStoreSuite, expectCreatedById } from './store.suite.js';
-import { POSTGRES_URL, probePostgres, waitFor } from './helpers.js';
+import { POSTGRES_URL, probePostgres, waitFor, waitingForLock } from './helpers.js';
 
 const BASE_URL = POSTGRES_URL;
 const SHOWN_URL = BASE_URL.replace(/:[^:@/]*@/, ':***@');
@@ -208,17 +208,27 @@ describe.skipIf(unreachable !== null && !requireDatabase)('PostgresStore', () =>
       return Promise.all(runs.map(async (r) => (await store.getRun(r.id))!));
     }
 
-    /** How many backends wait for a lock that the backend `pid` holds. */
-    async function waitingFor(pid: number): Promise<number> {
-      return Number((await admin.query('SELECT count(*) AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))', [pid])).rows[0].n);
-    }
-
-    it('records a batch of outcomes that PostgreSQL aborted to break a deadlock, by running it again', async () => {
+    /**
+     * A store on a fresh schema, and `locker`: a connection of its own into that schema, for the test to hold
+     * rows locked in a transaction. Both closed and the schema dropped afterwards.
+     */
+    async function withLocker(test: (store: PostgresStore, locker: pg.Client) => Promise<void>): Promise<void> {
       const schema = `${SCHEMA_PREFIX}${n++}`;
       const store = await openStore(schema);
       const locker = new pg.Client({ connectionString: BASE_URL, options: `-c search_path="${schema}"` });
       await locker.connect();
       try {
+        await test(store, locker);
+      } finally {
+        await locker.query('ROLLBACK').catch(() => {});
+        await locker.end();
+        await store.close();
+        await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      }
+    }
+
+    it('records a batch of outcomes that PostgreSQL aborted to break a deadlock, by running it again', async () => {
+      await withLocker(async (store, locker) => {
         const t0 = Date.now();
         const [first, second] = await commitClaimed(store, 2, t0);
         const success = (run: Run): RunOutcome => ({
@@ -233,30 +243,21 @@ describe.skipIf(unreachable !== null && !requireDatabase)('PostgresStore', () =>
         const lockerPid = Number((await locker.query('SELECT pg_backend_pid() AS pid')).rows[0].pid);
         const finishing = store.finishRuns([success(first!), success(second!)]);
         finishing.catch(() => {}); // awaited below; a failure must not count as unhandled meanwhile
-        await waitFor(() => waitingFor(lockerPid), (w) => w === 1, 5000, 'the batch to wait for the second run');
+        await waitFor(() => waitingForLock(admin, lockerPid), (w) => w === 1, 5000, 'the batch to wait for the second run');
         // ...and the locker asks for the first: a deadlock, which PostgreSQL breaks by aborting the batch.
         await locker.query('SELECT id FROM runs WHERE id = $1 FOR UPDATE', [first!.id]);
         await locker.query('COMMIT');
         expect((await finishing).sort()).toEqual([first!.id, second!.id].sort());
         for (const run of [first!, second!]) expect(await store.getRun(run.id)).toMatchObject({ status: 'success', leaseOwner: null });
         expect(await store.getAttempts(first!.id)).toMatchObject([{ n: 1, outcome: 'success' }]);
-      } finally {
-        await locker.query('ROLLBACK').catch(() => {});
-        await locker.end();
-        await store.close();
-        await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-      }
+      });
     });
 
     it('renews leases and releases runs without waiting for a run that another transaction holds', async () => {
       // A batch of outcomes in flight holds some of the runs a renewal (or the release at shutdown) names.
       // Waiting for them while holding the others let the two deadlock under load; now the held ones are
       // skipped, and the statement does not wait at all.
-      const schema = `${SCHEMA_PREFIX}${n++}`;
-      const store = await openStore(schema);
-      const locker = new pg.Client({ connectionString: BASE_URL, options: `-c search_path="${schema}"` });
-      await locker.connect();
-      try {
+      await withLocker(async (store, locker) => {
         const t0 = Date.now();
         const [a, b, c] = (await commitClaimed(store, 3, t0)).map((r) => r.id) as [string, string, string];
         await locker.query('BEGIN');
@@ -274,12 +275,7 @@ describe.skipIf(unreachable !== null && !requireDatabase)('PostgresStore', () =>
         // Once free, the held run is renewed and released like the others.
         expect(await store.renewLeases('w1', [b], t0 + 90_000)).toBe(1);
         expect(await store.releaseRuns('w1', [b, c], t0 + 2)).toBe(2);
-      } finally {
-        await locker.query('ROLLBACK').catch(() => {});
-        await locker.end();
-        await store.close();
-        await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-      }
+      });
     });
 
     it('refuses a schema name that is not a plain identifier', () => {

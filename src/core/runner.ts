@@ -102,9 +102,8 @@ export class Runner {
    * recorded in one `finishRuns`, one batch at a time. A run keeps its slot until its outcome is recorded.
    */
   #outcomes: RunOutcome[] = [];
-  #recording = false;
-  /** Outcomes in the batch being recorded. */
-  #recordingCount = 0;
+  /** Outcomes in the batch being recorded (0: none is). */
+  #recording = 0;
   #recordScheduled = false;
   #recorded: Array<() => void> = [];
   /** Failed tries in a row of the batch at the head of `#outcomes`, and the pause before the next. */
@@ -156,7 +155,7 @@ export class Runner {
 
   /** Outcomes of ended attempts not yet recorded in the store: waiting, or being recorded. */
   get unrecorded(): number {
-    return this.#outcomes.length + this.#recordingCount;
+    return this.#outcomes.length + this.#recording;
   }
 
   get inFlight(): number {
@@ -516,7 +515,7 @@ export class Runner {
   }
 
   #scheduleRecord(): void {
-    if (this.#recording || this.#recordScheduled || this.#recordRetryTimer !== undefined) return;
+    if (this.#recording > 0 || this.#recordScheduled || this.#recordRetryTimer !== undefined) return;
     this.#recordScheduled = true;
     if (this.#outcomes.length >= RECORD_BATCH) setImmediate(this.#record);
     else setTimeout(this.#record, RECORD_DELAY_MS);
@@ -524,12 +523,11 @@ export class Runner {
 
   readonly #record = async (): Promise<void> => {
     this.#recordScheduled = false;
-    if (this.#recording || this.#outcomes.length === 0) return;
-    this.#recording = true;
+    if (this.#recording > 0 || this.#outcomes.length === 0) return;
     const batch = this.#outcomes.length <= RECORD_BATCH ? this.#outcomes : this.#outcomes.slice(0, RECORD_BATCH);
     this.#outcomes = batch === this.#outcomes ? [] : this.#outcomes.slice(RECORD_BATCH);
+    this.#recording = batch.length;
     let again = false;
-    this.#recordingCount = batch.length;
     try {
       const applied = await this.#deps.store.finishRuns(batch);
       this.#recordFailures = 0;
@@ -547,9 +545,9 @@ export class Runner {
       // and their leases (renewed meanwhile), so that an attempt that did its work is recorded rather than
       // run again once its lease expires. Other errors, and a stopping runner past its bound, give up.
       again = err instanceof DispatcherError && err.code === 'store_unavailable' && this.#now() < this.#recordGiveUpAt;
-      this.#recordFailures += 1;
       this.#deps.metrics.outcomeRecordFailures.inc({ then: again ? 'retried' : 'dropped' });
       if (again) {
+        this.#recordFailures += 1;
         if (this.#recordFailures === 1) {
           this.#deps.log.warn({ err, runs: batch.length }, 'recording outcomes failed; trying again until the store takes them');
         }
@@ -561,8 +559,7 @@ export class Runner {
         );
       }
     } finally {
-      this.#recording = false;
-      this.#recordingCount = 0;
+      this.#recording = 0;
     }
     if (again) {
       this.#outcomes = batch.concat(this.#outcomes);
@@ -584,9 +581,17 @@ export class Runner {
     else for (const resolve of this.#recorded.splice(0)) resolve();
   };
 
+  /** Outcomes waiting to be tried again are tried now, without the rest of their pause. */
+  async #recordWaitingNow(): Promise<void> {
+    if (this.#recordRetryTimer === undefined) return;
+    clearTimeout(this.#recordRetryTimer);
+    this.#recordRetryTimer = undefined;
+    await this.#record();
+  }
+
   /** Resolves once every outcome gathered so far is recorded. */
   #drainOutcomes(): Promise<void> {
-    if (!this.#recording && this.#outcomes.length === 0) return Promise.resolve();
+    if (this.#recording === 0 && this.#outcomes.length === 0) return Promise.resolve();
     return new Promise((resolve) => this.#recorded.push(resolve));
   }
 
@@ -647,11 +652,7 @@ export class Runner {
       // of its runs in flight, which may have expired meanwhile. Swept first, they would run again. While the
       // store is still away, there is nothing to sweep.
       if (this.#recordFailures > 0 || this.#renewFailed) {
-        if (this.#recordRetryTimer !== undefined) {
-          clearTimeout(this.#recordRetryTimer);
-          this.#recordRetryTimer = undefined;
-          await this.#record();
-        }
+        await this.#recordWaitingNow();
         await this.#renewLeases();
         if (this.#recordFailures > 0 || this.#renewFailed) return;
       }
@@ -728,13 +729,9 @@ export class Runner {
     // Outcomes the store cannot take are tried once more, not waited for: a stop while the store is away
     // stays as quick as the attempts in flight allow, and their runs come back when their leases expire.
     this.#recordGiveUpAt = this.#now();
-    if (this.#recordRetryTimer !== undefined) {
-      clearTimeout(this.#recordRetryTimer);
-      this.#recordRetryTimer = undefined;
-      this.#scheduleRecord();
-    }
     this.#wakeRoomWaiters();
     for (const t of [this.#pollTimer, this.#leaseTimer, this.#sweepTimer, this.#wakeTimer, this.#pruneTimer]) clearInterval(t);
+    await this.#recordWaitingNow();
     if (this.#inFlight.size > 0) {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([

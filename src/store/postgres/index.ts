@@ -476,9 +476,8 @@ export class PostgresStore implements Store {
 
     const deadLetters = unique.filter((o) => o.deadLetter !== undefined);
     if (deadLetters.length === 0) {
-      // One statement is one transaction: the fenced update, its attempts and its run events commit together,
-      // and it runs again when PostgreSQL aborts it to break a deadlock, as a transaction would.
-      const applied = new Set((await this.#retrying(() => this.#pool.query<{ id: string }>(text, p.values))).rows.map((r) => r.id));
+      // One statement is one transaction: the fenced update, its attempts and its run events commit together.
+      const applied = new Set((await this.#query<{ id: string }>(text, p.values)).rows.map((r) => r.id));
       return after.filter((r) => applied.has(r.id)).map((r) => r.id);
     }
     return this.#transaction(async (c) => {
@@ -496,7 +495,7 @@ export class PostgresStore implements Store {
            available_at = $1, updated_at = $1
          WHERE id IN (${OWN_RUNS('$2', '$3')})
          RETURNING ${RUN_COLUMNS}`,
-        [now, [...runIds].sort(compare), owner],
+        [now, runIds, owner],
       );
       if (released.rows.length === 0) return 0;
       const p = new Params();
@@ -809,8 +808,9 @@ export class PostgresStore implements Store {
 
   // ------------------------------------------------------------------------------------------- plumbing
 
+  /** One statement, a transaction of its own: run again when PostgreSQL aborts it to break a deadlock. */
   async #query<R extends pg.QueryResultRow = Record<string, unknown>>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {
-    return this.#guard(() => this.#pool.query<R>(text, values));
+    return this.#retrying(() => this.#pool.query<R>(text, values));
   }
 
   /**
