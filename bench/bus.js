@@ -36,6 +36,7 @@ import {
   freePort,
   median,
   postgresSchemaUrl,
+  runEventsPerRun,
 } from './common.js';
 
 const EVENTS = Number(process.env.BENCH_BUS_EVENTS ?? 50_000);
@@ -284,7 +285,8 @@ async function once(transport, store, processes, run) {
     const first = (await s.listEvents({ limit: 1, offset: 0, sort: { direction: 'asc' } })).items[0].receivedAt;
     const last = (await s.listRuns({ limit: 1, offset: 0, sort: { field: 'finished_at', direction: 'desc' } })).items[0].finishedAt;
     await s.close();
-    out = { rate: EVENTS / ((last - first) / 1000), withStart: EVENTS / seconds, startup, cpuPerEvent, machine };
+    const runEvents = await runEventsPerRun(store, storeUrl, schema);
+    out = { rate: EVENTS / ((last - first) / 1000), withStart: EVENTS / seconds, startup, cpuPerEvent, machine, runEvents };
     return out;
   } finally {
     for (const c of children) {
@@ -315,7 +317,7 @@ for (const c of cases) {
   for (let run = 0; run < REPEAT; run++) results.push(await once(transport, store, Number(processes ?? 1), run));
   const rates = results.map((r) => Math.round(r.rate));
   console.log(
-    `${c.padEnd(22)} ${String(Math.round(median(rates))).padStart(7)} events/s   runs: ${rates.join(', ')}   counting the processes' start: ${Math.round(median(results.map((r) => r.withStart)))} events/s   dispatcher CPU: ${median(results.map((r) => r.cpuPerEvent)).toFixed(1)} µs per event`,
+    `${c.padEnd(22)} ${String(Math.round(median(rates))).padStart(7)} events/s   runs: ${rates.join(', ')}   counting the processes' start: ${Math.round(median(results.map((r) => r.withStart)))} events/s   dispatcher CPU: ${median(results.map((r) => r.cpuPerEvent)).toFixed(1)} µs per event   run events per run: ${results.map((r) => r.runEvents.toFixed(2)).join(', ')}`,
   );
   // Where the machine's cores went while the median run consumed (from a tenth of its runs ended to the last).
   const middle = results.find((r) => Math.round(r.rate) === median(rates));

@@ -46,6 +46,34 @@ export async function dropPostgresSchema(schema) {
   }
 }
 
+/**
+ * Run events stored per run in a store the bench used: 2 when every run was started at intake (`create`,
+ * then the outcome's `update`), up to 3 when runs were committed queued and claimed later (one more
+ * `update`), more with retries.
+ */
+export async function runEventsPerRun(store, storeUrl, schema) {
+  const q = 'SELECT (SELECT count(*) FROM run_events) AS run_events, (SELECT count(*) FROM runs) AS runs';
+  if (store === 'sqlite') {
+    const { default: Database } = await import('better-sqlite3');
+    const db = new Database(storeUrl.slice('sqlite:'.length), { readonly: true });
+    try {
+      const c = db.prepare(q).get();
+      return c.run_events / c.runs;
+    } finally {
+      db.close();
+    }
+  }
+  const client = new pg.Client({ connectionString: PG_URL });
+  await client.connect();
+  try {
+    await client.query(`SET search_path TO ${schema}`);
+    const c = (await client.query(q)).rows[0];
+    return Number(c.run_events) / Number(c.runs);
+  } finally {
+    await client.end();
+  }
+}
+
 /** A port nothing listens on right now: bind port 0, read it, let go. */
 export function freePort() {
   return new Promise((resolve, reject) => {
