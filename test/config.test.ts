@@ -61,7 +61,7 @@ describe('defaults', () => {
     expect(config.retention).toEqual({ runs: 30 * 86_400_000, events: 30 * 86_400_000, runEvents: 7 * 86_400_000, deadLetters: 30 * 86_400_000, interval: 60_000, batchSize: 500 });
     expect(config.log).toEqual({ level: 'info' });
     expect(config.intake).toEqual({ strict: false, maxBatch: 1000, maxDepth: 32, maxHops: 8 });
-    expect(config.runner).toEqual({ concurrency: 512, batchSize: 256, lease: 30_000, poll: 1000, sweepInterval: 5000, shutdownTimeout: 10_000, dispatchWait: 100 });
+    expect(config.runner).toEqual({ concurrency: 512, batchSize: 256, lease: 30_000, poll: 1000, sweepInterval: 5000, shutdownTimeout: 10_000, dispatchWait: 1000 });
     expect(config.deadLetters).toEqual({ maxBytes: 256 * 1024, maxCount: 100_000 });
     expect(config.metrics).toEqual({ enabled: true });
     expect(config.actions).toEqual({ http: { allow: [], timeout: 10_000, maxResponseBytes: 4096, userAgent: 'dispatcher' } });

@@ -373,15 +373,15 @@ describe('flow control', () => {
     }
   });
 
-  it('does not overtake runs queued longer than ten times dispatchWait: the room that frees up goes to them, and a call only waits', async () => {
+  it('does not overtake runs queued longer than dispatchWait: the room that frees up goes to them, and a call only waits', async () => {
     const { r } = await slowReceiver(20);
-    const t = await dispatcher({ runner: { concurrency: 2, dispatchWait: '50ms' }, routes: [hookRoute(r.url)] });
+    const t = await dispatcher({ runner: { concurrency: 2, dispatchWait: '100ms' }, routes: [hookRoute(r.url)] });
     await warmUp(t);
     // A backlog: 2 runs start and 118 are queued, which take over a second to drain at 2 per 20 ms.
     const backlog = (await send(t.d, Array.from({ length: 120 }, () => event({ type: 'hook.backlog' })))).flat();
-    await new Promise((resolve) => setTimeout(resolve, 700));
-    // The queue is older than 10 × 50 ms now: the slots that free up while a call waits go to it, and the
-    // call gets none (runs end every 10 ms or so, so a call that could take them would).
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    // The queue is older than 100 ms now (and far from drained): the slots that free up while a call waits
+    // go to it, and the call gets none (runs end every 10 ms or so, so a call that could take them would).
     expect(await t.d.runner.reserveWithin(2)).toBe(0);
     // So a call from intake only waits, and its runs are queued, unless slots happened to be free the moment
     // it came (runs ended, and the claim that fills their slots is still on its way): those it takes.

@@ -29,7 +29,7 @@ export const DEFAULTS: RawConfig = {
   store: { url: 'sqlite:./data/dispatcher.db', poolSize: 10 },
   log: { level: 'info' },
   intake: { strict: false, maxBatch: 1000, maxDepth: 32, maxHops: 8 },
-  runner: { concurrency: 512, batchSize: 256, lease: '30s', poll: '1s', sweepInterval: '5s', shutdownTimeout: '10s', dispatchWait: '100ms' },
+  runner: { concurrency: 512, batchSize: 256, lease: '30s', poll: '1s', sweepInterval: '5s', shutdownTimeout: '10s', dispatchWait: '1s' },
   deadLetters: { maxBytes: '256KiB', maxCount: 100_000 },
   retention: { runs: '30d', events: '30d', runEvents: '7d', deadLetters: '30d', interval: '1m', batchSize: 500 },
   metrics: { enabled: true },

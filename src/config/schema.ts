@@ -620,7 +620,7 @@ export const CONFIG_SCHEMA: SchemaNode = {
           'How long intake may wait for this process to have room for the runs of events sent over HTTP or the embedded API, while the ' +
             'runs executing end fast enough to make that room in time. Runs that get room are committed already claimed and start at once; ' +
             'the others are queued and claimed later, which costs an update and a run event each. Runs already queued are overtaken so for at ' +
-            'most ten times this; then the room that frees up goes to them first, and intake only waits (a slot free the moment an event ' +
+            'most this long; then the room that frees up goes to them first, and intake only waits (a slot free the moment an event ' +
             'comes is still taken). A bus input never waits (its messages are committed ' +
             'in the order they came), nor does an event a `publish` action sends. `0` never waits.',
           d.runner.dispatchWait,

@@ -40,8 +40,6 @@ const RECORD_BATCH = 1000;
 /** The pause before a batch of outcomes the store could not take is tried again: doubled each time, up to the most. */
 const RECORD_RETRY_MS = 100;
 const RECORD_RETRY_MOST_MS = 5000;
-/** How many `dispatchWait`s queued runs may be overtaken by intake waiting for room, before they come first. */
-const QUEUE_FIRST_AFTER = 10;
 /** Over how long (the time constant of a decaying sum, ms) the rate at which runs end is taken. */
 const END_RATE_MS = 250;
 
@@ -208,8 +206,8 @@ export class Runner {
    * Under a burst of work that ends fast, this keeps runs from being committed queued only to be claimed
    * moments later (a claim costs an update and a run event per run); when work ends slowly, the runs are
    * queued as before, and intake is not held up. Runs already queued are overtaken this way for at most
-   * QUEUE_FIRST_AFTER × `dispatchWait`; after that the room that frees up goes to them first, and a call only
-   * waits: under a lasting overload, intake slows down to what the runner does. (`reserve`, which a call tries
+   * `dispatchWait`; after that the room that frees up goes to them first, and a call only waits: under a
+   * lasting overload, intake slows down to what the runner does. (`reserve`, which a call tries
    * first, still takes slots free at that moment, between a run's end and the claim that fills its slot:
    * holding those back too more than doubled the claims and cost 11 % of the throughput under overload.)
    */
@@ -236,10 +234,10 @@ export class Runner {
           const timer = setTimeout(wake, left);
           this.#roomWaiters.add(wake);
         });
-        // Runs already queued are not overtaken for long: once the queue may hold a run older than
-        // QUEUE_FIRST_AFTER waits, the room goes to the claims, and this call only waits (which slows intake
-        // down to what the runner does, so that the queue drains).
-        if (this.#maybeQueued && this.#now() - this.#queuedSince > budget * QUEUE_FIRST_AFTER) continue;
+        // Runs already queued are not overtaken for long: once the queue may hold a run older than one
+        // wait, the room goes to the claims, and this call only waits (which slows intake down to what the
+        // runner does, so that the queue drains).
+        if (this.#maybeQueued && this.#now() - this.#queuedSince > budget) continue;
         const n = this.reserve(wanted - got);
         got += n;
         this.#roomWanted -= n;
