@@ -334,18 +334,20 @@ describe('flow control', () => {
     return Promise.all(runIds.map(async (id) => (await runEvents(d, id))[0]!.status));
   }
 
-  /** Sends 8 events through 4 slots and waits for their runs: the runner learns how fast runs end. */
-  async function warmUp(t: TestDispatcher): Promise<void> {
-    const ids = (await send(t.d, Array.from({ length: 8 }, () => event({ type: 'hook.warm' })))).flat();
+  /** Sends `n` events and waits for their runs: the runner learns how fast runs end. */
+  async function warmUp(t: TestDispatcher, n = 8): Promise<void> {
+    const ids = (await send(t.d, Array.from({ length: n }, () => event({ type: 'hook.warm' })))).flat();
     await waitFor(async () => Promise.all(ids.map((id) => t.d.store.getRun(id))), (runs) => runs.every((r) => r?.status === 'success'), 10_000, 'the warm-up runs');
   }
 
   it('waits briefly for room while runs end fast, so that runs start without being queued and claimed', async () => {
-    const { r } = await slowReceiver(50);
+    const { r } = await slowReceiver(10);
     const t = await dispatcher({ runner: { concurrency: 4, dispatchWait: '5s' }, routes: [hookRoute(r.url)] });
-    await warmUp(t);
+    // About 0.3 runs end per ms (4 slots, 10 ms each), well above the one per 10 ms that makes a call wait.
+    await warmUp(t, 100);
     const first = (await send(t.d, Array.from({ length: 4 }, () => event({ type: 'hook.first' })))).flat();
-    // No slot is free now; the four runs in flight end within about 50 ms, and this call waits for them.
+    // No slot is free now; the four runs in flight end within about 10 ms, and this call, which may wait up
+    // to 10 ms per run it wants (40 ms), waits for them.
     const second = (await send(t.d, Array.from({ length: 4 }, () => event({ type: 'hook.second' })))).flat();
     expect(await createdAs(t.d, first)).toEqual(['running', 'running', 'running', 'running']);
     expect(await createdAs(t.d, second)).toEqual(['running', 'running', 'running', 'running']);
@@ -373,16 +375,38 @@ describe('flow control', () => {
     }
   });
 
+  it('does not hold a single event back for long when runs end slowly: its run is queued, and intake keeps pace with the senders', async () => {
+    const { r } = await slowReceiver(100);
+    const t = await dispatcher({ runner: { concurrency: 2, dispatchWait: '5s' }, routes: [hookRoute(r.url)] });
+    // About 0.02 runs end per ms (2 slots, 100 ms each): below the one per 10 ms that makes a call wait.
+    await warmUp(t);
+    const first = (await send(t.d, Array.from({ length: 2 }, () => event({ type: 'hook.first' })))).flat();
+    // No slot is free; one would be within about 100 ms, well inside dispatchWait, but a call may wait only
+    // 10 ms per run it wants. Without that bound each of these calls would wait for a slot, and intake would
+    // take events no faster than the runs end.
+    const singles: string[] = [];
+    for (let i = 0; i < 5; i++) singles.push(...(await send(t.d, [event({ type: 'hook.single' })])).flat());
+    expect(await createdAs(t.d, first)).toEqual(['running', 'running']);
+    expect(await createdAs(t.d, singles)).toEqual(['queued', 'queued', 'queued', 'queued', 'queued']);
+    await waitFor(
+      async () => (await t.d.store.listRuns({ route: ['hook'], status: ['success'], limit: 1, offset: 0 })).total,
+      (n) => n === 15,
+      20_000,
+      'all 15 runs to succeed',
+    );
+  });
+
   it('does not overtake runs queued longer than dispatchWait: the room that frees up goes to them, and a call only waits', async () => {
     const { r } = await slowReceiver(20);
-    const t = await dispatcher({ runner: { concurrency: 2, dispatchWait: '100ms' }, routes: [hookRoute(r.url)] });
-    await warmUp(t);
-    // A backlog: 2 runs start and 118 are queued, which take over a second to drain at 2 per 20 ms.
-    const backlog = (await send(t.d, Array.from({ length: 120 }, () => event({ type: 'hook.backlog' })))).flat();
+    const t = await dispatcher({ runner: { concurrency: 8, dispatchWait: '100ms' }, routes: [hookRoute(r.url)] });
+    await warmUp(t, 100);
+    // A backlog: 8 runs start and 392 are queued, which take about a second to drain at 8 per 20 ms.
+    const backlog = (await send(t.d, Array.from({ length: 400 }, () => event({ type: 'hook.backlog' })))).flat();
     await new Promise((resolve) => setTimeout(resolve, 300));
     // The queue is older than 100 ms now (and far from drained): the slots that free up while a call waits
-    // go to it, and the call gets none (runs end every 10 ms or so, so a call that could take them would).
-    expect(await t.d.runner.reserveWithin(2)).toBe(0);
+    // go to it, and the call gets none (runs end every 2.5 ms or so, so a call that could take them, which
+    // may wait 80 ms for 8, would).
+    expect(await t.d.runner.reserveWithin(8)).toBe(0);
     // So a call from intake only waits, and its runs are queued, unless slots happened to be free the moment
     // it came (runs ended, and the claim that fills their slots is still on its way): those it takes.
     await send(t.d, Array.from({ length: 2 }, () => event({ type: 'hook.late' })));
@@ -390,9 +414,9 @@ describe('flow control', () => {
     expect(left.some((run) => run?.status === 'queued')).toBe(true);
     await waitFor(
       async () => (await t.d.store.listRuns({ route: ['hook'], status: ['success'], limit: 1, offset: 0 })).total,
-      (n) => n === 130,
+      (n) => n === 502,
       20_000,
-      'all 130 runs to succeed',
+      'all 502 runs to succeed',
     );
   });
 });

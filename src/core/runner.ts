@@ -40,6 +40,13 @@ const RECORD_BATCH = 1000;
 /** The pause before a batch of outcomes the store could not take is tried again: doubled each time, up to the most. */
 const RECORD_RETRY_MS = 100;
 const RECORD_RETRY_MOST_MS = 5000;
+/**
+ * How long an intake call may wait for room per run it wants started (ms), up to `dispatchWait`: what waiting
+ * saves is a claim per run, so a batch may wait for up to the whole `dispatchWait`, and a single event only
+ * briefly. Its sender waits for the 202 meanwhile; when the runs end slowly, a longer wait would only slow
+ * intake down to what the runner does, instead of queueing the burst.
+ */
+const WAIT_PER_RUN_MS = 10;
 /** Over how long (the time constant of a decaying sum, ms) the rate at which runs end is taken. */
 const END_RATE_MS = 250;
 
@@ -200,19 +207,21 @@ export class Runner {
 
   /**
    * Direct dispatch, step 1 when `reserve` gave less than was wanted: wait up to `dispatchWait` for the
-   * rest, but only while the runs in flight end fast enough to free it in the time left (judged by the rate
-   * at which they have been ending); otherwise return at once. Resolves to how many more were reserved.
+   * rest (and at most WAIT_PER_RUN_MS per run wanted), but only while the runs in flight end fast enough to
+   * free it in the time left (judged by the rate at which they have been ending); otherwise return at once.
+   * Resolves to how many more were reserved.
    *
    * Under a burst of work that ends fast, this keeps runs from being committed queued only to be claimed
    * moments later (a claim costs an update and a run event per run); when work ends slowly, the runs are
    * queued as before, and intake is not held up. Runs already queued are overtaken this way for at most
    * `dispatchWait`; after that the room that frees up goes to them first, and a call only waits: under a
-   * lasting overload, intake slows down to what the runner does. (`reserve`, which a call tries
+   * lasting overload, a call of many events slows down to what the runner does. (`reserve`, which a call tries
    * first, still takes slots free at that moment, between a run's end and the claim that fills its slot:
    * holding those back too more than doubled the claims and cost 11 % of the throughput under overload.)
    */
   async reserveWithin(wanted: number): Promise<number> {
-    const budget = this.#deps.settings.dispatchWait;
+    const most = this.#deps.settings.dispatchWait;
+    const budget = Math.min(most, wanted * WAIT_PER_RUN_MS);
     if (budget <= 0 || wanted <= 0) return 0;
     const deadline = this.#now() + budget;
     let got = 0;
@@ -224,7 +233,7 @@ export class Runner {
         // Room comes only from runs in flight ending: wait only if some are in flight, and they have been
         // ending lately, fast enough for what every waiter still wants.
         const endRate = this.#endedBy(now) / END_RATE_MS;
-        if (left <= 0 || this.#inFlight.size === 0 || now - this.#lastEndAt > budget || this.#roomWanted / endRate > left) break;
+        if (left <= 0 || this.#inFlight.size === 0 || now - this.#lastEndAt > most || this.#roomWanted / endRate > left) break;
         await new Promise<void>((resolve) => {
           const wake = () => {
             clearTimeout(timer);
@@ -237,7 +246,7 @@ export class Runner {
         // Runs already queued are not overtaken for long: once the queue may hold a run older than one
         // wait, the room goes to the claims, and this call only waits (which slows intake down to what the
         // runner does, so that the queue drains).
-        if (this.#maybeQueued && this.#now() - this.#queuedSince > budget) continue;
+        if (this.#maybeQueued && this.#now() - this.#queuedSince > most) continue;
         const n = this.reserve(wanted - got);
         got += n;
         this.#roomWanted -= n;
