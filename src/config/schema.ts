@@ -619,7 +619,7 @@ export const CONFIG_SCHEMA: SchemaNode = {
         dispatchWait: duration(
           'How long intake may wait for this process to have room for the runs of events sent over HTTP or the embedded API, while the ' +
             'runs executing end fast enough to make that room in time; a call waits at most 10 ms per run it wants started (a single ' +
-            'event 10 ms, a batch of 100 events or more the whole of this), so that senders are not held back when the runs end slowly. Runs that get room are committed already claimed and start at once; ' +
+            'event 10 ms, a batch of 100 events up to 1 s), so that senders are not held back when the runs end slowly. Runs that get room are committed already claimed and start at once; ' +
             'the others are queued and claimed later, which costs an update and a run event each. Runs already queued are overtaken so for at ' +
             'most this long; then the room that frees up goes to them first, and intake only waits (a slot free the moment an event ' +
             'comes is still taken). A bus input never waits (its messages are committed ' +
