@@ -342,15 +342,16 @@ describe('flow control', () => {
 
   it('waits briefly for room while runs end fast, so that runs start without being queued and claimed', async () => {
     const { r } = await slowReceiver(10);
-    const t = await dispatcher({ runner: { concurrency: 4, dispatchWait: '5s' }, routes: [hookRoute(r.url)] });
-    // About 0.3 runs end per ms (4 slots, 10 ms each), well above the one per 10 ms that makes a call wait.
-    await warmUp(t, 100);
-    const first = (await send(t.d, Array.from({ length: 4 }, () => event({ type: 'hook.first' })))).flat();
-    // No slot is free now; the four runs in flight end within about 10 ms, and this call, which may wait up
-    // to 10 ms per run it wants (40 ms), waits for them.
-    const second = (await send(t.d, Array.from({ length: 4 }, () => event({ type: 'hook.second' })))).flat();
-    expect(await createdAs(t.d, first)).toEqual(['running', 'running', 'running', 'running']);
-    expect(await createdAs(t.d, second)).toEqual(['running', 'running', 'running', 'running']);
+    const t = await dispatcher({ runner: { concurrency: 8, dispatchWait: '5s' }, routes: [hookRoute(r.url)] });
+    // About 0.6 runs end per ms (8 slots, 10 ms each), well above the one per 10 ms that makes a call wait.
+    await warmUp(t, 200);
+    const eight = (type: string) => Array.from({ length: 8 }, () => event({ type }));
+    const first = (await send(t.d, eight('hook.first'))).flat();
+    // No slot is free now; the eight runs in flight end within about 10 ms, and this call, which may wait up
+    // to 10 ms per run it wants (80 ms), waits for them.
+    const second = (await send(t.d, eight('hook.second'))).flat();
+    expect(await createdAs(t.d, first)).toEqual(Array(8).fill('running'));
+    expect(await createdAs(t.d, second)).toEqual(Array(8).fill('running'));
     await waitFor(async () => t.d.runner.inFlight, (n) => n === 0, 5000, 'nothing left in flight');
     for (const id of second) expect(fromStart(await runEvents(t.d, id))).toEqual(['running', 'success']);
   });
