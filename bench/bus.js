@@ -37,6 +37,7 @@ import {
   median,
   postgresSchemaUrl,
   runEventsPerRun,
+  waitServing,
 } from './common.js';
 
 const EVENTS = Number(process.env.BENCH_BUS_EVENTS ?? 50_000);
@@ -174,19 +175,7 @@ async function startProcess(dir, n, input, transport, storeUrl) {
   child.stderr.on('data', (b) => (err = (err + b).slice(-4000)));
   if (process.env.BENCH_LOG_DIR) child.stdout.pipe(createWriteStream(join(process.env.BENCH_LOG_DIR, `d${n}-${Date.now()}.log`)));
   const logged = countLogged(child.stdout);
-  for (let i = 0; ; i++) {
-    if (child.exitCode !== null) throw new Error(`dispatcher exited: ${err}`);
-    try {
-      if ((await fetch(`http://127.0.0.1:${port}/healthz`)).ok) break;
-    } catch {
-      // not yet
-    }
-    if (i > 300) {
-      child.kill('SIGKILL');
-      throw new Error(`dispatcher did not start: ${err}`);
-    }
-    await sleep(100);
-  }
+  await waitServing(`http://127.0.0.1:${port}`, child, () => err);
   return { child, port, logged };
 }
 

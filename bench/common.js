@@ -74,6 +74,26 @@ export async function runEventsPerRun(store, storeUrl, schema) {
   }
 }
 
+/**
+ * Waits until the dispatcher `child` at `url` answers `/healthz` (up to 30 s). Throws if it exits first, or
+ * kills it and throws if it never answers; `detail` adds what it wrote to stderr.
+ */
+export async function waitServing(url, child, detail = () => '') {
+  for (let i = 0; ; i++) {
+    if (child.exitCode !== null) throw new Error(`dispatcher exited: ${detail()}`);
+    try {
+      if ((await fetch(`${url}/healthz`)).ok) return;
+    } catch {
+      // not yet
+    }
+    if (i > 600) {
+      child.kill('SIGKILL');
+      throw new Error(`dispatcher did not start: ${detail()}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
 /** A port nothing listens on right now: bind port 0, read it, let go. */
 export function freePort() {
   return new Promise((resolve, reject) => {

@@ -21,7 +21,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cpuSeconds, DISPATCHER_MAIN, dispatcherNodeFlags, freePort, median } from './common.js';
+import { cpuSeconds, DISPATCHER_MAIN, dispatcherNodeFlags, freePort, median, waitServing } from './common.js';
 import Database from 'better-sqlite3';
 import { Pool } from 'undici';
 
@@ -56,14 +56,7 @@ ${extraConfig}`,
   );
   const child = spawn(process.execPath, [...dispatcherNodeFlags(), ...SERVER_ARGS, DISPATCHER_MAIN, 'serve', '--config', config], { stdio: ['ignore', 'inherit', 'inherit'] });
   const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 200; i++) {
-    try {
-      const r = await fetch(`${url}/healthz`);
-      if (r.ok) break;
-    } catch {
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
+  await waitServing(url, child);
   return {
     url,
     db: join(dir, 'dispatcher.db'),

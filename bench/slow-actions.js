@@ -21,7 +21,7 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { Pool } from 'undici';
-import { DISPATCHER_MAIN, dispatcherNodeFlags, freePort, median } from './common.js';
+import { DISPATCHER_MAIN, dispatcherNodeFlags, freePort, median, waitServing } from './common.js';
 
 const ACTION_MS = Number(process.env.BENCH_ACTION_MS ?? 200);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 16);
@@ -56,15 +56,7 @@ routes:
   );
   const child = spawn(process.execPath, [...dispatcherNodeFlags(), DISPATCHER_MAIN, 'serve', '--config', config], { stdio: ['ignore', 'inherit', 'inherit'] });
   try {
-    for (let i = 0; ; i++) {
-      try {
-        await fetch(`http://127.0.0.1:${port}/healthz`);
-        break;
-      } catch (err) {
-        if (i > 200) throw err;
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-    }
+    await waitServing(`http://127.0.0.1:${port}`, child);
     const pool = new Pool(`http://127.0.0.1:${port}`, { connections: 10 });
     const latencies = [];
     let seq = 0;

@@ -62,6 +62,16 @@ async function send(d: Dispatcher, events: Array<Record<string, unknown>>): Prom
   return results.map((r) => r.runIds);
 }
 
+/** Waits until `n` runs of the `hook` route have succeeded (up to `ms`); returns how many have. */
+function hookSucceeded(t: TestDispatcher, n: number, ms: number): Promise<number> {
+  return waitFor(
+    async () => (await t.d.store.listRuns({ route: ['hook'], status: ['success'], limit: 1, offset: 0 })).total,
+    (done) => done === n,
+    ms,
+    `all ${n} runs to succeed`,
+  );
+}
+
 async function sendOne(d: Dispatcher, e: Record<string, unknown>): Promise<string> {
   const [runIds] = await send(d, [e]);
   expect(runIds).toHaveLength(1);
@@ -316,12 +326,7 @@ describe('flow control', () => {
     const t = await dispatcher({ runner: { concurrency: 2 }, routes: [hookRoute(r.url)] });
     // One call: two runs are committed already claimed (the room there is), the other ten queued and claimed as slots free.
     const runIds = (await send(t.d, Array.from({ length: 12 }, () => event({ type: 'hook.process' })))).flat();
-    const done = await waitFor(
-      async () => (await t.d.store.listRuns({ route: ['hook'], status: ['success'], limit: 1, offset: 0 })).total,
-      (n) => n === 12,
-      15_000,
-      'all 12 runs to succeed',
-    );
+    const done = await hookSucceeded(t, 12, 15_000);
     expect(done).toBe(12);
     for (const id of runIds) expect((await t.d.store.getRun(id))?.attempts).toBe(1);
     expect(r.requests).toHaveLength(12);
@@ -367,12 +372,7 @@ describe('flow control', () => {
       const second = (await send(t.d, Array.from({ length: 20 }, () => event({ type: 'hook.second' })))).flat();
       expect(await createdAs(t.d, first)).toEqual(['running', 'running']);
       expect(new Set(await createdAs(t.d, second))).toEqual(new Set(['queued']));
-      await waitFor(
-        async () => (await t.d.store.listRuns({ route: ['hook'], status: ['success'], limit: 1, offset: 0 })).total,
-        (n) => n === 30,
-        20_000,
-        'all 30 runs to succeed',
-      );
+      await hookSucceeded(t, 30, 20_000);
     }
   });
 
@@ -389,12 +389,7 @@ describe('flow control', () => {
     for (let i = 0; i < 5; i++) singles.push(...(await send(t.d, [event({ type: 'hook.single' })])).flat());
     expect(await createdAs(t.d, first)).toEqual(['running', 'running']);
     expect(await createdAs(t.d, singles)).toEqual(['queued', 'queued', 'queued', 'queued', 'queued']);
-    await waitFor(
-      async () => (await t.d.store.listRuns({ route: ['hook'], status: ['success'], limit: 1, offset: 0 })).total,
-      (n) => n === 15,
-      20_000,
-      'all 15 runs to succeed',
-    );
+    await hookSucceeded(t, 15, 20_000);
   });
 
   it('does not overtake runs queued longer than dispatchWait: the room that frees up goes to them, and a call only waits', async () => {
@@ -413,12 +408,7 @@ describe('flow control', () => {
     await send(t.d, Array.from({ length: 2 }, () => event({ type: 'hook.late' })));
     const left = await Promise.all(backlog.map((id) => t.d.store.getRun(id)));
     expect(left.some((run) => run?.status === 'queued')).toBe(true);
-    await waitFor(
-      async () => (await t.d.store.listRuns({ route: ['hook'], status: ['success'], limit: 1, offset: 0 })).total,
-      (n) => n === 502,
-      20_000,
-      'all 502 runs to succeed',
-    );
+    await hookSucceeded(t, 502, 20_000);
   });
 });
 

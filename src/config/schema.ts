@@ -18,6 +18,7 @@
 
 import { PSK_KEY_PATTERN } from '../core/credentials.js';
 import type { Grant, PermissionSpec } from '../core/principal.js';
+import { WAIT_PER_RUN_MS } from '../core/runner.js';
 import { DURATION_SCHEMA, durationSchema as duration, SIZE_SCHEMA, sizeSchema as size } from '../core/units.js';
 import { DEFAULTS, EXAMPLE_ROUTE, ROUTE_DEFAULTS } from './defaults.js';
 import type { DecoderConfig } from '../transports/index.js';
@@ -617,9 +618,10 @@ export const CONFIG_SCHEMA: SchemaNode = {
         sweepInterval: duration('How often expired leases are requeued and expired deadlines turned into `timeout`.', d.runner.sweepInterval),
         shutdownTimeout: duration('How long a stopping process waits for executing runs before it aborts them and puts them back in the queue (runs whose attempt ended have their outcome recorded instead).', d.runner.shutdownTimeout),
         dispatchWait: duration(
-          'How long intake may wait for this process to have room for the runs of events sent over HTTP or the embedded API, while the ' +
-            'runs executing end fast enough to make that room in time; a call waits at most 10 ms per run it wants started (a single ' +
-            'event 10 ms, a batch of 100 events up to 1 s), so that senders are not held back when the runs end slowly. Runs that get room are committed already claimed and start at once; ' +
+          `How long intake may wait for this process to have room for the runs of events sent over HTTP or the embedded API, while the ` +
+            `runs executing end fast enough to make that room in time; a call waits at most ${WAIT_PER_RUN_MS} ms per run it wants started ` +
+            `(a single event ${WAIT_PER_RUN_MS} ms, a batch of 100 events up to ${(100 * WAIT_PER_RUN_MS) / 1000} s), so that senders are not ` +
+            'held back when the runs end slowly. Runs that get room are committed already claimed and start at once; ' +
             'the others are queued and claimed later, which costs an update and a run event each. Runs already queued are overtaken so for at ' +
             'most this long; then the room that frees up goes to them first, and intake only waits (a slot free the moment an event ' +
             'comes is still taken). A bus input never waits (its messages are committed ' +

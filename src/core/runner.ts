@@ -46,7 +46,7 @@ const RECORD_RETRY_MOST_MS = 5000;
  * briefly. Its sender waits for the 202 meanwhile; when the runs end slowly, a longer wait would only slow
  * intake down to what the runner does, instead of queueing the burst.
  */
-const WAIT_PER_RUN_MS = 10;
+export const WAIT_PER_RUN_MS = 10;
 /** Over how long (the time constant of a decaying sum, ms) the rate at which runs end is taken. */
 const END_RATE_MS = 250;
 
@@ -243,9 +243,9 @@ export class Runner {
           const timer = setTimeout(wake, left);
           this.#roomWaiters.add(wake);
         });
-        // Runs already queued are not overtaken for long: once the queue may hold a run older than one
-        // wait, the room goes to the claims, and this call only waits (which slows intake down to what the
-        // runner does, so that the queue drains).
+        // Runs already queued are not overtaken for long: once the queue may hold a run older than
+        // `dispatchWait`, the room goes to the claims, and this call only waits (which slows intake down to
+        // what the runner does, so that the queue drains).
         if (this.#maybeQueued && this.#now() - this.#queuedSince > most) continue;
         const n = this.reserve(wanted - got);
         got += n;
