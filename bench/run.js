@@ -8,6 +8,8 @@
  *   npm run bench -- throughput        batches of 1,000 in over 4 connections → events/s, accept-to-done p50/p99
  *   npm run bench -- latency           1,000 events/s in batches of 10 every 10 ms → accept-to-done p50/p99
  *   npm run bench -- single            single-event POSTs over 10 connections vs bare Fastify → requests/s
+ *   npm run bench -- ceilings          the SQLite floor now, and what it leaves of the targets (with the
+ *                                      figures of the modes run before it, when they ran)
  *
  * Options (environment): BENCH_EVENTS (throughput, default 200000), BENCH_SECONDS (latency and single,
  * default 10), BENCH_REPEAT (default 3), BENCH_SERVER_ARGS (Node flags for the dispatcher, e.g. `--cpu-prof`).
@@ -21,6 +23,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { sqliteFloor } from './floor.js';
 import { cpuSeconds, DISPATCHER_MAIN, dispatcherNodeFlags, freePort, median, waitServing } from './common.js';
 import Database from 'better-sqlite3';
 import { Pool } from 'undici';
@@ -34,7 +37,7 @@ const KEY = 'benchKey0123456789abcdefABCDEF';
 const AUTHORIZATION = `PSK ${KEY}`;
 // Extra Node flags for the dispatcher under test, e.g. BENCH_SERVER_ARGS="--cpu-prof --cpu-prof-dir=.prof".
 const SERVER_ARGS = (process.env.BENCH_SERVER_ARGS ?? '').split(' ').filter((a) => a !== '');
-const modes = process.argv.slice(2).length > 0 ? process.argv.slice(2) : ['throughput', 'latency', 'single'];
+const modes = process.argv.slice(2).length > 0 ? process.argv.slice(2) : ['throughput', 'latency', 'single', 'ceilings'];
 
 async function startServer(extraConfig = '') {
   const dir = mkdtempSync(join(tmpdir(), 'dispatcher-bench-'));
@@ -249,9 +252,14 @@ const fmt = (n, digits = 0) => n.toLocaleString('en-US', { maximumFractionDigits
 console.log(`machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`);
 console.log(`each figure: median of ${REPEAT} runs\n`);
 
+/** What the ceilings need of the modes before them. */
+let throughputCpu;
+let single;
+
 if (modes.includes('throughput')) {
   const runs = [];
   for (let i = 0; i < REPEAT; i++) runs.push(await throughputOnce());
+  throughputCpu = median(runs.map((r) => r.cpuPerEvent));
   const c = runs[0].counts;
   console.log(`throughput (${fmt(EVENTS)} events in batches of 1,000, 4 connections, noop route):`);
   console.log(`  end to end:      ${fmt(median(runs.map((r) => r.eventsPerSecond)))} events/s   (runs: ${runs.map((r) => fmt(r.eventsPerSecond)).join(', ')})`);
@@ -271,10 +279,47 @@ if (modes.includes('latency')) {
 if (modes.includes('single')) {
   const runs = [];
   for (let i = 0; i < REPEAT; i++) runs.push(await singleOnce());
+  single = { bare: median(runs.map((r) => r.bare)), bareCpu: median(runs.map((r) => r.bareCpuPerRequest)), clientCpu: median(runs.map((r) => r.clientCpuPerRequest)) };
   console.log(`single-event POSTs (10 connections, ${SECONDS} s):`);
   console.log(`  dispatcher:      ${fmt(median(runs.map((r) => r.ours)))} requests/s (each event routed, run and stored)`);
   console.log(`  server CPU:      ${fmt(median(runs.map((r) => r.cpuPerRequest)), 0)} µs per request   (runs: ${runs.map((r) => fmt(r.cpuPerRequest, 0)).join(', ')})`);
   console.log(`  bare Fastify:    ${fmt(median(runs.map((r) => r.bare)))} requests/s (parse and answer only), ${fmt(median(runs.map((r) => r.bareCpuPerRequest)), 0)} µs of CPU per request`);
   console.log(`  client:          ${fmt(median(runs.map((r) => r.clientCpuPerRequest)), 0)} µs of CPU per request (against bare Fastify; the client shares the cores)`);
   console.log(`  ratio:           ${fmt(median(runs.map((r) => r.ratio)) * 100)} %   (errors: ${runs.reduce((n, r) => n + r.errors, 0)})`);
+  console.log('');
+}
+
+/**
+ * The targets against what this machine allows, measured now: the SQLite floor (bench/floor.js) bounds what any
+ * design storing the same rows on one writer could do, and the single-POST target leaves a CPU budget per request
+ * that the client, Fastify and the rows share before the dispatcher does anything else.
+ */
+if (modes.includes('ceilings')) {
+  const floor = (batch, journal = false) => median(Array.from({ length: REPEAT }, () => sqliteFloor({ events: batch === 1000 ? 100_000 : 20_000, batch, journal })));
+  const rows = floor(1000);
+  const rowsAt10 = floor(10);
+  const journalAt10 = floor(10, true);
+  const cores = cpus().length;
+  const verdict = (ok) => (ok ? 'within reach' : 'out of reach');
+  console.log('ceilings (what this machine allows, measured now):');
+  console.log(`  SQLite floor:    ${fmt(rows, 1)} µs per event at 1,000 per transaction, ${fmt(rowsAt10, 1)} at 10; one journal row per commit ${fmt(journalAt10, 1)} at 10`);
+  const most = 1e6 / rows;
+  console.log(`  end to end:      the rows alone on one writer: at most ${fmt(most)} events/s against the target of 40,000: ${verdict(most >= 40_000)}`);
+  if (throughputCpu !== undefined) {
+    console.log(`                   the work besides the rows costs ${fmt(throughputCpu - rows, 1)} µs per event (server CPU ${fmt(throughputCpu, 1)} less the floor)`);
+  }
+  if (single !== undefined) {
+    const target = 0.8 * single.bare;
+    const budget = (cores * 1e6) / target;
+    const left = budget - single.clientCpu - single.bareCpu;
+    console.log(`  single POSTs:    80 % of bare Fastify is ${fmt(target)} requests/s: ${fmt(budget, 1)} µs of CPU per request on ${cores} cores, less the client (${fmt(single.clientCpu, 1)}) and Fastify (${fmt(single.bareCpu, 1)}): ${fmt(left, 1)} µs for the dispatcher`);
+    const work = throughputCpu === undefined ? 0 : throughputCpu - rows;
+    const against = throughputCpu === undefined ? '' : ` for the work besides the rows (${fmt(work, 1)})`;
+    const now = left - rowsAt10;
+    console.log(`                   the rows committed before the 202 (${fmt(rowsAt10, 1)}) leave ${fmt(now, 1)} µs${against}: ${verdict(now >= work)}`);
+    const journaled = left - journalAt10 - rows;
+    console.log(`                   a journal row before the 202 (${fmt(journalAt10, 1)}) and the rows folded in later (${fmt(rows, 1)}) leave ${fmt(journaled, 1)} µs: ${verdict(journaled >= work)}`);
+  } else {
+    console.log('  single POSTs:    their budget needs the single mode run before this one (npm run bench -- single ceilings)');
+  }
 }

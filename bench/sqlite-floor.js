@@ -1,98 +1,25 @@
 #!/usr/bin/env node
 /**
- * The floor under the embedded store: the same rows the dispatcher writes for one event with one run
- * (event, run, `create` run event; then the run's update, its attempt, the `update` run event), written with
- * bare better-sqlite3 prepared statements into our schema, 1,000 events per transaction, nothing else.
- * No HTTP, no JSON parsing, no routing: what the disk and SQLite cost on this machine.
+ * Prints the floor under the embedded store (bench/floor.js says what it writes): µs per event, median of runs.
  *
  * BENCH_FLOOR_BATCH sets the events per transaction: 10 is what a commit holds when single events are posted
- * over 10 connections, the floor under the single-POST mode of `npm run bench`.
- *
- * BENCH_FLOOR_JOURNAL=1 measures instead the cheapest durable answer a design could give before folding
- * the rows in large batches: one row per transaction in a table of its own, holding the transaction's
- * envelopes as one text, nothing else (no index but the row id). What a 202 would cost per event if it
- * waited only for that, on top of the rows written later.
+ * over 10 connections, the floor under the single-POST mode of `npm run bench`. BENCH_FLOOR_JOURNAL=1
+ * measures instead one journal row per transaction: what a 202 would cost per event if it waited only for
+ * that, on top of the rows written later.
  *
  *   node bench/sqlite-floor.js        (after npm run build; BENCH_EVENTS, default 100000; BENCH_REPEAT, default 3;
  *                                      BENCH_FLOOR_BATCH, default 1000; BENCH_FLOOR_JOURNAL)
  */
 
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import Database from 'better-sqlite3';
-import { v7 } from 'uuid';
-import { SQLITE_MIGRATIONS } from '../dist/store/sqlite/migrations.js';
+import { sqliteFloor } from './floor.js';
 
 const N = Number(process.env.BENCH_EVENTS ?? 100_000);
 const REPEAT = Number(process.env.BENCH_REPEAT ?? 3);
 const BATCH = Number(process.env.BENCH_FLOOR_BATCH ?? 1000);
 const JOURNAL = process.env.BENCH_FLOOR_JOURNAL === '1';
 
-function once() {
-  const dir = mkdtempSync(join(tmpdir(), 'dispatcher-floor-'));
-  const db = new Database(join(dir, 'd.db'));
-  db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = normal');
-  db.pragma('wal_autocheckpoint = 65536');
-  for (const statement of SQLITE_MIGRATIONS['0001_initial']) db.exec(statement);
-  const insertEvent = db.prepare(`INSERT INTO events (key, source, id, type, topic, subject, envelope, input, hops, service, org_id, received_at, run_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, id) DO NOTHING`);
-  const insertRun = db.prepare(`INSERT INTO runs (id, event_key, event_type, route, action, action_type, status, attempts, max_attempts, created_at, updated_at, available_at, deadline_at, expires_at, lease_owner, lease_until, labels, service, org_id) VALUES (?, ?, 'bench.tick', 'bench', 'noop', 'noop', 'running', 1, 5, ?, ?, ?, ?, ?, 'w', ?, '{}', 's', 'o')`);
-  const insertRunEvent = db.prepare('INSERT INTO run_events (run_id, event_type, status, service, org_id, at, payload) VALUES (?, ?, ?, ?, ?, ?, ?)');
-  const finish = db.prepare(`UPDATE runs SET status = 'success', updated_at = ?, lease_owner = NULL, lease_until = NULL, finished_at = ? WHERE id = ? AND status = 'running' AND lease_owner = 'w'`);
-  const insertAttempt = db.prepare(`INSERT INTO attempts (run_id, n, started_at, ended_at, outcome) VALUES (?, 1, ?, ?, 'success')`);
-  const envelope = JSON.stringify({ specversion: '1.0', id: 'x', source: 'urn:bench', type: 'bench.tick', topic: 'bench.eu.tick', data: { n: 1, host: 'web-1' } });
-  const created = '{"status":"running","attempts":1,"maxAttempts":5,"updatedAt":1795436184030,"availableAt":1795436184030,"deadlineAt":1795436184030,"expiresAt":1795436184030}';
-  const updated = '{"status":"success","attempts":1,"maxAttempts":5,"updatedAt":1795436184030,"availableAt":1795436184030,"deadlineAt":1795436184030,"expiresAt":1795436184030,"finishedAt":1795436184030}';
-  let seq = 0;
-  const ids = [];
-  const intake = db.transaction(() => {
-    for (let i = 0; i < BATCH; i++) {
-      const key = v7();
-      const id = v7();
-      const now = Date.now();
-      seq += 1;
-      insertEvent.run(key, 'urn:bench', `e-${seq}`, 'bench.tick', 'bench.eu.tick', null, envelope, 'http', 0, 's', 'o', now, 1);
-      insertRun.run(id, key, now, now, now, now + 3.6e6, now + 3.6e6, now + 30_000);
-      insertRunEvent.run(id, 'create', 'running', 's', 'o', now, created);
-      ids.push(id);
-    }
-  });
-  const done = db.transaction((batch) => {
-    for (const id of batch) {
-      const now = Date.now();
-      finish.run(now, now, id);
-      insertAttempt.run(id, now, now);
-      insertRunEvent.run(id, 'update', 'success', 's', 'o', now, updated);
-    }
-  });
-  let journal;
-  if (JOURNAL) {
-    db.exec('CREATE TABLE journal (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, body TEXT NOT NULL)');
-    const insertJournal = db.prepare('INSERT INTO journal (at, body) VALUES (?, ?)');
-    journal = db.transaction((body) => insertJournal.run(Date.now(), body));
-  }
-  const started = performance.now();
-  const batches = Math.ceil(N / BATCH);
-  for (let b = 0; b < batches; b++) {
-    if (JOURNAL) {
-      // The envelopes as the request bodies held them, joined: no parsing, no row per event.
-      const bodies = [];
-      for (let i = 0; i < BATCH; i++) bodies.push(envelope);
-      journal.immediate(`[${bodies.join(',')}]`);
-      continue;
-    }
-    intake.immediate();
-    done.immediate(ids.splice(0));
-  }
-  const us = ((performance.now() - started) * 1000) / (batches * BATCH);
-  db.close();
-  rmSync(dir, { recursive: true, force: true });
-  return us;
-}
-
 const runs = [];
-for (let i = 0; i < REPEAT; i++) runs.push(once());
+for (let i = 0; i < REPEAT; i++) runs.push(sqliteFloor({ events: N, batch: BATCH, journal: JOURNAL }));
 runs.sort((a, b) => a - b);
 const median = runs[Math.floor(runs.length / 2)];
 const what = JOURNAL ? 'one journal row per transaction' : '6 rows written';
