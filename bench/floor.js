@@ -15,17 +15,20 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { v7 } from 'uuid';
-import { SQLITE_MIGRATIONS } from '../dist/store/sqlite/migrations.js';
+import { openStore } from '../dist/store/index.js';
 
-/** µs per event, one run of `events` events. */
-export function sqliteFloor({ events: N, batch: BATCH, journal: JOURNAL = false }) {
+/** µs per event, one run of `events` events, `batch` per transaction. */
+export async function sqliteFloor({ events, batch, journal: withJournal = false }) {
   const dir = mkdtempSync(join(tmpdir(), 'dispatcher-floor-'));
-  const db = new Database(join(dir, 'd.db'));
+  const file = join(dir, 'd.db');
+  // The schema the dispatcher writes into today, made by the store's own migrations.
+  const store = await openStore({ url: `sqlite:${file}` });
+  await store.migrate();
+  await store.close();
+  const db = new Database(file);
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = normal');
   db.pragma('wal_autocheckpoint = 65536');
-  // Every migration, in order: the schema the dispatcher writes into today.
-  for (const [, statements] of Object.entries(SQLITE_MIGRATIONS).sort(([a], [b]) => a.localeCompare(b))) for (const statement of statements) db.exec(statement);
   const insertEvent = db.prepare(`INSERT INTO events (key, source, id, type, topic, subject, envelope, input, hops, service, org_id, received_at, run_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, id) DO NOTHING`);
   const insertRun = db.prepare(`INSERT INTO runs (id, event_key, event_type, route, action, action_type, status, attempts, max_attempts, created_at, updated_at, available_at, deadline_at, expires_at, lease_owner, lease_until, labels, service, org_id) VALUES (?, ?, 'bench.tick', 'bench', 'noop', 'noop', 'running', 1, 5, ?, ?, ?, ?, ?, 'w', ?, '{}', 's', 'o')`);
   const insertRunEvent = db.prepare('INSERT INTO run_events (run_id, event_type, status, service, org_id, at, payload) VALUES (?, ?, ?, ?, ?, ?, ?)');
@@ -37,7 +40,7 @@ export function sqliteFloor({ events: N, batch: BATCH, journal: JOURNAL = false 
   let seq = 0;
   const ids = [];
   const intake = db.transaction(() => {
-    for (let i = 0; i < BATCH; i++) {
+    for (let i = 0; i < batch; i++) {
       const key = v7();
       const id = v7();
       const now = Date.now();
@@ -48,8 +51,8 @@ export function sqliteFloor({ events: N, batch: BATCH, journal: JOURNAL = false 
       ids.push(id);
     }
   });
-  const done = db.transaction((batch) => {
-    for (const id of batch) {
+  const done = db.transaction((runIds) => {
+    for (const id of runIds) {
       const now = Date.now();
       finish.run(now, now, id);
       insertAttempt.run(id, now, now);
@@ -57,25 +60,25 @@ export function sqliteFloor({ events: N, batch: BATCH, journal: JOURNAL = false 
     }
   });
   let journal;
-  if (JOURNAL) {
+  if (withJournal) {
     db.exec('CREATE TABLE journal (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, body TEXT NOT NULL)');
     const insertJournal = db.prepare('INSERT INTO journal (at, body) VALUES (?, ?)');
     journal = db.transaction((body) => insertJournal.run(Date.now(), body));
   }
   const started = performance.now();
-  const batches = Math.ceil(N / BATCH);
+  const batches = Math.ceil(events / batch);
   for (let b = 0; b < batches; b++) {
-    if (JOURNAL) {
+    if (withJournal) {
       // The envelopes as the request bodies held them, joined: no parsing, no row per event.
       const bodies = [];
-      for (let i = 0; i < BATCH; i++) bodies.push(envelope);
+      for (let i = 0; i < batch; i++) bodies.push(envelope);
       journal.immediate(`[${bodies.join(',')}]`);
       continue;
     }
     intake.immediate();
     done.immediate(ids.splice(0));
   }
-  const us = ((performance.now() - started) * 1000) / (batches * BATCH);
+  const us = ((performance.now() - started) * 1000) / (batches * batch);
   db.close();
   rmSync(dir, { recursive: true, force: true });
   return us;

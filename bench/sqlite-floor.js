@@ -11,6 +11,7 @@
  *                                      BENCH_FLOOR_BATCH, default 1000; BENCH_FLOOR_JOURNAL)
  */
 
+import { median } from './common.js';
 import { sqliteFloor } from './floor.js';
 
 const N = Number(process.env.BENCH_EVENTS ?? 100_000);
@@ -19,9 +20,8 @@ const BATCH = Number(process.env.BENCH_FLOOR_BATCH ?? 1000);
 const JOURNAL = process.env.BENCH_FLOOR_JOURNAL === '1';
 
 const runs = [];
-for (let i = 0; i < REPEAT; i++) runs.push(sqliteFloor({ events: N, batch: BATCH, journal: JOURNAL }));
-runs.sort((a, b) => a - b);
-const median = runs[Math.floor(runs.length / 2)];
+for (let i = 0; i < REPEAT; i++) runs.push(await sqliteFloor({ events: N, batch: BATCH, journal: JOURNAL }));
+const us = median(runs);
 const what = JOURNAL ? 'one journal row per transaction' : '6 rows written';
-console.log(`SQLite floor: ${median.toFixed(1)} µs per event (${what}, ${BATCH.toLocaleString('en-US')} event${BATCH === 1 ? '' : 's'} per transaction), at most ${Math.round(1e6 / median).toLocaleString('en-US')} events/s on one core`);
+console.log(`SQLite floor: ${us.toFixed(1)} µs per event (${what}, ${BATCH.toLocaleString('en-US')} event${BATCH === 1 ? '' : 's'} per transaction), at most ${Math.round(1e6 / us).toLocaleString('en-US')} events/s on one core`);
 console.log(`  runs: ${runs.map((r) => r.toFixed(1)).join(', ')} µs`);
