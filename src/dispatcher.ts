@@ -1,33 +1,38 @@
 /**
  * The dispatcher: one object that composes the parts (store, types, routes, intake, runner, feed, HTTP
- * app) from a checked configuration. The CLI and the library API both build it with `createDispatcher`.
+ * app, the profiles switched on) from a checked configuration and the preset. The CLI and the library API
+ * both build it with `createDispatcher`. The HTTP API and the profiles get `services` (what it lends),
+ * never the dispatcher itself.
  */
 
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { pino, type DestinationStream, type Logger } from 'pino';
 import type { FastifyInstance } from 'fastify';
+import { loadPlugins } from './actions/index.js';
+import { createHttpClient } from './actions/http/client.js';
 import type { ActionType } from './core/action.js';
 import { Auditor, type NewAuditEntry } from './core/audit.js';
 import { Authenticator } from './core/authenticator.js';
 import { DispatcherError } from './core/errors.js';
 import { DEFAULT_OWNER, type Scope } from './core/principal.js';
 import { RunEventFeed } from './core/feed.js';
-import { deadLetterSource, Relay, runEventSource, type RelayState } from './core/relay.js';
+import { cloudEventMessage, type CloudEventsBinding, type OutputDriver } from './core/outbox.js';
+import { qualified, type DecoderType, type Presenter, type ProfileContext, type ProfileSetup } from './core/profile.js';
+import { deadLetterSource, hostEventSource, Relay, runEventSource, type RelaySource } from './core/relay.js';
 import { Intake, type Decoder, type InboundMessage, type IntakeAnswer } from './core/intake.js';
-import { createMetrics, type Metrics } from './core/metrics.js';
-import { compileRoutes, type RouteConfig, type RoutePlan } from './core/routes.js';
+import { createMetrics, type Metrics, type TransportStatus } from './core/metrics.js';
+import { compileRoutes, type RoutePlan } from './core/routes.js';
 import { Runner } from './core/runner.js';
+import type { Health, InputHealth, OutputHealth, RawMessage, Replayed, Services } from './core/services.js';
 import { TypeRegistry } from './core/type-registry.js';
-import type { CloudEvent, DeadLetter, Owner, Run } from './core/types.js';
-import type { DispatcherConfig } from './config/schema.js';
+import type { CloudEvent, DeadLetter, HostEvent, Owner, Run, RunEvent } from './core/types.js';
+import type { DispatcherConfig, StreamConfig } from './config/schema.js';
+import { PRESET, type DispatcherProfile, type Preset } from './preset.js';
 import { openStore } from './store/index.js';
-import type { RepublishQuery, RunOutcome, Store } from './store/types.js';
+import type { HostResult, HostUpsert, OwnedMigrations, RepublishQuery, ResolveResult, RunOutcome, RunResolution, Store } from './store/types.js';
 import { decodeHttp } from './transports/http/decode.js';
-import { busDecoder, cloudEventMessage, InputHost, loadTransport, type CloudEventsBinding, type InputHealth, type OutputDriver, type TransportHealth } from './transports/index.js';
-import type { TransportStatus } from './core/metrics.js';
-import { builtinActionTypes, loadPlugins } from './actions/index.js';
-import { runResource } from './api/resources.js';
+import { busDecoder, InputHost, loadTransport } from './transports/index.js';
 
 export interface DispatcherOptions {
   config: DispatcherConfig;
@@ -37,9 +42,18 @@ export interface DispatcherOptions {
   logDestination?: DestinationStream;
   /** Extra action types (besides the built-in ones and `plugins` from the configuration). */
   actionTypes?: ActionType[];
+  /** What the dispatcher is made of (default: src/preset.ts); the configuration switches its profiles on. */
+  preset?: Preset;
 }
 
 export { DEFAULT_OWNER } from './core/principal.js';
+export type { InputHealth, OutputHealth } from './core/services.js';
+
+/** A preset entry switched on, with what it was set up with. */
+interface Entry {
+  readonly profile: DispatcherProfile;
+  readonly setup: ProfileSetup;
+}
 
 /** One configured output and its driver. */
 export interface Output {
@@ -48,13 +62,6 @@ export interface Output {
   readonly driver: OutputDriver;
   /** How CloudEvents attributes travel in its headers (binary mode). */
   readonly binding: CloudEventsBinding;
-}
-
-export interface OutputHealth extends TransportHealth {
-  output: string;
-  transport: string;
-  /** Its relays (run events, dead letters) as this process sees them. */
-  relays: RelayState[];
 }
 
 export class Dispatcher {
@@ -79,19 +86,39 @@ export class Dispatcher {
   readonly outputs = new Map<string, Output>();
   /** The relays of run events and dead letters to outputs, started by `start`. */
   readonly relays: Relay[] = [];
+  /** What the dispatcher lends to the HTTP API and the profiles. */
+  readonly services: Services;
   /** Each input's decoder, by input name: dead letters are replayed through the decoder they first met. */
   readonly #decoders = new Map<string, Decoder>([
     ['http', decodeHttp],
     ['embedded', decodeHttp],
   ]);
+  /** The decoders the preset's entries switched on offer, by name (`<profile>.<name>`), made with no options: for their routes. */
+  readonly #named = new Map<string, Decoder>([['http', decodeHttp]]);
+  /** The preset's entries switched on, in order. */
+  readonly #entries: readonly Entry[];
+  /** Action type → the profile that brought it: a stream's `profile` filter. */
+  readonly #actionTypeProfiles: ReadonlyMap<string, string>;
+  readonly #http: ReturnType<typeof createHttpClient>;
   #plan: RoutePlan;
   #app: FastifyInstance | undefined;
   #started: Promise<void> | undefined;
   #closing: Promise<void> | undefined;
 
-  private constructor(config: DispatcherConfig, log: Logger, store: Store, types: TypeRegistry, plan: RoutePlan, quietActionTypes: ReadonlySet<string>) {
+  private constructor(
+    config: DispatcherConfig,
+    log: Logger,
+    store: Store,
+    types: TypeRegistry,
+    plan: RoutePlan,
+    actionTypes: ReadonlyMap<string, { type: ActionType; profile: string }>,
+    entries: readonly Entry[],
+  ) {
     this.config = config;
-    this.#quietActionTypes = quietActionTypes;
+    this.#entries = entries;
+    this.#quietActionTypes = new Set([...actionTypes.values()].filter((t) => t.type.sideEffects === false).map((t) => t.type.type));
+    this.#actionTypeProfiles = new Map([...actionTypes].map(([name, t]) => [name, t.profile]));
+    this.#http = createHttpClient(config.actions.http);
     this.auth = new Authenticator(config.auth, store.access, log.child({ part: 'auth' }));
     this.audit = new Auditor(store.access);
     this.log = log;
@@ -112,7 +139,14 @@ export class Dispatcher {
       owner: this.owner,
       metrics: this.metrics,
       log: log.child({ part: 'runner' }),
-      services: { publish: (event, hops) => this.publish(event, hops), publishTo: (output, event, destination) => this.publishTo(output, event, destination) },
+      services: {
+        publish: (event, hops) => this.publish(event, hops),
+        publishTo: ((output: string, message: CloudEvent | RawMessage, destination?: { topic?: string; key?: string }) =>
+          this.#publishTo(output, message, destination)) as Services['publishTo'],
+        upsertHosts: (hosts) => this.upsertHosts(hosts),
+        resolveRuns: (resolutions) => this.resolveRuns(resolutions),
+        http: this.#http,
+      },
       onRecorded: (outcomes) => {
         this.#changed();
         this.#auditOutcomes(outcomes);
@@ -137,27 +171,58 @@ export class Dispatcher {
       },
       dispatch: this.runner,
     });
+    for (const { profile } of entries) {
+      for (const [name, type] of Object.entries(profile.decoders ?? {})) {
+        this.#named.set(qualified(profile, name), type.create({}, { source: profile.name, binding: HTTP_BINDING }));
+      }
+    }
+    this.services = this.#lend();
+  }
+
+  /** The services, bound to this dispatcher. */
+  #lend(): Services {
+    return {
+      log: this.log,
+      records: this.store,
+      auth: this.auth,
+      audit: this.audit,
+      feed: this.feed,
+      metrics: this.metrics,
+      http: this.#http,
+      receive: (message, decoder = 'http') => this.receive(message, decoder),
+      reject: (message, error) => this.intake.reject(message, error),
+      resolveRuns: (resolutions) => this.resolveRuns(resolutions),
+      upsertHosts: (hosts) => this.upsertHosts(hosts),
+      cancelRun: (id, scope) => this.cancelRun(id, scope),
+      retryRun: (id, scope) => this.retryRun(id, scope),
+      republishRuns: (query) => this.republishRuns(query),
+      replayDeadLetter: (id, scope) => this.replayDeadLetter(id, scope),
+      deleteDeadLetter: (id, scope) => this.store.deleteDeadLetter(id, scope),
+      publishTo: ((output: string, message: CloudEvent | RawMessage, destination?: { topic?: string; key?: string }) =>
+        this.#publishTo(output, message, destination)) as Services['publishTo'],
+      health: () => this.health(),
+      query: (sql, params) => this.store.query(sql, params),
+    };
   }
 
   static async create(options: DispatcherOptions): Promise<Dispatcher> {
     const { config } = options;
     const log = options.logger ?? createLogger(config, options.logDestination);
     const types = new TypeRegistry(config.types);
-    const actionTypes = new Map<string, ActionType>();
-    for (const t of [...builtinActionTypes, ...(await loadPlugins(config.plugins)), ...(options.actionTypes ?? [])]) actionTypes.set(t.type, t);
+    const entries = enabledEntries(options.preset ?? PRESET, config, log);
+    const actionTypes = await actionTypesOf(entries, config, options.actionTypes);
     const plan = await compileRoutes({
-      routes: config.routes as RouteConfig[],
-      actionTypes,
+      routes: config.routes,
+      actionTypes: new Map([...actionTypes].map(([name, t]) => [name, t.type])),
       actionSettings: config.actions as Record<string, Record<string, unknown>>,
       log,
       outputs: config.outputs.map((o) => o.name),
     });
-    const quiet = new Set([...actionTypes.values()].filter((t) => t.sideEffects === false).map((t) => t.type));
     let store: Store | undefined;
     try {
       store = await openStore({ url: config.store.url, poolSize: config.store.poolSize });
-      await store.migrate();
-      const d = new Dispatcher(config, log, store, types, plan, quiet);
+      await store.migrate(profileMigrations(entries));
+      const d = new Dispatcher(config, log, store, types, plan, actionTypes, entries);
       await d.auth.init();
       await d.#createTransports();
       return d;
@@ -172,11 +237,20 @@ export class Dispatcher {
     return this.#plan;
   }
 
-  /** The HTTP app (built once, not listening). */
+  /** The HTTP app (built once, not listening): the core API and the routes of the profiles switched on. */
   async app(): Promise<FastifyInstance> {
     if (this.#app === undefined) {
       const { buildApp } = await import('./api/app.js');
-      this.#app = await buildApp(this);
+      this.#app = await buildApp({
+        services: this.services,
+        server: this.config.server,
+        deadLetterMaxBytes: this.config.deadLetters.maxBytes,
+        health: { metrics: this.config.metrics.enabled, publicMetrics: this.config.auth.publicMetrics },
+        entries: this.#entries.map(({ profile, setup }): { profile: DispatcherProfile; context: ProfileContext } => ({
+          profile,
+          context: { ...setup, services: this.services },
+        })),
+      });
     }
     return this.#app;
   }
@@ -205,17 +279,15 @@ export class Dispatcher {
 
   /** Load the configured transports and make their drivers (nothing connects yet). */
   async #createTransports(): Promise<void> {
+    const presenters = this.#presenters();
     for (const o of this.config.outputs) {
       const transport = await loadTransport(o.transport);
       if (transport.createOutput === undefined) throw new DispatcherError('config_invalid', `outputs.${o.name}: ${o.transport} cannot be an output`);
       const log = this.log.child({ output: o.name });
       const driver = transport.createOutput(o.options, { name: o.name, log });
       this.outputs.set(o.name, { name: o.name, transport: o.transport, driver, binding: transport.binding });
-      const sources = [
-        ...(o.runEvents === undefined ? [] : [runEventSource(this.store, o.runEvents.topic, runResource)]),
-        ...(o.deadLetters === undefined ? [] : [deadLetterSource(this.store, o.deadLetters.topic)]),
-      ];
-      for (const source of sources) {
+      for (const stream of o.streams) {
+        const source = this.#streamSource(stream, presenters.get(stream.presenter)!);
         this.relays.push(
           new Relay({
             store: this.store,
@@ -233,7 +305,7 @@ export class Dispatcher {
       const transport = await loadTransport(i.transport);
       if (transport.createInput === undefined) throw new DispatcherError('config_invalid', `inputs.${i.name}: ${i.transport} cannot be an input`);
       const log = this.log.child({ input: i.name });
-      const decode = busDecoder(i.decoder, transport.binding, `${i.transport}://${i.name}`);
+      const decode = busDecoder(i.decoder, transport.binding, `${i.transport}://${i.name}`, (format) => this.#decoderType(format));
       this.#decoders.set(i.name, decode);
       this.inputs.push(
         new InputHost({
@@ -251,6 +323,55 @@ export class Dispatcher {
     }
   }
 
+  /** The presenters of the entries switched on, by the names streams give them. */
+  #presenters(): Map<string, Presenter> {
+    const out = new Map<string, Presenter>();
+    for (const { profile } of this.#entries) for (const [name, presenter] of Object.entries(profile.presenters ?? {})) out.set(qualified(profile, name), presenter);
+    return out;
+  }
+
+  #decoderType(format: string): DecoderType | undefined {
+    for (const { profile } of this.#entries) {
+      for (const [name, type] of Object.entries(profile.decoders ?? {})) if (qualified(profile, name) === format) return type;
+    }
+    return undefined;
+  }
+
+  /**
+   * A stream's relay source: its kind read from the store, shown by its presenter, filtered by route,
+   * service and profile. A run or host belongs to the profile whose action type its run runs; a dead letter
+   * to the profile of the input it came through (an input with the profile's decoder, or one of the
+   * profile's routes, whose input names start with the profile's name) or of the route whose run it ended.
+   */
+  #streamSource(stream: StreamConfig, presenter: Presenter): RelaySource {
+    const { route, service, profile } = stream.filter;
+    const profiles = profile === undefined ? undefined : new Set(profile);
+    const ofProfile = (actionType: string | null): boolean => profiles === undefined || (actionType !== null && profiles.has(this.#actionTypeProfiles.get(actionType) ?? ''));
+    const base = { name: stream.name, topic: stream.topic };
+    if (presenter.stream === 'runEvents') {
+      const accepts = (e: RunEvent) => (route === undefined || route.includes(e.payload.route)) && (service === undefined || service.includes(e.service)) && ofProfile(e.payload.actionType);
+      return runEventSource(this.store, { ...base, present: presenter.present, accepts });
+    }
+    if (presenter.stream === 'hostEvents') {
+      const accepts = (e: HostEvent) => (route === undefined || (e.route !== null && route.includes(e.route))) && (service === undefined || service.includes(e.service)) && ofProfile(e.actionType);
+      return hostEventSource(this.store, { ...base, present: presenter.present, accepts });
+    }
+    const accepts = (d: DeadLetter) =>
+      (route === undefined || route.includes(d.source)) && (service === undefined || service.includes(d.service)) && (profiles === undefined || profiles.has(this.#deadLetterProfile(d)));
+    return deadLetterSource(this.store, { ...base, present: presenter.present, accepts });
+  }
+
+  /** The profile a dead letter came from (see `#streamSource`), or ''. */
+  #deadLetterProfile(d: DeadLetter): string {
+    if (d.origin === 'run') {
+      const route = this.#plan.route(d.source);
+      return route?.actions.map((a) => this.#actionTypeProfiles.get(a.type)).find((p) => p !== undefined) ?? '';
+    }
+    const input = this.config.inputs.find((i) => i.name === d.source);
+    if (input !== undefined) return this.#decoderType(input.decoder.format) === undefined ? '' : input.decoder.format.split('.', 1)[0]!;
+    return this.#entries.find(({ profile }) => profile.builtIn !== true && (d.source === profile.name || d.source.startsWith(`${profile.name}.`)))?.profile.name ?? '';
+  }
+
   /**
    * Start the runner (and the sweeper) at once, then connect the outputs and the inputs; resolves once every
    * input consumes. An input whose broker cannot be reached at all rejects it.
@@ -263,6 +384,12 @@ export class Dispatcher {
       for (const input of this.inputs) await input.start();
     })();
     return this.#started;
+  }
+
+  /** The health of the inputs, the outputs and this process's runner. */
+  async health(): Promise<Health> {
+    const [inputs, outputs] = await Promise.all([this.inputHealth(), this.outputHealth()]);
+    return { inputs, outputs, inFlight: this.runner.inFlight };
   }
 
   async inputHealth(): Promise<InputHealth[]> {
@@ -302,6 +429,34 @@ export class Dispatcher {
     return this.intake.accept(this.#message('embedded', Buffer.from(JSON.stringify(events)), owner), { events, batch: events.length > 1 });
   }
 
+  /**
+   * Take a message in through a named decoder (`http`, or a profile's `<profile>.<name>`): what a profile's
+   * route does with what it receives. The decoder's name travels with the message (`:decoder`), so that a
+   * dead letter of it is replayed through the same decoder.
+   */
+  async receive(message: InboundMessage, decoder = 'http'): Promise<IntakeAnswer> {
+    const decode = this.#named.get(decoder);
+    if (decode === undefined) throw new DispatcherError('internal', `no decoder "${decoder}" (known: ${[...this.#named.keys()].join(', ')})`);
+    const headers = decoder === 'http' ? message.headers : { ...message.headers, [DECODER_HEADER]: decoder };
+    return this.intake.receive({ ...message, headers }, decode);
+  }
+
+  /** Answers for waiting runs (see `RunResolution`); their run events are in the outbox when this resolves. */
+  async resolveRuns(resolutions: RunResolution[]): Promise<ResolveResult[]> {
+    const results = await this.store.resolveRuns(resolutions);
+    const ended = results.filter((r) => r.outcome === 'resolved' && r.run !== null && r.run.finishedAt !== null);
+    for (const r of ended) this.metrics.runsFinished.inc({ route: r.run!.route, status: r.run!.status });
+    if (results.some((r) => r.outcome === 'resolved')) this.#changed();
+    return results;
+  }
+
+  /** Create or change hosts of runs (see `HostUpsert`); their host events are in the outbox when this resolves. */
+  async upsertHosts(hosts: HostUpsert[]): Promise<HostResult[]> {
+    const results = await this.store.upsertHosts(hosts);
+    if (results.some((r) => r.outcome === 'created' || r.outcome === 'updated')) this.#changed();
+    return results;
+  }
+
   /** Run events or dead letters may have been written: tell the feed and the relays. */
   #changed(): void {
     this.feed.poke();
@@ -309,14 +464,27 @@ export class Dispatcher {
   }
 
   /**
-   * The `publish` action's way out: a CloudEvent to a configured output, in the binary mode of its
-   * transport's CloudEvents binding; resolves once the output confirmed it.
+   * Publish to a configured output: a CloudEvent in the binary mode of its transport's CloudEvents binding
+   * (the `publish` action's way out), or a raw message (body, key, headers) for outputs that do not speak
+   * CloudEvents; resolves once the output confirmed it.
    */
-  async publishTo(output: string, event: CloudEvent, destination: { topic?: string; key?: string }): Promise<void> {
+  publishTo(output: string, event: CloudEvent, destination: { topic?: string; key?: string }): Promise<void>;
+  publishTo(output: string, message: RawMessage): Promise<void>;
+  publishTo(output: string, message: CloudEvent | RawMessage, destination?: { topic?: string; key?: string }): Promise<void> {
+    return this.#publishTo(output, message, destination);
+  }
+
+  async #publishTo(output: string, message: CloudEvent | RawMessage, destination: { topic?: string; key?: string } = {}): Promise<void> {
     const o = this.outputs.get(output);
     if (o === undefined) throw new DispatcherError('config_invalid', `no output "${output}"`);
-    await o.driver.publish([cloudEventMessage(event, o.binding, destination)]);
-    this.metrics.outputPublished.inc({ output, what: 'event' });
+    if ('specversion' in message) {
+      await o.driver.publish([cloudEventMessage(message, o.binding, destination)]);
+      this.metrics.outputPublished.inc({ output, what: 'event' });
+      return;
+    }
+    const { body, headers, ...rest } = message;
+    await o.driver.publish([{ ...rest, headers: headers ?? {}, body: typeof body === 'string' ? Buffer.from(body) : body }]);
+    this.metrics.outputPublished.inc({ output, what: 'message' });
   }
 
   /**
@@ -364,7 +532,7 @@ export class Dispatcher {
    * Replay a dead letter: an intake dead letter goes through intake again, as it came (it may pass now that
    * the configuration changed); a run dead letter retries its run.
    */
-  async replayDeadLetter(id: string, scope?: Scope): Promise<{ deadLetter: DeadLetter; answer?: IntakeAnswer; run?: Run }> {
+  async replayDeadLetter(id: string, scope?: Scope): Promise<Replayed> {
     const dl = await this.store.getDeadLetter(id, scope);
     if (dl === null) throw new DispatcherError('not_found', `no dead letter ${id}`);
     if (dl.origin === 'run') {
@@ -374,7 +542,8 @@ export class Dispatcher {
       return { deadLetter: dl, run };
     }
     if (dl.rawTruncated) throw new DispatcherError('invalid_state', `dead letter ${id} kept only the first ${dl.raw.length} bytes; it cannot be replayed`);
-    const decode = this.#decoders.get(dl.source) ?? decodeHttp;
+    const named = dl.headers[DECODER_HEADER];
+    const decode = (named === undefined ? undefined : this.#named.get(named)) ?? this.#decoders.get(dl.source) ?? decodeHttp;
     const answer = await this.intake.receive(
       { input: dl.source, raw: dl.raw, contentType: dl.contentType, headers: dl.headers, service: dl.service, orgId: dl.orgId },
       decode,
@@ -410,6 +579,7 @@ export class Dispatcher {
     await this.audit.drain();
     await Promise.allSettled(this.relays.map((r) => r.stop()));
     await Promise.allSettled([...this.outputs.values()].map((o) => o.driver.stop()));
+    await this.#http.close().catch(() => {});
     this.feed.close();
     await this.#plan.close();
     await this.store.close();
@@ -444,4 +614,48 @@ export function createLogger(config: DispatcherConfig, destination?: Destination
 
 export async function createDispatcher(options: DispatcherOptions): Promise<Dispatcher> {
   return Dispatcher.create(options);
+}
+
+/** The pseudo-header that names the decoder a message received through `receive` met (kept by its dead letter). */
+const DECODER_HEADER = ':decoder';
+
+/** How CloudEvents attributes travel in HTTP headers (binary mode): what a profile's decoder for its routes gets. */
+const HTTP_BINDING: CloudEventsBinding = { prefixes: ['ce-'] };
+
+/**
+ * Every action type the configuration's routes may name, as the server would have them: the preset's
+ * entries switched on, the plugins, and `extra`. For `validate-config` and `routes test`.
+ */
+export async function configuredActionTypes(config: DispatcherConfig, preset: Preset = PRESET, log: Logger = pino({ level: 'silent' })): Promise<Map<string, ActionType>> {
+  const types = await actionTypesOf(enabledEntries(preset, config, log), config);
+  return new Map([...types].map(([name, t]) => [name, t.type]));
+}
+
+/** The preset's entries switched on: the built-in ones, and the profiles the configuration names. */
+function enabledEntries(preset: Preset, config: DispatcherConfig, log: Logger): Entry[] {
+  return preset
+    .filter((p) => p.builtIn === true || Object.hasOwn(config.profiles, p.name))
+    .map((profile) => ({ profile, setup: { name: profile.name, config: config.profiles[profile.name] ?? {}, log: log.child({ profile: profile.name }) } }));
+}
+
+/** Every action type a route may name, with the entry that brought it (a plugin's: `plugins`). */
+async function actionTypesOf(entries: readonly Entry[], config: DispatcherConfig, extra: readonly ActionType[] = []): Promise<Map<string, { type: ActionType; profile: string }>> {
+  const out = new Map<string, { type: ActionType; profile: string }>();
+  for (const { profile, setup } of entries) {
+    const types = typeof profile.actionTypes === 'function' ? profile.actionTypes(setup) : (profile.actionTypes ?? []);
+    for (const type of types) out.set(type.type, { type, profile: profile.name });
+  }
+  for (const type of await loadPlugins(config.plugins)) out.set(type.type, { type, profile: 'plugins' });
+  for (const type of extra) out.set(type.type, { type, profile: 'embedded' });
+  return out;
+}
+
+/** The migrations of the entries switched on, in preset order. */
+function profileMigrations(entries: readonly Entry[]): OwnedMigrations[] {
+  return entries.flatMap(({ profile }) => (profile.migrations === undefined ? [] : [{ owner: profile.name, ...profile.migrations }]));
+}
+
+/** The migrations the profiles the configuration switches on bring (`dispatcher migrate` applies them with the store's). */
+export function configuredMigrations(config: DispatcherConfig, preset: Preset = PRESET): OwnedMigrations[] {
+  return profileMigrations(enabledEntries(preset, config, pino({ level: 'silent' })));
 }

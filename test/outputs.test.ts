@@ -132,7 +132,7 @@ async function storedByRun(t: TestDispatcher, runIds: string[]): Promise<Map<str
   const wanted = new Set(runIds);
   const out = new Map<string, RunEvent[]>();
   for (const e of await t.d.store.readRunEvents(0, 1_000_000)) {
-    if (!wanted.has(e.runId)) continue;
+    if (e.kind !== 'run' || !wanted.has(e.runId)) continue;
     out.set(e.runId, [...(out.get(e.runId) ?? []), e]);
   }
   return out;

@@ -84,7 +84,7 @@ async function runEvents(d: Dispatcher, runId: string): Promise<RunEvent[]> {
   for (;;) {
     const page = await d.store.readRunEvents(after, 1000);
     if (page.length === 0) return out;
-    for (const e of page) if (e.runId === runId) out.push(e);
+    for (const e of page) if (e.kind === 'run' && e.runId === runId) out.push(e);
     after = page[page.length - 1]!.seq;
   }
 }

@@ -10,9 +10,9 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { v7 as uuidv7 } from 'uuid';
 import { newId } from '../src/core/ids.js';
 import { DispatcherError } from '../src/core/errors.js';
-import { MAX_LEASE_EXPIRIES } from '../src/store/shared.js';
+import { MAX_LEASE_EXPIRIES } from '../src/core/run-state.js';
 import { GENESIS_HASH, verifyAuditChain } from '../src/core/audit.js';
-import type { Attempt, CloudEvent, Run } from '../src/core/types.js';
+import type { Attempt, CloudEvent, Run, RunEvent } from '../src/core/types.js';
 import type { ClaimOptions, ClaimedRun, IntakeItem, IntakeResult, NewDeadLetter, NewRun, RunOutcome, RunQuery, EventQuery, Store } from '../src/store/types.js';
 
 export interface StoreFixture {
@@ -155,8 +155,9 @@ function withoutLease(run: Run): Omit<Run, 'leaseOwner' | 'leaseUntil'> {
   return rest;
 }
 
-async function allRunEvents(store: Store) {
-  return store.readRunEvents(0, 100_000);
+/** Every run event in the outbox (host events left out), in `seq` order. */
+async function allRunEvents(store: Store): Promise<RunEvent[]> {
+  return (await store.readRunEvents(0, 100_000)).filter((e): e is RunEvent => e.kind === 'run');
 }
 
 /** The run events of one run as `eventType:status`, in `seq` order. */
@@ -709,9 +710,9 @@ export function defineStoreSuite(name: string, open: () => Promise<StoreFixture>
         expect(await store.renewLeases('worker-1', [run.id], T0 + 99_000)).toBe(0);
         expect(await store.sweep(T0 + 40_000, 100)).toEqual({ requeued: 0, timedOut: 0, failed: 0 });
         expect(await claim(store, { now: T0 + 40_000 })).toEqual([]);
-        // Its deadline makes it a timeout.
+        // Its deadline makes it a timeout; it keeps its correlation id, so that a late answer can still find it.
         expect(await store.sweep(T0 + 50_001, 100)).toEqual({ requeued: 0, timedOut: 1, failed: 0 });
-        expect(await store.getRun(run.id)).toMatchObject({ status: 'timeout', correlationId: null, error: { code: 'deadline_exceeded' } });
+        expect(await store.getRun(run.id)).toMatchObject({ status: 'timeout', correlationId: 'corr-1', error: { code: 'deadline_exceeded' } });
         expect((await store.getAttempts(run.id)).map((a) => a.outcome)).toEqual(['waiting']);
       });
 

@@ -7,11 +7,20 @@ import { pathToFileURL } from 'node:url';
 import { isAbsolute } from 'node:path';
 import type { ActionType } from '../core/action.js';
 import { DispatcherError } from '../core/errors.js';
+import type { Profile } from '../core/profile.js';
 import { httpAction } from './http/index.js';
 import { noopAction } from './noop/index.js';
 import { publishAction } from './publish/index.js';
 
 export const builtinActionTypes: readonly ActionType[] = [httpAction, publishAction, noopAction];
+
+/** The built-in actions, as the first entry of the preset. */
+export const BUILTIN_ACTIONS: Profile = {
+  name: 'actions',
+  description: 'The built-in actions: `http` (webhooks), `publish` (an event to intake or an output) and `noop`.',
+  builtIn: true,
+  actionTypes: builtinActionTypes,
+};
 
 export async function loadPlugins(plugins: Readonly<Record<string, string>>): Promise<ActionType[]> {
   const out: ActionType[] = [];

@@ -2,25 +2,26 @@
  * The HTTP app, built without listening (tests use `inject`). Fastify with one body reader for every
  * content type (the raw bytes are what intake and dead letters need), one error handler that maps codes to
  * statuses, and the OpenAPI 3.1 document generated from the route schemas.
+ *
+ * Routes come from the preset's entries switched on (src/preset.ts): the built-in ones (the core API)
+ * register at the root; each profile registers in a scope of its own (a Fastify encapsulation context),
+ * where it may authenticate its callers and answer errors in its seed system's words (./scope.ts). Every
+ * route, a profile's too, declares its permission or `public`.
  */
 
-import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyError, type FastifyInstance } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import cors from '@fastify/cors';
 import rateLimit from '@fastify/rate-limit';
-import { DispatcherError, isDispatcherError } from '../core/errors.js';
-import type { InboundMessage } from '../core/intake.js';
-import { DEFAULT_OWNER, type Dispatcher } from '../dispatcher.js';
+import { DispatcherError } from '../core/errors.js';
+import type { Profile, ProfileContext } from '../core/profile.js';
+import type { Services } from '../core/services.js';
 import { registerAudit, registerAuth, requirePrincipal } from './auth.js';
-import { replayHeaders } from '../transports/http/decode.js';
-import { errorBody, fromFastifyError, HTTP_STATUS } from './errors.js';
-import { registerEventRoutes } from './routes/events.js';
-import { registerRunRoutes } from './routes/runs.js';
-import { registerDeadLetterRoutes } from './routes/dead-letters.js';
-import { registerStreamRoute } from './routes/stream.js';
-import { registerHealthRoutes } from './routes/health.js';
-import { registerAccessRoutes } from './routes/access.js';
+import { answerErrors, errorBody, PARTIAL_BODY } from './errors.js';
+import { intakeMessage } from './intake.js';
+import { registerHealthRoutes, type HealthSettings } from './routes/health.js';
+import type { ServerConfig } from './settings.js';
 
 /** Paths no rate limit applies to: probes and scrapes. */
 const UNLIMITED = new Set(['/healthz', '/readyz', '/metrics']);
@@ -33,13 +34,23 @@ const DOCS_HEADERS = {
 };
 const API_HEADERS = { ...DOCS_HEADERS, 'content-security-policy': "default-src 'none'; frame-ancestors 'none'", 'cache-control': 'no-store' };
 
-/** Raw bytes read before a body was refused (too large): kept as a bounded dead letter. */
-const PARTIAL_BODY = Symbol('partialBody');
+/** A preset entry as the HTTP app registers it. */
+export type HttpProfile = Profile<FastifyInstance, unknown>;
 
-export async function buildApp(d: Dispatcher): Promise<FastifyInstance> {
-  const { server } = d.config;
+export interface AppOptions {
+  services: Services;
+  server: ServerConfig;
+  /** Raw bytes kept of a body refused before intake read it (too large): `deadLetters.maxBytes`. */
+  deadLetterMaxBytes: number;
+  health: HealthSettings;
+  /** The preset's entries switched on, in order, each with its context. */
+  entries: ReadonlyArray<{ profile: HttpProfile; context: ProfileContext }>;
+}
+
+export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
+  const { server, services } = options;
   const app: FastifyInstance = Fastify({
-    loggerInstance: d.log.child({ part: 'api' }),
+    loggerInstance: services.log.child({ part: 'api' }),
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: server.bodyLimit,
     requestTimeout: server.requestTimeout,
@@ -68,7 +79,7 @@ export async function buildApp(d: Dispatcher): Promise<FastifyInstance> {
           methods: [...entry.methods],
           ...(entry.headers.length > 0 ? { allowedHeaders: [...entry.headers] } : {}),
           credentials: entry.credentials && !any,
-          maxAge: entry.maxAge,
+          maxAge: Math.round(entry.maxAge / 1000),
         });
       },
     });
@@ -88,15 +99,15 @@ export async function buildApp(d: Dispatcher): Promise<FastifyInstance> {
   }
 
   // After the rate limit (whose hook each route gets first), before any route.
-  registerAuth(app, d);
-  registerAudit(app, d);
+  registerAuth(app, (request) => services.auth.authenticate(request.headers));
+  registerAudit(app, services.audit);
 
   // One reader for every content type: bytes in, bounded. A body over the limit is read to its end
   // (keeping only what a dead letter keeps), so that the client gets a clean 413 instead of a reset.
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { bodyLimit: Number.MAX_SAFE_INTEGER }, (request, payload, done) => {
     const limit = server.bodyLimit;
-    const keep = d.config.deadLetters.maxBytes;
+    const keep = options.deadLetterMaxBytes;
     const declared = Number(request.headers['content-length']);
     const chunks: Buffer[] = [];
     let size = 0;
@@ -146,20 +157,9 @@ export async function buildApp(d: Dispatcher): Promise<FastifyInstance> {
     }
   });
 
-  app.setErrorHandler(async (error: FastifyError | DispatcherError, request: FastifyRequest, reply: FastifyReply) => {
-    const err = isDispatcherError(error) ? error : fromFastifyError(error as FastifyError);
-    const partial = (error as unknown as Record<symbol, Buffer | undefined>)[PARTIAL_BODY];
-    if (request.routeOptions.url === '/v1/events' && request.method === 'POST' && (partial !== undefined || !isDispatcherError(error))) {
-      // Refused before intake saw it (too large, unreadable): intake still keeps it as a dead letter.
-      await d.intake.reject({ ...intakeMessage(request, partial ?? Buffer.alloc(0)), rawTruncated: partial !== undefined }, err);
-    }
-    const status = HTTP_STATUS[err.code] ?? 500;
-    request.errorCode = err.code;
-    if (status >= 500) request.log.error({ err: error }, 'request failed');
-    if (err.code === 'rate_limited' && err.retryAfterMs !== undefined) reply.header('retry-after', Math.ceil(err.retryAfterMs / 1000));
-    if (status === 503) reply.header('retry-after', 1);
-    if (status === 401) reply.header('www-authenticate', 'Bearer realm="dispatcher", PSK realm="dispatcher"');
-    return reply.code(status).type('application/json').send(errorBody(err));
+  answerErrors(app, {
+    refused: (request) => (request.routeOptions.url === '/v1/events' && request.method === 'POST' ? intakeMessage(request, Buffer.alloc(0)) : undefined),
+    reject: (message, error) => services.reject(message, error),
   });
 
   // Which methods each path pattern answers (from the route table, once every route is in), so that a known
@@ -206,6 +206,8 @@ export async function buildApp(d: Dispatcher): Promise<FastifyInstance> {
         { name: 'stream', description: 'Run events as server-sent events' },
         { name: 'health', description: 'Liveness, readiness, metrics' },
         { name: 'access', description: 'Tokens, clients and the audit log' },
+        { name: 'hosts', description: 'The targets inside runs: their statuses and logs' },
+        ...options.entries.filter((e) => e.profile.builtIn !== true && e.profile.http !== undefined).map((e) => ({ name: e.profile.name, description: e.profile.description })),
       ],
       components: {
         securitySchemes: {
@@ -219,23 +221,12 @@ export async function buildApp(d: Dispatcher): Promise<FastifyInstance> {
   await app.register(swaggerUi, { routePrefix: '/docs' });
   app.get('/openapi.json', { schema: { hide: true }, config: { public: true } }, async () => app.swagger());
 
-  registerHealthRoutes(app, d);
-  registerEventRoutes(app, d);
-  registerRunRoutes(app, d);
-  registerDeadLetterRoutes(app, d);
-  registerStreamRoute(app, d);
-  registerAccessRoutes(app, d);
+  registerHealthRoutes(app, services, options.health);
+  for (const { profile, context } of options.entries) {
+    if (profile.http === undefined) continue;
+    if (profile.builtIn === true) await profile.http(app, context);
+    // A scope of its own: its hooks, error handler and decorations stay inside it.
+    else await app.register(async (scope) => profile.http!(scope, context));
+  }
   return app;
 }
-
-export function intakeMessage(request: FastifyRequest, raw: Buffer): InboundMessage {
-  return {
-    input: 'http',
-    raw,
-    contentType: request.headers['content-type'] ?? null,
-    headers: replayHeaders(request.headers),
-    service: request.principal?.service ?? DEFAULT_OWNER.service,
-    orgId: request.principal?.orgId ?? DEFAULT_OWNER.orgId,
-  };
-}
-

@@ -12,19 +12,20 @@
  */
 
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { ActorKind, NewAuditEntry } from '../core/audit.js';
+import type { ActorKind, Auditor, NewAuditEntry } from '../core/audit.js';
 import { DispatcherError, isDispatcherError, toDispatcherError } from '../core/errors.js';
-import { scopeFor, type Permission, type Principal, type Scope } from '../core/principal.js';
-import type { Dispatcher } from '../dispatcher.js';
+import { scopeFor, type Principal, type Scope } from '../core/principal.js';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
-    /** The permission this route needs. */
-    permission?: Permission;
+    /** The permission this route needs: `app:resource:verb` (the core's are listed in `PERMISSIONS`, a profile's in its `permissions`). */
+    permission?: string;
     /** No credentials needed (health, readiness, the OpenAPI document, the token exchange). */
     public?: boolean;
     /** The audit action of a state-changing route: `runs.cancel`. */
     audit?: string;
+    /** The route's scope authenticates its callers itself (`useAuthentication`): the core's hook leaves them alone. */
+    ownAuthentication?: boolean;
   }
   interface FastifyInstance {
     /** Every route registered after the authentication hooks, with what it needs: for the 405 answers and tests. */
@@ -53,19 +54,37 @@ export interface RouteEntry {
   method: string;
   url: string;
   public: boolean;
-  permission?: Permission;
+  permission?: string;
   audit?: string;
 }
+
+/** Who is behind a request: a principal, null for no credentials; throws a coded error for refused ones. */
+export type Authenticate = (request: FastifyRequest) => Promise<Principal | null> | Principal | null;
 
 /** Paths a route may leave undeclared: the browsable docs' own files. */
 const DOCS_PREFIX = '/docs';
 
+/** The hook that finds who is calling with `authenticate`: it never throws (the refusal comes from the route's own hook). */
+function authenticationHook(authenticate: Authenticate) {
+  return async (request: FastifyRequest): Promise<void> => {
+    try {
+      request.principal = await authenticate(request);
+      request.authError = null;
+    } catch (err) {
+      request.principal = null;
+      request.authError = toDispatcherError(err);
+      if (!isDispatcherError(err)) request.log.error({ err }, 'authentication failed unexpectedly');
+    }
+  };
+}
+
 /**
  * Declarations, and the first hook: who is calling. It never throws, so that the rate limit (a hook of each
  * route) counts refused callers too; the refusal comes from the route's own hook, added after the limit's.
- * Register this after the rate limit and before any route.
+ * Register this after the rate limit and before any route. Routes of a scope that authenticates its own
+ * callers (`useAuthentication`) are left to that scope's hook.
  */
-export function registerAuth(app: FastifyInstance, d: Dispatcher): void {
+export function registerAuth(app: FastifyInstance, authenticate: Authenticate): void {
   app.decorateRequest('principal', null);
   app.decorateRequest('scope', undefined);
   app.decorateRequest('authError', null);
@@ -75,18 +94,15 @@ export function registerAuth(app: FastifyInstance, d: Dispatcher): void {
   app.decorateRequest('errorCode', undefined);
   app.decorateRequest('audited', false);
 
+  const core = authenticationHook(authenticate);
   app.addHook('onRequest', async (request) => {
-    try {
-      request.principal = await d.auth.authenticate(request.headers);
-    } catch (err) {
-      request.authError = toDispatcherError(err);
-      if (!isDispatcherError(err)) request.log.error({ err }, 'authentication failed unexpectedly');
-    }
+    if (request.routeOptions.config?.ownAuthentication === true) return;
+    await core(request);
   });
 
   app.decorate('routeTable', [] as RouteEntry[]);
   app.addHook('onRoute', (route) => {
-    const config = (route.config ?? {}) as { permission?: Permission; public?: boolean; audit?: string };
+    const config = (route.config ?? {}) as { permission?: string; public?: boolean; audit?: string };
     const record = (isPublic: boolean) => {
       for (const method of [route.method].flat()) {
         if (method === 'HEAD') continue;
@@ -122,6 +138,19 @@ export function registerAuth(app: FastifyInstance, d: Dispatcher): void {
   });
 }
 
+/**
+ * A scope (a profile's) that authenticates its callers its own way: `authenticate` replaces the core's
+ * hook for the routes registered in `scope` after this call. The routes still declare their permission or
+ * `public`, and the core checks it; refusals are thrown as coded errors (`unauthorized`, `forbidden`) for
+ * the scope's error handler to answer in its own words.
+ */
+export function useAuthentication(scope: FastifyInstance, authenticate: Authenticate): void {
+  scope.addHook('onRoute', (route) => {
+    route.config = { ...route.config, ownAuthentication: true } as typeof route.config;
+  });
+  scope.addHook('onRequest', authenticationHook(authenticate));
+}
+
 /** The caller, or the refusal: 401 with why the credentials were refused, or that none were given. */
 export function requirePrincipal(request: FastifyRequest): Principal {
   if (request.principal !== null) return request.principal;
@@ -129,13 +158,13 @@ export function requirePrincipal(request: FastifyRequest): Principal {
 }
 
 /** Audited routes: one entry per answer, written before the answer is sent (unless already committed). */
-export function registerAudit(app: FastifyInstance, d: Dispatcher): void {
+export function registerAudit(app: FastifyInstance, audit: Auditor): void {
   // A callback hook: answers with nothing to audit pass without a promise.
   app.addHook('onSend', (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (err: null, payload: unknown) => void) => {
     const outcome = reply.statusCode < 400 ? 'ok' : (request.errorCode ?? `http_${reply.statusCode}`);
     const entry = request.audited ? undefined : auditEntry(request, reply.statusCode, outcome);
     if (entry === undefined) return done(null, payload);
-    d.audit.append(entry).then(
+    audit.append(entry).then(
       () => done(null, payload),
       (err: unknown) => {
         // The change itself is committed: the answer must still say so. The failure is loud in the log.

@@ -3,8 +3,9 @@
  * `{ "code": "...", "message": "...", "problems": [{ "pointer": "/0/type", "message": "..." }] }`.
  */
 
-import type { FastifyError } from 'fastify';
-import { DispatcherError, type ErrorCode } from '../core/errors.js';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { DispatcherError, isDispatcherError, type ErrorCode } from '../core/errors.js';
+import type { InboundMessage } from '../core/intake.js';
 
 export const HTTP_STATUS: Record<ErrorCode, number> = {
   invalid_json: 400,
@@ -76,4 +77,59 @@ export function errorBody(err: DispatcherError): ErrorBody {
   const body: ErrorBody = { code: err.code, message: err.message };
   if (err.problems !== undefined && err.problems.length > 0) body.problems = err.problems;
   return body;
+}
+
+/** Raw bytes read before a body was refused (too large): kept as a bounded dead letter. */
+export const PARTIAL_BODY = Symbol('partialBody');
+
+/** An error answer in a scope's own words: its status (default: the code's), its body and content type. */
+export interface ErrorAnswer {
+  status?: number;
+  body: string | Buffer | Record<string, unknown> | unknown[];
+  /** Default `application/json`. */
+  type?: string;
+}
+
+export interface ErrorAnswers {
+  /** The body of an error answer; default `{code, message, problems?}`. */
+  format?: (error: DispatcherError, status: number, request: FastifyRequest) => ErrorAnswer;
+  /**
+   * A body refused before its route saw it (too large, unreadable): the message to keep as a dead letter
+   * (the bytes read so far are filled in), or undefined to keep none.
+   */
+  refused?: (request: FastifyRequest) => InboundMessage | undefined;
+  /** Keeps a refused message as a dead letter (the services' `reject`). */
+  reject?: (message: InboundMessage, error: DispatcherError) => Promise<unknown>;
+}
+
+/**
+ * The error handler of a scope: every error becomes a coded DispatcherError (`fromFastifyError`) with the
+ * status its code maps to, logged when it is the server's fault, `Retry-After` when a retry helps, and the
+ * code kept for the audit entry; the body is the scope's own (`format`). The root scope answers
+ * `{code, message, problems}`; a profile answers as its seed system did.
+ */
+export function answerErrors(scope: FastifyInstance, answers: ErrorAnswers = {}): void {
+  scope.setErrorHandler(async (error: FastifyError | DispatcherError, request: FastifyRequest, reply: FastifyReply) => {
+    const err = isDispatcherError(error) ? error : fromFastifyError(error as FastifyError);
+    const partial = (error as unknown as Record<symbol, Buffer | undefined>)[PARTIAL_BODY];
+    if (answers.refused !== undefined && answers.reject !== undefined && (partial !== undefined || !isDispatcherError(error))) {
+      const message = answers.refused(request);
+      // Refused before intake saw it (too large, unreadable): intake still keeps it as a dead letter.
+      if (message !== undefined) await answers.reject({ ...message, raw: partial ?? message.raw, rawTruncated: partial !== undefined }, err);
+    }
+    const status = HTTP_STATUS[err.code] ?? 500;
+    request.errorCode = err.code;
+    if (status >= 500) request.log.error({ err: error }, 'request failed');
+    if (err.code === 'rate_limited' && err.retryAfterMs !== undefined) reply.header('retry-after', Math.ceil(err.retryAfterMs / 1000));
+    if (status === 503) reply.header('retry-after', 1);
+    if (answers.format === undefined) {
+      if (status === 401) reply.header('www-authenticate', 'Bearer realm="dispatcher", PSK realm="dispatcher"');
+      return reply.code(status).type('application/json').send(errorBody(err));
+    }
+    const answer = answers.format(err, status, request);
+    return reply
+      .code(answer.status ?? status)
+      .type(answer.type ?? 'application/json')
+      .send(answer.body);
+  });
 }

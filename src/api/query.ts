@@ -2,7 +2,7 @@
  * Query parsing for list endpoints, JSON:API style:
  *
  *   filter[status]=failure,timeout      any of (also as repeated parameters)
- *   filter[labels][team]=noc            every label pair must match
+ *   filter[labels][team]=noc            every label pair must match (also filter[details][k]=v where a list has it)
  *   filter[created_at][gte]=2026-11-01T00:00:00Z   also gt, lt, lte; RFC 3339 or epoch milliseconds
  *   sort=-created_at                    or created_at:desc; a leading '-' means descending
  *   limit=50&offset=100                 paging; answers carry meta.total and links
@@ -17,6 +17,8 @@ import type { TimeRange, SortDirection } from '../store/types.js';
 export interface ParsedQuery {
   filters: Map<string, string[]>;
   labels: Record<string, string>;
+  /** Key = value filters besides `labels`, by name: `filter[details][k]=v`. */
+  maps: Map<string, Record<string, string>>;
   ranges: Map<string, TimeRange>;
   sort?: { field: string; direction: SortDirection };
   limit: number;
@@ -31,6 +33,8 @@ export interface QuerySpec {
   filters: readonly string[];
   ranges?: readonly string[];
   labels?: boolean;
+  /** Key = value filters besides `labels` (`details`). */
+  maps?: readonly string[];
   sort?: readonly string[];
   fields?: readonly string[];
   extra?: readonly string[];
@@ -48,6 +52,7 @@ export function parseQuery(url: string, spec: QuerySpec): ParsedQuery {
   const out: ParsedQuery = {
     filters: new Map(),
     labels: {},
+    maps: new Map(),
     ranges: new Map(),
     limit: spec.defaultLimit ?? 50,
     offset: 0,
@@ -62,6 +67,9 @@ export function parseQuery(url: string, spec: QuerySpec): ParsedQuery {
       if (name === 'labels' && spec.labels) {
         if (sub === undefined || sub === '') bad(key, 'name a label: filter[labels][KEY]=VALUE');
         out.labels[sub] = value;
+      } else if (spec.maps?.includes(name)) {
+        if (sub === undefined || sub === '') bad(key, `name a key: filter[${name}][KEY]=VALUE`);
+        out.maps.set(name, { ...(out.maps.get(name) ?? {}), [sub]: value });
       } else if (spec.ranges?.includes(name)) {
         if (sub === undefined) bad(key, 'name a bound: gt, gte, lt or lte');
         out.ranges.set(name, addBound(out.ranges.get(name) ?? {}, sub, parseTime(key, value), key));
@@ -70,7 +78,7 @@ export function parseQuery(url: string, spec: QuerySpec): ParsedQuery {
         if (values.length === 0) bad(key, 'must not be empty');
         out.filters.set(name, [...(out.filters.get(name) ?? []), ...values]);
       } else {
-        bad(key, `unknown filter; known: ${[...spec.filters, ...(spec.ranges ?? []), ...(spec.labels ? ['labels'] : [])].join(', ')}`);
+        bad(key, `unknown filter; known: ${[...spec.filters, ...(spec.ranges ?? []), ...(spec.labels ? ['labels'] : []), ...(spec.maps ?? [])].join(', ')}`);
       }
       continue;
     }

@@ -4,7 +4,7 @@
 
 import type { AuditEntry } from '../core/audit.js';
 import type { ClientRecord } from '../store/access.js';
-import type { Attempt, DeadLetter, EventRecord, Run, RunEvent, RunSummary } from '../core/types.js';
+import type { Attempt, DeadLetter, EventRecord, Host, HostEvent, Run, RunEvent, RunSummary } from '../core/types.js';
 
 const iso = (ms: number | null | undefined): string | null => (ms === null || ms === undefined ? null : new Date(ms).toISOString());
 
@@ -99,6 +99,30 @@ export function deadLetterResource(d: DeadLetter) {
 
 export function runEventResource(e: RunEvent) {
   return { seq: e.seq, event_type: e.eventType, run: runResource(e.payload), at: iso(e.at) };
+}
+
+export function hostResource(h: Host) {
+  return {
+    id: h.id,
+    run: h.runId,
+    name: h.name,
+    status: h.status,
+    log: h.log,
+    sequence: h.sequence,
+    details: h.details,
+    service: h.service,
+    org_id: h.orgId,
+    created_at: iso(h.createdAt),
+    updated_at: iso(h.updatedAt),
+  };
+}
+
+export const HOST_FIELDS = Object.keys(
+  hostResource({ id: '', runId: '', name: '', status: 'running', log: '', sequence: null, details: {}, service: '', orgId: '', createdAt: 0, updatedAt: 0 }),
+);
+
+export function hostEventResource(e: HostEvent) {
+  return { seq: e.seq, event_type: e.eventType, host: hostResource(e.payload), at: iso(e.at) };
 }
 
 /** Sparse fieldsets: keep only the named fields. */

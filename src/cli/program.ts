@@ -5,6 +5,7 @@
  */
 
 import { Command, CommanderError, Option } from 'commander';
+import { PRESET, type Preset } from '../preset.js';
 import { CliError, fail } from './output.js';
 
 /**
@@ -17,7 +18,8 @@ function lazy<M, K extends keyof M>(load: () => Promise<M>, name: K): (...args: 
   };
 }
 
-export function buildProgram(): Command {
+/** The program: the core's commands, then those of the preset's profiles (switched on or not: a command needs no server). */
+export function buildProgram(preset: Preset = PRESET): Command {
   const program = new Command('dispatcher')
     .description('Event dispatcher: events in from HTTP or any bus, checked, routed by rules to actions, every run tracked.')
     .version('0.1.0')
@@ -189,11 +191,12 @@ export function buildProgram(): Command {
     .addOption(configOption())
     .action(lazy(() => import('./config.js'), 'validateConfigCommand'));
 
+  for (const profile of preset) profile.cli?.(program);
   return program;
 }
 
-export async function main(argv: string[]): Promise<number> {
-  const program = buildProgram();
+export async function main(argv: string[], preset: Preset = PRESET): Promise<number> {
+  const program = buildProgram(preset);
   try {
     await program.parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : 0;

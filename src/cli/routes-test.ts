@@ -1,10 +1,8 @@
 /** `dispatcher routes test EVENT.json`: which routes and actions an event matches, and why. */
 
 import { pino } from 'pino';
-import { loadPlugins, builtinActionTypes } from '../actions/index.js';
-import type { ActionType } from '../core/action.js';
 import { checkEnvelope } from '../core/envelope.js';
-import { compileRoutes, type RouteConfig, type RoutePlan } from '../core/routes.js';
+import { compileRoutes, type RoutePlan } from '../core/routes.js';
 import { TypeRegistry } from '../core/type-registry.js';
 import type { CloudEvent } from '../core/types.js';
 import type { DispatcherConfig } from '../config/schema.js';
@@ -12,13 +10,13 @@ import { configFromFlags } from './serve.js';
 import { readEvents } from './send.js';
 import { CliError, printJson } from './output.js';
 
+/** The routes compiled as `serve` compiles them (the preset's action types, the plugins), without opening the store. */
 export async function compileForCheck(config: DispatcherConfig): Promise<RoutePlan> {
-  const actionTypes = new Map<string, ActionType>();
-  for (const t of [...builtinActionTypes, ...(await loadPlugins(config.plugins))]) actionTypes.set(t.type, t);
+  const { configuredActionTypes } = await import('../dispatcher.js');
   new TypeRegistry(config.types);
   return compileRoutes({
-    routes: config.routes as RouteConfig[],
-    actionTypes,
+    routes: config.routes,
+    actionTypes: await configuredActionTypes(config),
     actionSettings: config.actions as Record<string, Record<string, unknown>>,
     log: pino({ level: 'silent' }),
     outputs: config.outputs.map((o) => o.name),

@@ -64,9 +64,10 @@ export async function serveCommand(options: ServeOptions): Promise<void> {
 
 export async function migrateCommand(options: { config?: string; store?: string }): Promise<void> {
   const config = await configFromFlags(options);
+  const { configuredMigrations } = await import('../dispatcher.js');
   const store = await openStore({ url: config.store.url, poolSize: 1 });
   try {
-    await store.migrate();
+    await store.migrate(configuredMigrations(config));
   } catch (err) {
     throw new CliError(`migration failed: ${(err as Error).message}`);
   } finally {

@@ -22,33 +22,38 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { parseDocument } from 'yaml';
+import { HTTP_ACTION_SECTION } from '../actions/http/settings.js';
+import { SERVER_SECTION } from '../api/settings.js';
 import { DispatcherError, type ErrorProblem } from '../core/errors.js';
 import { isPskKey } from '../core/credentials.js';
+import { INTAKE_SECTION } from '../core/intake.js';
+import { decodeOptions, type Options, type Raw, type TSchema } from '../core/options.js';
 import { toGrant, type Grant, type PermissionSpec } from '../core/principal.js';
+import { qualified, STREAM_KINDS, type StreamKind } from '../core/profile.js';
+import { ROUTE_SCHEMA, routeActions, type RouteConfig } from '../core/routes.js';
+import { RETENTION_SECTION, RUNNER_SECTION } from '../core/runner.js';
+import { AUTH_SECTION, DEAD_LETTERS_SECTION, LOG_SECTION, METRICS_SECTION, type AuthConfig, type PskConfig } from '../core/settings.js';
 import { parseDuration, parseSize } from '../core/units.js';
-import { DEFAULTS } from './defaults.js';
-import type { DecoderConfig } from '../transports/index.js';
-import { TRANSPORT_NAMES, type TransportName } from '../transports/schema.js';
+import { PRESET, type Preset } from '../preset.js';
+import { STORE_SECTION } from '../store/settings.js';
+import { BUILTIN_DECODERS, TRANSPORT_NAMES, type TransportName } from '../transports/schema.js';
+import type { DecoderConfig } from '../transports/decode.js';
 import {
-  CONFIG_SCHEMA,
+  configSchema,
+  defaultConfig,
   ENV_OPTIONS,
   kindOf,
+  presetNames,
   schemaAt,
   unitOf,
-  type AuthConfig,
   type DeepPartial,
   type DispatcherConfig,
   type InputConfig,
-  type OutputConfig,
-  type PskConfig,
-  type RawAuthConfig,
   type JsonSchema,
+  type OutputConfig,
   type RawConfig,
-  type RawRoute,
-  type RawTypeConfig,
-  type RouteAction,
-  type RouteConfig,
   type SchemaNode,
+  type StreamConfig,
   type TypeConfig,
   type ValueKind,
 } from './schema.js';
@@ -60,6 +65,8 @@ export interface LoadConfigOptions {
   env?: NodeJS.ProcessEnv;
   /** The last layer: command-line flags. Relative paths in it are taken from the working directory. */
   overrides?: DeepPartial<RawConfig>;
+  /** What the dispatcher is made of: the profiles whose sections `profiles` may hold (default: src/preset.ts). */
+  preset?: Preset;
 }
 
 /** One problem of a configuration: `pointer` and `message` as every DispatcherError has them, plus `source`. */
@@ -79,9 +86,10 @@ const DEFAULTS_SOURCE = 'defaults';
 export async function loadConfig(options: LoadConfigOptions = {}): Promise<DispatcherConfig> {
   const env = options.env ?? process.env;
   const file = options.file ?? (env.DISPATCHER_CONFIG || undefined);
+  const preset = options.preset ?? PRESET;
   const problems = new Problems();
 
-  const layers: Layer[] = [{ source: DEFAULTS_SOURCE, value: structuredClone(DEFAULTS) }];
+  const layers: Layer[] = [{ source: DEFAULTS_SOURCE, value: defaultConfig(preset) }];
   if (file !== undefined) {
     const fileLayer = await readFileLayer(file, env, problems);
     if (fileLayer !== null) layers.push(fileLayer);
@@ -96,19 +104,23 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Dispa
   let merged: unknown = {};
   for (const layer of layers) merged = mergeLayer(merged, layer.value, [], layer.source, origins);
 
-  checkSchema(merged, origins, problems);
+  // `profiles: { name: }` (nothing after the key) switches a profile on with its defaults.
+  if (isPlainObject(merged) && isPlainObject(merged.profiles)) {
+    for (const [name, section] of Object.entries(merged.profiles)) if (section === null) merged.profiles[name] = {};
+  }
+  checkSchema(merged, preset, origins, problems);
   checkRoutes(merged, origins, problems);
   problems.throwIfAny();
   const raw = merged as RawConfig;
 
-  const config = await normalize(raw, origins, problems, env);
+  const config = await normalize(raw, preset, origins, problems, env);
   problems.throwIfAny();
   return deepFreeze(config);
 }
 
 /** Load `file` the way `loadConfig` would (with the environment, without flags); for `validate-config`. */
-export function validateConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): Promise<DispatcherConfig> {
-  return loadConfig({ file, env });
+export function validateConfigFile(file: string, env: NodeJS.ProcessEnv = process.env, preset: Preset = PRESET): Promise<DispatcherConfig> {
+  return loadConfig({ file, env, preset });
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -422,19 +434,21 @@ function resolvePaths<T>(value: T, baseDir: string): T {
 // ---------------------------------------------------------------------------------------------------
 // The check: once, with Ajv, against CONFIG_SCHEMA; then what a schema cannot say.
 
-let validator: ValidateFunction | undefined;
+const validators = new WeakMap<Preset, ValidateFunction>();
 
-function compiledSchema(): ValidateFunction {
+function compiledSchema(preset: Preset): ValidateFunction {
+  let validate = validators.get(preset);
   // useDefaults fills what a route or type leaves out (retry, timeout, …) from the schema's defaults;
   // verbose gives each error its schema and value, for messages that say what was expected and found.
-  validator ??= new Ajv({ allErrors: true, verbose: true, useDefaults: true, allowUnionTypes: true, strict: true, strictRequired: false }).compile(
-    CONFIG_SCHEMA as object,
-  );
-  return validator;
+  if (validate === undefined) {
+    validate = new Ajv({ allErrors: true, verbose: true, useDefaults: true, allowUnionTypes: true, strict: true, strictRequired: false }).compile(configSchema(preset) as object);
+    validators.set(preset, validate);
+  }
+  return validate;
 }
 
-function checkSchema(data: unknown, origins: Origins, problems: Problems): void {
-  const validate = compiledSchema();
+function checkSchema(data: unknown, preset: Preset, origins: Origins, problems: Problems): void {
+  const validate = compiledSchema(preset);
   if (validate(data)) return;
   const errors = validate.errors ?? [];
   // An option that is a duration or a size is an anyOf of a number and a pattern; say that once, in words,
@@ -576,64 +590,43 @@ function bytes(value: unknown): number {
   return n;
 }
 
-async function normalize(raw: RawConfig, origins: Origins, problems: Problems, env: NodeJS.ProcessEnv): Promise<DispatcherConfig> {
-  const { server, store, log, intake, runner, deadLetters, retention, metrics } = raw;
+/** A section normalized by its declaration: durations in milliseconds, sizes in bytes. */
+function decoded<T extends TSchema>(section: T, value: unknown): Options<T> {
+  return decodeOptions(section as SchemaNode, value) as Options<T>;
+}
+
+async function normalize(raw: RawConfig, preset: Preset, origins: Origins, problems: Problems, env: NodeJS.ProcessEnv): Promise<DispatcherConfig> {
   const { http, ...otherActions } = raw.actions;
   return {
-    server: {
-      host: server.host,
-      port: server.port,
-      bodyLimit: bytes(server.bodyLimit),
-      requestTimeout: ms(server.requestTimeout),
-      cors: server.cors.map((c) => ({
-        path: c.path,
-        origins: [...c.origins],
-        methods: [...(c.methods ?? ['GET', 'POST', 'DELETE'])],
-        headers: [...(c.headers ?? [])],
-        credentials: c.credentials ?? false,
-        maxAge: Math.round(ms(c.maxAge ?? '10m') / 1000),
-      })),
-      rateLimit: { max: server.rateLimit.max, window: ms(server.rateLimit.window) },
-    },
-    store: { url: store.url, poolSize: store.poolSize },
-    log: { level: log.level },
-    intake: { strict: intake.strict, maxBatch: intake.maxBatch, maxDepth: intake.maxDepth, maxHops: intake.maxHops },
-    runner: {
-      concurrency: runner.concurrency,
-      batchSize: runner.batchSize,
-      lease: ms(runner.lease),
-      poll: ms(runner.poll),
-      sweepInterval: ms(runner.sweepInterval),
-      shutdownTimeout: ms(runner.shutdownTimeout),
-      dispatchWait: ms(runner.dispatchWait),
-    },
-    deadLetters: { maxBytes: bytes(deadLetters.maxBytes), maxCount: deadLetters.maxCount },
-    retention: {
-      runs: ms(retention.runs),
-      events: ms(retention.events),
-      runEvents: ms(retention.runEvents),
-      deadLetters: ms(retention.deadLetters),
-      interval: ms(retention.interval),
-      batchSize: retention.batchSize,
-    },
-    metrics: { enabled: metrics.enabled },
+    server: decoded(SERVER_SECTION, raw.server),
+    store: decoded(STORE_SECTION, raw.store),
+    log: decoded(LOG_SECTION, raw.log),
+    intake: decoded(INTAKE_SECTION, raw.intake),
+    runner: decoded(RUNNER_SECTION, raw.runner),
+    deadLetters: decoded(DEAD_LETTERS_SECTION, raw.deadLetters),
+    retention: decoded(RETENTION_SECTION, raw.retention),
+    metrics: decoded(METRICS_SECTION, raw.metrics),
     auth: normalizeAuth(raw.auth, origins, problems, env),
-    actions: {
-      ...otherActions,
-      http: {
-        allow: [...http.allow],
-        ...(http.signingSecret === undefined ? {} : { signingSecret: http.signingSecret }),
-        timeout: ms(http.timeout),
-        maxResponseBytes: bytes(http.maxResponseBytes),
-        userAgent: http.userAgent,
-      },
-    },
+    actions: { ...otherActions, http: decoded(HTTP_ACTION_SECTION, http) },
     plugins: { ...raw.plugins },
-    inputs: normalizeInputs(raw, origins, problems),
-    outputs: normalizeOutputs(raw, origins, problems),
+    inputs: normalizeInputs(raw, preset, origins, problems),
+    outputs: normalizeOutputs(raw, preset, origins, problems),
     types: await normalizeTypes(raw.types, origins, problems),
-    routes: raw.routes.map(normalizeRoute),
+    routes: raw.routes.map((route): RouteConfig => ({ ...decoded(ROUTE_SCHEMA, route), actions: routeActions(route.actions) })),
+    profiles: normalizeProfiles(raw, preset),
   };
+}
+
+/** The profiles switched on, each section normalized by its declaration (`{}` for a profile without one). */
+function normalizeProfiles(raw: RawConfig, preset: Preset): Record<string, Record<string, unknown>> {
+  const out: Record<string, Record<string, unknown>> = {};
+  for (const [name, section] of Object.entries(raw.profiles)) {
+    const profile = preset.find((p) => p.name === name && p.builtIn !== true);
+    // The schema check let only the preset's profiles through.
+    if (profile === undefined) continue;
+    out[name] = (profile.config === undefined ? { ...(section ?? {}) } : decodeOptions(profile.config as SchemaNode, section ?? {})) as Record<string, unknown>;
+  }
+  return out;
 }
 
 /**
@@ -655,40 +648,97 @@ function transportEntries(section: 'inputs' | 'outputs', raw: RawConfig, origins
       continue;
     }
     const transport = named[0]!;
-    const options = withUnits(entry[transport], schemaAt([...at, transport])) as Record<string, unknown>;
+    const options = decodeOptions(schemaAt([...at, transport]), entry[transport]) as Record<string, unknown>;
     out.push({ name, transport, options, entry });
   }
   return out;
 }
 
-/** `value` with every duration and size the schema node describes (at any depth) as a number. */
-function withUnits(value: unknown, node: SchemaNode | undefined): unknown {
-  const unit = unitOf(node);
-  if (unit !== null) return unit === 'duration' ? ms(value) : bytes(value);
-  if (node?.properties === undefined || value === null || typeof value !== 'object' || Array.isArray(value)) return value;
-  const out: Record<string, unknown> = {};
-  for (const [key, v] of Object.entries(value)) out[key] = withUnits(v, node.properties[key]);
-  return out;
+/** Compiled validators of the profiles' decoder options, by decoder name. */
+const decoderValidators = new Map<object, ValidateFunction>();
+
+function normalizeInputs(raw: RawConfig, preset: Preset, origins: Origins, problems: Problems): InputConfig[] {
+  return transportEntries('inputs', raw, origins, problems).map(({ name, transport, options, entry }) => {
+    const decoder = (entry.decoder as DecoderConfig | undefined) ?? { format: 'cloudevents' };
+    checkDecoder(decoder, ['inputs', name, 'decoder'], raw, preset, origins, problems);
+    return {
+      name,
+      transport,
+      options,
+      decoder,
+      service: (entry.service as string | undefined) ?? name,
+      orgId: (entry.orgId as string | undefined) ?? raw.auth.defaults.orgId,
+      maxBytes: bytes(entry.maxBytes ?? raw.server.bodyLimit),
+    };
+  });
 }
 
-function normalizeInputs(raw: RawConfig, origins: Origins, problems: Problems): InputConfig[] {
-  return transportEntries('inputs', raw, origins, problems).map(({ name, transport, options, entry }) => ({
-    name,
-    transport,
-    options,
-    decoder: (entry.decoder as DecoderConfig | undefined) ?? { format: 'cloudevents' },
-    service: (entry.service as string | undefined) ?? name,
-    orgId: (entry.orgId as string | undefined) ?? raw.auth.defaults.orgId,
-    maxBytes: bytes(entry.maxBytes ?? raw.server.bodyLimit),
-  }));
+/** A profile's decoder: its profile is switched on, and its options are what it takes. */
+function checkDecoder(decoder: DecoderConfig, at: Path, raw: RawConfig, preset: Preset, origins: Origins, problems: Problems): void {
+  if ((BUILTIN_DECODERS as readonly string[]).includes(decoder.format)) {
+    if ('options' in decoder && decoder.options !== undefined) problems.add(origins.of([...at, 'options']), [...at, 'options'], `the ${decoder.format} decoder takes no options`);
+    return;
+  }
+  const profile = preset.find((p) => Object.keys(p.decoders ?? {}).some((n) => qualified(p, n) === decoder.format));
+  if (profile === undefined) return; // the schema check names the known formats
+  if (profile.builtIn !== true && !(profile.name in raw.profiles)) {
+    problems.add(origins.of([...at, 'format']), [...at, 'format'], `the decoder "${decoder.format}" is the profile ${profile.name}'s: switch it on with \`profiles: { ${profile.name}: {} }\``);
+    return;
+  }
+  const type = profile.decoders![decoder.format.slice(profile.builtIn === true ? 0 : profile.name.length + 1)]!;
+  if (type.options === undefined) return;
+  let validate = decoderValidators.get(type);
+  if (validate === undefined) {
+    validate = new Ajv({ allErrors: true, verbose: true, useDefaults: true, allowUnionTypes: true, strict: false }).compile(type.options as object);
+    decoderValidators.set(type, validate);
+  }
+  const options = ((decoder as { options?: Record<string, unknown> }).options ??= {});
+  if (validate(options)) return;
+  for (const e of validate.errors ?? []) {
+    const { at: inner, problem } = explain(e, options);
+    problems.add(origins.of([...at, 'options']), [...at, 'options', ...inner], problem);
+  }
 }
 
-function normalizeOutputs(raw: RawConfig, origins: Origins, problems: Problems): OutputConfig[] {
+const DEFAULT_PRESENTERS: Record<StreamKind, string> = { runEvents: 'run', hostEvents: 'host', deadLetters: 'deadLetter' };
+const DEFAULT_STREAM_NAMES: Record<StreamKind, string> = { runEvents: 'run_events', hostEvents: 'host_events', deadLetters: 'dead_letters' };
+
+function normalizeOutputs(raw: RawConfig, preset: Preset, origins: Origins, problems: Problems): OutputConfig[] {
+  const { presenters } = presetNames(preset);
   return transportEntries('outputs', raw, origins, problems).map(({ name, transport, options, entry }) => {
-    const output: { -readonly [K in keyof OutputConfig]: OutputConfig[K] } = { name, transport, options };
-    if (entry.runEvents !== undefined) output.runEvents = { topic: (entry.runEvents as { topic: string }).topic };
-    if (entry.deadLetters !== undefined) output.deadLetters = { topic: (entry.deadLetters as { topic: string }).topic };
-    return output;
+    const written: Array<{ kind: StreamKind; spec: Record<string, unknown>; at: Path }> = [];
+    for (const kind of STREAM_KINDS) if (entry[kind] !== undefined) written.push({ kind, spec: entry[kind] as Record<string, unknown>, at: ['outputs', name, kind] });
+    ((entry.streams as Array<Record<string, unknown>> | undefined) ?? []).forEach((spec, i) => written.push({ kind: spec.stream as StreamKind, spec, at: ['outputs', name, 'streams', i] }));
+    const streams: StreamConfig[] = [];
+    const names = new Map<string, Path>();
+    for (const { kind, spec, at } of written) {
+      const stream: StreamConfig = {
+        name: (spec.name as string | undefined) ?? DEFAULT_STREAM_NAMES[kind],
+        kind,
+        topic: spec.topic as string,
+        presenter: (spec.presenter as string | undefined) ?? DEFAULT_PRESENTERS[kind],
+        filter: { ...((spec.filter as StreamConfig['filter'] | undefined) ?? {}) },
+      };
+      const other = names.get(stream.name);
+      if (other !== undefined) {
+        problems.add(origins.of(at), at, `its cursor "${stream.name}" is also the cursor of ${toDisplayPath(other)}: give one of them a \`name\``);
+      }
+      names.set(stream.name, at);
+      const presenter = presenters.get(stream.presenter);
+      if (presenter === undefined) {
+        const known = [...presenters].filter(([, p]) => p.stream === kind).map(([n]) => n);
+        problems.add(origins.of([...at, 'presenter']), [...at, 'presenter'], `no presenter "${stream.presenter}"; for ${kind}: ${known.join(', ')}`);
+      } else if (presenter.stream !== kind) {
+        problems.add(origins.of([...at, 'presenter']), [...at, 'presenter'], `the presenter "${stream.presenter}" shows ${presenter.stream}, not ${kind}`);
+      } else if (!preset.find((p) => p.name === presenter.profile)!.builtIn && !(presenter.profile in raw.profiles)) {
+        problems.add(origins.of([...at, 'presenter']), [...at, 'presenter'], `the presenter "${stream.presenter}" is the profile ${presenter.profile}'s: switch it on with \`profiles: { ${presenter.profile}: {} }\``);
+      }
+      for (const [i, profile] of (stream.filter.profile ?? []).entries()) {
+        if (!(profile in raw.profiles)) problems.add(origins.of([...at, 'filter']), [...at, 'filter', 'profile', i], `no profile "${profile}" is switched on`);
+      }
+      streams.push(stream);
+    }
+    return { name, transport, options, streams };
   });
 }
 
@@ -708,7 +758,7 @@ function grants(specs: readonly PermissionSpec[], at: Path, origins: Origins, pr
 /** `PSK_AUTH_<SERVICE>=<key>` variables, as the playbook dispatcher reads them. */
 const PSK_VARIABLE = /^PSK_AUTH_(.+)$/;
 
-function normalizeAuth(auth: RawAuthConfig, origins: Origins, problems: Problems, env: NodeJS.ProcessEnv): AuthConfig {
+function normalizeAuth(auth: Raw<typeof AUTH_SECTION>, origins: Origins, problems: Problems, env: NodeJS.ProcessEnv): AuthConfig {
   const defaults = { orgId: auth.defaults.orgId, grants: grants(auth.defaults.permissions, ['auth', 'defaults', 'permissions'], origins, problems) };
   const psk: PskConfig[] = auth.psk.map((p, i) => ({
     service: p.service,
@@ -751,7 +801,7 @@ function normalizeAuth(auth: RawAuthConfig, origins: Origins, problems: Problems
 }
 
 async function normalizeTypes(
-  types: Record<string, RawTypeConfig>,
+  types: RawConfig['types'],
   origins: Origins,
   problems: Problems,
 ): Promise<Record<string, TypeConfig>> {
@@ -799,28 +849,6 @@ async function readSchemaFile(file: string, at: Path, origins: Origins, problems
     return undefined;
   }
   return value;
-}
-
-function normalizeRoute(route: RawRoute): RouteConfig {
-  // The schema check filled every default (useDefaults), so the non-null assertions hold.
-  const retry = route.retry!;
-  return {
-    name: route.name,
-    ...(route.description === undefined ? {} : { description: route.description }),
-    enabled: route.enabled!,
-    match: route.match,
-    actions: route.actions.map((action): RouteAction => {
-      const out: Record<string, unknown> = {};
-      for (const [key, value] of Object.entries(action)) out[key] = key !== 'name' && value === null ? {} : value;
-      return out;
-    }),
-    retry: { attempts: retry.attempts!, backoff: ms(retry.backoff), maxBackoff: ms(retry.maxBackoff), maxAge: ms(retry.maxAge) },
-    timeout: ms(route.timeout),
-    deadline: ms(route.deadline),
-    ...(route.concurrency === undefined ? {} : { concurrency: route.concurrency }),
-    ...(route.orderingKey === undefined ? {} : { orderingKey: route.orderingKey }),
-    labels: route.labels!,
-  };
 }
 
 /** Freeze every object and array reachable from `value`. */

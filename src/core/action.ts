@@ -9,6 +9,7 @@
 
 import type { Logger } from 'pino';
 import type { CloudEvent } from './types.js';
+import type { Services } from './services.js';
 import type { Template } from './template.js';
 
 /** What an attempt may report besides throwing. Throw a DispatcherError to fail (retryable or not). */
@@ -23,12 +24,17 @@ export type ActionOutcome =
       result?: unknown;
     }
   | {
-      /** Work was handed to someone else: the run stays `running` until a callback ends it. */
+      /**
+       * Work was handed to someone else: the run stays `running` (without a lease) until an answer resolves
+       * it (`Services.resolveRuns`, by run id or by tenant and `correlationId`) or its deadline makes it `timeout`.
+       */
       status: 'waiting';
       correlationId: string;
       /** When to give up waiting (ms since epoch); the run's deadline otherwise. */
       deadlineAt?: number;
       response?: string;
+      /** What the run keeps meanwhile (what was handed over, to whom). */
+      result?: unknown;
     };
 
 export interface ActionContext {
@@ -49,12 +55,13 @@ export interface ActionContext {
   services: ActionServices;
 }
 
-/** What the core lends to actions: kept small, so that actions never reach into the core's files. */
-export interface ActionServices {
+/**
+ * What the core lends to actions: kept small, so that actions never reach into the core's files. Besides
+ * `publish`, each is there when the dispatcher runs the action (tests may leave them out).
+ */
+export interface ActionServices extends Partial<Pick<Services, 'publishTo' | 'upsertHosts' | 'resolveRuns' | 'http'>> {
   /** Take an event in as if it arrived on the `embedded` input, one hop further. */
   publish(event: CloudEvent, hops: number): Promise<void>;
-  /** Publish an event to a configured output (binary mode); resolves once the output confirmed it. */
-  publishTo?(output: string, event: CloudEvent, destination: { topic?: string; key?: string }): Promise<void>;
 }
 
 export interface Action {

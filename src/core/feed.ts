@@ -1,6 +1,6 @@
 /**
- * The run-event feed: tails the outbox (`run_events`, ordered by `seq`) and hands each new run event to
- * the subscribers (the `/v1/stream` server-sent events, and later the outputs). It reads only while
+ * The run-event feed: tails the outbox (`run_events`, ordered by `seq`: run events and host events) and
+ * hands each new one to the subscribers (the `/v1/stream` server-sent events, and later the outputs). It reads only while
  * someone listens: after a commit that wrote run events (`poke`) and on a slow poll for changes made by
  * other processes.
  *
@@ -11,10 +11,10 @@
  */
 
 import type { Logger } from 'pino';
-import type { RunEvent } from './types.js';
+import type { OutboxEvent } from './types.js';
 import type { Store } from '../store/types.js';
 
-export type RunEventListener = (events: RunEvent[]) => void;
+export type RunEventListener = (events: OutboxEvent[]) => void;
 
 export class RunEventFeed {
   readonly #store: Store;

@@ -13,6 +13,7 @@
  */
 
 import type { Logger } from 'pino';
+import { section, Type, type Options } from './options.js';
 import { newId } from './ids.js';
 import type { NewAuditEntry } from './audit.js';
 import { Batcher, type Chain } from './batcher.js';
@@ -22,15 +23,25 @@ import type { Metrics } from './metrics.js';
 import type { RoutePlan } from './routes.js';
 import type { TypeRegistry } from './type-registry.js';
 import type { CloudEvent, Owner } from './types.js';
-import { plannedRun } from '../store/shared.js';
+import { plannedRun } from './run-state.js';
 import type { ClaimedRun, IntakeItem, IntakeResult, NewDeadLetter, NewRun, Store } from '../store/types.js';
 
-export interface IntakeSettings {
-  /** Reject events whose type is not registered. */
-  strict: boolean;
-  maxBatch: number;
-  maxDepth: number;
-  maxHops: number;
+export const INTAKE_SECTION = section(
+  {
+    strict: Type.Boolean({ description: 'Reject events whose type is not registered under `types` (dead letter, `unknown_type`).', default: false }),
+    maxBatch: Type.Integer({ minimum: 1, description: 'Most events in one batch (`batch_too_large` beyond).', default: 1000 }),
+    maxDepth: Type.Integer({ minimum: 1, description: 'Deepest JSON nesting accepted (`too_deep` beyond).', default: 32 }),
+    maxHops: Type.Integer({
+      minimum: 0,
+      description: 'Most `publish` hops an event may have gone through (`hop_limit_exceeded` beyond): stops routing loops.',
+      default: 8,
+    }),
+  },
+  { description: 'How events are taken in and checked.' },
+);
+export type IntakeConfig = Options<typeof INTAKE_SECTION>;
+
+export interface IntakeSettings extends IntakeConfig {
   /** Raw bytes kept per dead letter. */
   deadLetterMaxBytes: number;
 }

@@ -21,15 +21,22 @@
  */
 
 import type { Logger } from 'pino';
+import type { OutboundMessage, OutputDriver } from './outbox.js';
+import type { Presented } from './profile.js';
+import type { DeadLetter, HostEvent, OutboxEvent, RunEvent } from './types.js';
 import type { RelayStream, Store } from '../store/types.js';
-import { deadLetterMessage, runEventMessage, type OutboundMessage, type OutputDriver, type RunPresenter } from '../transports/index.js';
 
 export interface RelaySource {
+  /** The stream's name: its cursor's key. */
   readonly stream: RelayStream;
   /** What `dispatcher_output_published_total` calls these messages. */
   readonly what: string;
-  /** Items after `afterSeq`, in seq order, each made into the message to publish. */
-  read(afterSeq: number, limit: number): Promise<Array<{ seq: number; message: OutboundMessage }>>;
+  /**
+   * Items after `afterSeq`, in seq order, each made into the message to publish, or null for an item the
+   * stream leaves out (another kind, or not passing its filter): its seq still counts, for the gaps and
+   * the cursor.
+   */
+  read(afterSeq: number, limit: number): Promise<Array<{ seq: number; message: OutboundMessage | null }>>;
   lastSeq(): Promise<number>;
 }
 
@@ -213,8 +220,12 @@ export class Relay {
     else if (await this.#gapSettled(read[read.length - 1]!.seq)) return true;
     if (take === 0) return false;
     const batch = take === read.length ? read : read.slice(0, take);
-    await this.#o.driver.publish(batch.map((r) => r.message));
-    this.#o.onPublished?.(batch.length);
+    const messages: OutboundMessage[] = [];
+    for (const r of batch) if (r.message !== null) messages.push(r.message);
+    if (messages.length > 0) {
+      await this.#o.driver.publish(messages);
+      this.#o.onPublished?.(messages.length);
+    }
     this.#lastError = null;
     const to = batch[batch.length - 1]!.seq;
     await this.#advance(to);
@@ -272,22 +283,58 @@ export class Relay {
   }
 }
 
-/** Run events from the outbox, as run-event messages to `topic`. */
-export function runEventSource(store: Store, topic: string, present: RunPresenter): RelaySource {
+/** How a stream presents what it relays, where to, and what it leaves out. */
+export interface StreamSpec<T> {
+  /** Its name: the key of its cursor. */
+  readonly name: string;
+  readonly topic: string;
+  present(item: T): Presented;
+  /** What the stream takes (its route, service and profile filters); absent: everything of its kind. */
+  readonly accepts?: (item: T) => boolean;
+}
+
+function published(presented: Presented, topic: string): OutboundMessage {
+  return { ...presented, topic };
+}
+
+/**
+ * Events of one kind from the outbox (run events, or host events: both are in one `seq` order), each
+ * presented as the stream's presenter shows it.
+ */
+export function outboxSource<K extends OutboxEvent['kind']>(store: Store, kind: K, spec: StreamSpec<Extract<OutboxEvent, { kind: K }>>): RelaySource {
+  type E = Extract<OutboxEvent, { kind: K }>;
   return {
-    stream: 'run_events',
-    what: 'run_event',
-    read: async (afterSeq, limit) => (await store.readRunEvents(afterSeq, limit)).map((e) => ({ seq: e.seq, message: runEventMessage(e, topic, present) })),
+    stream: spec.name,
+    what: kind === 'run' ? 'run_event' : 'host_event',
+    read: async (afterSeq, limit) =>
+      (await store.readRunEvents(afterSeq, limit)).map((e) => ({
+        seq: e.seq,
+        message: e.kind === kind && (spec.accepts === undefined || spec.accepts(e as E)) ? published(spec.present(e as E), spec.topic) : null,
+      })),
     lastSeq: () => store.lastRunEventSeq(),
   };
 }
 
-/** Dead letters in the order they were made, as dead-letter messages to `topic`. */
-export function deadLetterSource(store: Store, topic: string): RelaySource {
+/** Run events from the outbox. */
+export function runEventSource(store: Store, spec: StreamSpec<RunEvent>): RelaySource {
+  return outboxSource(store, 'run', spec);
+}
+
+/** Host events from the outbox. */
+export function hostEventSource(store: Store, spec: StreamSpec<HostEvent>): RelaySource {
+  return outboxSource(store, 'host', spec);
+}
+
+/** Dead letters in the order they were made. */
+export function deadLetterSource(store: Store, spec: StreamSpec<DeadLetter>): RelaySource {
   return {
-    stream: 'dead_letters',
+    stream: spec.name,
     what: 'dead_letter',
-    read: async (afterSeq, limit) => (await store.readDeadLetters(afterSeq, limit)).map((d) => ({ seq: d.seq, message: deadLetterMessage(d.deadLetter, topic) })),
+    read: async (afterSeq, limit) =>
+      (await store.readDeadLetters(afterSeq, limit)).map((d) => ({
+        seq: d.seq,
+        message: spec.accepts === undefined || spec.accepts(d.deadLetter) ? published(spec.present(d.deadLetter), spec.topic) : null,
+      })),
     lastSeq: () => store.lastDeadLetterSeq(),
   };
 }

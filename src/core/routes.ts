@@ -10,24 +10,80 @@ import type { Logger } from 'pino';
 import { newId } from './ids.js';
 import type { Action, ActionType } from './action.js';
 import { DispatcherError } from './errors.js';
+import { duration, map, object, section, Type, type Options } from './options.js';
 import { buildRouteIndex, type RouteIndex } from './router.js';
 import { TemplateEngine, templateScope, type Template } from './template.js';
 import type { CloudEvent } from './types.js';
 import type { NewRun } from '../store/types.js';
 
-/** A route as the (normalized) configuration gives it: durations in milliseconds. */
-export interface RouteConfig {
-  name: string;
-  description?: string;
-  enabled?: boolean;
-  match?: Record<string, unknown>;
-  actions: Array<Record<string, unknown>>;
-  retry: { attempts: number; backoff: number; maxBackoff: number; maxAge: number };
-  timeout: number;
-  deadline: number;
-  concurrency?: number;
-  orderingKey?: string;
-  labels?: Record<string, string>;
+/** The names of routes and of actions inside them. */
+const NAME_PATTERN = '^[A-Za-z0-9_.:-]+$';
+
+const RETRY_SCHEMA = section(
+  {
+    attempts: Type.Integer({ minimum: 1, description: 'Attempts in all, the first included (1: never retry).', default: 5 }),
+    backoff: duration('Wait before the first retry; doubles with each further retry.', '1s'),
+    maxBackoff: duration('The longest wait between two attempts.', '5m'),
+    maxAge: duration('Give up (failure and a dead letter) once a retry would start later than this after the run was created.', '24h'),
+  },
+  { description: 'How failed attempts are retried: exponential backoff with full jitter, honouring Retry-After.' },
+);
+
+/** One item of a route's `actions`: one action-type key → its parameters, plus an optional `name`. */
+export type RouteAction = { readonly name?: string } & Readonly<Record<string, unknown>>;
+
+const ROUTE_ACTION_SCHEMA = Type.Unsafe<RouteAction>({
+  type: 'object',
+  description:
+    'One action: exactly one key, the action type (`http`, `publish`, `noop`, a plugin or profile type …), whose value is ' +
+    'its parameters; plus an optional `name`. Strings in parameters may hold templates (`{{ data.title }}`).',
+  minProperties: 1,
+  properties: {
+    name: { type: 'string', pattern: NAME_PATTERN, description: "The action's name inside its route (runs show it); unique within the route. Default: its type." },
+  },
+  additionalProperties: { type: ['object', 'null'], description: 'The parameters of the action, as the action type defines them; not normalized (`null`: none).' },
+});
+
+export const ROUTE_SCHEMA = object(
+  {
+    name: Type.String({ pattern: NAME_PATTERN, description: 'Unique name of the route (letters, digits, `_`, `.`, `:`, `-`); runs refer to it.' }),
+    description: Type.Optional(Type.String({ description: 'What the route is for.' })),
+    enabled: Type.Boolean({ description: 'A disabled route matches nothing.', default: true }),
+    match: Type.Unsafe<Record<string, unknown>>({
+      type: 'object',
+      description:
+        'Which events the route takes: `type` (exact or with `*` wildcards), `topic` (AMQP pattern: `*` one word, ' +
+        '`#` any number), `data` (path → accepted values) and extension attributes. The router checks its content.',
+    }),
+    actions: Type.Array(ROUTE_ACTION_SCHEMA, { minItems: 1, description: 'What to run for a matched event: one run per action.' }),
+    retry: RETRY_SCHEMA,
+    timeout: duration('Longest time one attempt may take (then `attempt_timeout`, retryable).', '30s'),
+    deadline: duration('Longest time the whole run may take, retries and waiting included (then `timeout`).', '1h'),
+    concurrency: Type.Optional(Type.Integer({ minimum: 1, description: 'At most this many runs of this route at once. Default: no limit.' })),
+    orderingKey: Type.Optional(
+      Type.String({ minLength: 1, description: 'Template (`{{ subject }}`): runs with the same key run one at a time, in the order of their events.' }),
+    ),
+    labels: map(Type.String({ description: 'A string template (`{{ data.team }}`).' }), {
+      description: 'Labels put on every run of the route; values are string templates.',
+      default: {},
+    }),
+  },
+  { description: 'A route: events that `match` become runs of its `actions`.' },
+);
+
+/** A route as the normalized configuration gives it: durations in milliseconds, `null` parameters as `{}`. */
+export type RouteConfig = Options<typeof ROUTE_SCHEMA>;
+
+/**
+ * With no configuration at all, the one built-in route turns every `example.*` event into a run of the
+ * `noop` action, which succeeds: `dispatcher serve` plus one POST shows the whole way of an event.
+ * A file that sets `routes` replaces this list.
+ */
+export const EXAMPLE_ROUTE = { name: 'example', match: { type: 'example.*' }, actions: [{ noop: {} }] };
+
+/** A route's actions as written, with `null` parameters (`- noop:` in YAML) as `{}`. */
+export function routeActions(actions: readonly RouteAction[]): RouteAction[] {
+  return actions.map((action) => Object.fromEntries(Object.entries(action).map(([key, value]) => [key, key !== 'name' && value === null ? {} : value])));
 }
 
 export interface CompiledAction {
@@ -58,7 +114,7 @@ export interface RoutePlan {
 }
 
 export interface CompileRoutesOptions {
-  routes: RouteConfig[];
+  routes: readonly RouteConfig[];
   actionTypes: ReadonlyMap<string, ActionType>;
   /** `actions.<type>` settings from the configuration. */
   actionSettings: Record<string, Record<string, unknown>>;

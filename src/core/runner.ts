@@ -25,13 +25,14 @@
  */
 
 import type { Logger } from 'pino';
+import { duration, section, Type, type Options } from './options.js';
 import type { ActionContext, ActionOutcome, ActionServices } from './action.js';
 import { DispatcherError, toDispatcherError } from './errors.js';
 import type { Metrics } from './metrics.js';
 import type { RoutePlan } from './routes.js';
 import { templateScope } from './template.js';
 import type { Attempt, CloudEvent, Run } from './types.js';
-import { runDeadLetter } from '../store/shared.js';
+import { runDeadLetter } from './run-state.js';
 import type { ClaimedRun, RunOutcome, Store } from '../store/types.js';
 
 /** How long outcomes gather before they are recorded, and how many are recorded at once at most. */
@@ -50,25 +51,58 @@ export const WAIT_PER_RUN_MS = 10;
 /** Over how long (the time constant of a decaying sum, ms) the rate at which runs end is taken. */
 const END_RATE_MS = 250;
 
-export interface RunnerSettings {
-  /** Runs in flight at most. */
-  concurrency: number;
-  /** Runs claimed per query. */
-  batchSize: number;
-  lease: number;
-  poll: number;
-  sweepInterval: number;
-  shutdownTimeout: number;
-  /**
-   * How long intake may wait for room for the runs it plans (direct dispatch), while the runs in flight end
-   * fast enough to make that room in time (ms; 0 never waits). See `reserveWithin`.
-   */
-  dispatchWait: number;
+export const RUNNER_SECTION = section(
+  {
+    concurrency: Type.Integer({ minimum: 1, description: 'Most runs executing at once in this process.', default: 512 }),
+    batchSize: Type.Integer({ minimum: 1, description: 'Most runs claimed in one query.', default: 256 }),
+    lease: duration('How long a claim holds; the worker renews it while the run executes.', '30s'),
+    poll: duration('How often to look for queued runs when none were signalled.', '1s'),
+    sweepInterval: duration('How often expired leases are requeued and expired deadlines turned into `timeout`.', '5s'),
+    shutdownTimeout: duration(
+      'How long a stopping process waits for executing runs before it aborts them and puts them back in the queue (runs whose attempt ended have their outcome recorded instead).',
+      '10s',
+    ),
+    dispatchWait: duration(
+      `How long intake may wait for this process to have room for the runs of events sent over HTTP or the embedded API, while the ` +
+        `runs executing end fast enough to make that room in time; a call waits at most ${WAIT_PER_RUN_MS} ms per run it wants started ` +
+        `(a single event ${WAIT_PER_RUN_MS} ms, a batch of 100 events up to ${(100 * WAIT_PER_RUN_MS) / 1000} s), so that senders are not ` +
+        'held back when the runs end slowly. Runs that get room are committed already claimed and start at once; ' +
+        'the others are queued and claimed later, which costs an update and a run event each. Runs already queued are overtaken so for at ' +
+        'most this long; then the room that frees up goes to them first, and intake only waits (a slot free the moment an event ' +
+        'comes is still taken). A bus input never waits (its messages are committed ' +
+        'in the order they came), nor does an event a `publish` action sends. `0` never waits.',
+      '1s',
+    ),
+  },
+  { description: 'How runs are claimed and executed.' },
+);
+/** `runner`, normalized: durations in milliseconds. */
+export type RunnerConfig = Options<typeof RUNNER_SECTION>;
+
+export const RETENTION_SECTION = section(
+  {
+    runs: duration('Runs that ended (success, failure, timeout, canceled) longer ago than this are deleted, with their attempts and hosts.', '30d'),
+    events: duration('Events received longer ago than this are deleted once none of their runs is left.', '30d'),
+    runEvents: duration('Run events (the outbox) older than this are deleted.', '7d'),
+    deadLetters: duration('Dead letters last seen longer ago than this are deleted.', '30d'),
+    interval: duration('How often pruning runs.', '1m'),
+    batchSize: Type.Integer({ minimum: 1, description: 'Most records of one kind deleted in one transaction.', default: 500 }),
+  },
+  {
+    description:
+      'How long finished records are kept. The sweeper deletes older ones in small batches (`batchSize` a kind at a time, ' +
+      'each in its own short transaction), so pruning never stalls intake. `0` keeps a kind forever. The audit log is never pruned.',
+  },
+);
+/** How long finished records are kept, all in milliseconds; 0 keeps them forever. */
+export type RetentionConfig = Options<typeof RETENTION_SECTION>;
+
+export interface RunnerSettings extends RunnerConfig {
   /** Bytes of a response summary kept per attempt. */
   maxResponseBytes: number;
   deadLetterMaxCount: number;
   /** How long finished records are kept (ms, 0 = forever), how often and how many at a time pruning deletes. */
-  retention?: { runs: number; events: number; runEvents: number; deadLetters: number; interval: number; batchSize: number };
+  retention?: RetentionConfig;
 }
 
 export interface RunnerDeps {
@@ -467,7 +501,16 @@ export class Runner {
       attempt.response = truncate(outcome.response, max);
       if (outcome.status === 'waiting') {
         attempt.outcome = 'waiting';
-        return { run, owner, status: 'running', attempt, at, correlationId: outcome.correlationId, deadlineAt: outcome.deadlineAt ?? run.deadlineAt };
+        return {
+          run,
+          owner,
+          status: 'running',
+          attempt,
+          at,
+          correlationId: outcome.correlationId,
+          deadlineAt: outcome.deadlineAt ?? run.deadlineAt,
+          ...(outcome.result === undefined ? {} : { result: outcome.result }),
+        };
       }
       attempt.httpStatus = outcome.httpStatus ?? null;
       const result = outcome.result ?? (outcome.httpStatus !== undefined ? { httpStatus: outcome.httpStatus } : null);

@@ -8,7 +8,12 @@
  * - **route**: `match` → one or more actions, with retry policy, timeout, ordering key, concurrency limit.
  * - **action**: a named capability run for a matched event (`http`, `publish`, `noop`, a plugin …).
  * - **run**: one execution of one action for one event; every attempt is kept.
- * - **run event**: a state change of a run, written in the same transaction as the change (outbox).
+ * - **host**: one target inside a run (a machine of a playbook run, a recipient of a broadcast): its own
+ *   status, log and sequence.
+ * - **waiting**: a run whose action handed its work to someone else stays `running` (without a lease) with
+ *   a correlation id, until a callback, an upload or an answer resolves it, or its deadline makes it `timeout`.
+ * - **run event**: a state change of a run or of one of its hosts, written in the same transaction as the
+ *   change (outbox).
  * - **dead letter**: anything that could not be accepted or finished, kept for inspection and replay.
  */
 
@@ -117,6 +122,7 @@ export type RunEventType = 'create' | 'update' | 'delete' | 'read';
 
 /** A state change of a run, from the outbox. `seq` orders them; per run they never reorder. */
 export interface RunEvent {
+  kind: 'run';
   seq: number;
   runId: string;
   eventType: RunEventType;
@@ -127,6 +133,45 @@ export interface RunEvent {
   /** The run as it is after the change. */
   payload: RunSummary;
 }
+
+/** One target inside a run: a machine of a playbook run, a recipient of a broadcast, an object a REST action updated. */
+export interface Host extends Owner {
+  /** A UUIDv7 of our own. */
+  id: string;
+  runId: string;
+  /** What the run calls it: unique within the run (a host name, an inventory id, a client id). */
+  name: string;
+  status: RunStatus;
+  /** Its output so far (stdout, a console log). */
+  log: string;
+  /** The highest sequence number of the output it was given, for senders that number their chunks. */
+  sequence: number | null;
+  /** Whatever the action or profile keeps about it (an inventory id, a subscription-manager id). */
+  details: Record<string, unknown>;
+  createdAt: number;
+  updatedAt: number;
+}
+
+/** A state change of a host, from the same outbox as its run's (key = host id). */
+export interface HostEvent {
+  kind: 'host';
+  seq: number;
+  runId: string;
+  hostId: string;
+  eventType: RunEventType;
+  status: RunStatus;
+  service: string;
+  orgId: string;
+  at: number;
+  /** The host as it is after the change; its `log` as it is when the event is read. */
+  payload: Host;
+  /** The route and action type of its run (for the streams' filters). */
+  route: string | null;
+  actionType: string | null;
+}
+
+/** What the outbox holds: run events and host events, in one `seq` order. */
+export type OutboxEvent = RunEvent | HostEvent;
 
 /** What run events and lists carry of a run. */
 export type RunSummary = Omit<Run, 'leaseOwner' | 'leaseUntil'>;

@@ -6,7 +6,7 @@
 
 import type { AuditEntry, AuditHead, AuditSink, NewAuditEntry } from '../core/audit.js';
 import type { PermissionSpec } from '../core/principal.js';
-import type { Listing, Page, TimeRange } from './types.js';
+import type { Listing, Page, TimeRange } from './paging.js';
 
 export interface ClientRecord {
   id: string;

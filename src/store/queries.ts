@@ -5,9 +5,9 @@
  */
 
 import { sql, type Expression, type Kysely, type SelectQueryBuilder, type SqlBool } from 'kysely';
-import type { AttemptRow, DeadLetterRow, EventRow, RunEventRow, RunEventWithRunRow, RunRow } from './rows.js';
+import type { AttemptRow, DeadLetterRow, EventRow, HostRow, RunEventRow, RunEventWithRunRow, RunRow } from './rows.js';
 import { v7Floor } from './shared.js';
-import type { DeadLetterQuery, EventQuery, RepublishQuery, RunQuery, Scope, TimeRange } from './types.js';
+import type { DeadLetterQuery, EventQuery, HostQuery, RepublishQuery, RunQuery, Scope, TimeRange } from './types.js';
 
 export interface Database {
   events: EventRow;
@@ -15,16 +15,17 @@ export interface Database {
   attempts: AttemptRow;
   run_events: RunEventRow;
   dead_letters: DeadLetterRow;
+  hosts: HostRow;
 }
 
 export interface DialectOps {
-  /** `labels` contains every key = value pair. */
-  labelsContain(labels: Record<string, string>): Expression<SqlBool>;
+  /** The JSON column `column` (`labels`, `details`) holds every key = value pair. */
+  labelsContain(labels: Record<string, string>, column?: string): Expression<SqlBool>;
 }
 
 type Q<T extends keyof Database> = SelectQueryBuilder<Database, T, object>;
 
-function scoped<T extends 'runs' | 'events' | 'dead_letters'>(qb: Q<T>, scope: Scope | undefined): Q<T> {
+function scoped<T extends 'runs' | 'events' | 'dead_letters' | 'hosts'>(qb: Q<T>, scope: Scope | undefined): Q<T> {
   let out = qb;
   if (scope?.orgId !== undefined) out = out.where(sql.ref('org_id'), '=', scope.orgId) as Q<T>;
   // A list of no service reaches nothing (never everything).
@@ -47,7 +48,7 @@ function timeRange<T extends keyof Database>(qb: Q<T>, column: string, range: Ti
  * index on the time (on `runs`, one that every outcome, a non-HOT update in PostgreSQL, wrote a new entry
  * into). The test on the time column stays beside it.
  */
-function idRange<T extends 'runs' | 'events'>(qb: Q<T>, id: string, column: string, range: TimeRange | undefined): Q<T> {
+function idRange<T extends 'runs' | 'events' | 'hosts'>(qb: Q<T>, id: string, column: string, range: TimeRange | undefined): Q<T> {
   let out = timeRange(qb, column, range);
   if (range?.from !== undefined) out = out.where(sql.ref(id), '>=', v7Floor(range.from)) as Q<T>;
   if (range?.to !== undefined) out = out.where(sql.ref(id), '<', v7Floor(range.to)) as Q<T>;
@@ -72,6 +73,28 @@ export async function listRuns(db: Kysely<Database>, ops: DialectOps, query: Run
   const sorted = sort.field === 'created_at' ? qb.selectAll() : qb.selectAll().orderBy(sort.field, sort.direction);
   const rows = await sorted.orderBy('id', sort.direction).limit(query.limit).offset(query.offset).execute();
   return { rows: rows as RunRow[], total: Number(total) };
+}
+
+export async function listHosts(db: Kysely<Database>, ops: DialectOps, query: HostQuery): Promise<{ rows: HostRow[]; total: number }> {
+  let qb = scoped(db.selectFrom('hosts') as Q<'hosts'>, query.scope);
+  if (query.runId?.length) qb = qb.where('run_id', 'in', query.runId);
+  if (query.status?.length) qb = qb.where('status', 'in', query.status);
+  if (query.name?.length) qb = qb.where('name', 'in', query.name);
+  if (query.service?.length) qb = qb.where('service', 'in', query.service);
+  if (query.details !== undefined && Object.keys(query.details).length > 0) qb = qb.where(ops.labelsContain(query.details, 'details'));
+  if (query.route?.length || (query.runLabels !== undefined && Object.keys(query.runLabels).length > 0)) {
+    // Through the run: its route and labels are the run's.
+    let runs = db.selectFrom('runs').select('id') as unknown as Q<'runs'>;
+    if (query.route?.length) runs = runs.where('route', 'in', query.route);
+    if (query.runLabels !== undefined && Object.keys(query.runLabels).length > 0) runs = runs.where(ops.labelsContain(query.runLabels));
+    qb = qb.where('run_id', 'in', runs as never);
+  }
+  qb = idRange(qb, 'id', 'created_at', query.createdAt);
+  const sort = query.sort ?? { field: 'created_at', direction: 'desc' };
+  const [{ total }] = (await qb.select((eb) => eb.fn.countAll<number | string>().as('total')).execute()) as [{ total: number | string }];
+  const sorted = sort.field === 'created_at' ? qb.selectAll() : qb.selectAll().orderBy(sort.field, sort.direction);
+  const rows = await sorted.orderBy('id', sort.direction).limit(query.limit).offset(query.offset).execute();
+  return { rows: rows as HostRow[], total: Number(total) };
 }
 
 export async function listEvents(db: Kysely<Database>, query: EventQuery): Promise<{ rows: EventRow[]; total: number }> {
@@ -114,12 +137,17 @@ export function republishPage(db: Kysely<Database>, query: RepublishQuery, after
   return qb.where('id', '>', afterId).orderBy('id', 'asc').limit(limit);
 }
 
-/** Run events after `afterSeq`, with the unchanging columns of their runs (see rows.ts runStateJson). */
+/**
+ * Run events and host events after `afterSeq`, with the unchanging columns of their runs (see rows.ts
+ * runStateJson) and, for a host event, its host's log.
+ */
 export async function readRunEvents(db: Kysely<Database>, afterSeq: number, limit: number, scope: Scope | undefined): Promise<RunEventWithRunRow[]> {
   let qb = db
     .selectFrom('run_events as e')
     .leftJoin('runs as r', 'r.id', 'e.run_id')
+    .leftJoin('hosts as h', 'h.id', 'e.host_id')
     .selectAll('e')
+    .select('h.log as h_log')
     .select([
       'r.event_key as r_event_key',
       'r.event_type as r_event_type',

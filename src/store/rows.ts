@@ -4,7 +4,7 @@
  * driver parses jsonb, so `parseJson` accepts either).
  */
 
-import type { Attempt, DeadLetter, EventRecord, Run, RunEvent, RunStatus } from '../core/types.js';
+import type { Attempt, DeadLetter, EventRecord, Host, HostEvent, OutboxEvent, Run, RunEvent, RunStatus } from '../core/types.js';
 
 export interface EventRow {
   key: string;
@@ -65,6 +65,8 @@ export interface AttemptRow {
 export interface RunEventRow {
   seq: number | string;
   run_id: string;
+  /** Set for a host event. */
+  host_id?: string | null;
   event_type: string;
   status: string;
   service: string;
@@ -83,6 +85,22 @@ export interface RunEventWithRunRow extends RunEventRow {
   r_ordering_key: string | null;
   r_labels: string | object | null;
   r_created_at: number | string | null;
+  /** A host event's host's log, as it is now. */
+  h_log?: string | null;
+}
+
+export interface HostRow {
+  id: string;
+  run_id: string;
+  name: string;
+  status: string;
+  log: string;
+  sequence: number | string | null;
+  details: string | object;
+  service: string;
+  org_id: string;
+  created_at: number | string;
+  updated_at: number | string;
 }
 
 export interface DeadLetterRow {
@@ -172,7 +190,30 @@ export function toAttempt(row: AttemptRow): Attempt {
   };
 }
 
-export function toRunEvent(row: RunEventRow | RunEventWithRunRow): RunEvent {
+export function toHost(row: HostRow): Host {
+  return {
+    id: row.id,
+    runId: row.run_id,
+    name: row.name,
+    status: row.status as RunStatus,
+    log: row.log,
+    sequence: numOrNull(row.sequence),
+    details: parseJson(row.details) ?? {},
+    service: row.service,
+    orgId: row.org_id,
+    createdAt: num(row.created_at),
+    updatedAt: num(row.updated_at),
+  };
+}
+
+/** A host event's payload: the host without its log (readers take the log from the host's row). */
+export function hostStateJson(host: Host): string {
+  const { log: _log, ...state } = host;
+  return JSON.stringify(state);
+}
+
+export function toRunEvent(row: RunEventRow | RunEventWithRunRow): OutboxEvent {
+  if (row.host_id !== null && row.host_id !== undefined) return toHostEvent(row as RunEventWithRunRow);
   const state = parseJson<Record<string, unknown>>(row.payload);
   // `create` and `update` events carry only the changing part: the rest comes from the run's row (see
   // runStateJson). Fields left out of a payload because they were null are null again here.
@@ -195,6 +236,7 @@ export function toRunEvent(row: RunEventRow | RunEventWithRunRow): RunEvent {
         }
       : { ...NULL_STATE, ...state };
   return {
+    kind: 'run',
     seq: num(row.seq),
     runId: row.run_id,
     eventType: row.event_type as RunEvent['eventType'],
@@ -203,6 +245,24 @@ export function toRunEvent(row: RunEventRow | RunEventWithRunRow): RunEvent {
     orgId: row.org_id,
     at: num(row.at),
     payload: payload as unknown as RunEvent['payload'],
+  };
+}
+
+function toHostEvent(row: RunEventWithRunRow): HostEvent {
+  const state = parseJson<Omit<Host, 'log'>>(row.payload);
+  return {
+    kind: 'host',
+    seq: num(row.seq),
+    runId: row.run_id,
+    hostId: row.host_id!,
+    eventType: row.event_type as HostEvent['eventType'],
+    status: row.status as RunStatus,
+    service: row.service,
+    orgId: row.org_id,
+    at: num(row.at),
+    payload: { ...state, log: row.h_log ?? '' },
+    route: row.r_route ?? null,
+    actionType: row.r_action_type ?? null,
   };
 }
 

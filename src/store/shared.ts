@@ -1,9 +1,12 @@
-/** Rules both stores share: how outcomes found by the sweeper are written down, and how dead letters are recognized. */
+/**
+ * What both stores share besides the run state machine (core/run-state.ts): how dead letters are recognized,
+ * the audit entries of an intake batch, the payload of a planned run's `create` event, id bounds of a time.
+ */
 
 import { createHash } from 'node:crypto';
 import type { NewAuditEntry } from '../core/audit.js';
-import { TERMINAL_STATUSES, type Attempt, type Run } from '../core/types.js';
-import type { IntakeItem, IntakeResult, NewDeadLetter, NewRun, RunOutcome } from './types.js';
+import { TERMINAL_STATUSES } from '../core/types.js';
+import type { IntakeItem, IntakeResult, NewDeadLetter, NewRun } from './types.js';
 
 /** The audit entries of the messages in an intake batch, in order, from the batch's results. */
 export function intakeAuditEntries(items: IntakeItem[], results: IntakeResult[]): NewAuditEntry[] {
@@ -24,63 +27,6 @@ export function fingerprint(d: NewDeadLetter): string {
   return 'sha256:' + createHash('sha256').update(`${d.origin}\0${d.source}\0${d.reason}\0`).update(d.raw).digest('hex');
 }
 
-export function attemptRow(run: Run, now: number, outcome: Attempt['outcome'], error: { code: string; message: string }): Attempt {
-  return {
-    runId: run.id,
-    n: Math.max(run.attempts, 1),
-    startedAt: run.updatedAt,
-    endedAt: now,
-    outcome,
-    errorCode: error.code,
-    errorMessage: error.message,
-    httpStatus: null,
-    response: null,
-  };
-}
-
-export function runDeadLetter(run: Run, reason: string, message: string, now: number): NewDeadLetter {
-  return {
-    origin: 'run',
-    source: run.route,
-    reason,
-    error: message,
-    details: { action: run.action, attempts: run.attempts },
-    raw: Buffer.from(JSON.stringify({ runId: run.id, eventKey: run.eventKey, route: run.route, action: run.action })),
-    contentType: 'application/json',
-    runId: run.id,
-    eventKey: run.eventKey,
-    service: run.service,
-    orgId: run.orgId,
-    at: now,
-  };
-}
-
-/**
- * How many times a run may lose its worker (lease expired: the process died or stalled) without that
- * counting against its retry budget. A lost lease is the worker's failure, not the action's: a run committed
- * already claimed by a process that died before starting it must not fail for it. Past this many, the
- * run is taken for a poison that kills its workers, and ends.
- */
-export const MAX_LEASE_EXPIRIES = 3;
-
-/** What the sweeper makes of a run whose lease expired, given how many times that happened before. */
-export function afterLeaseExpiry(run: Run, now: number, expiriesBefore: number): { attempt: Attempt; to: Run; deadLetter?: NewDeadLetter } {
-  const error = { code: 'lease_expired', message: `worker ${run.leaseOwner} stopped renewing its lease` };
-  const attempt = attemptRow(run, now, 'failure', error);
-  if (now >= run.expiresAt || expiriesBefore + 1 > MAX_LEASE_EXPIRIES) {
-    const final = {
-      code: 'attempts_exhausted',
-      message: now >= run.expiresAt ? `the run outlived its age limit; the last attempt: ${error.message}` : `${expiriesBefore + 1} workers lost the run; the last: ${error.message}`,
-    };
-    return {
-      attempt,
-      to: { ...run, status: 'failure', error: final, finishedAt: now, updatedAt: now },
-      deadLetter: runDeadLetter(run, final.code, final.message, now),
-    };
-  }
-  return { attempt, to: { ...run, status: 'queued', availableAt: now, error, updatedAt: now, maxAttempts: run.maxAttempts + 1 } };
-}
-
 /**
  * The smallest UUIDv7 of a millisecond: keys and run ids are UUIDv7, whose first 48 bits are the time, so
  * `key < v7Floor(t)` selects what was made before `t` through the primary key alone.
@@ -97,22 +43,6 @@ export const ENDED_STATUSES_SQL = `(${[...TERMINAL_STATUSES].map((status) => `'$
 export { inScope } from '../core/principal.js';
 
 /**
- * The run as intake creates it: queued with no attempt yet, or, for direct dispatch (`claimedBy`), already
- * claimed: running, its first attempt started, leased to the worker that took the event in.
- */
-export function plannedRun(record: IntakeItem['record'], r: NewRun): Run {
-  const claim = r.claimedBy;
-  return {
-    id: r.id, eventKey: record.key, eventType: record.event.type, route: r.route, action: r.action, actionType: r.actionType,
-    status: claim === undefined ? 'queued' : 'running', attempts: claim === undefined ? 0 : 1, maxAttempts: r.maxAttempts,
-    createdAt: record.receivedAt, updatedAt: record.receivedAt, availableAt: r.availableAt, deadlineAt: r.deadlineAt,
-    expiresAt: r.expiresAt, leaseOwner: claim?.owner ?? null, leaseUntil: claim?.leaseUntil ?? null,
-    orderingKey: r.orderingKey, correlationId: null, labels: r.labels, service: record.service, orgId: record.orgId,
-    error: null, result: null, finishedAt: null,
-  };
-}
-
-/**
  * The payload of the `create` run event of a run planned at intake: `runStateJson(plannedRun(record, r))`,
  * built without the run object.
  */
@@ -124,19 +54,14 @@ export function plannedStateJson(record: IntakeItem['record'], r: NewRun): strin
   );
 }
 
-/** The run as an outcome leaves it. */
-export function finishedRun(o: RunOutcome): Run {
-  return {
-    ...o.run,
-    status: o.status,
-    updatedAt: o.at,
-    availableAt: o.availableAt ?? o.run.availableAt,
-    deadlineAt: o.deadlineAt ?? o.run.deadlineAt,
-    leaseOwner: null,
-    leaseUntil: null,
-    correlationId: o.correlationId ?? null,
-    error: o.error ?? null,
-    result: o.result === undefined ? o.run.result : o.result,
-    finishedAt: TERMINAL_STATUSES.has(o.status) ? o.at : null,
-  };
+/**
+ * The migrations `migrate()` applies, in order: the store's own by name, then each owner's (a profile's)
+ * by name, recorded as `<owner>/<name>` so that two owners' names never meet.
+ */
+export function migrationsInOrder(
+  own: Readonly<Record<string, readonly string[]>>,
+  extra: ReadonlyArray<{ owner: string; migrations: Readonly<Record<string, readonly string[]>> }>,
+): Array<[string, readonly string[]]> {
+  const byName = (m: Readonly<Record<string, readonly string[]>>) => Object.entries(m).sort(([a], [b]) => a.localeCompare(b));
+  return [...byName(own), ...extra.flatMap(({ owner, migrations }) => byName(migrations).map(([name, statements]): [string, readonly string[]] => [`${owner}/${name}`, statements]))];
 }

@@ -18,11 +18,15 @@ import type {
   DeadLetter,
   DeadLetterOrigin,
   EventRecord,
+  Host,
+  OutboxEvent,
   Run,
   RunError,
-  RunEvent,
   RunStatus,
 } from '../core/types.js';
+import type { Listing, Page, SortDirection, TimeRange } from './paging.js';
+
+export type { Listing, Page, SortDirection, TimeRange } from './paging.js';
 
 /** A run planned at intake, not yet stored. */
 export interface NewRun {
@@ -139,18 +143,6 @@ export interface SweepResult {
   failed: number;
 }
 
-export type SortDirection = 'asc' | 'desc';
-
-export interface Page {
-  limit: number;
-  offset: number;
-}
-
-export interface TimeRange {
-  from?: number;
-  to?: number;
-}
-
 /** Who may see what: set by the API from the principal (see core/principal.ts); undefined means no restriction. */
 export type { Scope } from '../core/principal.js';
 
@@ -193,11 +185,6 @@ export interface DeadLetterQuery extends Page {
   lastSeenAt?: TimeRange;
 }
 
-export interface Listing<T> {
-  items: T[];
-  total: number;
-}
-
 /** What pruning may delete: records older than each cutoff (ms since epoch); a kind without one is kept. */
 export interface PruneOptions {
   /** Ended runs (and their attempts) that were created before this and finished before it. */
@@ -218,8 +205,11 @@ export interface PruneResult {
   deadLetters: number;
 }
 
-/** What an output relays from the store: run events (the outbox) or dead letters, each in `seq` order. */
-export type RelayStream = 'run_events' | 'dead_letters';
+/**
+ * The name of a stream an output relays from the store (run events and host events from the outbox, or
+ * dead letters, each in `seq` order): the key of its cursor (`run_events`, `dead_letters`, or as configured).
+ */
+export type RelayStream = string;
 
 /** A dead letter as the relay reads it: with its place in the order dead letters were made. */
 export interface SequencedDeadLetter {
@@ -238,6 +228,110 @@ export interface RepublishQuery {
   createdAt?: TimeRange;
 }
 
+/**
+ * A run's answer from elsewhere (a callback, an upload, a person's answer), for `resolveRuns`. The run is
+ * named by id, or by its tenant and the correlation id its action waits under. See `resolvedRun` in
+ * core/run-state.ts for what it does to the run.
+ */
+export interface RunResolution {
+  runId?: string;
+  orgId?: string;
+  correlationId?: string;
+  /** How the run ends; `running`: progress (the result so far), the run keeps waiting. */
+  status: 'success' | 'failure' | 'canceled' | 'running';
+  at: number;
+  /** Kept on the run as its result (replacing the one before); absent: the result stays. */
+  result?: unknown;
+  /** Why it failed or was canceled (default: `action_failed` / `canceled`). */
+  error?: RunError | null;
+  /** Statuses of a run that ended already that this result may still change (a late upload after `timeout`). */
+  reopen?: ReadonlyArray<'success' | 'failure' | 'timeout' | 'canceled'>;
+  /** A short summary kept on the attempt it ends. */
+  response?: string;
+}
+
+/** What a resolution did to its run. */
+export type ResolveOutcome =
+  /** The run changed (ended, or a waiting run recorded progress). */
+  | 'resolved'
+  /** The run already is what the resolution says (the same result twice): nothing changed. */
+  | 'unchanged'
+  /** The run ended otherwise, and the resolution may not reopen it; or progress for a run not running. */
+  | 'conflict'
+  /** No such run (by id, or by tenant and correlation id). */
+  | 'not_found';
+
+export interface ResolveResult {
+  outcome: ResolveOutcome;
+  /** The run as it is now (after the change, when there was one); null when not found. */
+  run: Run | null;
+}
+
+/**
+ * A host of a run, created or changed by `upsertHosts`, found by (run, name). What is not given is left as
+ * it is (a new host: `running`, an empty log, no sequence, no details).
+ */
+export interface HostUpsert {
+  runId: string;
+  name: string;
+  at: number;
+  status?: RunStatus;
+  /** Replace the log, or append to it; `gapMarker` is appended first when `sequence` skips numbers. */
+  log?: { replace: string } | { append: string; gapMarker?: string };
+  /**
+   * The sequence number of what this upsert carries: a host whose stored sequence is this or higher is left
+   * as it is (an older chunk, or the same one again); a host without one takes any.
+   */
+  sequence?: number;
+  details?: Record<string, unknown>;
+  /** Leave an existing host as it is while it is in one of these statuses (e.g. success and failure: terminal). */
+  keep?: readonly RunStatus[];
+  /** `update`: never create (a host the run does not have is `not_found`); `create`: never change one that exists. */
+  only?: 'create' | 'update';
+}
+
+export interface HostResult {
+  outcome: 'created' | 'updated' | 'unchanged' | 'not_found';
+  /** The host as it is now; null when not found (no such run, or no such host with `only: update`). */
+  host: Host | null;
+}
+
+export const HOST_SORT_FIELDS = ['created_at', 'updated_at', 'name', 'status'] as const;
+export type HostSortField = (typeof HOST_SORT_FIELDS)[number];
+
+export interface HostQuery extends Page {
+  scope?: Scope;
+  runId?: string[];
+  status?: RunStatus[];
+  name?: string[];
+  /** Runs of these routes. */
+  route?: string[];
+  service?: string[];
+  /** Every key = value of the host's `details`. */
+  details?: Record<string, string>;
+  /** Every label of the host's run. */
+  runLabels?: Record<string, string>;
+  createdAt?: TimeRange;
+  sort?: { field: HostSortField; direction: SortDirection };
+}
+
+/** The migrations of a profile: its tables, in each dialect, by name (applied in name order). */
+export interface StoreMigrations {
+  readonly sqlite: Readonly<Record<string, readonly string[]>>;
+  readonly postgres: Readonly<Record<string, readonly string[]>>;
+}
+
+/** One statement in each dialect: SQLite's with `?` parameters, PostgreSQL's with `$1`, `$2`, …. */
+export interface DialectSql {
+  readonly sqlite: string;
+  readonly postgres: string;
+}
+
+/** Migrations `migrate()` applies after the store's own, recorded as `<owner>/<name>`. */
+export interface OwnedMigrations extends StoreMigrations {
+  readonly owner: string;
+}
+
 export interface StoreStats {
   queued: number;
   running: number;
@@ -251,8 +345,11 @@ export interface Store {
   readonly dialect: 'sqlite' | 'postgres';
   /** Clients, generated settings and the audit log. */
   readonly access: AccessStore;
-  /** Create or upgrade the schema. Safe to call from several processes at once. */
-  migrate(): Promise<void>;
+  /**
+   * Create or upgrade the schema: the store's own migrations, then those given (the profiles switched on),
+   * each set in name order. Safe to call from several processes at once.
+   */
+  migrate(extra?: readonly OwnedMigrations[]): Promise<void>;
   /** Throws `store_unavailable` when the database cannot be reached. */
   ping(): Promise<void>;
   close(): Promise<void>;
@@ -279,6 +376,17 @@ export interface Store {
   cancelRun(id: string, now: number, scope?: Scope): Promise<Run>;
   /** failure, timeout or canceled → queued with `extraAttempts` more attempts. Throws not_found / invalid_state. */
   retryRun(id: string, now: number, extraAttempts: number, deadlineAt: number, scope?: Scope): Promise<Run>;
+  /**
+   * Answers for waiting runs (core/run-state.ts `resolvedRun`), in one transaction with their run events; one
+   * result per resolution, in order. Idempotent: the same answer again is `unchanged`.
+   */
+  resolveRuns(resolutions: RunResolution[]): Promise<ResolveResult[]>;
+
+  // hosts
+  /** Create or change hosts of runs, in one transaction with their host events (`create`, `update`); one result each, in order. */
+  upsertHosts(hosts: HostUpsert[]): Promise<HostResult[]>;
+  getHost(id: string, scope?: Scope): Promise<Host | null>;
+  listHosts(query: HostQuery): Promise<Listing<Host>>;
 
   // reads
   listRuns(query: RunQuery): Promise<Listing<Run>>;
@@ -298,7 +406,8 @@ export interface Store {
   prune(options: PruneOptions): Promise<PruneResult>;
 
   // outbox
-  readRunEvents(afterSeq: number, limit: number, scope?: Scope): Promise<RunEvent[]>;
+  /** Run events and host events after `afterSeq`, in seq order. */
+  readRunEvents(afterSeq: number, limit: number, scope?: Scope): Promise<OutboxEvent[]>;
   lastRunEventSeq(): Promise<number>;
   /**
    * Write a `read` run event for every run matching the query (for consumers to rebuild their state), in
@@ -331,6 +440,12 @@ export interface Store {
   visibilitySettled(mark: number): Promise<boolean>;
 
   stats(now: number): Promise<StoreStats>;
+
+  /**
+   * One statement on a profile's own tables (those its migrations made; the core's tables are the store's
+   * alone), in its own transaction; the rows it returns. JSON columns come back as the driver gives them.
+   */
+  query(sql: DialectSql, params?: readonly unknown[]): Promise<Array<Record<string, unknown>>>;
 }
 
 export type { CloudEvent };

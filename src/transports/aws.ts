@@ -4,7 +4,7 @@
  * identity, the container or instance role) unless the options name a key.
  */
 
-import type { SchemaNode } from '../config/schema.js';
+import type { SchemaNode } from '../core/options.js';
 
 export interface AwsConnectionOptions {
   region?: string;

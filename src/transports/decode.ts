@@ -19,7 +19,9 @@
 import { createHash } from 'node:crypto';
 import { DispatcherError } from '../core/errors.js';
 import type { Decoded, Decoder, InboundMessage } from '../core/intake.js';
-import { binaryEvent, mediaType, parseJsonBytes } from './http/decode.js';
+import { mediaType, parseJsonBytes } from '../core/json.js';
+import { binaryEvent } from './http/decode.js';
+import type { DecoderType } from '../core/profile.js';
 import type { CloudEventsBinding } from './types.js';
 
 export const TOPIC_HEADER = ':topic';
@@ -50,19 +52,39 @@ export interface SnsDecoderConfig {
   message?: CloudEventsDecoderConfig | JsonDecoderConfig;
 }
 
-export type DecoderConfig = CloudEventsDecoderConfig | JsonDecoderConfig | SnsDecoderConfig;
+/** A profile's decoder, by its name (`<profile>.<name>`), with its options. */
+export interface ProfileDecoderConfig {
+  format: string;
+  options?: Record<string, unknown>;
+}
 
-/** The decoder of one input. `source` is the default event source for plain JSON. */
-export function busDecoder(config: DecoderConfig | undefined, binding: CloudEventsBinding, source: string): Decoder {
+export type DecoderConfig = CloudEventsDecoderConfig | JsonDecoderConfig | SnsDecoderConfig | ProfileDecoderConfig;
+
+/**
+ * The decoder of one input. `source` is the default event source for plain JSON; `profileDecoder` finds
+ * the decoders of the profiles switched on.
+ */
+export function busDecoder(
+  config: DecoderConfig | undefined,
+  binding: CloudEventsBinding,
+  source: string,
+  profileDecoder: (format: string) => DecoderType | undefined = () => undefined,
+): Decoder {
   const c = config ?? { format: 'cloudevents' };
   switch (c.format) {
     case 'cloudevents':
       return (message) => decodeCloudEvents(message, binding);
     case 'json':
-      return (message) => decodeJson(message, c, source);
+      return (message) => decodeJson(message, c as JsonDecoderConfig, source);
     case 'sns': {
-      const inner = busDecoder(c.message ?? { format: 'json' }, binding, source);
+      const inner = busDecoder((c as SnsDecoderConfig).message ?? { format: 'json' }, binding, source);
       return (message) => inner(unwrapSns(message));
+    }
+    default: {
+      const type = profileDecoder(c.format);
+      // The configuration was checked against the profiles switched on: reaching this is a bug.
+      if (type === undefined) throw new DispatcherError('config_invalid', `no decoder "${c.format}": is its profile switched on?`);
+      return type.create((c as ProfileDecoderConfig).options ?? {}, { source, binding });
     }
   }
 }

@@ -8,8 +8,7 @@ import type { TransportName } from './schema.js';
 import type { Transport } from './types.js';
 
 export { busDecoder, type DecoderConfig } from './decode.js';
-export { cloudEventMessage, deadLetterMessage, runEventMessage, type RunPresenter } from './encode.js';
-export { InputHost, type InputHealth } from './input.js';
+export { InputHost } from './input.js';
 export type { CloudEventsBinding, OutboundMessage, OutputDriver, TransportHealth } from './types.js';
 
 const LOADERS: Record<TransportName, () => Promise<{ transport: Transport }>> = {

@@ -24,6 +24,7 @@ import type { Chain } from '../core/batcher.js';
 import type { Decoder, InboundMessage, Intake, IntakeAnswer } from '../core/intake.js';
 import type { Owner } from '../core/types.js';
 import { KEY_HEADER, MESSAGE_ID_HEADER, TOPIC_HEADER } from './decode.js';
+import type { InputHealth } from '../core/services.js';
 import type { Delivery, DeliveryOutcome, InputDriver, InputSink, TransportHealth } from './types.js';
 
 /** The answer to a delivery the input does not take because it is stopping: the broker delivers it again. */
@@ -38,17 +39,6 @@ const TICK_MAX = 1000;
  * about 8 % faster (BENCHMARKS.md, 2026-11-24).
  */
 const HAND_OVERS_MAX = 4;
-
-export interface InputHealth extends TransportHealth {
-  input: string;
-  transport: string;
-  /** Waiting for the store: deliveries are held, none acknowledged. */
-  paused: boolean;
-  /** Deliveries held while paused. */
-  held: number;
-  /** Deliveries handed to intake and not yet ended. */
-  inFlight: number;
-}
 
 export interface InputHostOptions {
   name: string;

@@ -2,7 +2,7 @@
 
 import { readFileSync } from 'node:fs';
 import type { ConnectionOptions } from 'node:tls';
-import type { SchemaNode } from '../config/schema.js';
+import type { SchemaNode } from '../core/options.js';
 
 export interface TlsOptions {
   enabled?: boolean;

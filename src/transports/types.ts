@@ -12,6 +12,9 @@
  */
 
 import type { Logger } from 'pino';
+import type { CloudEventsBinding, OutputDriver, TransportHealth } from '../core/outbox.js';
+
+export type { CloudEventsBinding, OutboundMessage, OutputDriver, TransportHealth } from '../core/outbox.js';
 
 /** One message as a bus delivered it. */
 export interface Delivery {
@@ -34,36 +37,10 @@ export interface InputSink {
   deliver(delivery: Delivery): Promise<DeliveryOutcome>;
 }
 
-export interface TransportHealth {
-  connected: boolean;
-  /** Messages waiting at the broker for this input (Kafka lag, queue depth, pending), when it reports one. */
-  lag: number | null;
-  lastError: string | null;
-  lastErrorAt: number | null;
-}
-
 export interface InputDriver {
   /** Connect and start consuming; resolves once consuming (or rejects when the first connection fails for good). */
   start(sink: InputSink): Promise<void>;
   /** Stop consuming; resolves once no delivery is left in flight (those in flight are acknowledged or left for redelivery). */
-  stop(): Promise<void>;
-  health(): Promise<TransportHealth>;
-}
-
-/** One message to write to a bus. */
-export interface OutboundMessage {
-  /** Topic, routing key, subject or queue, as the transport names destinations; default: the output's own. */
-  topic?: string;
-  key?: string;
-  headers: Record<string, string>;
-  body: Buffer;
-  contentType?: string;
-}
-
-export interface OutputDriver {
-  start(): Promise<void>;
-  /** Resolves once the broker has taken every message (confirmed, acknowledged); rejects otherwise. */
-  publish(messages: OutboundMessage[]): Promise<void>;
   stop(): Promise<void>;
   health(): Promise<TransportHealth>;
 }
@@ -81,15 +58,6 @@ export interface Transport {
   readonly binding: CloudEventsBinding;
   createInput?(options: Record<string, unknown>, context: TransportContext): InputDriver;
   createOutput?(options: Record<string, unknown>, context: TransportContext): OutputDriver;
-}
-
-/**
- * A CloudEvents protocol binding's binary mode: attribute `type` travels as header `<prefix>type`.
- * Kafka uses `ce_`, AMQP `cloudEvents:` (and `cloudEvents_`), NATS and HTTP `ce-`, MQTT 5 none.
- */
-export interface CloudEventsBinding {
-  /** Prefixes read (lower-cased), the first one also written. */
-  readonly prefixes: readonly string[];
 }
 
 /** A health that knows only what the driver saw. */

@@ -21,6 +21,7 @@ import type { Action, ActionContext, ActionOutcome, ActionSettings, ActionType }
 import { DispatcherError } from '../../core/errors.js';
 import type { Template } from '../../core/template.js';
 import { DURATION_SCHEMA, parseDuration } from '../../core/units.js';
+import { requestFailure } from './client.js';
 import { addressBlocked, createAddressGuard, type AddressGuard } from './guard.js';
 import { signWebhook, signingKey } from './signature.js';
 
@@ -404,21 +405,7 @@ async function send(
     const text = await readSummary(res.body, p.maxResponseBytes, signal);
     return { status: res.statusCode, headers: res.headers, text };
   } catch (err) {
-    if (timer.signal.aborted) {
-      throw new DispatcherError('attempt_timeout', `${target} did not answer within ${p.timeout}ms`, { cause: err });
-    }
-    if (ctx.signal.aborted) {
-      throw new DispatcherError('attempt_timeout', `${target} was aborted before it answered`, { cause: err });
-    }
-    if (err instanceof DispatcherError) throw err;
-    const code = (err as { code?: unknown }).code;
-    if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
-      throw new DispatcherError('attempt_timeout', `${target} did not answer within ${p.timeout}ms`, { cause: err });
-    }
-    if (code === 'UND_ERR_INVALID_ARG') {
-      throw new DispatcherError('action_failed', `${target}: the request is invalid: ${describe(err)}`, { cause: err });
-    }
-    throw new DispatcherError('network_error', `${target} could not be reached: ${describe(err)}`, { cause: err });
+    throw requestFailure(err, target, p.timeout, timer.signal.aborted, ctx.signal.aborted);
   } finally {
     clearTimeout(handle);
   }
@@ -522,14 +509,6 @@ export function parseRetryAfter(value: string | string[] | undefined, now = Date
   const at = Date.parse(text);
   if (Number.isNaN(at)) return undefined;
   return Math.max(0, at - now);
-}
-
-function describe(err: unknown): string {
-  if (!(err instanceof Error)) return String(err);
-  if (err.message !== '') return err.message;
-  // Racing IPv4 and IPv6 ends in an AggregateError with an empty message.
-  if (err instanceof AggregateError && err.errors.length > 0) return err.errors.map(describe).join('; ');
-  return String((err as { code?: unknown }).code ?? err.name);
 }
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {

@@ -10,8 +10,8 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { DispatcherError } from '../../core/errors.js';
 import { inScope, type PermissionSpec, type Principal } from '../../core/principal.js';
-import type { Dispatcher } from '../../dispatcher.js';
-import { mediaType, parseJsonBytes } from '../../transports/http/decode.js';
+import type { Services } from '../../core/services.js';
+import { mediaType, parseJsonBytes } from '../../core/json.js';
 import { requirePrincipal } from '../auth.js';
 import { pageLinks, parseQuery } from '../query.js';
 import { anyObject, errors, idParams, links, listMeta } from '../schemas.js';
@@ -33,7 +33,7 @@ function text(value: unknown, name: string, max = 200): string {
   return value;
 }
 
-export function registerAccessRoutes(app: FastifyInstance, d: Dispatcher): void {
+export function registerAccessRoutes(app: FastifyInstance, s: Services): void {
   app.post(
     '/v1/token',
     {
@@ -68,7 +68,7 @@ export function registerAccessRoutes(app: FastifyInstance, d: Dispatcher): void 
       const clientId = text(id, 'client_id');
       request.auditActor = { actor: `client:${clientId}`, kind: 'client', service: 'unknown', orgId: 'unknown' };
       request.auditRecords = [clientId];
-      const issued = await d.auth.issueToken(clientId, text(secret, 'client_secret', 1000));
+      const issued = await s.auth.issueToken(clientId, text(secret, 'client_secret', 1000));
       request.auditActor = { actor: `client:${issued.client.id}`, kind: 'client', service: issued.client.service, orgId: issued.client.orgId };
       return reply.header('cache-control', 'no-store').send({
         access_token: issued.token,
@@ -87,7 +87,7 @@ export function registerAccessRoutes(app: FastifyInstance, d: Dispatcher): void 
     },
     async (request) => {
       const scope = request.scope;
-      const clients = await d.store.access.listClients(scope?.orgId);
+      const clients = await s.records.access.listClients(scope?.orgId);
       return { data: clients.filter((c) => inScope({ org_id: c.orgId, service: c.service }, scope)).map(clientResource) };
     },
   );
@@ -114,7 +114,7 @@ export function registerAccessRoutes(app: FastifyInstance, d: Dispatcher): void 
       if (scope?.services !== undefined && !scope.services.includes(service)) {
         throw new DispatcherError('forbidden', `${principal.id} may not make clients of service ${service}`);
       }
-      const { client, secret } = await d.auth.createClient(
+      const { client, secret } = await s.auth.createClient(
         {
           name,
           service,
@@ -133,7 +133,7 @@ export function registerAccessRoutes(app: FastifyInstance, d: Dispatcher): void 
   const owned = async (request: FastifyRequest): Promise<{ principal: Principal; id: string }> => {
     const principal = requirePrincipal(request);
     const { id } = request.params as { id: string };
-    const client = await d.store.access.getClient(id);
+    const client = await s.records.access.getClient(id);
     if (client === null || !inScope({ org_id: client.orgId, service: client.service }, request.scope)) throw new DispatcherError('not_found', `no client ${id}`);
     return { principal, id };
   };
@@ -146,7 +146,7 @@ export function registerAccessRoutes(app: FastifyInstance, d: Dispatcher): void 
     },
     async (request, reply) => {
       const { id } = await owned(request);
-      const { client, secret } = await d.auth.rotateSecret(id);
+      const { client, secret } = await s.auth.rotateSecret(id);
       return reply.header('cache-control', 'no-store').send({ ...clientResource(client), secret });
     },
   );
@@ -159,7 +159,7 @@ export function registerAccessRoutes(app: FastifyInstance, d: Dispatcher): void 
     },
     async (request, reply) => {
       const { id } = await owned(request);
-      await d.auth.deleteClient(id);
+      await s.auth.deleteClient(id);
       return reply.code(204).send();
     },
   );
@@ -182,7 +182,7 @@ export function registerAccessRoutes(app: FastifyInstance, d: Dispatcher): void 
     async (request) => {
       const q = parseQuery(request.url, auditSpec);
       const scope = request.scope;
-      const { items, total } = await d.store.access.listAudit({
+      const { items, total } = await s.records.access.listAudit({
         ...(scope?.orgId === undefined ? {} : { orgId: scope.orgId }),
         ...(scope?.services === undefined ? {} : { services: scope.services }),
         actor: q.filters.get('actor')?.[0],

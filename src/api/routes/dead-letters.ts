@@ -1,13 +1,13 @@
 import type { FastifyInstance } from 'fastify';
 import { DispatcherError } from '../../core/errors.js';
-import type { Dispatcher } from '../../dispatcher.js';
+import type { Services } from '../../core/services.js';
 import { pageLinks, parseQuery } from '../query.js';
 import { deadLetterResource, runResource } from '../resources.js';
 import { anyObject, errors, idParams, links, listMeta } from '../schemas.js';
 
 const spec = { filters: ['origin', 'reason', 'source', 'run', 'replayed'], single: ['source', 'run'], ranges: ['last_seen_at'] } as const;
 
-export function registerDeadLetterRoutes(app: FastifyInstance, d: Dispatcher): void {
+export function registerDeadLetterRoutes(app: FastifyInstance, s: Services): void {
   app.get(
     '/v1/dead-letters',
     {
@@ -25,7 +25,7 @@ export function registerDeadLetterRoutes(app: FastifyInstance, d: Dispatcher): v
       if (origin !== undefined && origin !== 'intake' && origin !== 'run') throw new DispatcherError('bad_request', 'filter[origin]: must be intake or run');
       const replayed = q.filters.get('replayed')?.[0];
       if (replayed !== undefined && replayed !== 'true' && replayed !== 'false') throw new DispatcherError('bad_request', 'filter[replayed]: must be true or false');
-      const { items, total } = await d.store.listDeadLetters({
+      const { items, total } = await s.records.listDeadLetters({
         scope: request.scope,
         origin,
         reason: q.filters.get('reason'),
@@ -45,7 +45,7 @@ export function registerDeadLetterRoutes(app: FastifyInstance, d: Dispatcher): v
     { config: { permission: 'dispatcher:dead-letters:read' }, schema: { tags: ['dead-letters'], summary: 'One dead letter, with its raw bytes', params: idParams, response: { 200: anyObject, ...errors(404) } } },
     async (request) => {
       const { id } = request.params as { id: string };
-      const dl = await d.store.getDeadLetter(id, request.scope);
+      const dl = await s.records.getDeadLetter(id, request.scope);
       if (dl === null) throw new DispatcherError('not_found', `no dead letter ${id}`);
       return deadLetterResource(dl);
     },
@@ -65,7 +65,7 @@ export function registerDeadLetterRoutes(app: FastifyInstance, d: Dispatcher): v
     },
     async (request) => {
       const { id } = request.params as { id: string };
-      const { answer, run } = await d.replayDeadLetter(id, request.scope);
+      const { answer, run } = await s.replayDeadLetter(id, request.scope);
       return {
         id,
         replayed: true,
@@ -80,7 +80,7 @@ export function registerDeadLetterRoutes(app: FastifyInstance, d: Dispatcher): v
     { config: { permission: 'dispatcher:dead-letters:write', audit: 'dead-letters.delete' }, schema: { tags: ['dead-letters'], summary: 'Delete a dead letter', params: idParams, response: { 204: { type: 'null' }, ...errors(404) } } },
     async (request, reply) => {
       const { id } = request.params as { id: string };
-      if (!(await d.store.deleteDeadLetter(id, request.scope))) throw new DispatcherError('not_found', `no dead letter ${id}`);
+      if (!(await s.deleteDeadLetter(id, request.scope))) throw new DispatcherError('not_found', `no dead letter ${id}`);
       return reply.code(204).send();
     },
   );

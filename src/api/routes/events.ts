@@ -1,15 +1,14 @@
 import type { FastifyInstance } from 'fastify';
 import { DispatcherError } from '../../core/errors.js';
-import type { Dispatcher } from '../../dispatcher.js';
-import { decodeHttp } from '../../transports/http/decode.js';
+import type { Services } from '../../core/services.js';
 import type { IntakeResult } from '../../store/types.js';
-import { intakeMessage } from '../app.js';
+import { intakeMessage } from '../intake.js';
 import { auditEntry } from '../auth.js';
 import { pageLinks, parseQuery } from '../query.js';
 import { eventResource, runResource } from '../resources.js';
 import { anyObject, errors, idParams, links, listMeta } from '../schemas.js';
 
-export function registerEventRoutes(app: FastifyInstance, d: Dispatcher): void {
+export function registerEventRoutes(app: FastifyInstance, s: Services): void {
   app.post(
     '/v1/events',
     {
@@ -50,7 +49,7 @@ export function registerEventRoutes(app: FastifyInstance, d: Dispatcher): void {
       };
       // The 202's audit entry is committed with the events; a refusal's is written as the answer is sent.
       const audit = (results: IntakeResult[]) => auditEntry(request, 202, 'ok', describe(results))!;
-      const { results, audited } = await d.intake.receive({ ...intakeMessage(request, raw), audit }, decodeHttp);
+      const { results, audited } = await s.receive({ ...intakeMessage(request, raw), audit });
       request.audited = audited;
       const about = describe(results);
       request.auditRecords = about.records;
@@ -82,7 +81,7 @@ export function registerEventRoutes(app: FastifyInstance, d: Dispatcher): void {
       if (routed !== undefined && routed !== 'true' && routed !== 'false') {
         throw new DispatcherError('bad_request', 'filter[routed]: must be true or false');
       }
-      const { items, total } = await d.store.listEvents({
+      const { items, total } = await s.records.listEvents({
         scope: request.scope,
         type: q.filters.get('type'),
         source: q.filters.get('source')?.[0],
@@ -110,9 +109,9 @@ export function registerEventRoutes(app: FastifyInstance, d: Dispatcher): void {
     },
     async (request) => {
       const { id } = request.params as { id: string };
-      const record = await d.store.getEvent(id, request.scope);
+      const record = await s.records.getEvent(id, request.scope);
       if (record === null) throw new DispatcherError('not_found', `no event ${id}`);
-      const runs = await d.store.listRuns({ eventKey: id, scope: request.scope, limit: 1000, offset: 0, sort: { field: 'created_at', direction: 'asc' } });
+      const runs = await s.records.listRuns({ eventKey: id, scope: request.scope, limit: 1000, offset: 0, sort: { field: 'created_at', direction: 'asc' } });
       return { ...eventResource(record), runs: runs.items.map(runResource) };
     },
   );

@@ -1,9 +1,16 @@
 import type { FastifyContextConfig, FastifyInstance } from 'fastify';
-import type { Dispatcher } from '../../dispatcher.js';
+import type { Services } from '../../core/services.js';
 import { errorBody } from '../errors.js';
 import { toDispatcherError } from '../../core/errors.js';
 
-export function registerHealthRoutes(app: FastifyInstance, d: Dispatcher): void {
+export interface HealthSettings {
+  /** Serve `/metrics`. */
+  metrics: boolean;
+  /** `/metrics` without credentials. */
+  publicMetrics: boolean;
+}
+
+export function registerHealthRoutes(app: FastifyInstance, s: Services, settings: HealthSettings): void {
   app.get('/healthz', { config: { public: true }, schema: { tags: ['health'], summary: 'The process is alive' } }, async () => ({ status: 'ok' }));
 
   app.get(
@@ -11,16 +18,16 @@ export function registerHealthRoutes(app: FastifyInstance, d: Dispatcher): void 
     { config: { public: true }, schema: { tags: ['health'], summary: 'The store is reachable; backlog, oldest queued age, and the health of each input and output' } },
     async (_request, reply) => {
       try {
-        await d.store.ping();
+        await s.records.ping();
         const now = Date.now();
-        const [s, inputs, outputs] = await Promise.all([d.store.stats(now), d.inputHealth(), d.outputHealth()]);
+        const [stats, { inputs, outputs, inFlight }] = await Promise.all([s.records.stats(now), s.health()]);
         const degraded = inputs.some((i) => !i.connected || i.paused) || outputs.some((o) => !o.connected);
         return {
           status: degraded ? 'degraded' : 'ready',
-          store: d.store.dialect,
-          runs: { queued: s.queued, running: s.running, waiting: s.waiting, in_flight_here: d.runner.inFlight },
-          oldest_queued_age_seconds: s.oldestQueuedAt === null ? 0 : Math.max(0, (now - s.oldestQueuedAt) / 1000),
-          dead_letters: s.deadLetters,
+          store: s.records.dialect,
+          runs: { queued: stats.queued, running: stats.running, waiting: stats.waiting, in_flight_here: inFlight },
+          oldest_queued_age_seconds: stats.oldestQueuedAt === null ? 0 : Math.max(0, (now - stats.oldestQueuedAt) / 1000),
+          dead_letters: stats.deadLetters,
           inputs: inputs.map((i) => ({
             name: i.input,
             transport: i.transport,
@@ -55,11 +62,11 @@ export function registerHealthRoutes(app: FastifyInstance, d: Dispatcher): void 
     },
   );
 
-  if (d.config.metrics.enabled) {
-    const config: FastifyContextConfig = d.config.auth.publicMetrics ? { public: true } : { permission: 'dispatcher:metrics:read' };
+  if (settings.metrics) {
+    const config: FastifyContextConfig = settings.publicMetrics ? { public: true } : { permission: 'dispatcher:metrics:read' };
     app.get('/metrics', { config, schema: { tags: ['health'], summary: 'Prometheus metrics' } }, async (_request, reply) => {
-      const body = await d.metrics.registry.metrics();
-      return reply.type(d.metrics.registry.contentType).send(body);
+      const body = await s.metrics.registry.metrics();
+      return reply.type(s.metrics.registry.contentType).send(body);
     });
   }
 }

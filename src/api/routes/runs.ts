@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { DispatcherError } from '../../core/errors.js';
 import { RUN_STATUSES, type RunStatus } from '../../core/types.js';
-import type { Dispatcher } from '../../dispatcher.js';
+import type { Services } from '../../core/services.js';
 import { RUN_SORT_FIELDS, type RunSortField } from '../../store/types.js';
 import { pageLinks, parseQuery } from '../query.js';
 import { attemptResource, pick, RUN_FIELDS, runResource } from '../resources.js';
@@ -26,7 +26,7 @@ function checkStatuses(status: string[] | undefined): void {
   }
 }
 
-export function registerRunRoutes(app: FastifyInstance, d: Dispatcher): void {
+export function registerRunRoutes(app: FastifyInstance, s: Services): void {
   app.get(
     '/v1/runs',
     {
@@ -47,7 +47,7 @@ export function registerRunRoutes(app: FastifyInstance, d: Dispatcher): void {
       const q = parseQuery(request.url, spec);
       const status = q.filters.get('status');
       checkStatuses(status);
-      const { items, total } = await d.store.listRuns({
+      const { items, total } = await s.records.listRuns({
         scope: request.scope,
         status: status as RunStatus[] | undefined,
         type: q.filters.get('type'),
@@ -89,7 +89,7 @@ export function registerRunRoutes(app: FastifyInstance, d: Dispatcher): void {
       const q = parseQuery(request.url, republishSpec);
       const status = q.filters.get('status');
       checkStatuses(status);
-      const republished = await d.republishRuns({
+      const republished = await s.republishRuns({
         scope: request.scope,
         status: status as RunStatus[] | undefined,
         type: q.filters.get('type'),
@@ -108,9 +108,9 @@ export function registerRunRoutes(app: FastifyInstance, d: Dispatcher): void {
     { config: { permission: 'dispatcher:runs:read' }, schema: { tags: ['runs'], summary: 'One run, with every attempt', params: idParams, response: { 200: anyObject, ...errors(404) } } },
     async (request) => {
       const { id } = request.params as { id: string };
-      const run = await d.store.getRun(id, request.scope);
+      const run = await s.records.getRun(id, request.scope);
       if (run === null) throw new DispatcherError('not_found', `no run ${id}`);
-      const attempts = await d.store.getAttempts(id);
+      const attempts = await s.records.getAttempts(id);
       return { ...runResource(run), attempts_log: attempts.map(attemptResource) };
     },
   );
@@ -129,7 +129,7 @@ export function registerRunRoutes(app: FastifyInstance, d: Dispatcher): void {
     },
     async (request) => {
       const { id } = request.params as { id: string };
-      return runResource(await d.cancelRun(id, request.scope));
+      return runResource(await s.cancelRun(id, request.scope));
     },
   );
 
@@ -147,7 +147,7 @@ export function registerRunRoutes(app: FastifyInstance, d: Dispatcher): void {
     },
     async (request) => {
       const { id } = request.params as { id: string };
-      return runResource(await d.retryRun(id, request.scope));
+      return runResource(await s.retryRun(id, request.scope));
     },
   );
 }

@@ -1,20 +1,21 @@
 /**
- * `GET /v1/stream`: run events as server-sent events (https://html.spec.whatwg.org/multipage/server-sent-events.html).
- * Each message has `id: <seq>`, `event: run.<event_type>` and the run as JSON. A client that reconnects
- * with `Last-Event-ID` (or `?after=SEQ`) gets what it missed from the outbox first, then live events.
+ * `GET /v1/stream`: run events and host events as server-sent events
+ * (https://html.spec.whatwg.org/multipage/server-sent-events.html). Each message has `id: <seq>`,
+ * `event: run.<event_type>` with the run as JSON, or `event: host.<event_type>` with the host. A client that
+ * reconnects with `Last-Event-ID` (or `?after=SEQ`) gets what it missed from the outbox first, then live events.
  */
 
 import type { FastifyInstance } from 'fastify';
 import { DispatcherError } from '../../core/errors.js';
-import type { RunEvent } from '../../core/types.js';
-import type { Dispatcher } from '../../dispatcher.js';
-import { inScope } from '../../store/shared.js';
+import type { Services } from '../../core/services.js';
+import type { OutboxEvent } from '../../core/types.js';
+import { inScope } from '../../core/principal.js';
 import { parseQuery } from '../query.js';
-import { runEventResource } from '../resources.js';
+import { hostEventResource, runEventResource } from '../resources.js';
 
-const spec = { filters: ['run', 'route', 'status'], extra: ['after'] } as const;
+const spec = { filters: ['run', 'route', 'status', 'kind'], extra: ['after'] } as const;
 
-export function registerStreamRoute(app: FastifyInstance, d: Dispatcher): void {
+export function registerStreamRoute(app: FastifyInstance, s: Services): void {
   // Streams never end by themselves: stopping the server ends them, so that shutdown stays bounded.
   const open = new Set<() => void>();
   app.addHook('preClose', async () => {
@@ -28,7 +29,9 @@ export function registerStreamRoute(app: FastifyInstance, d: Dispatcher): void {
       schema: {
         tags: ['stream'],
         summary: 'Run events, live (server-sent events)',
-        description: 'Filters: `filter[run]`, `filter[route]`, `filter[status]`. Resume with the `Last-Event-ID` header or `?after=SEQ`.',
+        description:
+          'Filters: `filter[run]`, `filter[route]`, `filter[status]`, `filter[kind]` (`run` or `host`; both by default). ' +
+          'Resume with the `Last-Event-ID` header or `?after=SEQ`.',
       },
     },
     async (request, reply) => {
@@ -38,10 +41,13 @@ export function registerStreamRoute(app: FastifyInstance, d: Dispatcher): void {
       const runs = q.filters.get('run');
       const routes = q.filters.get('route');
       const statuses = q.filters.get('status');
+      const kinds = q.filters.get('kind');
+      for (const k of kinds ?? []) if (k !== 'run' && k !== 'host') throw new DispatcherError('bad_request', `filter[kind]: "${k}" is neither run nor host`);
       const scope = request.scope;
-      const wanted = (e: RunEvent) =>
+      const wanted = (e: OutboxEvent) =>
+        (kinds === undefined || kinds.includes(e.kind)) &&
         (runs === undefined || runs.includes(e.runId)) &&
-        (routes === undefined || routes.includes(e.payload.route)) &&
+        (routes === undefined || routes.includes((e.kind === 'run' ? e.payload.route : e.route) ?? '')) &&
         (statuses === undefined || statuses.includes(e.status)) &&
         inScope({ org_id: e.orgId, service: e.service }, scope);
 
@@ -51,16 +57,17 @@ export function registerStreamRoute(app: FastifyInstance, d: Dispatcher): void {
       res.write(': connected\n\n');
       let last = 0;
       let live = false;
-      const buffered: RunEvent[] = [];
-      const send = (events: RunEvent[]) => {
+      const buffered: OutboxEvent[] = [];
+      const send = (events: OutboxEvent[]) => {
         for (const e of events) {
           if (e.seq <= last) continue;
           last = e.seq;
           if (!wanted(e)) continue;
-          res.write(`id: ${e.seq}\nevent: run.${e.eventType}\ndata: ${JSON.stringify(runEventResource(e))}\n\n`);
+          const data = e.kind === 'run' ? runEventResource(e) : hostEventResource(e);
+          res.write(`id: ${e.seq}\nevent: ${e.kind}.${e.eventType}\ndata: ${JSON.stringify(data)}\n\n`);
         }
       };
-      const unsubscribe = await d.feed.subscribe((events) => (live ? send(events) : buffered.push(...events)));
+      const unsubscribe = await s.feed.subscribe((events) => (live ? send(events) : buffered.push(...events)));
       const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
       const close = () => {
         clearInterval(heartbeat);
@@ -80,12 +87,12 @@ export function registerStreamRoute(app: FastifyInstance, d: Dispatcher): void {
         last = Number(afterText);
         // Catch up from the outbox, then switch to live events (skipping what was already sent).
         for (;;) {
-          const backlog = await d.store.readRunEvents(last, 1000, scope);
+          const backlog = await s.records.readRunEvents(last, 1000, scope);
           if (backlog.length === 0) break;
           send(backlog);
           if (backlog.length < 1000) break;
         }
-      } else last = d.feed.cursor;
+      } else last = s.feed.cursor;
       live = true;
       send(buffered.splice(0));
     },

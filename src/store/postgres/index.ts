@@ -32,25 +32,34 @@ import pg from 'pg';
 import { Kysely, PostgresDialect, sql, type Expression, type SqlBool } from 'kysely';
 import { v7 as uuidv7 } from 'uuid';
 import { DispatcherError } from '../../core/errors.js';
-import type { Attempt, DeadLetter, EventRecord, Run, RunEvent, RunEventType } from '../../core/types.js';
+import { newId } from '../../core/ids.js';
+import { afterLeaseExpiry, canceledRun, endedHosts, finishedRun, plannedRun, resolvedRun, retriedRun, timedOutRun, upsertedHost } from '../../core/run-state.js';
+import type { Attempt, DeadLetter, EventRecord, Host, OutboxEvent, Run, RunEventType } from '../../core/types.js';
 import * as queries from '../queries.js';
 import {
+  hostStateJson,
   runEventPayload,
   toAttempt,
   toDeadLetter,
   toEventRecord,
+  toHost,
   toRun,
   toRunEvent,
   type AttemptRow,
   type DeadLetterRow,
   type EventRow,
+  type HostRow,
   type RunRow,
 } from '../rows.js';
 import type {
   ClaimOptions,
   ClaimedRun,
   DeadLetterQuery,
+  DialectSql,
   EventQuery,
+  HostQuery,
+  HostResult,
+  HostUpsert,
   IntakeItem,
   IntakeResult,
   Listing,
@@ -58,16 +67,19 @@ import type {
   PruneOptions,
   PruneResult,
   RelayStream,
+  OwnedMigrations,
   RepublishQuery,
+  ResolveResult,
   RunOutcome,
   RunQuery,
+  RunResolution,
   Scope,
   SequencedDeadLetter,
   Store,
   StoreStats,
   SweepResult,
 } from '../types.js';
-import { afterLeaseExpiry, attemptRow, ENDED_STATUSES_SQL, finishedRun, fingerprint, inScope, intakeAuditEntries, plannedRun, REPUBLISH_BATCH, runDeadLetter, v7Floor } from '../shared.js';
+import { ENDED_STATUSES_SQL, fingerprint, inScope, intakeAuditEntries, migrationsInOrder, REPUBLISH_BATCH, v7Floor } from '../shared.js';
 import { POSTGRES_MIGRATIONS } from './migrations.js';
 
 export interface PostgresStoreOptions {
@@ -152,7 +164,7 @@ export class PostgresStore implements Store {
   readonly #schema: string | undefined;
   readonly #where: string;
   readonly #ops: queries.DialectOps = {
-    labelsContain: (labels): Expression<SqlBool> => sql<SqlBool>`labels @> ${JSON.stringify(labels)}::jsonb`,
+    labelsContain: (labels, column = 'labels'): Expression<SqlBool> => sql<SqlBool>`${sql.ref(column)} @> ${JSON.stringify(labels)}::jsonb`,
   };
   #closed = false;
 
@@ -190,7 +202,7 @@ export class PostgresStore implements Store {
     });
   }
 
-  async migrate(): Promise<void> {
+  async migrate(extra: readonly OwnedMigrations[] = []): Promise<void> {
     await this.#transaction(async (c) => {
       // Several processes may start at once: the first to take the lock migrates, the others then find
       // the migrations applied. The lock is per schema, so test schemas migrate in parallel.
@@ -198,7 +210,7 @@ export class PostgresStore implements Store {
       if (this.#schema !== undefined) await c.query(`CREATE SCHEMA IF NOT EXISTS "${this.#schema}"`);
       await c.query('CREATE TABLE IF NOT EXISTS dispatcher_migrations (name text PRIMARY KEY, applied_at bigint NOT NULL)');
       const applied = new Set((await c.query<{ name: string }>('SELECT name FROM dispatcher_migrations')).rows.map((r) => r.name));
-      for (const [name, statements] of Object.entries(POSTGRES_MIGRATIONS).sort(([a], [b]) => a.localeCompare(b))) {
+      for (const [name, statements] of migrationsInOrder(POSTGRES_MIGRATIONS, extra.map((m) => ({ owner: m.owner, migrations: m.postgres })))) {
         if (applied.has(name)) continue;
         for (const statement of statements) await c.query(statement);
         await c.query('INSERT INTO dispatcher_migrations (name, applied_at) VALUES ($1, $2)', [name, Date.now()]);
@@ -525,14 +537,15 @@ export class PostgresStore implements Store {
         const attempts: Attempt[] = [];
         const deadLetters: NewDeadLetter[] = [];
         const changes = late.map((run) => {
-          const error = { code: 'deadline_exceeded', message: `the run did not end before its deadline (${new Date(run.deadlineAt).toISOString()})` };
-          if (run.status === 'running' && run.leaseOwner !== null) attempts.push(attemptRow(run, now, 'timeout', error));
-          deadLetters.push(runDeadLetter(run, 'deadline_exceeded', error.message, now));
-          return { from: run, to: { ...run, status: 'timeout' as const, error, finishedAt: now, updatedAt: now, correlationId: null } };
+          const { to, attempt, deadLetter } = timedOutRun(run, now);
+          if (attempt !== null) attempts.push(attempt);
+          deadLetters.push(deadLetter);
+          return { from: run, to };
         });
         const applied = await setStates(c, changes, now);
         await insertAttempts(c, attempts.filter((a) => applied.has(a.runId)));
         await insertDeadLetters(c, deadLetters.filter((d) => applied.has(d.runId!)));
+        await endHosts(c, [...applied], 'timeout', now);
         result.timedOut = applied.size;
       }
 
@@ -594,30 +607,129 @@ export class PostgresStore implements Store {
   async cancelRun(id: string, now: number, scope?: Scope): Promise<Run> {
     return this.#transaction(async (c) => {
       const run = await lockRun(c, id, scope);
-      if (run.status !== 'queued' && run.status !== 'running') {
-        throw new DispatcherError('invalid_state', `run ${id} is ${run.status}; only queued or running runs can be canceled`);
-      }
-      const error = { code: 'canceled', message: 'canceled through the API' };
-      const to: Run = { ...run, status: 'canceled', error, finishedAt: now, updatedAt: now, correlationId: null, leaseOwner: null, leaseUntil: null };
-      await setStates(c, [{ from: run, to }], now);
-      if (run.status === 'running' && run.leaseOwner !== null) await insertAttempts(c, [attemptRow(run, now, 'canceled', error)]);
-      return to;
+      const canceled = canceledRun(run, now);
+      if ('invalid' in canceled) throw new DispatcherError('invalid_state', canceled.invalid);
+      await setStates(c, [{ from: run, to: canceled.to }], now);
+      if (canceled.attempt !== null) await insertAttempts(c, [canceled.attempt]);
+      await endHosts(c, [run.id], 'canceled', now);
+      return canceled.to;
     });
   }
 
   async retryRun(id: string, now: number, extraAttempts: number, deadlineAt: number, scope?: Scope): Promise<Run> {
     return this.#transaction(async (c) => {
       const run = await lockRun(c, id, scope);
-      if (run.status !== 'failure' && run.status !== 'timeout' && run.status !== 'canceled') {
-        throw new DispatcherError('invalid_state', `run ${id} is ${run.status}; only failed, timed-out or canceled runs can be retried`);
-      }
-      const to: Run = {
-        ...run, status: 'queued', availableAt: now, deadlineAt, expiresAt: deadlineAt, maxAttempts: run.attempts + extraAttempts,
-        error: null, finishedAt: null, updatedAt: now, correlationId: null, leaseOwner: null, leaseUntil: null,
-      };
-      await setStates(c, [{ from: run, to }], now);
-      return to;
+      const retried = retriedRun(run, now, extraAttempts, deadlineAt);
+      if ('invalid' in retried) throw new DispatcherError('invalid_state', retried.invalid);
+      await setStates(c, [{ from: run, to: retried.to }], now);
+      return retried.to;
     });
+  }
+
+  async resolveRuns(resolutions: RunResolution[]): Promise<ResolveResult[]> {
+    if (resolutions.length === 0) return [];
+    return this.#transaction(async (c) => {
+      // The runs named, locked in id order (two batches naming the same runs cannot deadlock): by id, or the
+      // newest of a tenant's runs waiting under a correlation id.
+      const byId = resolutions.filter((r) => r.runId !== undefined).map((r) => r.runId!);
+      const byCorrelation = resolutions.filter((r) => r.runId === undefined && r.correlationId !== undefined && r.orgId !== undefined);
+      const rows = (
+        await c.query<RunRow>(
+          `SELECT ${RUN_COLUMNS} FROM runs WHERE id IN (
+             SELECT unnest($1::text[])
+             UNION
+             SELECT (SELECT r.id FROM runs r WHERE r.correlation_id = k.correlation_id AND r.org_id = k.org_id ORDER BY r.id DESC LIMIT 1)
+             FROM unnest($2::text[], $3::text[]) AS k(correlation_id, org_id))
+           ORDER BY id FOR UPDATE`,
+          [byId, byCorrelation.map((r) => r.correlationId!), byCorrelation.map((r) => r.orgId!)],
+        )
+      ).rows.map(toRun);
+      const runs = new Map(rows.map((r) => [r.id, r]));
+      const newest = new Map<string, Run>();
+      for (const run of [...rows].sort((a, b) => compare(a.id, b.id))) if (run.correlationId !== null) newest.set(`${run.orgId}\0${run.correlationId}`, run);
+      const results: ResolveResult[] = [];
+      // Each run's first state and its last: one update per run, with one run event, whatever the batch did to it.
+      const changes = new Map<string, { from: Run; to: Run }>();
+      const attempts = new Map<string, Attempt>();
+      for (const r of resolutions) {
+        const run = r.runId !== undefined ? runs.get(r.runId) : newest.get(`${r.orgId}\0${r.correlationId}`);
+        if (run === undefined) {
+          results.push({ outcome: 'not_found', run: null });
+          continue;
+        }
+        const resolved = resolvedRun(run, r);
+        if (resolved.outcome !== 'resolved') {
+          results.push({ outcome: resolved.outcome, run });
+          continue;
+        }
+        // A later resolution of the same run in this batch sees this one's outcome.
+        runs.set(run.id, resolved.to);
+        if (run.correlationId !== null) newest.set(`${run.orgId}\0${run.correlationId}`, resolved.to);
+        changes.set(run.id, { from: changes.get(run.id)?.from ?? run, to: resolved.to });
+        if (resolved.attempt !== null) attempts.set(`${run.id}\0${resolved.attempt.n}`, resolved.attempt);
+        results.push({ outcome: 'resolved', run: resolved.to });
+      }
+      const ordered = [...changes.values()].sort((a, b) => compare(a.from.id, b.from.id));
+      await setStates(c, ordered, Math.max(...resolutions.map((r) => r.at)));
+      await insertAttempts(c, [...attempts.values()]);
+      return results;
+    });
+  }
+
+  // ----------------------------------------------------------------------------------------------- hosts
+
+  async upsertHosts(hosts: HostUpsert[]): Promise<HostResult[]> {
+    if (hosts.length === 0) return [];
+    return this.#transaction(async (c) => {
+      const runIds = [...new Set(hosts.map((h) => h.runId))].sort(compare);
+      // One writer of a run's hosts at a time (a host not yet created cannot be locked by row), in run order.
+      await c.query(`SELECT pg_advisory_xact_lock(hashtext('hosts:' || r)) FROM unnest($1::text[]) AS r ORDER BY r`, [runIds]);
+      const owners = new Map(
+        (await c.query<{ id: string; service: string; org_id: string }>('SELECT id, service, org_id FROM runs WHERE id = ANY($1::text[])', [runIds])).rows.map((r) => [
+          r.id,
+          { service: r.service, orgId: r.org_id },
+        ]),
+      );
+      const stored = new Map(
+        (
+          await c.query<HostRow>('SELECT h.* FROM hosts h JOIN unnest($1::text[], $2::text[]) AS k(run_id, name) ON h.run_id = k.run_id AND h.name = k.name', [
+            hosts.map((h) => h.runId),
+            hosts.map((h) => h.name),
+          ])
+        ).rows.map((row) => [`${row.run_id}\0${row.name}`, toHost(row)]),
+      );
+      const results: HostResult[] = [];
+      const changed: Array<{ host: Host; created: boolean }> = [];
+      for (const u of hosts) {
+        const key = `${u.runId}\0${u.name}`;
+        const existing = stored.get(key) ?? null;
+        const owner = owners.get(u.runId);
+        if (existing === null && owner === undefined) {
+          results.push({ outcome: 'not_found', host: null });
+          continue;
+        }
+        const result = upsertedHost(existing, u, owner ?? existing!, () => newId(u.at));
+        results.push(result);
+        if (result.outcome !== 'created' && result.outcome !== 'updated') continue;
+        stored.set(key, result.host!);
+        const earlier = changed.find((x) => x.host.id === result.host!.id);
+        if (earlier !== undefined) earlier.host = result.host!;
+        else changed.push({ host: result.host!, created: result.outcome === 'created' });
+      }
+      await saveHosts(c, changed);
+      return results;
+    });
+  }
+
+  async getHost(id: string, scope?: Scope): Promise<Host | null> {
+    const row = (await this.#query<HostRow>('SELECT * FROM hosts WHERE id = $1', [id])).rows[0];
+    if (row === undefined || !inScope(row, scope)) return null;
+    return toHost(row);
+  }
+
+  async listHosts(query: HostQuery): Promise<Listing<Host>> {
+    const { rows, total } = await this.#guard(() => queries.listHosts(this.#kysely, this.#ops, query));
+    return { items: rows.map(toHost), total };
   }
 
   // ----------------------------------------------------------------------------------------------- reads
@@ -691,6 +803,7 @@ export class PostgresStore implements Store {
         ).rows.map((r) => r.id);
         if (ids.length === 0) return;
         result.attempts = (await c.query('DELETE FROM attempts WHERE run_id = ANY($1::text[])', [ids])).rowCount ?? 0;
+        await c.query('DELETE FROM hosts WHERE run_id = ANY($1::text[])', [ids]);
         result.runs = (await c.query('DELETE FROM runs WHERE id = ANY($1::text[])', [ids])).rowCount ?? 0;
       });
     }
@@ -717,7 +830,7 @@ export class PostgresStore implements Store {
 
   // ---------------------------------------------------------------------------------------------- outbox
 
-  async readRunEvents(afterSeq: number, limit: number, scope?: Scope): Promise<RunEvent[]> {
+  async readRunEvents(afterSeq: number, limit: number, scope?: Scope): Promise<OutboxEvent[]> {
     return (await this.#guard(() => queries.readRunEvents(this.#kysely, afterSeq, limit, scope))).map(toRunEvent);
   }
 
@@ -787,6 +900,10 @@ export class PostgresStore implements Store {
   async visibilitySettled(mark: number): Promise<boolean> {
     const { rows } = await this.#query<{ x: string }>('SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS x');
     return Number(rows[0]!.x) >= mark;
+  }
+
+  async query(sql: DialectSql, params: readonly unknown[] = []): Promise<Array<Record<string, unknown>>> {
+    return (await this.#query(sql.postgres, [...params])).rows;
   }
 
   async stats(now: number): Promise<StoreStats> {
@@ -945,19 +1062,21 @@ async function setStates(c: Queryable, changes: Array<{ from: Run; to: Run }>, a
   const { rows } = await c.query<{ run_id: string }>(
     `WITH t AS (
        SELECT * FROM unnest(${p.add(to.map((r) => r.id), 'text[]')}, ${p.add(changes.map((ch) => ch.from.status), 'text[]')},
+         ${p.add(changes.map((ch) => ch.from.leaseOwner ?? ''), 'text[]')},
          ${p.add(to.map((r) => r.status), 'text[]')}, ${p.add(to.map((r) => r.updatedAt), 'bigint[]')},
          ${p.add(to.map((r) => r.availableAt), 'bigint[]')}, ${p.add(to.map((r) => r.deadlineAt), 'bigint[]')},
-         ${p.add(to.map((r) => r.expiresAt), 'bigint[]')}, ${p.add(to.map((r) => r.maxAttempts), 'int[]')},
+         ${p.add(to.map((r) => r.expiresAt), 'bigint[]')}, ${p.add(to.map((r) => r.attempts), 'int[]')}, ${p.add(to.map((r) => r.maxAttempts), 'int[]')},
          ${p.add(to.map((r) => r.correlationId), 'text[]')}, ${p.add(to.map((r) => r.error?.code ?? null), 'text[]')},
-         ${p.add(to.map((r) => pgText(r.error?.message ?? null)), 'text[]')}, ${p.add(to.map((r) => r.finishedAt), 'bigint[]')})
-       AS t(id, from_status, status, updated_at, available_at, deadline_at, expires_at, max_attempts, correlation_id,
-         error_code, error_message, finished_at)
+         ${p.add(to.map((r) => pgText(r.error?.message ?? null)), 'text[]')}, ${p.add(to.map((r) => jsonOrNull(r.result)), 'jsonb[]')},
+         ${p.add(to.map((r) => r.finishedAt), 'bigint[]')})
+       AS t(id, from_status, from_owner, status, updated_at, available_at, deadline_at, expires_at, attempts, max_attempts, correlation_id,
+         error_code, error_message, result, finished_at)
      ),
      u AS (
        UPDATE runs r SET status = t.status, updated_at = t.updated_at, available_at = t.available_at, deadline_at = t.deadline_at,
-         expires_at = t.expires_at, max_attempts = t.max_attempts, lease_owner = NULL, lease_until = NULL,
-         correlation_id = t.correlation_id, error_code = t.error_code, error_message = t.error_message, finished_at = t.finished_at
-       FROM t WHERE r.id = t.id AND r.status = t.from_status
+         expires_at = t.expires_at, attempts = t.attempts, max_attempts = t.max_attempts, lease_owner = NULL, lease_until = NULL,
+         correlation_id = t.correlation_id, error_code = t.error_code, error_message = t.error_message, result = t.result, finished_at = t.finished_at
+       FROM t WHERE r.id = t.id AND r.status = t.from_status AND coalesce(r.lease_owner, '') = t.from_owner
        RETURNING r.id
      )
      ${insertRunEventsSql(p, to.map((run) => ({ run, at })), 'update', 'u')}
@@ -965,6 +1084,50 @@ async function setStates(c: Queryable, changes: Array<{ from: Run; to: Run }>, a
     p.values,
   );
   return new Set(rows.map((r) => r.run_id));
+}
+
+/** `INSERT INTO run_events …` for host events: each names its host. */
+async function insertHostEvents(c: Queryable, events: Array<{ host: Host; eventType: RunEventType }>): Promise<void> {
+  if (events.length === 0) return;
+  const p = new Params();
+  await c.query(
+    `INSERT INTO run_events (run_id, host_id, event_type, status, service, org_id, at, payload)
+     SELECT ev.run_id, ev.host_id, ev.event_type, ev.status, ev.service, ev.org_id, ev.at, ev.payload
+     FROM ROWS FROM (unnest(${p.add(events.map((e) => e.host.runId), 'text[]')}, ${p.add(events.map((e) => e.host.id), 'text[]')},
+       ${p.add(events.map((e) => e.eventType), 'text[]')}, ${p.add(events.map((e) => e.host.status), 'text[]')},
+       ${p.add(events.map((e) => e.host.service), 'text[]')}, ${p.add(events.map((e) => e.host.orgId), 'text[]')},
+       ${p.add(events.map((e) => e.host.updatedAt), 'bigint[]')}), json_array_elements(${p.add(jsonArray(events.map((e) => hostStateJson(e.host))), 'json')}))
+       WITH ORDINALITY AS ev(run_id, host_id, event_type, status, service, org_id, at, payload, ord)
+     ORDER BY ev.ord`,
+    p.values,
+  );
+}
+
+/** Writes hosts as `upsertedHost` or `endedHosts` left them, with their host events. */
+async function saveHosts(c: Queryable, hosts: Array<{ host: Host; created: boolean }>): Promise<void> {
+  if (hosts.length === 0) return;
+  const h = hosts.map((x) => x.host);
+  const p = new Params();
+  await c.query(
+    `INSERT INTO hosts (id, run_id, name, status, log, sequence, details, service, org_id, created_at, updated_at)
+     SELECT * FROM unnest(${p.add(h.map((x) => x.id), 'text[]')}, ${p.add(h.map((x) => x.runId), 'text[]')}, ${p.add(h.map((x) => pgText(x.name)), 'text[]')},
+       ${p.add(h.map((x) => x.status), 'text[]')}, ${p.add(h.map((x) => pgText(x.log)), 'text[]')}, ${p.add(h.map((x) => x.sequence), 'bigint[]')},
+       ${p.add(h.map((x) => pgJson(JSON.stringify(x.details))), 'jsonb[]')}, ${p.add(h.map((x) => x.service), 'text[]')}, ${p.add(h.map((x) => x.orgId), 'text[]')},
+       ${p.add(h.map((x) => x.createdAt), 'bigint[]')}, ${p.add(h.map((x) => x.updatedAt), 'bigint[]')})
+     ON CONFLICT (id) DO UPDATE SET status = excluded.status, log = excluded.log, sequence = excluded.sequence, details = excluded.details,
+       updated_at = excluded.updated_at`,
+    p.values,
+  );
+  await insertHostEvents(c, hosts.map((x) => ({ host: x.host, eventType: x.created ? 'create' : 'update' })));
+}
+
+/** The hosts of runs that ended by themselves (timeout, canceled) end with them. */
+async function endHosts(c: Queryable, runIds: string[], status: 'timeout' | 'canceled', at: number): Promise<void> {
+  if (runIds.length === 0) return;
+  const rows = (
+    await c.query<HostRow>(`SELECT * FROM hosts WHERE run_id = ANY($1::text[]) AND status IN ('queued', 'running') ORDER BY id FOR UPDATE`, [runIds])
+  ).rows;
+  await saveHosts(c, endedHosts(rows.map(toHost), status, at).map((host) => ({ host, created: false })));
 }
 
 /**

@@ -17,7 +17,7 @@ const ID_TIME = (column: string): string => `('x' || substr(${column}, 1, 8) || 
 /** A UUIDv7 in a column, as a regular expression. */
 const V7 = `'^[0-9a-f]{8}-[0-9a-f]{4}-7'`;
 
-export const POSTGRES_MIGRATIONS: Record<string, string[]> = {
+export const POSTGRES_MIGRATIONS: Readonly<Record<string, readonly string[]>> = {
   '0001_initial': [
     `CREATE TABLE events (
       key text COLLATE "C" PRIMARY KEY,
@@ -188,5 +188,25 @@ export const POSTGRES_MIGRATIONS: Record<string, string[]> = {
     `DROP INDEX runs_created`,
     // Likewise an event's key carries its received_at: a received_at range is a range of keys.
     `UPDATE events SET received_at = ${ID_TIME('key')} WHERE key ~ ${V7} AND received_at <> ${ID_TIME('key')}`,
+  ],
+  '0006_hosts': [
+    // The targets inside runs, each with its own status, log and sequence; one per (run, name).
+    `CREATE TABLE hosts (
+      id text COLLATE "C" PRIMARY KEY,
+      run_id text COLLATE "C" NOT NULL,
+      name text COLLATE "C" NOT NULL,
+      status text COLLATE "C" NOT NULL,
+      log text NOT NULL,
+      sequence bigint,
+      details jsonb NOT NULL,
+      service text NOT NULL,
+      org_id text NOT NULL,
+      created_at bigint NOT NULL,
+      updated_at bigint NOT NULL
+    )`,
+    `CREATE UNIQUE INDEX hosts_run_name ON hosts (run_id, name)`,
+    `CREATE INDEX hosts_details ON hosts USING gin (details jsonb_path_ops)`,
+    // Host events share the outbox (and its seq) with run events: a host event names its host.
+    `ALTER TABLE run_events ADD COLUMN host_id text COLLATE "C"`,
   ],
 };

@@ -16,24 +16,33 @@ import Database from 'better-sqlite3';
 import { Kysely, SqliteDialect, sql } from 'kysely';
 import { v7 as uuidv7 } from 'uuid';
 import { DispatcherError } from '../../core/errors.js';
-import type { Attempt, DeadLetter, EventRecord, Run, RunEvent } from '../../core/types.js';
+import { newId } from '../../core/ids.js';
+import { afterLeaseExpiry, canceledRun, endedHosts, finishedRun, plannedRun, resolvedRun, retriedRun, timedOutRun, upsertedHost } from '../../core/run-state.js';
+import type { Attempt, DeadLetter, EventRecord, Host, OutboxEvent, Run, RunEventType } from '../../core/types.js';
 import * as queries from '../queries.js';
 import {
+  hostStateJson,
   runEventPayload,
   toAttempt,
   toDeadLetter,
   toEventRecord,
+  toHost,
   toRun,
   toRunEvent,
   type DeadLetterRow,
   type EventRow,
+  type HostRow,
   type RunRow,
 } from '../rows.js';
 import type {
   ClaimOptions,
   ClaimedRun,
   DeadLetterQuery,
+  DialectSql,
   EventQuery,
+  HostQuery,
+  HostResult,
+  HostUpsert,
   IntakeItem,
   IntakeResult,
   Listing,
@@ -42,16 +51,19 @@ import type {
   PruneOptions,
   PruneResult,
   RelayStream,
+  OwnedMigrations,
   RepublishQuery,
+  ResolveResult,
   RunOutcome,
   RunQuery,
+  RunResolution,
   Scope,
   SequencedDeadLetter,
   Store,
   StoreStats,
   SweepResult,
 } from '../types.js';
-import { afterLeaseExpiry, attemptRow, ENDED_STATUSES_SQL, finishedRun, fingerprint, inScope, intakeAuditEntries, plannedRun, plannedStateJson, REPUBLISH_BATCH, runDeadLetter, v7Floor } from '../shared.js';
+import { ENDED_STATUSES_SQL, fingerprint, inScope, intakeAuditEntries, migrationsInOrder, plannedStateJson, REPUBLISH_BATCH, v7Floor } from '../shared.js';
 import { SqliteAccess } from './access.js';
 import { Checkpointer } from './checkpointer.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
@@ -97,9 +109,9 @@ export class SqliteStore implements Store {
   readonly #db: Database.Database;
   readonly #kysely: Kysely<queries.Database>;
   readonly #ops: queries.DialectOps = {
-    labelsContain: (labels) =>
+    labelsContain: (labels, column = 'labels') =>
       sql.join(
-        Object.entries(labels).map(([k, v]) => sql`json_extract(labels, ${'$."' + k.replace(/"/g, '') + '"'}) = ${v}`),
+        Object.entries(labels).map(([k, v]) => sql`json_extract(${sql.ref(column)}, ${'$."' + k.replace(/"/g, '') + '"'}) = ${v}`),
         sql` AND `,
       ) as never,
   };
@@ -147,16 +159,16 @@ export class SqliteStore implements Store {
     this.access = new SqliteAccess(this.#db, (fn) => this.#write(fn));
   }
 
-  async migrate(): Promise<void> {
+  async migrate(extra: readonly OwnedMigrations[] = []): Promise<void> {
     this.#db.exec('CREATE TABLE IF NOT EXISTS dispatcher_migrations (name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)');
     const applied = new Set(
       (this.#db.prepare('SELECT name FROM dispatcher_migrations').all() as Array<{ name: string }>).map((r) => r.name),
     );
-    const apply = this.#db.transaction((name: string, statements: string[]) => {
+    const apply = this.#db.transaction((name: string, statements: readonly string[]) => {
       for (const statement of statements) this.#db.exec(statement);
       this.#db.prepare('INSERT INTO dispatcher_migrations (name, applied_at) VALUES (?, ?)').run(name, Date.now());
     });
-    for (const [name, statements] of Object.entries(SQLITE_MIGRATIONS).sort(([a], [b]) => a.localeCompare(b))) {
+    for (const [name, statements] of migrationsInOrder(SQLITE_MIGRATIONS, extra.map((m) => ({ owner: m.owner, migrations: m.sqlite })))) {
       if (!applied.has(name)) apply.immediate(name, statements);
     }
     this.#statements = this.prepare();
@@ -193,6 +205,18 @@ export class SqliteStore implements Store {
       insertRunEvent: db.prepare(
         'INSERT INTO run_events (seq, run_id, event_type, status, service, org_id, at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
       ),
+      insertHostEvent: db.prepare(
+        'INSERT INTO run_events (seq, run_id, host_id, event_type, status, service, org_id, at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      ),
+      runByCorrelation: db.prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE correlation_id = ? AND org_id = ? ORDER BY id DESC LIMIT 1`),
+      hostByName: db.prepare('SELECT * FROM hosts WHERE run_id = ? AND name = ?'),
+      hostById: db.prepare('SELECT * FROM hosts WHERE id = ?'),
+      hostsUnderWay: db.prepare(`SELECT * FROM hosts WHERE run_id = ? AND status IN ('queued', 'running')`),
+      insertHost: db.prepare(
+        `INSERT INTO hosts (id, run_id, name, status, log, sequence, details, service, org_id, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      ),
+      updateHost: db.prepare('UPDATE hosts SET status = ?, log = ?, sequence = ?, details = ?, updated_at = ? WHERE id = ?'),
       lastRunEventSeq: db
         .prepare('SELECT max(coalesce((SELECT max(seq) FROM run_events), 0), (SELECT last FROM run_event_seq))')
         .pluck(),
@@ -244,9 +268,9 @@ export class SqliteStore implements Store {
         `SELECT ${RUN_COLUMNS} FROM runs WHERE status IN ('queued', 'running') AND deadline_at < ? LIMIT ?`,
       ),
       setState: db.prepare(
-        `UPDATE runs SET status = ?, updated_at = ?, available_at = ?, deadline_at = ?, expires_at = ?, max_attempts = ?,
-           lease_owner = NULL, lease_until = NULL, correlation_id = ?, error_code = ?, error_message = ?, finished_at = ?
-         WHERE id = ? AND status = ?`,
+        `UPDATE runs SET status = ?, updated_at = ?, available_at = ?, deadline_at = ?, expires_at = ?, attempts = ?, max_attempts = ?,
+           lease_owner = NULL, lease_until = NULL, correlation_id = ?, error_code = ?, error_message = ?, result = ?, finished_at = ?
+         WHERE id = ? AND status = ? AND coalesce(lease_owner, '') = ?`,
       ),
       insertDeadLetter: db.prepare(
         `INSERT INTO dead_letters (id, origin, source, reason, error, details, raw, raw_truncated, content_type, headers,
@@ -273,8 +297,26 @@ export class SqliteStore implements Store {
     return this.#statements;
   }
 
-  #writeRunEvent(run: Run, eventType: 'create' | 'update' | 'delete' | 'read', at: number): void {
+  #writeRunEvent(run: Run, eventType: RunEventType, at: number): void {
     this.#s.insertRunEvent.run(this.#nextSeq++, run.id, eventType, run.status, run.service, run.orgId, at, runEventPayload(run, eventType));
+  }
+
+  #writeHostEvent(host: Host, eventType: RunEventType, at: number): void {
+    this.#s.insertHostEvent.run(this.#nextSeq++, host.runId, host.id, eventType, host.status, host.service, host.orgId, at, hostStateJson(host));
+  }
+
+  /** Writes a host as `upsertedHost` left it, with its host event. */
+  #saveHost(host: Host, created: boolean): void {
+    const details = JSON.stringify(host.details);
+    if (created) {
+      this.#s.insertHost.run(host.id, host.runId, host.name, host.status, host.log, host.sequence, details, host.service, host.orgId, host.createdAt, host.updatedAt);
+    } else this.#s.updateHost.run(host.status, host.log, host.sequence, details, host.updatedAt, host.id);
+    this.#writeHostEvent(host, created ? 'create' : 'update', host.updatedAt);
+  }
+
+  /** The hosts of a run that ended by itself end with it. */
+  #endHosts(runId: string, status: 'timeout' | 'canceled', at: number): void {
+    for (const host of endedHosts((this.#s.hostsUnderWay.all(runId) as HostRow[]).map(toHost), status, at)) this.#saveHost(host, false);
   }
 
   async commitIntake(items: IntakeItem[]): Promise<IntakeResult[]> {
@@ -527,12 +569,11 @@ export class SqliteStore implements Store {
       // Deadlines first: a run past its deadline ends as `timeout`, whatever its lease says.
       for (const row of s.expiredDeadlines.all(now, limit) as RunRow[]) {
         const run = toRun(row);
-        const error = { code: 'deadline_exceeded', message: `the run did not end before its deadline (${new Date(run.deadlineAt).toISOString()})` };
-        this.#setState(run, { ...run, status: 'timeout', error, finishedAt: now, updatedAt: now, correlationId: null }, now);
-        if (run.status === 'running' && run.leaseOwner !== null) {
-          this.#insertAttempt(attemptRow(run, now, 'timeout', error));
-        }
-        this.#insertDeadLetter(runDeadLetter(run, 'deadline_exceeded', error.message, now));
+        const { to, attempt, deadLetter } = timedOutRun(run, now);
+        if (!this.#setState(run, to, now)) continue;
+        if (attempt !== null) this.#insertAttempt(attempt);
+        this.#insertDeadLetter(deadLetter);
+        this.#endHosts(run.id, 'timeout', now);
         result.timedOut += 1;
       }
       for (const row of s.expiredLeases.all(now, limit) as RunRow[]) {
@@ -549,12 +590,13 @@ export class SqliteStore implements Store {
     });
   }
 
-  /** Moves `from` to `to` if it is still in `from`'s status; writes the run event. */
+  /** Moves `from` to `to` if it is still in `from`'s status and lease; writes the run event. */
   #setState(from: Run, to: Run, now: number): boolean {
     this.#takeQueued(from.id);
     const changed = this.#s.setState.run(
-      to.status, to.updatedAt, to.availableAt, to.deadlineAt, to.expiresAt, to.maxAttempts, to.correlationId,
-      to.error?.code ?? null, to.error?.message ?? null, to.finishedAt, from.id, from.status,
+      to.status, to.updatedAt, to.availableAt, to.deadlineAt, to.expiresAt, to.attempts, to.maxAttempts, to.correlationId,
+      to.error?.code ?? null, to.error?.message ?? null, to.result === null || to.result === undefined ? null : JSON.stringify(to.result),
+      to.finishedAt, from.id, from.status, from.leaseOwner ?? '',
     ).changes;
     if (changed === 0) return false;
     this.#writeRunEvent({ ...to, leaseOwner: null, leaseUntil: null }, 'update', now);
@@ -576,32 +618,73 @@ export class SqliteStore implements Store {
   }
 
   async cancelRun(id: string, now: number, scope?: Scope): Promise<Run> {
-    return this.#transaction(() => {
+    return this.#write(() => {
       const run = this.#runInScope(id, scope);
-      if (run.status !== 'queued' && run.status !== 'running') {
-        throw new DispatcherError('invalid_state', `run ${id} is ${run.status}; only queued or running runs can be canceled`);
-      }
-      const error = { code: 'canceled', message: 'canceled through the API' };
-      const to: Run = { ...run, status: 'canceled', error, finishedAt: now, updatedAt: now, correlationId: null, leaseOwner: null, leaseUntil: null };
-      this.#setState(run, to, now);
-      if (run.status === 'running' && run.leaseOwner !== null) this.#insertAttempt(attemptRow(run, now, 'canceled', error));
-      return to;
+      const canceled = canceledRun(run, now);
+      if ('invalid' in canceled) throw new DispatcherError('invalid_state', canceled.invalid);
+      this.#setState(run, canceled.to, now);
+      if (canceled.attempt !== null) this.#insertAttempt(canceled.attempt);
+      this.#endHosts(run.id, 'canceled', now);
+      return canceled.to;
     });
   }
 
   async retryRun(id: string, now: number, extraAttempts: number, deadlineAt: number, scope?: Scope): Promise<Run> {
-    return this.#transaction(() => {
+    return this.#write(() => {
       const run = this.#runInScope(id, scope);
-      if (run.status !== 'failure' && run.status !== 'timeout' && run.status !== 'canceled') {
-        throw new DispatcherError('invalid_state', `run ${id} is ${run.status}; only failed, timed-out or canceled runs can be retried`);
-      }
-      const to: Run = {
-        ...run, status: 'queued', availableAt: now, deadlineAt, expiresAt: deadlineAt, maxAttempts: run.attempts + extraAttempts,
-        error: null, finishedAt: null, updatedAt: now, correlationId: null, leaseOwner: null, leaseUntil: null,
-      };
-      this.#setState(run, to, now);
-      return to;
+      const retried = retriedRun(run, now, extraAttempts, deadlineAt);
+      if ('invalid' in retried) throw new DispatcherError('invalid_state', retried.invalid);
+      this.#setState(run, retried.to, now);
+      return retried.to;
     });
+  }
+
+  async resolveRuns(resolutions: RunResolution[]): Promise<ResolveResult[]> {
+    if (resolutions.length === 0) return [];
+    return this.#write(() =>
+      resolutions.map((r): ResolveResult => {
+        const row = (
+          r.runId !== undefined ? this.#s.selectRun.get(r.runId) : r.correlationId !== undefined && r.orgId !== undefined ? this.#s.runByCorrelation.get(r.correlationId, r.orgId) : undefined
+        ) as RunRow | undefined;
+        if (row === undefined) return { outcome: 'not_found', run: null };
+        const run = toRun(row);
+        const resolved = resolvedRun(run, r);
+        if (resolved.outcome !== 'resolved') return { outcome: resolved.outcome, run };
+        this.#setState(run, resolved.to, r.at);
+        if (resolved.attempt !== null) this.#insertAttempt(resolved.attempt);
+        return { outcome: 'resolved', run: resolved.to };
+      }),
+    );
+  }
+
+  async upsertHosts(hosts: HostUpsert[]): Promise<HostResult[]> {
+    if (hosts.length === 0) return [];
+    return this.#write(() =>
+      hosts.map((u): HostResult => {
+        const row = this.#s.hostByName.get(u.runId, u.name) as HostRow | undefined;
+        let owner: { service: string; orgId: string } | undefined;
+        if (row === undefined) {
+          const run = this.#s.selectRun.get(u.runId) as RunRow | undefined;
+          if (run === undefined) return { outcome: 'not_found', host: null };
+          owner = { service: run.service, orgId: run.org_id };
+        }
+        const existing = row === undefined ? null : toHost(row);
+        const result = upsertedHost(existing, u, owner ?? existing!, () => newId(u.at));
+        if (result.outcome === 'created' || result.outcome === 'updated') this.#saveHost(result.host!, result.outcome === 'created');
+        return result;
+      }),
+    );
+  }
+
+  async getHost(id: string, scope?: Scope): Promise<Host | null> {
+    const row = this.#s.hostById.get(id) as HostRow | undefined;
+    if (row === undefined || !inScope(row, scope)) return null;
+    return toHost(row);
+  }
+
+  async listHosts(query: HostQuery): Promise<Listing<Host>> {
+    const { rows, total } = await queries.listHosts(this.#kysely, this.#ops, query);
+    return { items: rows.map(toHost), total };
   }
 
   #runInScope(id: string, scope: Scope | undefined): Run {
@@ -684,6 +767,7 @@ export class SqliteStore implements Store {
             .all(v7Floor(before), before, before, o.limit),
         );
         result.attempts = db.prepare('DELETE FROM attempts WHERE run_id IN (SELECT value FROM json_each(?))').run(ids).changes;
+        db.prepare('DELETE FROM hosts WHERE run_id IN (SELECT value FROM json_each(?))').run(ids);
         result.runs = db.prepare('DELETE FROM runs WHERE id IN (SELECT value FROM json_each(?))').run(ids).changes;
       });
     }
@@ -716,7 +800,7 @@ export class SqliteStore implements Store {
     return result;
   }
 
-  async readRunEvents(afterSeq: number, limit: number, scope?: Scope): Promise<RunEvent[]> {
+  async readRunEvents(afterSeq: number, limit: number, scope?: Scope): Promise<OutboxEvent[]> {
     return (await queries.readRunEvents(this.#kysely, afterSeq, limit, scope)).map(toRunEvent);
   }
 
@@ -772,6 +856,15 @@ export class SqliteStore implements Store {
 
   async visibilitySettled(): Promise<boolean> {
     return true;
+  }
+
+  async query(sql: DialectSql, params: readonly unknown[] = []): Promise<Array<Record<string, unknown>>> {
+    return this.#write(() => {
+      const statement = this.#db.prepare(sql.sqlite);
+      if (statement.reader) return statement.all(...params) as Array<Record<string, unknown>>;
+      statement.run(...params);
+      return [];
+    });
   }
 
   async stats(now: number): Promise<StoreStats> {

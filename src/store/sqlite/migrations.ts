@@ -15,7 +15,7 @@ const ID_TIME = (column: string): string =>
 /** A UUIDv7 in a column, as a GLOB pattern. */
 const V7 = `${'[0-9a-f]'.repeat(8)}-${'[0-9a-f]'.repeat(4)}-7*`;
 
-export const SQLITE_MIGRATIONS: Record<string, string[]> = {
+export const SQLITE_MIGRATIONS: Readonly<Record<string, readonly string[]>> = {
   '0001_initial': [
     `CREATE TABLE events (
       key TEXT PRIMARY KEY,
@@ -183,5 +183,24 @@ export const SQLITE_MIGRATIONS: Record<string, string[]> = {
     `DROP INDEX runs_created`,
     // Likewise an event's key carries its received_at: a received_at range is a range of keys.
     `UPDATE events SET received_at = ${ID_TIME('key')} WHERE key GLOB '${V7}' AND received_at <> ${ID_TIME('key')}`,
+  ],
+  '0006_hosts': [
+    // The targets inside runs, each with its own status, log and sequence; one per (run, name).
+    `CREATE TABLE hosts (
+      id TEXT PRIMARY KEY,
+      run_id TEXT NOT NULL,
+      name TEXT NOT NULL,
+      status TEXT NOT NULL,
+      log TEXT NOT NULL,
+      sequence INTEGER,
+      details TEXT NOT NULL,
+      service TEXT NOT NULL,
+      org_id TEXT NOT NULL,
+      created_at INTEGER NOT NULL,
+      updated_at INTEGER NOT NULL
+    )`,
+    `CREATE UNIQUE INDEX hosts_run_name ON hosts (run_id, name)`,
+    // Host events share the outbox (and its seq) with run events: a host event names its host.
+    `ALTER TABLE run_events ADD COLUMN host_id TEXT`,
   ],
 };

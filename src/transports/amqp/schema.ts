@@ -1,6 +1,6 @@
 /** The `amqp` transport's options (RabbitMQ, AMQP 0-9-1). */
 
-import type { SchemaNode } from '../../config/schema.js';
+import type { SchemaNode } from '../../core/options.js';
 import { TLS_SCHEMA } from '../tls.js';
 
 const CONNECTION: Record<string, SchemaNode> = {

@@ -1,7 +1,6 @@
 /** The `kafka` transport's options (Apache Kafka and compatible brokers, through kafkajs). */
 
-import type { SchemaNode } from '../../config/schema.js';
-import { durationSchema, sizeSchema } from '../../core/units.js';
+import { duration, size, type SchemaNode } from '../../core/options.js';
 import { TLS_SCHEMA } from '../tls.js';
 
 const CONNECTION: Record<string, SchemaNode> = {
@@ -24,8 +23,8 @@ const CONNECTION: Record<string, SchemaNode> = {
       password: { type: 'string', description: 'The password.' },
     },
   },
-  connectionTimeout: durationSchema('How long to wait for a connection to a broker (default 1s).'),
-  requestTimeout: durationSchema('How long to wait for a broker to answer a request (default 30s).'),
+  connectionTimeout: duration('How long to wait for a connection to a broker (default 1s).'),
+  requestTimeout: duration('How long to wait for a broker to answer a request (default 30s).'),
 };
 
 export const KAFKA_INPUT_SCHEMA: SchemaNode = {
@@ -44,15 +43,15 @@ export const KAFKA_INPUT_SCHEMA: SchemaNode = {
       description: 'Topics to consume: names, or regular expressions written `/pattern/flags` (e.g. `/^orders\\..*/`), matched against the topics that exist when the consumer joins.',
     },
     fromBeginning: { type: 'boolean', description: 'Where a group without a committed offset starts: the oldest message (true) or new messages only (default false).' },
-    sessionTimeout: durationSchema('A consumer that sends no heartbeat for this long leaves the group and its partitions move to the others (default 30s).'),
-    rebalanceTimeout: durationSchema('How long the group waits for its members to rejoin during a rebalance (default 60s).'),
-    heartbeatInterval: durationSchema('How often a consumer sends heartbeats, also during a long batch (default 3s; well below `sessionTimeout`).'),
+    sessionTimeout: duration('A consumer that sends no heartbeat for this long leaves the group and its partitions move to the others (default 30s).'),
+    rebalanceTimeout: duration('How long the group waits for its members to rejoin during a rebalance (default 60s).'),
+    heartbeatInterval: duration('How often a consumer sends heartbeats, also during a long batch (default 3s; well below `sessionTimeout`).'),
     partitionsConsumedConcurrently: {
       type: 'integer',
       minimum: 1,
       description: 'Partitions whose batches are handed over at once (default 4); order is kept within each partition.',
     },
-    maxBytesPerPartition: sizeSchema('The most fetched from one partition in one request (default 1MiB): the size of a batch.'),
+    maxBytesPerPartition: size('The most fetched from one partition in one request (default 1MiB): the size of a batch.'),
   },
 };
 

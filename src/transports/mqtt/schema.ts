@@ -1,7 +1,6 @@
 /** The `mqtt` transport's options (MQTT 3.1.1 and 5, e.g. Mosquitto). */
 
-import type { SchemaNode } from '../../config/schema.js';
-import { durationSchema } from '../../core/units.js';
+import { duration, type SchemaNode } from '../../core/options.js';
 import { TLS_SCHEMA } from '../tls.js';
 
 const CONNECTION: Record<string, SchemaNode> = {
@@ -11,7 +10,7 @@ const CONNECTION: Record<string, SchemaNode> = {
   tls: TLS_SCHEMA,
   protocolVersion: { enum: [4, 5], description: 'MQTT 3.1.1 (`4`) or MQTT 5 (`5`, default). Headers and binary-mode CloudEvents need MQTT 5 (user properties).' },
   keepalive: { type: 'integer', minimum: 0, description: 'Keep-alive interval in seconds (default 30).' },
-  reconnectPeriod: durationSchema('Wait between two reconnect attempts (default `1s`). The client reconnects by itself, forever.'),
+  reconnectPeriod: duration('Wait between two reconnect attempts (default `1s`). The client reconnects by itself, forever.'),
 };
 
 export const MQTT_INPUT_SCHEMA: SchemaNode = {
@@ -34,7 +33,7 @@ export const MQTT_INPUT_SCHEMA: SchemaNode = {
         'Subscription QoS (default 1, at least once). `0`: at most once, a message in flight when the process dies is lost. `2`: the broker does not send the message again after the first handshake step, so prefer 1.',
     },
     clean: { type: 'boolean', description: 'Start a new session at each connection (default false: a restart gets what arrived meanwhile). `true` loses those.' },
-    sessionExpiry: durationSchema('MQTT 5: how long the broker keeps the session after a disconnect (default: for ever, as MQTT 3.1.1 does).'),
+    sessionExpiry: duration('MQTT 5: how long the broker keeps the session after a disconnect (default: for ever, as MQTT 3.1.1 does).'),
     maxInFlight: {
       type: 'integer',
       minimum: 1,

@@ -1,7 +1,6 @@
 /** The `nats` transport's options (NATS with JetStream). */
 
-import type { SchemaNode } from '../../config/schema.js';
-import { durationSchema } from '../../core/units.js';
+import { duration, type SchemaNode } from '../../core/options.js';
 import { TLS_SCHEMA } from '../tls.js';
 
 const CONNECTION: Record<string, SchemaNode> = {
@@ -19,7 +18,7 @@ const CONNECTION: Record<string, SchemaNode> = {
   credsFile: { type: 'string', minLength: 1, description: 'A `.creds` file (user JWT and NKey seed), read when the dispatcher starts.' },
   tls: TLS_SCHEMA,
   name: { type: 'string', minLength: 1, description: 'The connection name the server shows (default `dispatcher-<input or output name>`).' },
-  reconnectWait: durationSchema('Wait between two reconnect attempts to one server (default `1s`).'),
+  reconnectWait: duration('Wait between two reconnect attempts to one server (default `1s`).'),
 };
 
 export const NATS_INPUT_SCHEMA: SchemaNode = {
@@ -40,7 +39,7 @@ export const NATS_INPUT_SCHEMA: SchemaNode = {
       description: "Subjects (`*`, `>`) the consumer takes (its filter); with `create`, also the stream's subjects when the stream is created.",
     },
     create: { type: 'boolean', description: 'Create the stream (file storage) and the durable consumer when they do not exist (default false).' },
-    ackWait: durationSchema('When the server delivers an unacknowledged message again, for a consumer the dispatcher creates (default `30s`). A message waiting for the store is kept alive meanwhile.'),
+    ackWait: duration('When the server delivers an unacknowledged message again, for a consumer the dispatcher creates (default `30s`). A message waiting for the store is kept alive meanwhile.'),
     maxAckPending: {
       type: 'integer',
       minimum: 1,

@@ -16,7 +16,7 @@
 import { createHash } from 'node:crypto';
 import { PublishBatchCommand, PublishCommand, SNSClient, type MessageAttributeValue, type PublishBatchRequestEntry } from '@aws-sdk/client-sns';
 import { awsClientConfig, pause, type AwsConnectionOptions } from '../aws.js';
-import { utf8Text } from '../http/decode.js';
+import { utf8Text } from '../../core/json.js';
 import { HealthTracker, type OutboundMessage, type OutputDriver, type Transport, type TransportContext } from '../types.js';
 
 interface OutputOptions extends AwsConnectionOptions {

@@ -1,6 +1,6 @@
 /** The `sns` transport's options (Amazon SNS, an output only). */
 
-import type { SchemaNode } from '../../config/schema.js';
+import type { SchemaNode } from '../../core/options.js';
 import { AWS_CONNECTION_SCHEMA } from '../aws.js';
 
 export const SNS_OUTPUT_SCHEMA: SchemaNode = {

@@ -1,6 +1,6 @@
 /** The `sqs` transport's options (Amazon SQS, an input only). */
 
-import type { SchemaNode } from '../../config/schema.js';
+import type { SchemaNode } from '../../core/options.js';
 import { AWS_CONNECTION_SCHEMA } from '../aws.js';
 
 export const SQS_INPUT_SCHEMA: SchemaNode = {

@@ -1,0 +1,97 @@
+/**
+ * The guarded HTTP client the dispatcher lends to profiles (`Services.http`): requests to other services (a
+ * Cloud Connector, a REST API, Slack) through the same address policy as the `http` action
+ * (`actions.http.allow`, ./guard.ts), with its timeout and user agent, and the same coded failures.
+ */
+
+import { isIP } from 'node:net';
+import { Agent, request } from 'undici';
+import { DispatcherError } from '../../core/errors.js';
+import type { HttpAnswer, HttpClient, HttpRequest } from '../../core/services.js';
+import { addressBlocked, createAddressGuard } from './guard.js';
+import type { HttpActionSettings } from './settings.js';
+
+/** The most bytes of an answer kept unless a request asks for another bound. */
+const DEFAULT_MAX_BYTES = 1024 * 1024;
+
+/**
+ * What a failed request means, coded: `attempt_timeout` when it outlived its time (or was aborted),
+ * `action_failed` for a request undici refuses, `network_error` for everything that kept it from the
+ * receiver (refused, reset, DNS), and the guard's own `address_blocked` as it is.
+ */
+export function requestFailure(err: unknown, target: string, timeoutMs: number, timedOut: boolean, aborted: boolean): DispatcherError {
+  if (timedOut) return new DispatcherError('attempt_timeout', `${target} did not answer within ${timeoutMs}ms`, { cause: err });
+  if (aborted) return new DispatcherError('attempt_timeout', `${target} was aborted before it answered`, { cause: err });
+  if (err instanceof DispatcherError) return err;
+  const code = (err as { code?: unknown }).code;
+  if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
+    return new DispatcherError('attempt_timeout', `${target} did not answer within ${timeoutMs}ms`, { cause: err });
+  }
+  if (code === 'UND_ERR_INVALID_ARG') return new DispatcherError('action_failed', `${target}: the request is invalid: ${describe(err)}`, { cause: err });
+  return new DispatcherError('network_error', `${target} could not be reached: ${describe(err)}`, { cause: err });
+}
+
+export function describe(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  if (err.message !== '') return err.message;
+  // Racing IPv4 and IPv6 ends in an AggregateError with an empty message.
+  if (err instanceof AggregateError && err.errors.length > 0) return err.errors.map(describe).join('; ');
+  return String((err as { code?: unknown }).code ?? err.name);
+}
+
+/** A client with its own connection pool; `close` ends it. */
+export function createHttpClient(settings: Pick<HttpActionSettings, 'allow' | 'timeout' | 'userAgent'>): HttpClient & { close(): Promise<void> } {
+  const guard = createAddressGuard(settings.allow);
+  const agent = new Agent({ connect: guard.connector });
+  return {
+    async request(url: string | URL, r: HttpRequest = {}): Promise<HttpAnswer> {
+      let target: URL;
+      try {
+        target = new URL(url);
+      } catch {
+        throw new DispatcherError('action_failed', `"${String(url)}" is not an absolute URL`);
+      }
+      if (target.protocol !== 'http:' && target.protocol !== 'https:') throw new DispatcherError('action_failed', `scheme ${target.protocol} is not http: or https:`);
+      const method = (r.method ?? 'GET').toUpperCase();
+      // Where the request goes, for messages: no query string, which often carries tokens.
+      const shown = `${method} ${target.origin}${target.pathname}`;
+      const literal = target.hostname.startsWith('[') ? target.hostname.slice(1, -1) : target.hostname;
+      if (isIP(literal) !== 0) {
+        const refusal = guard.refusal(literal);
+        if (refusal !== null) throw addressBlocked(literal, literal, refusal);
+      }
+      const timeoutMs = r.timeoutMs ?? settings.timeout;
+      const max = r.maxBytes ?? DEFAULT_MAX_BYTES;
+      const timer = new AbortController();
+      const handle = setTimeout(() => timer.abort(), timeoutMs);
+      const signal = r.signal === undefined ? timer.signal : AbortSignal.any([r.signal, timer.signal]);
+      try {
+        const res = await request(target, {
+          dispatcher: agent,
+          method,
+          headers: { 'user-agent': settings.userAgent, ...(r.headers ?? {}) },
+          body: r.body ?? null,
+          signal,
+          headersTimeout: timeoutMs,
+          bodyTimeout: timeoutMs,
+        });
+        const chunks: Buffer[] = [];
+        let size = 0;
+        for await (const chunk of res.body) {
+          size += (chunk as Buffer).length;
+          if (size > max) {
+            res.body.destroy();
+            throw new DispatcherError('action_failed', `${shown} answered more than ${max} bytes`);
+          }
+          chunks.push(chunk as Buffer);
+        }
+        return { status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks, size) };
+      } catch (err) {
+        throw requestFailure(err, shown, timeoutMs, timer.signal.aborted, r.signal?.aborted === true);
+      } finally {
+        clearTimeout(handle);
+      }
+    },
+    close: () => agent.close(),
+  };
+}

@@ -1,0 +1,101 @@
+/**
+ * A profile: the compatibility layer for one seed system (../shared/DESIGN.md §1). It adds no core
+ * concept; it translates. Everything a profile brings is one of these members, and the preset
+ * (`src/preset.ts`) is the one list of them that the server, `validate-config`, `routes test` and the CLI
+ * read. The built-in actions and the core API are the preset's first entries, built the same way.
+ *
+ * A profile is switched on by its key under `profiles` in the configuration (`profiles: { <name>: {…} }`);
+ * what it registers (routes, actions, decoders, presenters, tables) exists only then. Built-in entries
+ * (`builtIn`) are part of every dispatcher.
+ *
+ * Types only: the HTTP scope and the CLI program are type parameters, so that the core imports neither
+ * the HTTP framework nor the command-line library (the preset fixes them: `DispatcherProfile`).
+ */
+
+import type { Logger } from 'pino';
+import type { ActionType } from './action.js';
+import type { Decoder } from './intake.js';
+import type { OutboundMessage, CloudEventsBinding } from './outbox.js';
+import type { SchemaNode, TObject } from './options.js';
+import type { Services } from './services.js';
+import type { DeadLetter, HostEvent, RunEvent } from './types.js';
+import type { StoreMigrations } from '../store/types.js';
+
+export interface Profile<Http = unknown, Cli = unknown> {
+  /**
+   * Its key under `profiles` (`playbook-dispatcher`), and the prefix of the names it gives its decoders
+   * and presenters (`playbook-dispatcher.run`). Lower-case letters, digits and dashes.
+   */
+  readonly name: string;
+  /** One sentence: what it makes the dispatcher do. Shown in the configuration reference. */
+  readonly description: string;
+  /** Part of every dispatcher, not switched by `profiles` (the built-in actions, the core API): its names have no prefix. */
+  readonly builtIn?: boolean;
+  /**
+   * Its section of the configuration, `profiles.<name>`: a section of the option vocabulary (options.ts),
+   * so that its options, defaults, types and documentation are written once.
+   */
+  readonly config?: TObject;
+  /** Action types it adds; a function when they depend on its configuration. */
+  readonly actionTypes?: readonly ActionType[] | ((setup: ProfileSetup) => readonly ActionType[]);
+  /** Decoders an input may name (`decoder: { format: '<profile>.<name>', options: {…} }`) or the profile's routes receive with. */
+  readonly decoders?: Readonly<Record<string, DecoderType>>;
+  /** Its tables: applied by `migrate()` after the store's own, in name order, recorded as `<profile>/<name>`. */
+  readonly migrations?: StoreMigrations;
+  /** Presenters an output's stream may name (`presenter: '<profile>.<name>'`): the shape of what is published. */
+  readonly presenters?: Readonly<Record<string, Presenter>>;
+  /** The permissions its routes declare (`app:resource:verb` → what it allows), for the docs and the route checks. */
+  readonly permissions?: Readonly<Record<string, string>>;
+  /**
+   * Its HTTP routes, registered in a scope of their own (an encapsulated Fastify context): its own
+   * authentication hook and error answers. Every route declares its permission or `public`, as the core's do.
+   */
+  http?(scope: Http, context: ProfileContext): void | Promise<void>;
+  /** Commands it adds to the command line (`dispatcher <command>`), whether or not a configuration switches it on. */
+  cli?(program: Cli): void;
+}
+
+/** What a profile's action types are made from (no services yet: the routes are compiled before the dispatcher exists). */
+export interface ProfileSetup {
+  readonly name: string;
+  /** Its section, normalized; `{}` for a profile without one. */
+  readonly config: Readonly<Record<string, unknown>>;
+  readonly log: Logger;
+}
+
+/** What a profile's routes get: its setup, and what the dispatcher lends (never the dispatcher itself). */
+export interface ProfileContext extends ProfileSetup {
+  readonly services: Services;
+}
+
+/** A decoder a profile offers: made once per input (or once for the profile's own routes), with its options. */
+export interface DecoderType {
+  readonly description?: string;
+  /** JSON Schema of `decoder.options`, checked when the configuration loads. */
+  readonly options?: SchemaNode;
+  create(options: Readonly<Record<string, unknown>>, context: DecoderContext): Decoder;
+}
+
+export interface DecoderContext {
+  /** The default event source: `<transport>://<input>`, or the profile's name for its own routes. */
+  readonly source: string;
+  /** How CloudEvents attributes travel in the input's headers. */
+  readonly binding: CloudEventsBinding;
+}
+
+/** The shape of what a stream publishes; the stream's configuration gives the topic. */
+export type Presented = Omit<OutboundMessage, 'topic'>;
+
+export type Presenter =
+  | { readonly stream: 'runEvents'; readonly description?: string; present(event: RunEvent): Presented }
+  | { readonly stream: 'hostEvents'; readonly description?: string; present(event: HostEvent): Presented }
+  | { readonly stream: 'deadLetters'; readonly description?: string; present(deadLetter: DeadLetter): Presented };
+
+/** The kinds of stream an output can carry. */
+export const STREAM_KINDS = ['runEvents', 'hostEvents', 'deadLetters'] as const;
+export type StreamKind = (typeof STREAM_KINDS)[number];
+
+/** A name a profile gives: bare for built-in entries, `<profile>.<name>` otherwise. */
+export function qualified(profile: Pick<Profile, 'name' | 'builtIn'>, name: string): string {
+  return profile.builtIn === true ? name : `${profile.name}.${name}`;
+}

@@ -1,0 +1,136 @@
+/**
+ * What the dispatcher lends to its HTTP API and to the profiles: a narrow set of services, never the
+ * dispatcher itself. A profile's route takes a message in through a named decoder, resolves the runs that
+ * wait for it, records hosts, appends audit entries, reads what the store keeps, and calls other services
+ * through the guarded HTTP client; it cannot start, stop or reconfigure anything.
+ */
+
+import type { Logger } from 'pino';
+import type { Auditor } from './audit.js';
+import type { Authenticator } from './authenticator.js';
+import type { DispatcherError } from './errors.js';
+import type { RunEventFeed } from './feed.js';
+import type { InboundMessage, IntakeAnswer } from './intake.js';
+import type { Metrics } from './metrics.js';
+import type { OutboundMessage, TransportHealth } from './outbox.js';
+import type { Scope } from './principal.js';
+import type { RelayState } from './relay.js';
+import type { CloudEvent, DeadLetter, Run } from './types.js';
+import type { AccessStore } from '../store/access.js';
+import type { DialectSql, HostResult, HostUpsert, RepublishQuery, ResolveResult, RunResolution, Store } from '../store/types.js';
+
+/** What the store keeps, to read. */
+export type Records = Pick<
+  Store,
+  | 'dialect'
+  | 'ping'
+  | 'stats'
+  | 'getRun'
+  | 'getAttempts'
+  | 'listRuns'
+  | 'getHost'
+  | 'listHosts'
+  | 'getEvent'
+  | 'listEvents'
+  | 'getDeadLetter'
+  | 'listDeadLetters'
+  | 'readRunEvents'
+> & { readonly access: Pick<AccessStore, 'getClient' | 'listClients' | 'listAudit'> };
+
+export interface InputHealth extends TransportHealth {
+  input: string;
+  transport: string;
+  /** Waiting for the store: deliveries are held, none acknowledged. */
+  paused: boolean;
+  /** Deliveries held while paused. */
+  held: number;
+  /** Deliveries handed to intake and not yet ended. */
+  inFlight: number;
+}
+
+export interface OutputHealth extends TransportHealth {
+  output: string;
+  transport: string;
+  /** Its relays (one per stream) as this process sees them. */
+  relays: RelayState[];
+}
+
+export interface Health {
+  inputs: InputHealth[];
+  outputs: OutputHealth[];
+  /** Runs executing in this process. */
+  inFlight: number;
+}
+
+/** A request to another service. */
+export interface HttpRequest {
+  method?: string;
+  headers?: Record<string, string>;
+  body?: string | Buffer;
+  /** Longest time for the whole exchange (default `actions.http.timeout`). */
+  timeoutMs?: number;
+  /** Most bytes of the answer kept (default 1 MiB); a longer answer is refused (`action_failed`). */
+  maxBytes?: number;
+  signal?: AbortSignal;
+}
+
+export interface HttpAnswer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Buffer;
+}
+
+/**
+ * HTTP to other services (a Cloud Connector, a REST API, Slack), through the same address policy as the
+ * `http` action (`actions.http.allow`): private, loopback and link-local targets are refused unless allowed.
+ * Transport failures are coded: `network_error`, `attempt_timeout`, `address_blocked`.
+ */
+export interface HttpClient {
+  request(url: string | URL, request?: HttpRequest): Promise<HttpAnswer>;
+}
+
+/** A raw message for an output that does not speak CloudEvents (an SNS reply, an errors topic). */
+export type RawMessage = Omit<OutboundMessage, 'headers' | 'body'> & { headers?: Record<string, string>; body: Buffer | string };
+
+export interface Replayed {
+  deadLetter: DeadLetter;
+  /** An intake dead letter went through intake again. */
+  answer?: IntakeAnswer;
+  /** A run dead letter retried its run. */
+  run?: Run;
+}
+
+export interface Services {
+  readonly log: Logger;
+  readonly records: Records;
+  /** Credentials → principals (its `psk` and `identity` pieces build a profile's own authentication), clients and tokens. */
+  readonly auth: Authenticator;
+  readonly audit: Auditor;
+  /** Run events and host events as they are written. */
+  readonly feed: RunEventFeed;
+  readonly metrics: Metrics;
+  readonly http: HttpClient;
+  /**
+   * Take a message in as an input would: decoded by the named decoder (`http`, the CloudEvents HTTP
+   * binding, by default; or a profile's, `<profile>.<name>`), checked, routed and committed; a bad one is
+   * a dead letter that names the decoder, so that a replay decodes it the same way.
+   */
+  receive(message: InboundMessage, decoder?: string): Promise<IntakeAnswer>;
+  /** Keep a message refused before it could be decoded (too large, unreadable) as a dead letter; returns the error. */
+  reject(message: InboundMessage, error: DispatcherError): Promise<DispatcherError>;
+  /** Answers for waiting runs: by run id or by (tenant, correlation id). See `RunResolution`. */
+  resolveRuns(resolutions: RunResolution[]): Promise<ResolveResult[]>;
+  upsertHosts(hosts: HostUpsert[]): Promise<HostResult[]>;
+  cancelRun(id: string, scope?: Scope): Promise<Run>;
+  retryRun(id: string, scope?: Scope): Promise<Run>;
+  /** A `read` run event for every matching run, for the outputs to publish again. */
+  republishRuns(query: RepublishQuery): Promise<number>;
+  replayDeadLetter(id: string, scope?: Scope): Promise<Replayed>;
+  deleteDeadLetter(id: string, scope?: Scope): Promise<boolean>;
+  /** Publish to a configured output: a CloudEvent in its binary mode, or a raw message; resolves once the output confirmed it. */
+  publishTo(output: string, event: CloudEvent, destination: { topic?: string; key?: string }): Promise<void>;
+  publishTo(output: string, message: RawMessage): Promise<void>;
+  health(): Promise<Health>;
+  /** One statement on the profile's own tables (made by its migrations), in the store's dialect. */
+  query(sql: DialectSql, params?: readonly unknown[]): Promise<Array<Record<string, unknown>>>;
+}
