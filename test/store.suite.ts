@@ -13,7 +13,7 @@ import { DispatcherError } from '../src/core/errors.js';
 import { MAX_LEASE_EXPIRIES } from '../src/core/run-state.js';
 import { GENESIS_HASH, verifyAuditChain } from '../src/core/audit.js';
 import type { Attempt, CloudEvent, Run, RunEvent } from '../src/core/types.js';
-import type { ClaimOptions, ClaimedRun, IntakeItem, IntakeResult, NewDeadLetter, NewRun, RunOutcome, RunQuery, EventQuery, Store } from '../src/store/types.js';
+import type { ClaimOptions, ClaimedRun, HostQuery, HostUpsert, IntakeItem, IntakeResult, NewDeadLetter, NewRun, RunOutcome, RunQuery, EventQuery, Store } from '../src/store/types.js';
 
 export interface StoreFixture {
   store: Store;
@@ -947,6 +947,198 @@ export function defineStoreSuite(name: string, open: () => Promise<StoreFixture>
         await expectError(store.retryRun(id!, T0, 1, T0 + HOUR, { services: ['svc-b'] }), 'not_found');
         expect((await store.getRun(id!))?.status).toBe('canceled');
         expect((await store.retryRun(id!, T0, 1, T0 + HOUR, { orgId: 'org-1' })).status).toBe('queued');
+      });
+    });
+
+    describe('resolveRuns', () => {
+      /** Claims the runs seeded and records each as waiting under `corr-<i>`. */
+      async function waiting(count: number, o: { orgId?: string; deadlineAt?: number } = {}): Promise<Run[]> {
+        await seed(store, Array.from({ length: count }, () => ({})), { orgId: o.orgId ?? 'org-1' });
+        const claimed = await claim(store, { limit: count });
+        await store.finishRuns(
+          claimed.map((c, i) =>
+            outcome(c.run, { status: 'running', at: T0 + 100, correlationId: `corr-${i}`, deadlineAt: o.deadlineAt ?? T0 + HOUR, attemptOutcome: 'waiting' }),
+          ),
+        );
+        return Promise.all(claimed.map(async (c) => (await store.getRun(c.run.id))!));
+      }
+
+      it('ends waiting runs by id or by tenant and correlation id, with their attempts and run events; the same answer again changes nothing', async () => {
+        const [a, b] = await waiting(2);
+        const results = await store.resolveRuns([
+          { runId: a!.id, status: 'success', at: T0 + 200, result: { hosts: 2 }, response: 'uploaded' },
+          { orgId: 'org-1', correlationId: 'corr-1', status: 'failure', at: T0 + 201, error: { code: 'action_failed', message: 'the playbook failed' } },
+        ]);
+        expect(results.map((r) => [r.outcome, r.run?.id, r.run?.status])).toEqual([
+          ['resolved', a!.id, 'success'],
+          ['resolved', b!.id, 'failure'],
+        ]);
+        expect(await store.getRun(a!.id)).toMatchObject({ status: 'success', finishedAt: T0 + 200, updatedAt: T0 + 200, result: { hosts: 2 }, error: null, leaseOwner: null, correlationId: 'corr-0' });
+        expect(await store.getRun(b!.id)).toMatchObject({ status: 'failure', finishedAt: T0 + 201, error: { code: 'action_failed', message: 'the playbook failed' } });
+        expect(await store.getAttempts(a!.id)).toMatchObject([{ n: 1, outcome: 'success', endedAt: T0 + 200, response: 'uploaded' }]);
+        expect(await store.getAttempts(b!.id)).toMatchObject([{ n: 1, outcome: 'failure', errorCode: 'action_failed' }]);
+        expect(await historyOf(store, a!.id)).toEqual(['create:queued', 'update:running', 'update:running', 'update:success']);
+        expect(await store.stats(T0 + 300)).toMatchObject({ waiting: 0, running: 0 });
+
+        const again = await store.resolveRuns([
+          { runId: a!.id, status: 'success', at: T0 + 300, result: { hosts: 3 } },
+          { runId: b!.id, status: 'success', at: T0 + 300 },
+        ]);
+        expect(again.map((r) => r.outcome)).toEqual(['unchanged', 'conflict']);
+        expect(await store.getRun(a!.id)).toMatchObject({ status: 'success', result: { hosts: 2 }, updatedAt: T0 + 200 });
+        expect((await store.getRun(b!.id))?.status).toBe('failure');
+        expect(await historyOf(store, a!.id)).toEqual(['create:queued', 'update:running', 'update:running', 'update:success']);
+      });
+
+      it('finds a correlation id only in its tenant; an unknown run is not_found', async () => {
+        const [run] = await waiting(1, { orgId: 'org-1' });
+        const results = await store.resolveRuns([
+          { orgId: 'org-2', correlationId: 'corr-0', status: 'success', at: T0 + 200 },
+          { runId: 'no-such-run', status: 'success', at: T0 + 200 },
+          { orgId: 'org-1', correlationId: 'no-such-correlation', status: 'success', at: T0 + 200 },
+        ]);
+        expect(results).toEqual([
+          { outcome: 'not_found', run: null },
+          { outcome: 'not_found', run: null },
+          { outcome: 'not_found', run: null },
+        ]);
+        expect((await store.getRun(run!.id))?.status).toBe('running');
+      });
+
+      it('completes a run that timed out only where the answer may reopen it', async () => {
+        const [run] = await waiting(1, { deadlineAt: T0 + 1000 });
+        expect(await store.sweep(T0 + 1001, 10)).toMatchObject({ timedOut: 1 });
+        const refused = await store.resolveRuns([{ orgId: 'org-1', correlationId: 'corr-0', status: 'success', at: T0 + 2000 }]);
+        expect(refused.map((r) => [r.outcome, r.run?.status])).toEqual([['conflict', 'timeout']]);
+        const late = await store.resolveRuns([{ orgId: 'org-1', correlationId: 'corr-0', status: 'success', at: T0 + 2001, reopen: ['timeout'] }]);
+        expect(late.map((r) => [r.outcome, r.run?.status])).toEqual([['resolved', 'success']]);
+        expect(await store.getRun(run!.id)).toMatchObject({ status: 'success', error: null, finishedAt: T0 + 2001 });
+        expect(await store.getAttempts(run!.id)).toMatchObject([{ n: 1, outcome: 'success', endedAt: T0 + 2001 }]);
+        expect(await historyOf(store, run!.id)).toEqual(['create:queued', 'update:running', 'update:running', 'update:timeout', 'update:success']);
+      });
+
+      it('records progress on a waiting run and keeps it waiting; progress for a run that ended is a conflict', async () => {
+        const [run] = await waiting(1);
+        const progress = await store.resolveRuns([{ runId: run!.id, status: 'running', at: T0 + 150, result: { events: 3 } }]);
+        expect(progress[0]).toMatchObject({ outcome: 'resolved', run: { status: 'running', result: { events: 3 } } });
+        expect(await store.getRun(run!.id)).toMatchObject({ status: 'running', leaseOwner: null, result: { events: 3 }, updatedAt: T0 + 150, finishedAt: null });
+        expect(await store.stats(T0 + 160)).toMatchObject({ waiting: 1 });
+        // Progress, then the end, in one batch: applied in order.
+        const both = await store.resolveRuns([
+          { runId: run!.id, status: 'running', at: T0 + 170, result: { events: 5 } },
+          { runId: run!.id, status: 'canceled', at: T0 + 171 },
+        ]);
+        expect(both.map((r) => r.outcome)).toEqual(['resolved', 'resolved']);
+        expect(await store.getRun(run!.id)).toMatchObject({ status: 'canceled', result: { events: 5 }, error: { code: 'canceled' } });
+        expect((await store.resolveRuns([{ runId: run!.id, status: 'running', at: T0 + 180, result: { events: 6 } }]))[0]!.outcome).toBe('conflict');
+        expect((await store.getRun(run!.id))?.result).toEqual({ events: 5 });
+      });
+
+      it('lets an answer overtake the waiting outcome it answers: the outcome recorded after it is fenced out', async () => {
+        await seed(store, [{}]);
+        const run = await claimOne(store);
+        expect((await store.resolveRuns([{ runId: run.id, status: 'success', at: T0 + 50 }]))[0]!.outcome).toBe('resolved');
+        const applied = await store.finishRuns([outcome(run, { status: 'running', at: T0 + 60, correlationId: 'late', attemptOutcome: 'waiting' })]);
+        expect(applied).toEqual([]);
+        expect(await store.getRun(run.id)).toMatchObject({ status: 'success', finishedAt: T0 + 50 });
+        expect(await store.getAttempts(run.id)).toMatchObject([{ n: 1, outcome: 'success' }]);
+      });
+    });
+
+    describe('hosts', () => {
+      /** The host events in the outbox, as `eventType:name:status`, in seq order. */
+      async function hostHistory(): Promise<string[]> {
+        return (await store.readRunEvents(0, 10_000)).flatMap((e) => (e.kind === 'host' ? [`${e.eventType}:${e.payload.name}:${e.status}`] : []));
+      }
+
+      it('creates the hosts of a run with host events, changes them, lists them with filters and finds them by id', async () => {
+        const [runId, other] = await seed(store, [{ labels: { team: 'noc' } }, { route: 'route-b' }], { service: 'svc-h', orgId: 'org-h' });
+        const created = await store.upsertHosts([
+          { runId: runId!, name: 'web-1', at: T0 + 10 },
+          { runId: runId!, name: 'web-2', at: T0 + 11, status: 'success', log: { replace: 'ok\n' }, details: { inventory_id: 'inv-2' } },
+          { runId: other!, name: 'db-1', at: T0 + 12 },
+        ]);
+        expect(created.map((r) => r.outcome)).toEqual(['created', 'created', 'created']);
+        const web1 = created[0]!.host!;
+        expect(web1).toMatchObject({ runId, name: 'web-1', status: 'running', log: '', sequence: null, details: {}, service: 'svc-h', orgId: 'org-h', createdAt: T0 + 10, updatedAt: T0 + 10 });
+        expect(await store.getHost(web1.id)).toEqual(web1);
+        expect(await store.getHost(web1.id, { orgId: 'org-x' })).toBeNull();
+        expect(await store.getHost('no-such-host')).toBeNull();
+
+        const updated = await store.upsertHosts([{ runId: runId!, name: 'web-1', at: T0 + 20, status: 'failure', log: { append: 'boom' }, details: { inventory_id: 'inv-1' } }]);
+        expect(updated[0]).toMatchObject({ outcome: 'updated', host: { id: web1.id, status: 'failure', log: 'boom', details: { inventory_id: 'inv-1' }, updatedAt: T0 + 20, createdAt: T0 + 10 } });
+        const same = await store.upsertHosts([{ runId: runId!, name: 'web-1', at: T0 + 30, status: 'failure' }]);
+        expect(same[0]).toMatchObject({ outcome: 'unchanged', host: { updatedAt: T0 + 20 } });
+        expect(await hostHistory()).toEqual(['create:web-1:running', 'create:web-2:success', 'create:db-1:running', 'update:web-1:failure']);
+        const events = (await store.readRunEvents(0, 100)).filter((e) => e.kind === 'host');
+        // A host event carries the host's log as it is when it is read.
+        expect(events[0]).toMatchObject({ kind: 'host', hostId: web1.id, runId, service: 'svc-h', orgId: 'org-h', route: 'route-a', actionType: 'http', payload: { name: 'web-1', log: 'boom' } });
+
+        const list = (q: Partial<HostQuery>) => store.listHosts({ limit: 10, offset: 0, ...q }).then((l) => [l.total, l.items.map((h) => h.name)]);
+        expect(await list({ runId: [runId!] })).toEqual([2, ['web-2', 'web-1']]);
+        expect(await list({ runId: [runId!], sort: { field: 'name', direction: 'asc' } })).toEqual([2, ['web-1', 'web-2']]);
+        expect(await list({ status: ['failure', 'running'] })).toEqual([2, ['db-1', 'web-1']]);
+        expect(await list({ details: { inventory_id: 'inv-2' } })).toEqual([1, ['web-2']]);
+        expect(await list({ name: ['db-1'] })).toEqual([1, ['db-1']]);
+        expect(await list({ route: ['route-b'] })).toEqual([1, ['db-1']]);
+        expect(await list({ runLabels: { team: 'noc' } })).toEqual([2, ['web-2', 'web-1']]);
+        expect(await list({ scope: { orgId: 'org-h', services: ['svc-other'] } })).toEqual([0, []]);
+        expect(await list({ createdAt: { from: T0 + 11 }, sort: { field: 'created_at', direction: 'asc' } })).toEqual([2, ['web-2', 'db-1']]);
+        expect(await list({ limit: 1, offset: 1, sort: { field: 'created_at', direction: 'asc' } })).toEqual([3, ['web-2']]);
+      });
+
+      it('leaves alone what it must: terminal statuses it is told to keep, older chunks; marks gaps in an appended log', async () => {
+        const [runId] = await seed(store, [{}]);
+        const up = (u: Partial<HostUpsert>) => store.upsertHosts([{ runId: runId!, name: 'h', at: T0, ...u }]).then((r) => r[0]!);
+        const marker = '\n\u2026\n';
+        expect((await up({ sequence: 0, log: { append: 'first', gapMarker: marker } })).host).toMatchObject({ log: 'first', sequence: 0 });
+        expect((await up({ sequence: 2, log: { append: 'third', gapMarker: marker } })).host).toMatchObject({ log: `first${marker}third`, sequence: 2 });
+        expect(await up({ sequence: 1, log: { append: 'second', gapMarker: marker } })).toMatchObject({ outcome: 'unchanged', host: { log: `first${marker}third` } });
+        expect(await up({ sequence: 2, log: { append: 'third' } })).toMatchObject({ outcome: 'unchanged' });
+        expect((await up({ sequence: 3, log: { append: '!' }, status: 'success' })).host).toMatchObject({ log: `first${marker}third!`, status: 'success' });
+        expect(await up({ status: 'failure', log: { replace: 'x' }, keep: ['success', 'failure'] })).toMatchObject({ outcome: 'unchanged', host: { status: 'success' } });
+        // A new host whose first chunk is not the first is marked too.
+        const late = await store.upsertHosts([{ runId: runId!, name: 'late', at: T0, sequence: 4, log: { append: 'fifth', gapMarker: marker } }]);
+        expect(late[0]!.host).toMatchObject({ log: `${marker}fifth`, sequence: 4 });
+      });
+
+      it('only updates or only creates when told to; a host of no run is not_found', async () => {
+        const [runId] = await seed(store, [{}]);
+        const results = await store.upsertHosts([
+          { runId: runId!, name: 'missing', at: T0, only: 'update', status: 'success' },
+          { runId: 'no-such-run', name: 'x', at: T0 },
+          { runId: runId!, name: 'new', at: T0, only: 'create', status: 'queued' },
+          { runId: runId!, name: 'new', at: T0 + 1, only: 'create', status: 'success' },
+        ]);
+        expect(results.map((r) => r.outcome)).toEqual(['not_found', 'not_found', 'created', 'unchanged']);
+        expect((await store.listHosts({ limit: 10, offset: 0 })).items.map((h) => [h.name, h.status])).toEqual([['new', 'queued']]);
+      });
+
+      it('ends the hosts still under way when their run times out or is canceled, with host events', async () => {
+        const [late, canceled] = await seed(store, [{ deadlineAt: T0 + 100 }, {}]);
+        await store.upsertHosts([
+          { runId: late!, name: 'done', at: T0, status: 'success' },
+          { runId: late!, name: 'busy', at: T0 },
+          { runId: canceled!, name: 'waiting', at: T0, status: 'queued' },
+        ]);
+        expect(await store.sweep(T0 + 101, 10)).toMatchObject({ timedOut: 1 });
+        await store.cancelRun(canceled!, T0 + 102);
+        const hosts = await store.listHosts({ limit: 10, offset: 0, sort: { field: 'name', direction: 'asc' } });
+        expect(hosts.items.map((h) => [h.name, h.status, h.updatedAt])).toEqual([
+          ['busy', 'timeout', T0 + 101],
+          ['done', 'success', T0],
+          ['waiting', 'canceled', T0 + 102],
+        ]);
+        expect((await hostHistory()).slice(3)).toEqual(['update:busy:timeout', 'update:waiting:canceled']);
+      });
+
+      it('goes with its run when the run is pruned', async () => {
+        await seed(store, [{}]);
+        const run = await claimOne(store);
+        await store.upsertHosts([{ runId: run.id, name: 'h', at: T0 }]);
+        await store.finishRuns([outcome(run)]);
+        expect(await store.prune({ runsBefore: T0 + HOUR, limit: 10 })).toMatchObject({ runs: 1 });
+        expect((await store.listHosts({ limit: 10, offset: 0 })).total).toBe(0);
       });
     });
 
