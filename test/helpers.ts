@@ -16,6 +16,7 @@ import type { DispatcherConfig } from '../src/config/schema.js';
 import { createDispatcher, type Dispatcher } from '../src/dispatcher.js';
 import type { ActionType } from '../src/core/action.js';
 import type { Run } from '../src/core/types.js';
+import type { Preset } from '../src/preset.js';
 
 /** The pre-shared key of service `test` that `startDispatcher` configures (every permission, tenant `default`). */
 export const TEST_KEY = 'testKey0123456789abcdefABCDEF';
@@ -44,11 +45,12 @@ export interface TestDispatcher {
 /** `overrides` are configuration in the file's shape (durations as text), applied over the defaults. */
 export async function startDispatcher(
   overrides: Record<string, unknown> = {},
-  options: { start?: boolean; actionTypes?: ActionType[]; storeUrl?: string } = {},
+  options: { start?: boolean; actionTypes?: ActionType[]; storeUrl?: string; preset?: Preset } = {},
 ): Promise<TestDispatcher> {
   const dir = mkdtempSync(join(tmpdir(), 'dispatcher-test-'));
   const config = await loadConfig({
     env: {},
+    ...(options.preset === undefined ? {} : { preset: options.preset }),
     overrides: {
       store: { url: options.storeUrl ?? `sqlite:${join(dir, 'dispatcher.db')}` },
       log: { level: 'silent' },
@@ -57,7 +59,7 @@ export async function startDispatcher(
       ...overrides,
     } as never,
   });
-  const d = await createDispatcher({ config, logger: pino({ level: 'silent' }), actionTypes: options.actionTypes });
+  const d = await createDispatcher({ config, logger: pino({ level: 'silent' }), actionTypes: options.actionTypes, ...(options.preset === undefined ? {} : { preset: options.preset }) });
   if (options.start !== false) await d.start();
   return {
     d,
