@@ -9,7 +9,9 @@
 
 import type { Logger } from 'pino';
 import type { CloudEvent } from './types.js';
-import type { Services } from './services.js';
+import type { HttpClient } from './http.js';
+import type { PublishTo } from './outbox.js';
+import type { HostResult, HostUpsert, ResolveResult, RunResolution } from '../store/types.js';
 import type { Template } from './template.js';
 
 /** What an attempt may report besides throwing. Throw a DispatcherError to fail (retryable or not). */
@@ -59,9 +61,17 @@ export interface ActionContext {
  * What the core lends to actions: kept small, so that actions never reach into the core's files. Besides
  * `publish`, each is there when the dispatcher runs the action (tests may leave them out).
  */
-export interface ActionServices extends Partial<Pick<Services, 'publishTo' | 'upsertHosts' | 'resolveRuns' | 'http'>> {
+export interface ActionServices {
   /** Take an event in as if it arrived on the `embedded` input, one hop further. */
   publish(event: CloudEvent, hops: number): Promise<void>;
+  /** Publish to a configured output: a CloudEvent (binary mode) or a raw message. */
+  publishTo?: PublishTo;
+  /** Create or change the hosts of runs (the action's own, usually). */
+  upsertHosts?(hosts: HostUpsert[]): Promise<HostResult[]>;
+  /** Answer waiting runs. */
+  resolveRuns?(resolutions: RunResolution[]): Promise<ResolveResult[]>;
+  /** HTTP to other services, through the address policy of `actions.http.allow`. */
+  http?: HttpClient;
 }
 
 export interface Action {

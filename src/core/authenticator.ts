@@ -13,7 +13,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { v7 as uuidv7 } from 'uuid';
-import type { AuthConfig, PskConfig } from '../config/schema.js';
+import type { AuthConfig, PskConfig } from './settings.js';
 import type { AccessStore, ClientRecord } from '../store/access.js';
 import { generateSecret, hashSecret, isPskKey, KeyTable, TokenSigner, verifySecret, type IssuedToken } from './credentials.js';
 import { DispatcherError } from './errors.js';

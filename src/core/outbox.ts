@@ -43,6 +43,18 @@ export interface OutputDriver {
   health(): Promise<TransportHealth>;
 }
 
+/** A message as a stream's presenter shapes it; the stream's configuration gives the topic. */
+export type Presented = Omit<OutboundMessage, 'topic'>;
+
+/** A raw message for an output that does not speak CloudEvents (an SNS reply, an errors topic). */
+export type RawMessage = Omit<OutboundMessage, 'headers' | 'body'> & { headers?: Record<string, string>; body: Buffer | string };
+
+/** Publish to a configured output: a CloudEvent in its binary mode, or a raw message; resolves once the output confirmed it. */
+export interface PublishTo {
+  (output: string, event: CloudEvent, destination: { topic?: string; key?: string }): Promise<void>;
+  (output: string, message: RawMessage): Promise<void>;
+}
+
 /**
  * A CloudEvents protocol binding's binary mode: attribute `type` travels as header `<prefix>type`.
  * Kafka uses `ce_`, AMQP `cloudEvents:` (and `cloudEvents_`), NATS and HTTP `ce-`, MQTT 5 none.
@@ -58,7 +70,7 @@ function envelope(eventType: string, payloadJson: string): Buffer {
 }
 
 /** A run event as a message: the envelope around `payload` (the run as the stream's presenter shows it). */
-export function runEventMessage(e: RunEvent, payload: unknown): Omit<OutboundMessage, 'topic'> {
+export function runEventMessage(e: RunEvent, payload: unknown): Presented {
   return {
     key: e.runId,
     headers: { event_type: e.eventType, service: e.service, status: e.status, org_id: e.orgId },
@@ -68,7 +80,7 @@ export function runEventMessage(e: RunEvent, payload: unknown): Omit<OutboundMes
 }
 
 /** A host event as a message: the envelope around `payload` (the host as the stream's presenter shows it). */
-export function hostEventMessage(e: HostEvent, payload: unknown): Omit<OutboundMessage, 'topic'> {
+export function hostEventMessage(e: HostEvent, payload: unknown): Presented {
   return {
     key: e.hostId,
     headers: { event_type: e.eventType, service: e.service, status: e.status, org_id: e.orgId, run_id: e.runId },
@@ -88,7 +100,7 @@ export function rawMessage(raw: Buffer): { encoding: 'json' | 'text' | 'base64';
   }
 }
 
-export function deadLetterMessage(d: DeadLetter): Omit<OutboundMessage, 'topic'> {
+export function deadLetterMessage(d: DeadLetter): Presented {
   const { encoding, message } = rawMessage(d.raw);
   const headers: Record<string, string> = {
     reason: d.reason,

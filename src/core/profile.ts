@@ -15,7 +15,7 @@
 import type { Logger } from 'pino';
 import type { ActionType } from './action.js';
 import type { Decoder } from './intake.js';
-import type { OutboundMessage, CloudEventsBinding } from './outbox.js';
+import type { CloudEventsBinding, Presented } from './outbox.js';
 import type { SchemaNode, TObject } from './options.js';
 import type { Services } from './services.js';
 import type { DeadLetter, HostEvent, RunEvent } from './types.js';
@@ -83,8 +83,7 @@ export interface DecoderContext {
   readonly binding: CloudEventsBinding;
 }
 
-/** The shape of what a stream publishes; the stream's configuration gives the topic. */
-export type Presented = Omit<OutboundMessage, 'topic'>;
+export type { Presented } from './outbox.js';
 
 export type Presenter =
   | { readonly stream: 'runEvents'; readonly description?: string; present(event: RunEvent): Presented }

@@ -21,8 +21,7 @@
  */
 
 import type { Logger } from 'pino';
-import type { OutboundMessage, OutputDriver } from './outbox.js';
-import type { Presented } from './profile.js';
+import type { OutboundMessage, OutputDriver, Presented } from './outbox.js';
 import type { DeadLetter, HostEvent, OutboxEvent, RunEvent } from './types.js';
 import type { RelayStream, Store } from '../store/types.js';
 

@@ -12,10 +12,11 @@ import type { DispatcherError } from './errors.js';
 import type { RunEventFeed } from './feed.js';
 import type { InboundMessage, IntakeAnswer } from './intake.js';
 import type { Metrics } from './metrics.js';
-import type { OutboundMessage, TransportHealth } from './outbox.js';
+import type { HttpClient } from './http.js';
+import type { PublishTo, TransportHealth } from './outbox.js';
 import type { Scope } from './principal.js';
 import type { RelayState } from './relay.js';
-import type { CloudEvent, DeadLetter, Run } from './types.js';
+import type { DeadLetter, Run } from './types.js';
 import type { AccessStore } from '../store/access.js';
 import type { DialectSql, HostResult, HostUpsert, RepublishQuery, ResolveResult, RunResolution, Store } from '../store/types.js';
 
@@ -62,36 +63,6 @@ export interface Health {
   inFlight: number;
 }
 
-/** A request to another service. */
-export interface HttpRequest {
-  method?: string;
-  headers?: Record<string, string>;
-  body?: string | Buffer;
-  /** Longest time for the whole exchange (default `actions.http.timeout`). */
-  timeoutMs?: number;
-  /** Most bytes of the answer kept (default 1 MiB); a longer answer is refused (`action_failed`). */
-  maxBytes?: number;
-  signal?: AbortSignal;
-}
-
-export interface HttpAnswer {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  body: Buffer;
-}
-
-/**
- * HTTP to other services (a Cloud Connector, a REST API, Slack), through the same address policy as the
- * `http` action (`actions.http.allow`): private, loopback and link-local targets are refused unless allowed.
- * Transport failures are coded: `network_error`, `attempt_timeout`, `address_blocked`.
- */
-export interface HttpClient {
-  request(url: string | URL, request?: HttpRequest): Promise<HttpAnswer>;
-}
-
-/** A raw message for an output that does not speak CloudEvents (an SNS reply, an errors topic). */
-export type RawMessage = Omit<OutboundMessage, 'headers' | 'body'> & { headers?: Record<string, string>; body: Buffer | string };
-
 export interface Replayed {
   deadLetter: DeadLetter;
   /** An intake dead letter went through intake again. */
@@ -99,6 +70,9 @@ export interface Replayed {
   /** A run dead letter retried its run. */
   run?: Run;
 }
+
+export type { HttpAnswer, HttpClient, HttpRequest } from './http.js';
+export type { RawMessage } from './outbox.js';
 
 export interface Services {
   readonly log: Logger;
@@ -128,8 +102,7 @@ export interface Services {
   replayDeadLetter(id: string, scope?: Scope): Promise<Replayed>;
   deleteDeadLetter(id: string, scope?: Scope): Promise<boolean>;
   /** Publish to a configured output: a CloudEvent in its binary mode, or a raw message; resolves once the output confirmed it. */
-  publishTo(output: string, event: CloudEvent, destination: { topic?: string; key?: string }): Promise<void>;
-  publishTo(output: string, message: RawMessage): Promise<void>;
+  readonly publishTo: PublishTo;
   health(): Promise<Health>;
   /** One statement on the profile's own tables (made by its migrations), in the store's dialect. */
   query(sql: DialectSql, params?: readonly unknown[]): Promise<Array<Record<string, unknown>>>;

@@ -7,7 +7,7 @@
 import { isIP } from 'node:net';
 import { Agent, request } from 'undici';
 import { DispatcherError } from '../../core/errors.js';
-import type { HttpAnswer, HttpClient, HttpRequest } from '../../core/services.js';
+import type { HttpAnswer, HttpClient, HttpRequest } from '../../core/http.js';
 import { addressBlocked, createAddressGuard } from './guard.js';
 import type { HttpActionSettings } from './settings.js';
 
