@@ -20,6 +20,7 @@ import amqp from 'amqplib';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runResource } from '../src/api/resources.js';
+import type { ActionType } from '../src/core/action.js';
 import { DispatcherError } from '../src/core/errors.js';
 import type { RunEvent } from '../src/core/types.js';
 import { authed, event, POSTGRES_URL, probePostgres, startDispatcher, TEST_KEY, waitFor, waitForRun, type TestDispatcher } from './helpers.js';
@@ -463,6 +464,79 @@ function defineOutputTests(storeName: 'sqlite' | 'postgres', skip: boolean): voi
       expect(err).toBeInstanceOf(DispatcherError);
       expect((err as DispatcherError).code).toBe('config_invalid');
       expect((err as Error).message).toMatch(/no output "nowhere"/);
+    }, 60_000);
+
+    it('relays named streams, each with its presenter and filter: host events, runs of one route on a cursor of their own, dead letters of one route; an action publishes a raw message', async () => {
+      const exchange = unique('ex');
+      const c = await Consumer.start(exchange, ['#']);
+      const withHosts: ActionType = {
+        type: 'with-hosts',
+        create: () => ({
+          async execute(ctx) {
+            await ctx.services.upsertHosts!([
+              { runId: ctx.runId, name: 'web-1', at: Date.now(), status: 'success', log: { replace: 'ok' } },
+              { runId: ctx.runId, name: 'web-2', at: Date.now() },
+            ]);
+            await ctx.services.publishTo!('bus', { topic: 'raw.reply', key: ctx.runId, headers: { kind: 'raw' }, body: 'plain text', contentType: 'text/plain' });
+            return { status: 'success' };
+          },
+        }),
+      };
+      const failing: ActionType = { type: 'fail', create: () => ({ execute: async () => Promise.reject(new DispatcherError('action_failed', 'no')) }) };
+      const t = await startDispatcher(
+        {
+          outputs: {
+            bus: {
+              amqp: { url: AMQP_URL, exchange, exchangeType: 'topic' },
+              runEvents: { topic: 'runs' },
+              hostEvents: { topic: 'hosts' },
+              deadLetters: { topic: 'errors', filter: { route: ['failing'] } },
+              streams: [{ stream: 'runEvents', name: 'only_example', topic: 'runs.example', filter: { route: ['example'] } }],
+            },
+          },
+          routes: [
+            { name: 'example', match: { type: 'example.*' }, actions: [{ noop: {} }] },
+            { name: 'hosted', match: { type: 'hosted.*' }, actions: [{ 'with-hosts': {} }] },
+            { name: 'failing', match: { type: 'failing.*' }, actions: [{ fail: {} }], retry: { attempts: 1 } },
+          ],
+        },
+        { storeUrl: storeUrl(), actionTypes: [withHosts, failing] },
+      );
+      try {
+        expect(t.d.relays.map((r) => r.stream).sort()).toEqual(['dead_letters', 'host_events', 'only_example', 'run_events']);
+        const [example] = await send(t, [event({ type: 'example.created' })]);
+        const [hosted] = await send(t, [event({ type: 'hosted.created' })]);
+        const [failed] = await send(t, [event({ type: 'failing.created' })]);
+        for (const id of [example!, hosted!]) await waitForRun(t.d, id, ['success']);
+        await waitForRun(t.d, failed!, ['failure']);
+        const app = authed(await t.d.app());
+        expect((await app.inject({ method: 'POST', url: '/v1/events', headers: { 'content-type': 'application/json' }, payload: '{"broken": ' })).statusCode).toBe(400);
+        await expectRelayed(t, c, 'runs', [example!, hosted!, failed!]);
+
+        // Host events: key = host id, the run's id in a header, the host as the API shows it.
+        await waitFor(async () => c.on('hosts').length, (n) => n >= 2, 10_000, 'the host events');
+        const hosts = await t.d.store.listHosts({ runId: [hosted!], limit: 10, offset: 0, sort: { field: 'name', direction: 'asc' } });
+        expect(c.on('hosts').map((m) => [m.key, m.headers.event_type, m.headers.status, m.headers.run_id])).toEqual(
+          hosts.items.map((h) => [h.id, 'create', h.status, hosted]),
+        );
+        expect(body(c.on('hosts')[0]!)).toEqual({ event_type: 'create', payload: expect.objectContaining({ id: hosts.items[0]!.id, run: hosted, name: 'web-1', status: 'success', log: 'ok' }) });
+        // The stream of one route, on its own cursor: only that route's runs.
+        await waitFor(async () => c.on('runs.example').length, (n) => n >= 2, 10_000, 'the example stream');
+        expect(new Set(c.on('runs.example').map((m) => m.key))).toEqual(new Set([example]));
+        expect(await t.d.store.acquireRelay('bus', 'only_example', 'someone-else', Date.now(), 1000)).toBeNull();
+        // Dead letters of the failing route only: the refused request's is kept, not published.
+        await waitFor(async () => c.on('errors').length, (n) => n >= 1, 10_000, 'the dead letter of the failing route');
+        await new Promise((r) => setTimeout(r, 500));
+        expect(c.on('errors').map((m) => [m.headers.origin, m.headers.source, m.headers.run_id])).toEqual([['run', 'failing', failed]]);
+        expect((await t.d.store.listDeadLetters({ limit: 10, offset: 0 })).total).toBe(2);
+        // The raw message, as the action gave it.
+        const raw = c.on('raw.reply');
+        expect(raw.map((m) => [m.key, m.headers.kind, m.contentType, m.body.toString()])).toEqual([[hosted, 'raw', 'text/plain', 'plain text']]);
+        expect(await t.d.metrics.registry.metrics()).toMatch(/dispatcher_output_published_total\{output="bus",what="host_event"\} 2/);
+      } finally {
+        await t.close();
+        await c.close();
+      }
     }, 60_000);
 
     it('runs republish emits read run events for the matching runs, relayed after what came before (API and CLI)', async () => {
