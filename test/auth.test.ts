@@ -14,6 +14,8 @@ import { Authenticator } from '../src/core/authenticator.js';
 import { TokenSigner } from '../src/core/credentials.js';
 import { ERROR_CODES } from '../src/core/errors.js';
 import { PERMISSIONS } from '../src/core/principal.js';
+import { PRESET, type Preset } from '../src/preset.js';
+import { EXAMPLE_PERMISSION, EXAMPLE_PROFILE } from './example-profile.js';
 import { AUTH, authed, event, startDispatcher, startReceiver, TEST_KEY, waitFor, waitForRun, type Receiver, type TestDispatcher } from './helpers.js';
 
 const CE = 'application/cloudevents+json';
@@ -23,31 +25,43 @@ const json = (payload: unknown) => ({ headers: { 'content-type': 'application/js
 describe('every route', () => {
   let t: TestDispatcher;
   let raw: FastifyInstance;
+  // The example profile (tests only) is on, so that the walk covers a profile's routes too.
+  const preset: Preset = [...PRESET, EXAMPLE_PROFILE];
 
   beforeAll(async () => {
-    t = await startDispatcher({
-      auth: {
-        keyFile: '',
-        psk: [
-          { service: 'test', key: TEST_KEY },
-          // Holds permissions of another application only: authenticated, allowed nothing here.
-          { service: 'nobody', key: 'nobodyKey0123456789', permissions: ['elsewhere:*:*'] },
-        ],
+    t = await startDispatcher(
+      {
+        auth: {
+          keyFile: '',
+          psk: [
+            { service: 'test', key: TEST_KEY },
+            // Holds permissions of another application only: authenticated, allowed nothing here.
+            { service: 'nobody', key: 'nobodyKey0123456789', permissions: ['elsewhere:*:*'] },
+          ],
+        },
+        profiles: { example: { token: 'exampleToken123' } },
       },
-    });
+      { preset },
+    );
     raw = await t.d.app();
     await raw.ready();
   });
   afterAll(async () => t?.close());
 
-  const PUBLIC = ['GET /healthz', 'GET /readyz', 'GET /openapi.json', 'POST /v1/token'];
+  const PUBLIC = ['GET /healthz', 'GET /readyz', 'GET /openapi.json', 'POST /v1/token', 'GET /example/callbacks/:correlation'];
+  /** Routes of a scope that authenticates its own callers, and answers in its own words. */
+  const profileRoute = (url: string) => url.startsWith('/example/');
 
   it('declares a permission or is one of the public routes', () => {
     const table = raw.routeTable;
     expect(table.length).toBeGreaterThan(15);
     const publicRoutes = table.filter((r) => r.public && !r.url.startsWith('/docs')).map((r) => `${r.method} ${r.url}`);
     expect(publicRoutes.sort()).toEqual([...PUBLIC].sort());
-    for (const r of table.filter((x) => !x.public)) expect(Object.keys(PERMISSIONS), `${r.method} ${r.url}`).toContain(r.permission);
+    // Each permission is one its entry of the preset documents (the core's, or the profile's own).
+    const documented = preset.flatMap((p) => Object.keys(p.permissions ?? {}));
+    expect(documented).toEqual(expect.arrayContaining([...Object.keys(PERMISSIONS), EXAMPLE_PERMISSION]));
+    for (const r of table.filter((x) => !x.public)) expect(documented, `${r.method} ${r.url}`).toContain(r.permission);
+    expect(table.filter((r) => profileRoute(r.url) && !r.public).map((r) => r.permission)).toEqual([EXAMPLE_PERMISSION, EXAMPLE_PERMISSION]);
     // Metrics need a permission unless configured public.
     expect(table.find((r) => r.url === '/metrics')?.permission).toBe('dispatcher:metrics:read');
   });
@@ -59,6 +73,20 @@ describe('every route', () => {
       if (r.public) continue;
       const url = r.url.replace(/:id/g, '0190a0a0-0000-7000-8000-000000000000') + (r.url === '/v1/stream' ? '?after=x' : '');
       const method = r.method as 'GET' | 'POST' | 'DELETE';
+      if (profileRoute(r.url)) {
+        // A profile's scope: its own authentication and words, the core's permission check.
+        const none = await raw.inject({ method, url });
+        expect([none.statusCode, none.json()], `${method} ${url} without credentials`).toEqual([401, { message: 'Unauthorized' }]);
+        const wrong = await raw.inject({ method, url, headers: { 'x-example-token': 'notTheToken' } });
+        expect(wrong.statusCode, `${method} ${url} with a wrong token`).toBe(403);
+        // A core key authenticates here too, but does not hold the profile's permission.
+        const core = await raw.inject({ method, url, headers: AUTH });
+        expect(core.statusCode, `${method} ${url} with a core key`).toBe(403);
+        const allowed = await raw.inject({ method, url, headers: { 'x-example-token': 'exampleToken123', 'content-type': 'application/json' }, ...(method === 'POST' ? { payload: '{}' } : {}) });
+        expect([401, 403], `${method} ${url} with the token: ${allowed.body.slice(0, 200)}`).not.toContain(allowed.statusCode);
+        checked.push(`${method} ${url}`);
+        continue;
+      }
       const none = await raw.inject({ method, url });
       expect(none.statusCode, `${method} ${url} without credentials`).toBe(401);
       expect(none.json().code).toBe('unauthorized');
@@ -81,6 +109,7 @@ describe('every route', () => {
       checked.push(`${method} ${url}`);
     }
     expect(checked.length).toBeGreaterThan(12);
+    expect(checked.filter((c) => profileRoute(c.split(' ')[1]!))).toHaveLength(2);
     // HEAD (made by the framework for every GET) is guarded the same way.
     expect((await raw.inject({ method: 'HEAD', url: '/v1/runs' })).statusCode).toBe(401);
     // Unknown paths do not tell strangers which paths exist.

@@ -20,23 +20,17 @@ import { Agent, request, type Dispatcher } from 'undici';
 import type { Action, ActionContext, ActionOutcome, ActionSettings, ActionType } from '../../core/action.js';
 import { DispatcherError } from '../../core/errors.js';
 import type { Template } from '../../core/template.js';
+import { decodeOptions, defaultsOf } from '../../core/options.js';
 import { DURATION_SCHEMA, parseDuration } from '../../core/units.js';
+import { HTTP_ACTION_SECTION, type HttpActionSettings } from './settings.js';
 import { requestFailure } from './client.js';
 import { addressBlocked, createAddressGuard, type AddressGuard } from './guard.js';
 import { signWebhook, signingKey } from './signature.js';
 
-/** `actions.http`, as the action uses it (the configuration has normalized durations and sizes). */
-interface HttpSettings {
-  allow: readonly string[];
-  signingSecret?: string;
-  /** Milliseconds. */
-  timeout: number;
-  /** Bytes of the answer kept as the response summary. */
-  maxResponseBytes: number;
-  userAgent: string;
-}
+/** `actions.http` as the action uses it; its defaults where the settings leave an option out (`HTTP_ACTION_SECTION`). */
+type HttpSettings = HttpActionSettings;
 
-const DEFAULT_SETTINGS: HttpSettings = { allow: [], timeout: 10_000, maxResponseBytes: 4096, userAgent: 'dispatcher' };
+const DEFAULT_SETTINGS = decodeOptions(HTTP_ACTION_SECTION, defaultsOf(HTTP_ACTION_SECTION)) as HttpSettings;
 
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
 type Method = (typeof METHODS)[number];
