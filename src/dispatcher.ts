@@ -141,8 +141,7 @@ export class Dispatcher {
       log: log.child({ part: 'runner' }),
       services: {
         publish: (event, hops) => this.publish(event, hops),
-        publishTo: ((output: string, message: CloudEvent | RawMessage, destination?: { topic?: string; key?: string }) =>
-          this.#publishTo(output, message, destination)) as Services['publishTo'],
+        publishTo: this.publishTo.bind(this),
         upsertHosts: (hosts) => this.upsertHosts(hosts),
         resolveRuns: (resolutions) => this.resolveRuns(resolutions),
         http: this.#http,
@@ -198,8 +197,7 @@ export class Dispatcher {
       republishRuns: (query) => this.republishRuns(query),
       replayDeadLetter: (id, scope) => this.replayDeadLetter(id, scope),
       deleteDeadLetter: (id, scope) => this.store.deleteDeadLetter(id, scope),
-      publishTo: ((output: string, message: CloudEvent | RawMessage, destination?: { topic?: string; key?: string }) =>
-        this.#publishTo(output, message, destination)) as Services['publishTo'],
+      publishTo: this.publishTo.bind(this),
       health: () => this.health(),
       query: (sql, params) => this.store.query(sql, params),
     };
@@ -470,11 +468,7 @@ export class Dispatcher {
    */
   publishTo(output: string, event: CloudEvent, destination: { topic?: string; key?: string }): Promise<void>;
   publishTo(output: string, message: RawMessage): Promise<void>;
-  publishTo(output: string, message: CloudEvent | RawMessage, destination?: { topic?: string; key?: string }): Promise<void> {
-    return this.#publishTo(output, message, destination);
-  }
-
-  async #publishTo(output: string, message: CloudEvent | RawMessage, destination: { topic?: string; key?: string } = {}): Promise<void> {
+  async publishTo(output: string, message: CloudEvent | RawMessage, destination: { topic?: string; key?: string } = {}): Promise<void> {
     const o = this.outputs.get(output);
     if (o === undefined) throw new DispatcherError('config_invalid', `no output "${output}"`);
     if ('specversion' in message) {

@@ -16,7 +16,7 @@
  * `runner`, a profile's); a **unit** option is a duration or a size, written as text or as a number.
  */
 
-import { Kind, OptionalKind, TransformKind, Type, type ObjectOptions, type StaticDecode, type Static, type TObject, type TProperties, type TSchema, type TUnsafe } from '@sinclair/typebox';
+import { OptionalKind, TransformKind, Type, type ObjectOptions, type StaticDecode, type Static, type TObject, type TProperties, type TSchema, type TUnsafe } from '@sinclair/typebox';
 import { DispatcherError } from './errors.js';
 import { DURATION_SCHEMA, parseDuration, parseSize, SIZE_SCHEMA } from './units.js';
 
@@ -160,17 +160,4 @@ export function defaultsOf(node: SchemaNode): unknown {
     if (value !== undefined) out[key] = value;
   }
   return out;
-}
-
-/** A TypeBox node without its `default`: the same schema, for a place where the value must not appear by itself. */
-export function withoutDefault<T extends TSchema>(node: T): T {
-  const copy = { ...node } as T & { default?: unknown };
-  delete copy.default;
-  // The symbols (Kind, Transform) are kept by the spread; TypeBox reads them.
-  return copy;
-}
-
-/** Whether a value is a TypeBox schema (as opposed to a plain JSON Schema object). */
-export function isTypeBox(node: unknown): node is TSchema {
-  return isPlainObject(node) && (node as Record<symbol, unknown>)[Kind] !== undefined;
 }
