@@ -5,8 +5,9 @@
  *
  * Routes come from the preset's entries switched on (src/preset.ts): the built-in ones (the core API)
  * register at the root; each profile registers in a scope of its own (a Fastify encapsulation context),
- * where it may authenticate its callers and answer errors in its seed system's words (./scope.ts). Every
- * route, a profile's too, declares its permission or `public`.
+ * where it may authenticate its callers (`useAuthentication`, ./auth.ts) and answer errors in its seed
+ * system's words (`answerErrors`, ./errors.ts). Every route, a profile's too, declares its permission or
+ * `public`.
  */
 
 import Fastify, { LogController, type FastifyError, type FastifyInstance } from 'fastify';

@@ -22,7 +22,8 @@ export async function validateConfigCommand(file: string | undefined, options: {
     const { compileForCheck } = await import('./routes-test.js');
     const plan = await compileForCheck(config);
     await plan.close();
-    process.stdout.write(`${path}: valid (${config.routes.length} routes, ${Object.keys(config.types).length} types)\n`);
+    const profiles = Object.keys(config.profiles);
+    process.stdout.write(`${path}: valid (${config.routes.length} routes, ${Object.keys(config.types).length} types${profiles.length === 0 ? '' : `, profiles: ${profiles.join(', ')}`})\n`);
   } catch (err) {
     throw new CliError((err as Error).message);
   }

@@ -91,7 +91,7 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Dispa
 
   const layers: Layer[] = [{ source: DEFAULTS_SOURCE, value: defaultConfig(preset) }];
   if (file !== undefined) {
-    const fileLayer = await readFileLayer(file, env, problems);
+    const fileLayer = await readFileLayer(file, env, problems, configSchema(preset));
     if (fileLayer !== null) layers.push(fileLayer);
   }
   layers.push(...readEnvLayers(env, problems));
@@ -223,7 +223,7 @@ function mergeLayer(base: unknown, over: unknown, p: Path, source: string, origi
   return structuredClone(over);
 }
 
-async function readFileLayer(file: string, env: NodeJS.ProcessEnv, problems: Problems): Promise<Layer | null> {
+async function readFileLayer(file: string, env: NodeJS.ProcessEnv, problems: Problems, schema: SchemaNode): Promise<Layer | null> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
@@ -242,7 +242,7 @@ async function readFileLayer(file: string, env: NodeJS.ProcessEnv, problems: Pro
   const substituted: Path[] = [];
   const expanded = substituteTree(value, [], env, file, problems, substituted);
   if (problems.list.length > before) return null;
-  for (const p of substituted) coerceSubstituted(expanded as Record<string, unknown>, p);
+  for (const p of substituted) coerceSubstituted(expanded as Record<string, unknown>, p, schema);
   return { source: file, value: resolvePaths(expanded as Record<string, unknown>, path.dirname(path.resolve(file))) };
 }
 
@@ -399,8 +399,8 @@ function substituteTree(
  * as the environment variables are read (`port: ${PORT:-8080}` is a port, not the string "8080"). Values
  * that do not read are left alone for the schema check to report.
  */
-function coerceSubstituted(root: Record<string, unknown>, p: Path): void {
-  const kind = kindOf(schemaAt(p));
+function coerceSubstituted(root: Record<string, unknown>, p: Path, schema: SchemaNode): void {
+  const kind = kindOf(schemaAt(p, schema));
   if (kind === null || kind === 'string') return;
   let parent: unknown = root;
   for (const key of p.slice(0, -1)) parent = (parent as Record<string | number, unknown>)[key];

@@ -681,9 +681,8 @@ export class PostgresStore implements Store {
   async upsertHosts(hosts: HostUpsert[]): Promise<HostResult[]> {
     if (hosts.length === 0) return [];
     return this.#transaction(async (c) => {
-      const runIds = [...new Set(hosts.map((h) => h.runId))].sort(compare);
-      // One writer of a run's hosts at a time (a host not yet created cannot be locked by row), in run order.
-      await c.query(`SELECT pg_advisory_xact_lock(hashtext('hosts:' || r)) FROM unnest($1::text[]) AS r ORDER BY r`, [runIds]);
+      const runIds = [...new Set(hosts.map((h) => h.runId))];
+      await lockHostsOf(c, runIds);
       const owners = new Map(
         (await c.query<{ id: string; service: string; org_id: string }>('SELECT id, service, org_id FROM runs WHERE id = ANY($1::text[])', [runIds])).rows.map((r) => [
           r.id,
@@ -1121,9 +1120,21 @@ async function saveHosts(c: Queryable, hosts: Array<{ host: Host; created: boole
   await insertHostEvents(c, hosts.map((x) => ({ host: x.host, eventType: x.created ? 'create' : 'update' })));
 }
 
+/**
+ * One writer of a run's hosts at a time, until the transaction ends (a host not yet created cannot be locked
+ * by row): upserts, and the end of a run that takes its hosts with it. In run order, so that two writers of
+ * several runs cannot deadlock; neither holds a run's row when it asks (the sweeper and cancel hold the rows
+ * of the runs they end, but upserts never lock a run), so this lock and the row locks cannot form a cycle.
+ */
+async function lockHostsOf(c: Queryable, runIds: string[]): Promise<void> {
+  await c.query(`SELECT pg_advisory_xact_lock(hashtext('hosts:' || r)) FROM unnest($1::text[]) AS r ORDER BY r`, [[...new Set(runIds)].sort(compare)]);
+}
+
 /** The hosts of runs that ended by themselves (timeout, canceled) end with them. */
 async function endHosts(c: Queryable, runIds: string[], status: 'timeout' | 'canceled', at: number): Promise<void> {
   if (runIds.length === 0) return;
+  // The lock `upsertHosts` takes: an upsert under way finishes first, and this sees what it wrote.
+  await lockHostsOf(c, runIds);
   const rows = (
     await c.query<HostRow>(`SELECT * FROM hosts WHERE run_id = ANY($1::text[]) AND status IN ('queued', 'running') ORDER BY id FOR UPDATE`, [runIds])
   ).rows;
