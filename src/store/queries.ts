@@ -7,7 +7,7 @@
 import { sql, type Expression, type Kysely, type SelectQueryBuilder, type SqlBool } from 'kysely';
 import type { AttemptRow, DeadLetterRow, EventRow, HostRow, RunEventRow, RunEventWithRunRow, RunRow } from './rows.js';
 import { v7Floor } from './shared.js';
-import type { DeadLetterQuery, EventQuery, HostQuery, RepublishQuery, RunQuery, Scope, TimeRange } from './types.js';
+import type { DeadLetterQuery, EventQuery, HostQuery, Page, RepublishQuery, RunQuery, Scope, SortDirection, TimeRange } from './types.js';
 
 export interface Database {
   events: EventRow;
@@ -67,12 +67,19 @@ export async function listRuns(db: Kysely<Database>, ops: DialectOps, query: Run
   qb = idRange(qb, 'id', 'created_at', query.createdAt);
   qb = timeRange(qb, 'updated_at', query.updatedAt);
 
-  const sort = query.sort ?? { field: 'created_at', direction: 'desc' };
+  return countedPage<'runs', RunRow>(qb, query.sort, query);
+}
+
+/**
+ * How many rows `qb` selects, and one page of them, sorted by `sort` (default newest first), ties broken by id.
+ * Creation order is id order: a run's or a host's id carries its `created_at`, and breaks its ties as before.
+ */
+async function countedPage<T extends 'runs' | 'hosts', R>(qb: Q<T>, sort: { field: string; direction: SortDirection } | undefined, page: Page): Promise<{ rows: R[]; total: number }> {
+  const { field, direction } = sort ?? { field: 'created_at', direction: 'desc' };
   const [{ total }] = (await qb.select((eb) => eb.fn.countAll<number | string>().as('total')).execute()) as [{ total: number | string }];
-  // Creation order is id order (the id carries `created_at`, and breaks its ties as before).
-  const sorted = sort.field === 'created_at' ? qb.selectAll() : qb.selectAll().orderBy(sort.field, sort.direction);
-  const rows = await sorted.orderBy('id', sort.direction).limit(query.limit).offset(query.offset).execute();
-  return { rows: rows as RunRow[], total: Number(total) };
+  const sorted = field === 'created_at' ? qb.selectAll() : qb.selectAll().orderBy(sql.ref(field), direction);
+  const rows = await sorted.orderBy(sql.ref('id'), direction).limit(page.limit).offset(page.offset).execute();
+  return { rows: rows as R[], total: Number(total) };
 }
 
 export async function listHosts(db: Kysely<Database>, ops: DialectOps, query: HostQuery): Promise<{ rows: HostRow[]; total: number }> {
@@ -90,11 +97,7 @@ export async function listHosts(db: Kysely<Database>, ops: DialectOps, query: Ho
     qb = qb.where('run_id', 'in', runs as never);
   }
   qb = idRange(qb, 'id', 'created_at', query.createdAt);
-  const sort = query.sort ?? { field: 'created_at', direction: 'desc' };
-  const [{ total }] = (await qb.select((eb) => eb.fn.countAll<number | string>().as('total')).execute()) as [{ total: number | string }];
-  const sorted = sort.field === 'created_at' ? qb.selectAll() : qb.selectAll().orderBy(sort.field, sort.direction);
-  const rows = await sorted.orderBy('id', sort.direction).limit(query.limit).offset(query.offset).execute();
-  return { rows: rows as HostRow[], total: Number(total) };
+  return countedPage<'hosts', HostRow>(qb, query.sort, query);
 }
 
 export async function listEvents(db: Kysely<Database>, query: EventQuery): Promise<{ rows: EventRow[]; total: number }> {
