@@ -750,11 +750,14 @@ export class Runner {
           deadLettersBefore: cutoff(r.deadLetters),
           limit: r.batchSize,
         });
-        for (const k of Object.keys(total) as Array<keyof typeof total>) total[k] += got[k];
+        // Counted batch by batch: what is gone from the store is in the metrics too, even while a pass goes on.
+        for (const k of Object.keys(total) as Array<keyof typeof total>) {
+          total[k] += got[k];
+          if (got[k] > 0) this.#deps.metrics.pruned.inc({ kind: k }, got[k]);
+        }
         if (Math.max(got.runs, got.events, got.runEvents, got.deadLetters) < r.batchSize) break;
         await new Promise((resolve) => setImmediate(resolve));
       }
-      for (const [kind, n] of Object.entries(total)) if (n > 0) this.#deps.metrics.pruned.inc({ kind }, n);
     } catch (err) {
       this.#deps.log.warn({ err }, 'pruning failed');
     } finally {
