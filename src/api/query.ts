@@ -3,12 +3,14 @@
  *
  *   filter[status]=failure,timeout      any of (also as repeated parameters)
  *   filter[labels][team]=noc            every label pair must match (also filter[details][k]=v where a list has it)
- *   filter[created_at][gte]=2026-11-01T00:00:00Z   also gt, lt, lte; RFC 3339 or epoch milliseconds
+ *   filter[created_at][gte]=2026-11-01T00:00:00Z   also gt, lt, lte; an RFC 3339 date-time or epoch milliseconds
  *   sort=-created_at                    or created_at:desc; a leading '-' means descending
  *   limit=50&offset=100                 paging; answers carry meta.total and links
  *   fields[data]=id,status              sparse fieldsets
  *
- * Anything unknown is a `bad_request` naming the parameter, so a typo never silently widens a query.
+ * Anything unknown is a `bad_request` naming the parameter, so a typo never silently widens a query; so is
+ * anything that cannot mean what it says: an empty value (`filter[status]=success,`), a date that does not
+ * exist (February 30) or has no time, `limit`, `offset` or `sort` given twice.
  */
 
 import { DispatcherError } from '../core/errors.js';
@@ -46,6 +48,15 @@ export interface QuerySpec {
 
 const FILTER = /^filter\[([a-z_]+)\](?:\[([^\]]*)\])?$/;
 
+/** Parameters that mean one thing: a second one would contradict the first. */
+const ONCE = new Set(['limit', 'offset', 'sort']);
+
+/**
+ * RFC 3339 `date-time` (section 5.6): a full date, `T`, a time with seconds, a zone. A zone's `+` left
+ * unencoded in a query string arrives as a space: it is read as the `+` it was.
+ */
+const DATE_TIME = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[ +-]\d{2}:\d{2})$/;
+
 export function parseQuery(url: string, spec: QuerySpec): ParsedQuery {
   const at = url.indexOf('?');
   const raw = new URLSearchParams(at < 0 ? '' : url.slice(at + 1));
@@ -60,22 +71,29 @@ export function parseQuery(url: string, spec: QuerySpec): ParsedQuery {
     raw,
   };
   const maxLimit = spec.maxLimit ?? 1000;
+  const seen = new Set<string>();
   for (const [key, value] of raw) {
+    if (ONCE.has(key)) {
+      if (seen.has(key)) bad(key, 'is given twice');
+      seen.add(key);
+    }
     const f = FILTER.exec(key);
     if (f) {
       const [, name, sub] = f as unknown as [string, string, string | undefined];
       if (name === 'labels' && spec.labels) {
         if (sub === undefined || sub === '') bad(key, 'name a label: filter[labels][KEY]=VALUE');
+        if (value === '') bad(key, 'must not be empty');
         out.labels[sub] = value;
       } else if (spec.maps?.includes(name)) {
         if (sub === undefined || sub === '') bad(key, `name a key: filter[${name}][KEY]=VALUE`);
+        if (value === '') bad(key, 'must not be empty');
         out.maps.set(name, { ...(out.maps.get(name) ?? {}), [sub]: value });
       } else if (spec.ranges?.includes(name)) {
         if (sub === undefined) bad(key, 'name a bound: gt, gte, lt or lte');
         out.ranges.set(name, addBound(out.ranges.get(name) ?? {}, sub, parseTime(key, value), key));
       } else if (spec.filters.includes(name) && sub === undefined) {
-        const values = spec.single?.includes(name) ? [value] : value.split(',').map((v) => v.trim()).filter((v) => v !== '');
-        if (values.length === 0) bad(key, 'must not be empty');
+        const values = spec.single?.includes(name) ? [value] : value.split(',').map((v) => v.trim());
+        if (values.some((v) => v === '')) bad(key, values.length === 1 ? 'must not be empty' : 'holds an empty value (a comma too many?)');
         out.filters.set(name, [...(out.filters.get(name) ?? []), ...values]);
       } else {
         bad(key, `unknown filter; known: ${[...spec.filters, ...(spec.ranges ?? []), ...(spec.labels ? ['labels'] : []), ...(spec.maps ?? [])].join(', ')}`);
@@ -134,8 +152,14 @@ function integer(key: string, value: string, min: number, max: number): number {
 
 function parseTime(key: string, value: string): number {
   if (/^\d+$/.test(value)) return Number(value);
-  const ms = Date.parse(value);
-  if (Number.isNaN(ms)) bad(key, 'must be an RFC 3339 time or epoch milliseconds');
+  const m = DATE_TIME.exec(value);
+  if (m === null) bad(key, 'must be an RFC 3339 date-time with a zone (2026-11-01T00:00:00Z) or epoch milliseconds');
+  const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number) as [number, number, number, number, number, number];
+  // Date.parse rolls February 30 over into March: a date that does not exist is refused instead.
+  const days = new Date(Date.UTC(year, month, 0)).getUTCDate();
+  if (month < 1 || month > 12 || day < 1 || day > days || hour > 23 || minute > 59 || second > 60) bad(key, `${value} is not a date and time that exists`);
+  const ms = Date.parse(m[8]!.startsWith(' ') ? `${value.slice(0, -6)}+${value.slice(-5)}` : value);
+  if (Number.isNaN(ms)) bad(key, `${value} is not a date and time that exists`);
   return ms;
 }
 
