@@ -197,6 +197,25 @@ describe('intake', () => {
     expect(ok.statusCode).toBe(202);
   });
 
+  it('refuses numbers parsing would change (too large for a double, integers beyond 2^53), naming where they are; keeps the largest exact ones', async () => {
+    for (const [body, pointer, what] of [
+      ['{"specversion":"1.0","id":"big-1","source":"s","type":"example.x","data":{"n":1e400}}', '/data/n', /too large to be represented/],
+      ['{"specversion":"1.0","id":"big-2","source":"s","type":"example.x","data":{"list":[1,-1e999]}}', '/data/list/1', /too large/],
+      ['{"specversion":"1.0","id":"big-3","source":"s","type":"example.x","data":{"id":9007199254740993}}', '/data/id', /beyond 2\^53/],
+      ['{"specversion":"1.0","id":"big-4","source":"s","type":"example.x","count":12345678901234567890}', '/count', /beyond 2\^53/],
+    ] as const) {
+      const res = await post(body);
+      expect(res.statusCode, body).toBe(400);
+      expect(res.json().code).toBe('invalid_event');
+      expect(res.json().problems[0]).toMatchObject({ pointer, message: expect.stringMatching(what) });
+    }
+    // The largest integer a double keeps exactly, a long string of digits, and a large finite float pass as they are.
+    const ok = await post('{"specversion":"1.0","id":"big-ok","source":"s","type":"example.x","data":{"max":9007199254740991,"s":"123456789012345678901","f":1.5e300}}');
+    expect(ok.statusCode, ok.body).toBe(202);
+    const stored = await app.inject({ method: 'GET', url: `/v1/events/${ok.json().events[0].id}` });
+    expect(stored.json().event.data).toEqual({ max: 9007199254740991, s: '123456789012345678901', f: 1.5e300 });
+  });
+
   it('keeps only the configured bytes of an oversized body', async () => {
     const dls = await deadLetterFor('payload_too_large');
     expect(dls.length).toBeGreaterThan(0);

@@ -199,8 +199,10 @@ export class Intake {
     }
     const problems: ErrorProblem[] = [];
     let code: 'invalid_event' | 'unknown_type' | 'schema_violation' | 'too_deep' = 'invalid_event';
-    // Only bodies that could hold them are searched (a NUL byte, or a \u escape of NUL or a surrogate).
+    // Only bodies that could hold them are searched (a NUL byte, or a \u escape of NUL or a surrogate; a long
+    // run of digits or a large exponent).
     const checkStrings = mayHoldUnstorableText(message.raw);
+    const outOfRange = numbersOutOfRange(message.raw);
     for (let i = 0; i < candidates.length; i++) {
       const pointer = decoded.batch ? `/${i}` : '';
       const envelopeProblems = checkEnvelope(candidates[i], pointer);
@@ -212,6 +214,13 @@ export class Intake {
         const bad = unstorableString(candidates[i], pointer);
         if (bad !== null) {
           problems.push({ pointer: bad, message: 'strings must not hold U+0000 or unpaired surrogates (no store can keep them as text)' });
+          continue;
+        }
+      }
+      if (outOfRange !== null) {
+        const bad = numberOutOfRange(candidates[i], pointer, outOfRange.integers);
+        if (bad !== null) {
+          problems.push(bad);
           continue;
         }
       }
@@ -418,6 +427,55 @@ export function unstorableString(value: unknown, pointer: string): string | null
         if (bad(key)) return `${at}/${escapePointer(key)}`;
         stack.push([(v as Record<string, unknown>)[key], `${at}/${escapePointer(key)}`]);
       }
+    }
+  }
+  return null;
+}
+
+/** Digits enough for an integer beyond 2^53 (16), or an exponent of three digits: what a number out of range needs. */
+const LONG_NUMBER = /\d{16}|[eE][+-]?\d{3}/;
+
+/**
+ * The integer literals of a JSON text (outside strings) beyond 2^53, as they parse; null when the text holds
+ * no number out of range at all (the cheap test first: most bodies have no long digit run or large exponent).
+ */
+function numbersOutOfRange(raw: Buffer): { integers: Set<number> } | null {
+  const text = raw.toString('latin1');
+  if (!LONG_NUMBER.test(text)) return null;
+  const integers = new Set<number>();
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 34) {
+      // A string: skip to its closing quote, past escapes.
+      for (i++; i < text.length && text.charCodeAt(i) !== 34; i++) if (text.charCodeAt(i) === 92) i++;
+    } else if (c === 45 || (c >= 48 && c <= 57)) {
+      let end = i + 1;
+      while (end < text.length && /[0-9.eE+-]/.test(text[end]!)) end++;
+      const token = text.slice(i, end);
+      if (/^-?\d{16,}$/.test(token) && !Number.isSafeInteger(Number(token))) integers.add(Number(token));
+      i = end - 1;
+    }
+  }
+  return { integers };
+}
+
+/**
+ * The first number that JSON parsing could not keep as it was written: one too large for a double (`1e400`
+ * parses to Infinity, which JSON writes back as `null`), or an integer literal beyond 2^53 (9007199254740993
+ * parses to 9007199254740992). Either would be stored changed without a word; it is refused instead. A float
+ * written with an exponent (`1.5e300`) is kept: a double is what it asks for.
+ */
+export function numberOutOfRange(value: unknown, pointer: string, integers: ReadonlySet<number>): ErrorProblem | null {
+  const stack: Array<[unknown, string]> = [[value, pointer]];
+  while (stack.length > 0) {
+    const [v, at] = stack.pop()!;
+    if (typeof v === 'number') {
+      if (!Number.isFinite(v)) return { pointer: at, message: 'is a number too large to be represented (it would be stored as null); send it as a string' };
+      if (integers.has(v)) return { pointer: at, message: 'is an integer beyond 2^53 (9007199254740991), which cannot be kept exactly; send it as a string' };
+    } else if (Array.isArray(v)) {
+      for (let i = 0; i < v.length; i++) stack.push([v[i], `${at}/${i}`]);
+    } else if (v !== null && typeof v === 'object') {
+      for (const key of Object.keys(v)) stack.push([(v as Record<string, unknown>)[key], `${at}/${escapePointer(key)}`]);
     }
   }
   return null;
