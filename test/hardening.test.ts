@@ -2,6 +2,7 @@
  * Hardening of the HTTP API: security headers, CORS per path, and the rate limit per principal.
  */
 
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import { ERROR_CODES } from '../src/core/errors.js';
@@ -112,5 +113,53 @@ describe('rate limit', () => {
     // Another address still gets its answer; a valid principal from the limited address too.
     expect((await raw.inject({ method: 'GET', url: '/v1/runs', remoteAddress: '10.7.7.8' })).statusCode).toBe(401);
     expect((await raw.inject({ method: 'GET', url: '/v1/runs', remoteAddress: '10.7.7.7', headers: { authorization: `PSK ${OTHER_KEY}` } })).statusCode).toBe(200);
+  });
+});
+
+describe('answers before any route', () => {
+  /** Raw bytes to the listening server; resolves with everything it answered before closing. */
+  async function raw(address: string, bytes: string): Promise<{ status: number; headers: Record<string, string>; body: string }> {
+    const { port } = new URL(address);
+    const text = await new Promise<string>((resolve, reject) => {
+      const socket = connect(Number(port), '127.0.0.1', () => socket.end(bytes));
+      let got = '';
+      socket.setEncoding('utf8').on('data', (c: string) => (got += c));
+      socket.on('close', () => resolve(got));
+      socket.on('error', reject);
+    });
+    const [head, ...rest] = text.split('\r\n\r\n');
+    const [statusLine, ...lines] = head!.split('\r\n');
+    const headers = Object.fromEntries(lines.map((l) => [l.slice(0, l.indexOf(':')).toLowerCase(), l.slice(l.indexOf(':') + 1).trim()]));
+    return { status: Number(statusLine!.split(' ')[1]), headers, body: rest.join('\r\n\r\n') };
+  }
+
+  it('codes a path that is not valid percent-encoding, before authentication, with the security headers', async () => {
+    const res = await (await t.d.app()).inject({ method: 'GET', url: '/v1/runs/%zz' });
+    expect(res.statusCode).toBe(400);
+    expect(res.json()).toMatchObject({ code: 'bad_request', message: expect.stringContaining('not valid') });
+    expect(res.headers['x-content-type-options']).toBe('nosniff');
+    expect(res.headers['content-security-policy']).toContain("default-src 'none'");
+  });
+
+  it('codes what the HTTP parser refuses (headers too large, a bad request line, two Content-Lengths), with the security headers', async () => {
+    const s = await startDispatcher({ server: { port: 0 } });
+    try {
+      const address = await s.d.listen();
+      const big = await raw(address, `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
+      expect(big.status).toBe(431);
+      expect(JSON.parse(big.body)).toEqual({ code: 'headers_too_large', message: expect.any(String) });
+      expect(big.headers['x-content-type-options']).toBe('nosniff');
+      const line = await raw(address, 'THIS IS NOT HTTP\r\n\r\n');
+      expect(line.status).toBe(400);
+      expect(JSON.parse(line.body)).toMatchObject({ code: 'bad_request', message: expect.stringContaining('not valid HTTP') });
+      const twice = await raw(address, 'POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}');
+      expect(twice.status).toBe(400);
+      expect(JSON.parse(twice.body).code).toBe('bad_request');
+      expect(twice.headers['content-security-policy']).toContain("default-src 'none'");
+      // The server goes on answering.
+      expect((await fetch(`${address}/healthz`)).status).toBe(200);
+    } finally {
+      await s.close();
+    }
   });
 });

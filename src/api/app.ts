@@ -10,7 +10,7 @@
  * `public`.
  */
 
-import Fastify, { LogController, type FastifyError, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import cors from '@fastify/cors';
@@ -19,7 +19,7 @@ import { DispatcherError } from '../core/errors.js';
 import type { Profile, ProfileContext } from '../core/profile.js';
 import type { Services } from '../core/services.js';
 import { registerAudit, registerAuth, requirePrincipal } from './auth.js';
-import { answerErrors, errorBody, PARTIAL_BODY } from './errors.js';
+import { answerClientError, answerErrors, errorBody, fromFastifyError, PARTIAL_BODY } from './errors.js';
 import { intakeMessage } from './intake.js';
 import { registerHealthRoutes, type HealthSettings } from './routes/health.js';
 import type { ServerConfig } from './settings.js';
@@ -58,6 +58,12 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false } },
+    // A path that is not valid percent-encoding (`/v1/runs/%zz`), answered before routing and
+    // authentication, in the same words as every other error.
+    frameworkErrors: (error, _request, reply) => {
+      void (reply as FastifyReply).code(400).type('application/json').headers(API_HEADERS).send(errorBody(fromFastifyError(error)));
+    },
+    clientErrorHandler: (err, socket) => answerClientError(err, socket, API_HEADERS),
   }) as unknown as FastifyInstance;
 
   // Security headers on every answer. The browsable docs need their scripts and styles, so the strict

@@ -3,6 +3,7 @@
  * `{ "code": "...", "message": "...", "problems": [{ "pointer": "/0/type", "message": "..." }] }`.
  */
 
+import { STATUS_CODES } from 'node:http';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { DispatcherError, isDispatcherError, type ErrorCode } from '../core/errors.js';
 import type { InboundMessage } from '../core/intake.js';
@@ -27,6 +28,8 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   forbidden: 403,
   rate_limited: 429,
   method_not_allowed: 405,
+  headers_too_large: 431,
+  request_timeout: 408,
   action_failed: 502,
   action_error: 502,
   http_status: 502,
@@ -65,6 +68,8 @@ export function fromFastifyError(err: FastifyError): DispatcherError {
       return new DispatcherError('invalid_json', err.message);
     case 'FST_ERR_VALIDATION':
       return new DispatcherError('bad_request', err.message);
+    case 'FST_ERR_BAD_URL':
+      return new DispatcherError('bad_request', `the path is not valid: ${err.message}`);
     default:
       if (err.statusCode === 404) return new DispatcherError('not_found', err.message);
       if (err.statusCode === 405) return new DispatcherError('method_not_allowed', err.message);
@@ -77,6 +82,27 @@ export function errorBody(err: DispatcherError): ErrorBody {
   const body: ErrorBody = { code: err.code, message: err.message };
   if (err.problems !== undefined && err.problems.length > 0) body.problems = err.problems;
   return body;
+}
+
+/**
+ * What the HTTP parser refuses before any route sees the request (Node's `clientError`): the same coded
+ * body as every other error, with the security headers, written straight to the socket (there is no
+ * request to reply to), and the connection closed. A reset connection gets nothing.
+ */
+export function answerClientError(err: NodeJS.ErrnoException, socket: import('node:stream').Duplex, headers: Record<string, string>): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const error =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? new DispatcherError('headers_too_large', 'the request headers are larger than the server reads (16 KiB)')
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? new DispatcherError('request_timeout', 'the request did not arrive whole in time; send it again')
+        : new DispatcherError('bad_request', `the request is not valid HTTP (${(err as { reason?: string }).reason ?? err.code ?? err.message})`);
+  const status = HTTP_STATUS[error.code];
+  const body = JSON.stringify(errorBody(error));
+  const lines = [`HTTP/1.1 ${status} ${STATUS_CODES[status]}`, 'content-type: application/json', `content-length: ${Buffer.byteLength(body)}`, 'connection: close'];
+  for (const [name, value] of Object.entries(headers)) lines.push(`${name}: ${value}`);
+  if (socket.writable) socket.write(`${lines.join('\r\n')}\r\n\r\n${body}`);
+  socket.destroy();
 }
 
 /** Raw bytes read before a body was refused (too large): kept as a bounded dead letter. */

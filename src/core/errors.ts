@@ -36,6 +36,8 @@ export const ERROR_CODES = {
   forbidden: { description: 'The principal lacks the permission for this operation.', retryable: false },
   rate_limited: { description: 'Too many requests; try again after the time in Retry-After.', retryable: true },
   method_not_allowed: { description: 'The route does not accept this method.', retryable: false },
+  headers_too_large: { description: 'The request headers are larger than the server reads (HTTP parser limit).', retryable: false },
+  request_timeout: { description: 'The request did not arrive whole within `server.requestTimeout`.', retryable: true },
 
   // Actions: what happened when a run executed.
   action_failed: { description: 'The action reported a failure that a retry will not mend.', retryable: false },
