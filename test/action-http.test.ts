@@ -75,7 +75,7 @@ function answer(status: number, body = '', headers: Record<string, string> = {})
 async function makeAction(params: Record<string, unknown>, settings: Record<string, unknown> = {}): Promise<Action> {
   const action = await httpAction.create(params, {
     settings: { allow: LOOPBACK, timeout: 5000, maxResponseBytes: 4096, userAgent: 'dispatcher-test', ...settings },
-    compile: (value) => engine.compile(value),
+    compile: (value, options = {}) => engine.compile(value, options.at ?? [], options),
     log,
   });
   cleanups.push(async () => action.close?.());
@@ -452,6 +452,25 @@ describe('http action: outcomes', () => {
     const action = await makeAction({ url: '{{ data.title }}' });
     const err = await failure(action.execute(makeCtx()));
     expect(err).toMatchObject({ code: 'template_error', retryable: false });
+  });
+
+  it('percent-encodes event data rendered into the URL, so that it stays a value in its path or query; | raw keeps a trusted whole URL', async () => {
+    const server = await startServer(answer(200));
+    const render = (data: unknown) => (t: import('../src/core/template.js').Template) => t.render({ ...event, data, event });
+    const action = await makeAction({ url: `${server.base}/orders/{{ data.customer }}?note={{ data.note }}` });
+    await action.execute(makeCtx({ render: render({ customer: '../admin/delete?all=1#', note: 'a&b=c d' }) }));
+    expect(server.received[0]!.url).toBe('/orders/..%2Fadmin%2Fdelete%3Fall%3D1%23?note=a%26b%3Dc%20d');
+    // A whole URL from the event is refused unless the route trusts it with | raw.
+    const whole = await makeAction({ url: '{{ data.url }}' });
+    const refused = await failure(whole.execute(makeCtx({ render: render({ url: `${server.base}/cb` }) })));
+    expect(refused).toMatchObject({ code: 'template_error', message: expect.stringContaining('| raw') });
+    const trusted = await makeAction({ url: '{{ data.url | raw }}' });
+    await trusted.execute(makeCtx({ render: render({ url: `${server.base}/cb?x=1` }) }));
+    expect(server.received[1]!.url).toBe('/cb?x=1');
+    // A value that is a dot segment would move the path: refused.
+    const dots = await failure(action.execute(makeCtx({ render: render({ customer: '..', note: 'x' }) })));
+    expect(dots).toMatchObject({ code: 'template_error', message: expect.stringContaining('dot segment') });
+    expect(server.received).toHaveLength(2);
   });
 
   it('reports a header that renders to a line break as template_error, without its value', async () => {

@@ -282,6 +282,24 @@ describe('init-config and validate-config', () => {
     expect(r.stderr).toContain('routes[0].actions[0]: unknown action type "teleport"');
   });
 
+  it('validate-config, routes test and serve refuse a template that does not parse, naming route, action and parameter', async () => {
+    file('bad-template.yaml', 'routes:\n  - name: r\n    match: { type: a }\n    actions:\n      - http: { url: "https://example.com/{{ data.id ", body: { text: "{{ data.x | shout }}" } }\n');
+    const expected = [
+      'routes[0].actions[0].http.url: the template does not parse: output "{{ data.id " not closed',
+      'routes[0].actions[0].http.body.text: the template does not parse: undefined filter: shout',
+    ];
+    const validate = await cli(['validate-config', 'bad-template.yaml']);
+    expect(validate.code).toBe(1);
+    for (const line of expected) expect(validate.stderr).toContain(line);
+    const event = file('template-event.json', JSON.stringify(ce({ type: 'a' })));
+    const test = await cli(['routes', 'test', event, '--config', 'bad-template.yaml']);
+    expect(test.code).toBe(1);
+    expect(test.stderr).toContain(expected[0]);
+    const serve = await cli(['serve', '--config', 'bad-template.yaml'], { env: { DISPATCHER_STORE_URL: 'sqlite::memory:', DISPATCHER_SERVER_PORT: '0' } });
+    expect(serve.code).toBe(1);
+    expect(serve.stderr).toContain(expected[1]);
+  });
+
   it('validate-config of a missing file exits 1 naming it; with no file at all it exits 2', async () => {
     const missing = await cli(['validate-config', 'nowhere.yaml']);
     expect(missing.code).toBe(1);

@@ -28,6 +28,7 @@ import { DispatcherError, type ErrorProblem } from '../core/errors.js';
 import { isPskKey } from '../core/credentials.js';
 import { INTAKE_SECTION } from '../core/intake.js';
 import { decodeOptions, type Options, type Raw, type TSchema } from '../core/options.js';
+import { toDisplayPath, toPointer, type Path } from '../core/paths.js';
 import { toGrant, type Grant, type PermissionSpec } from '../core/principal.js';
 import { qualified, STREAM_KINDS, type StreamKind } from '../core/profile.js';
 import { ROUTE_SCHEMA, routeActions, type RouteConfig } from '../core/routes.js';
@@ -126,23 +127,6 @@ export function validateConfigFile(file: string, env: NodeJS.ProcessEnv = proces
 // ---------------------------------------------------------------------------------------------------
 // Paths and problems.
 
-type Path = readonly (string | number)[];
-
-/** RFC 6901: `['routes', 0, 'retry']` → `/routes/0/retry`. */
-function toPointer(p: Path): string {
-  return p.map((key) => `/${String(key).replace(/~/g, '~0').replace(/\//g, '~1')}`).join('');
-}
-
-/** `['routes', 0, 'retry']` → `routes[0].retry`; `['types', 'alert.raised']` → `types["alert.raised"]`. */
-function toDisplayPath(p: Path): string {
-  let out = '';
-  for (const key of p) {
-    if (typeof key === 'number') out += `[${key}]`;
-    else if (/^[A-Za-z_$][\w$-]*$/.test(key)) out += out === '' ? key : `.${key}`;
-    else out += `[${JSON.stringify(key)}]`;
-  }
-  return out;
-}
 
 class Problems {
   readonly list: ConfigProblem[] = [];

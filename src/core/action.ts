@@ -12,7 +12,7 @@ import type { CloudEvent } from './types.js';
 import type { HttpClient } from './http.js';
 import type { PublishTo } from './outbox.js';
 import type { HostResult, HostUpsert, ResolveResult, RunResolution } from '../store/types.js';
-import type { Template } from './template.js';
+import type { CompileOptions, Template } from './template.js';
 
 /** What an attempt may report besides throwing. Throw a DispatcherError to fail (retryable or not). */
 export type ActionOutcome =
@@ -83,8 +83,11 @@ export interface Action {
 export interface ActionSettings {
   /** `actions.<type>` from the configuration: settings shared by every action of the type. */
   settings: Record<string, unknown>;
-  /** Compile a template (strings with `{{ … }}` anywhere inside a value). */
-  compile(value: unknown): Template;
+  /**
+   * Compile a template (strings with `{{ … }}` anywhere inside a value), found at `at` inside the action's
+   * parameters (`['body']`: for error messages); `escape: 'url'` percent-encodes what it renders.
+   */
+  compile(value: unknown, options?: CompileOptions & { at?: readonly (string | number)[] }): Template;
   log: Logger;
   /** The names of the configured outputs (`publish` to one of them); none when not given. */
   outputs?: readonly string[];

@@ -297,6 +297,11 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+/** Throws `config_invalid` naming the place (`at`, e.g. `routes[2].match`) when a route's match does not compile. */
+export function checkRouteMatch(spec: RouteMatchSpec, at: string): void {
+  compileRoute(spec, at);
+}
+
 function compileRoute(spec: RouteMatchSpec, at: string): CompiledRoute {
   const match = spec.match ?? {};
   if (!isPlainObject(match)) throw invalid(at, `must be an object, got ${Array.isArray(match) ? 'a list' : typeof match}`);

@@ -9,12 +9,19 @@ import type { ValidateFunction } from 'ajv';
 import type { Logger } from 'pino';
 import { newId } from './ids.js';
 import type { Action, ActionType } from './action.js';
-import { DispatcherError } from './errors.js';
+import { DispatcherError, type ErrorProblem } from './errors.js';
+import { fromPointer, toDisplayPath, toPointer, type Path } from './paths.js';
 import { duration, map, object, section, Type, type Options } from './options.js';
-import { buildRouteIndex, type RouteIndex } from './router.js';
+import { buildRouteIndex, checkRouteMatch, type RouteIndex } from './router.js';
 import { TemplateEngine, templateScope, type Template } from './template.js';
 import type { CloudEvent } from './types.js';
 import type { NewRun } from '../store/types.js';
+
+/** A problem as one line: where, then what (a message that names its own place already stays as it is). */
+export function placed(p: ErrorProblem): string {
+  const where = toDisplayPath(fromPointer(p.pointer));
+  return where === '' || p.message.startsWith(where) ? p.message : `${where}: ${p.message}`;
+}
 
 /** The names of routes and of actions inside them. */
 const NAME_PATTERN = '^[A-Za-z0-9_.:-]+$';
@@ -128,69 +135,107 @@ export async function compileRoutes(options: CompileRoutesOptions): Promise<Rout
   const ajv = new Ajv2020({ allErrors: true, strict: false, allowUnionTypes: true });
   // One compiled parameter schema per action type, however many routes use it.
   const validators = new Map<string, ValidateFunction>();
-  const enabled = options.routes.filter((r) => r.enabled !== false);
   const routes: CompiledRoute[] = [];
   const created: Action[] = [];
-  try {
-    for (const config of enabled) {
-      const path = `routes[${options.routes.indexOf(config)}]`;
-      const actions: CompiledAction[] = [];
-      const seen = new Map<string, number>();
-      for (const [j, spec] of config.actions.entries()) {
-        const { name, ...rest } = spec as { name?: unknown } & Record<string, unknown>;
-        const keys = Object.keys(rest);
-        if (keys.length !== 1) {
-          throw new DispatcherError('config_invalid', `${path}.actions[${j}]: an action names exactly one action type (found ${keys.length ? keys.join(', ') : 'none'})`);
-        }
-        const type = keys[0]!;
-        const actionType = options.actionTypes.get(type);
-        if (actionType === undefined) {
-          throw new DispatcherError('config_invalid', `${path}.actions[${j}]: unknown action type "${type}" (known: ${[...options.actionTypes.keys()].join(', ')})`);
-        }
-        const params = (rest[type] ?? {}) as Record<string, unknown>;
-        if (params === null || typeof params !== 'object' || Array.isArray(params)) {
-          throw new DispatcherError('config_invalid', `${path}.actions[${j}].${type}: parameters must be an object`);
-        }
-        if (actionType.paramsSchema !== undefined) {
-          let validate = validators.get(type);
-          if (validate === undefined) validators.set(type, (validate = ajv.compile(actionType.paramsSchema)));
-          if (!validate(params)) {
-            const first = validate.errors?.[0];
-            throw new DispatcherError('config_invalid', `${path}.actions[${j}].${type}${first?.instancePath.replace(/\//g, '.') ?? ''}: ${first?.message ?? 'is invalid'}`);
-          }
-        }
-        let action: Action;
-        try {
-          action = await actionType.create(params, {
-            settings: options.actionSettings[type] ?? {},
-            compile: (value) => engine.compile(value, `${path}.actions[${j}].${type}`),
-            log: options.log.child({ route: config.name, action: type }),
-            outputs: options.outputs ?? [],
-          });
-        } catch (err) {
-          if (err instanceof DispatcherError) throw err;
-          throw new DispatcherError('config_invalid', `${path}.actions[${j}].${type}: ${(err as Error).message}`, { cause: err });
-        }
-        created.push(action);
-        const count = (seen.get(type) ?? 0) + 1;
-        seen.set(type, count);
-        const actionName = typeof name === 'string' && name !== '' ? name : count === 1 ? type : `${type}#${count}`;
-        if (actions.some((a) => a.name === actionName)) {
-          throw new DispatcherError('config_invalid', `${path}.actions[${j}]: action name "${actionName}" is used twice in route ${config.name}`);
-        }
-        actions.push({ name: actionName, type, action });
-      }
-      routes.push({
-        name: config.name,
-        config,
-        actions,
-        orderingKey: config.orderingKey ? engine.compile(config.orderingKey, `${path}.orderingKey`) : null,
-        labels: config.labels && Object.keys(config.labels).length > 0 ? engine.compile(config.labels, `${path}.labels`) : null,
-      });
+  // Every problem of every route, so that one look at the configuration shows them all.
+  const problems: ErrorProblem[] = [];
+  const problem = (path: Path, message: string) => problems.push({ pointer: toPointer(path), message });
+  /** What a part threw: its problems (pointers below `base` unless already from the root), or its message. */
+  const thrown = (base: Path, err: unknown) => {
+    const e = err as Partial<DispatcherError>;
+    if (e instanceof DispatcherError && e.problems !== undefined && e.problems.length > 0) {
+      for (const p of e.problems) problems.push({ pointer: p.pointer.startsWith('/routes/') ? p.pointer : toPointer(base) + p.pointer, message: p.message });
+    } else problem(base, (err as Error).message);
+  };
+  for (const [i, config] of options.routes.entries()) {
+    if (config.enabled === false) continue;
+    const at: Path = ['routes', i];
+    const before = problems.length;
+    try {
+      checkRouteMatch({ name: config.name, match: config.match }, `${toDisplayPath(at)}.match`);
+    } catch (err) {
+      problem([...at, 'match'], (err as Error).message);
     }
-  } catch (err) {
+    const actions: CompiledAction[] = [];
+    const seen = new Map<string, number>();
+    for (const [j, spec] of config.actions.entries()) {
+      const { name, ...rest } = spec as { name?: unknown } & Record<string, unknown>;
+      const keys = Object.keys(rest);
+      if (keys.length !== 1) {
+        problem([...at, 'actions', j], `an action names exactly one action type (found ${keys.length ? keys.join(', ') : 'none'})`);
+        continue;
+      }
+      const type = keys[0]!;
+      const base: Path = [...at, 'actions', j, type];
+      const actionType = options.actionTypes.get(type);
+      if (actionType === undefined) {
+        problem([...at, 'actions', j], `unknown action type "${type}" (known: ${[...options.actionTypes.keys()].join(', ')})`);
+        continue;
+      }
+      const params = (rest[type] ?? {}) as Record<string, unknown>;
+      if (params === null || typeof params !== 'object' || Array.isArray(params)) {
+        problem(base, 'parameters must be an object');
+        continue;
+      }
+      if (actionType.paramsSchema !== undefined) {
+        let validate = validators.get(type);
+        if (validate === undefined) validators.set(type, (validate = ajv.compile(actionType.paramsSchema)));
+        if (!validate(params)) {
+          for (const e of validate.errors ?? []) problem([...base, ...fromPointer(e.instancePath)], e.message ?? 'is invalid');
+          continue;
+        }
+      }
+      const count = (seen.get(type) ?? 0) + 1;
+      seen.set(type, count);
+      const actionName = typeof name === 'string' && name !== '' ? name : count === 1 ? type : `${type}#${count}`;
+      if (actions.some((a) => a.name === actionName)) {
+        problem([...at, 'actions', j], `action name "${actionName}" is used twice in route ${config.name}`);
+        continue;
+      }
+      // A template that does not parse is noted and compiling goes on, so one look shows every broken parameter.
+      const templateProblems: unknown[] = [];
+      const compile = (value: unknown, compileOptions: Parameters<typeof engine.compile>[2] & { at?: Path } = {}): Template => {
+        try {
+          return engine.compile(value, [...base, ...(compileOptions.at ?? [])], compileOptions);
+        } catch (err) {
+          templateProblems.push(err);
+          return { isStatic: true, render: () => value };
+        }
+      };
+      try {
+        const action = await actionType.create(params, {
+          settings: options.actionSettings[type] ?? {},
+          compile,
+          log: options.log.child({ route: config.name, action: type }),
+          outputs: options.outputs ?? [],
+        });
+        created.push(action);
+        for (const err of templateProblems) thrown(base, err);
+        if (templateProblems.length === 0) actions.push({ name: actionName, type, action });
+      } catch (err) {
+        for (const e of templateProblems) thrown(base, e);
+        if (!templateProblems.includes(err)) thrown(base, err);
+      }
+    }
+    let orderingKey: Template | null = null;
+    let labels: Template | null = null;
+    try {
+      if (config.orderingKey) orderingKey = engine.compile(config.orderingKey, [...at, 'orderingKey']);
+    } catch (err) {
+      thrown([...at, 'orderingKey'], err);
+    }
+    try {
+      if (config.labels && Object.keys(config.labels).length > 0) labels = engine.compile(config.labels, [...at, 'labels']);
+    } catch (err) {
+      thrown([...at, 'labels'], err);
+    }
+    if (problems.length === before) routes.push({ name: config.name, config, actions, orderingKey, labels });
+  }
+  if (problems.length > 0) {
     await Promise.allSettled(created.map((a) => a.close?.()));
-    throw err;
+    const lines = problems.map((p) => placed(p));
+    const message = lines.length === 1 ? `Invalid routes: ${lines[0]}` : `Invalid routes (${lines.length} problems):\n  ${lines.join('\n  ')}`;
+    throw new DispatcherError('config_invalid', message, { problems });
   }
 
   const index = buildRouteIndex(

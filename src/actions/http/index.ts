@@ -205,7 +205,8 @@ function prepare(params: Record<string, unknown>, s: HttpSettings, settings: Act
   }
 
   if (typeof params.url !== 'string' || params.url === '') throw configError('/url', 'is required (a URL template)');
-  const url = settings.compile(params.url);
+  // Event data rendered into the URL is percent-encoded: it stays a value, whatever it holds (`| raw` opts out).
+  const url = settings.compile(params.url, { escape: 'url', at: ['url'] });
   if (url.isStatic) targetUrl(params.url, 'config');
 
   const methodParam = params.method ?? 'POST';
@@ -226,7 +227,7 @@ function prepare(params: Record<string, unknown>, s: HttpSettings, settings: Act
       headerNames.add(lower);
       lowered[lower] = value;
     }
-    headers = settings.compile(lowered);
+    headers = settings.compile(lowered, { at: ['headers'] });
   }
 
   let query: Template | null = null;
@@ -237,13 +238,13 @@ function prepare(params: Record<string, unknown>, s: HttpSettings, settings: Act
         throw configError(`/query/${name}`, 'must be a template or a list of templates');
       }
     }
-    query = settings.compile(params.query);
+    query = settings.compile(params.query, { at: ['query'] });
   }
 
   let body: Template | null = null;
   if (params.body !== undefined) {
     if (method === 'GET' || method === 'HEAD') throw configError('/body', `a ${method} request has no body`);
-    body = settings.compile(params.body);
+    body = settings.compile(params.body, { at: ['body'] });
   }
 
   let timeout = s.timeout;
@@ -453,7 +454,11 @@ function targetUrl(value: unknown, when: 'config' | 'render'): URL {
   try {
     url = new URL(value);
   } catch {
-    throw fail('is not an absolute URL');
+    throw fail(
+      when === 'render' && /^https?%3A/i.test(value)
+        ? 'is not an absolute URL: values from the event are percent-encoded; a whole URL from the event needs `| raw` ({{ data.url | raw }})'
+        : 'is not an absolute URL',
+    );
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw fail(`scheme ${url.protocol} is not http: or https:`);
   if (url.username !== '' || url.password !== '') throw fail('must not carry credentials; send them in a header');
