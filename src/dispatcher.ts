@@ -22,7 +22,7 @@ import { qualified, type DecoderType, type Presenter, type ProfileContext, type 
 import { deadLetterSource, hostEventSource, Relay, runEventSource, type RelaySource } from './core/relay.js';
 import { Intake, type Decoder, type InboundMessage, type IntakeAnswer } from './core/intake.js';
 import { createMetrics, type Metrics, type TransportStatus } from './core/metrics.js';
-import { compileRoutes, type RoutePlan } from './core/routes.js';
+import { compileRoutes, placed, type RoutePlan } from './core/routes.js';
 import { Runner } from './core/runner.js';
 import type { Health, InputHealth, OutputHealth, RawMessage, Replayed, Services } from './core/services.js';
 import { TypeRegistry } from './core/type-registry.js';
@@ -207,6 +207,7 @@ export class Dispatcher {
     const { config } = options;
     const log = options.logger ?? createLogger(config, options.logDestination);
     const types = new TypeRegistry(config.types);
+    for (const w of types.warnings) log.warn({ pointer: w.pointer }, `${placed(w)}`);
     const entries = enabledEntries(options.preset ?? PRESET, config, log);
     const actionTypes = await actionTypesOf(entries, config, options.actionTypes);
     const plan = await compileRoutes({

@@ -201,7 +201,7 @@ describe('init-config and validate-config', () => {
     expect(text).toContain('page-critical');
     const v = await cli(['validate-config', 'starter.yaml']);
     expect(v.code, v.stderr).toBe(0);
-    expect(v.stdout).toMatch(/starter\.yaml: valid \(2 routes, 1 types\)/);
+    expect(v.stdout).toMatch(/starter\.yaml: valid \(2 routes, 1 type\)/);
   });
 
   it('init-config refuses to overwrite an existing file without --force, and leaves it unchanged', async () => {
@@ -244,16 +244,16 @@ describe('init-config and validate-config', () => {
     expect(text).toMatch(/^#\s+- name: page-critical/m);
     const v = await cli(['validate-config', 'asked2.yaml']);
     expect(v.code, v.stderr).toBe(0);
-    expect(v.stdout).toContain('asked2.yaml: valid (1 routes, 0 types)');
+    expect(v.stdout).toContain('asked2.yaml: valid (1 route, 0 types)');
   });
 
   const broken: Array<[string, string, RegExp]> = [
-    ['an unknown key', 'server:\n  prot: 8080\n', /bad-key\.yaml: server\.prot: unknown key "prot" \(did you mean "port"\?\)/],
-    ['a bad duration', 'runner:\n  lease: 30 sec\n', /bad-duration\.yaml: runner\.lease: must be a duration/],
+    ['an unknown key', 'server:\n  prot: 8080\n', /bad-key\.yaml:2: server\.prot: unknown key "prot" \(did you mean "port"\?\)/],
+    ['a bad duration', 'runner:\n  lease: 30 sec\n', /bad-duration\.yaml:2: runner\.lease: must be a duration/],
     [
       'duplicate route names',
       'routes:\n  - { name: twice, match: { type: a }, actions: [ { noop: {} } ] }\n  - { name: twice, match: { type: b }, actions: [ { noop: {} } ] }\n',
-      /bad-routes\.yaml: routes\[1\]\.name: route name "twice" is used twice/,
+      /bad-routes\.yaml:3: routes\[1\]\.name: route name "twice" is used twice/,
     ],
   ];
   it.each(broken.map(([what, text, expected], i) => ({ what, text, expected, name: ['bad-key', 'bad-duration', 'bad-routes'][i]! })))(
@@ -267,12 +267,58 @@ describe('init-config and validate-config', () => {
     },
   );
 
-  it('validate-config reports every problem of a file at once', async () => {
-    file('bad-all.yaml', `server:\n  prot: 1\nrunner:\n  lease: soon\nroutes:\n  - { name: x, match: { type: a }, actions: [ { noop: {} } ] }\n  - { name: x, match: { type: b }, actions: [ { noop: {} } ] }\n`);
+  it('validate-config reports every problem of every stage at once, each with file, line and path', async () => {
+    file(
+      'bad-all.yaml',
+      [
+        'server:',
+        '  prot: 1', // 2: schema
+        'runner:',
+        '  lease: soon', // 4: schema
+        'types:',
+        '  alert.raised:',
+        '    schema:',
+        '      type: object',
+        '      properties:',
+        '        severity: { type: strin }', // 10: a type schema that is not JSON Schema
+        '      required: severity', // 11
+        '  note: { schema: { $ref: "#/nowhere" } }', // 12: does not compile
+        'routes:',
+        '  - { name: x, match: { type: a }, actions: [ { noop: {} } ] }',
+        '  - { name: x, match: { type: b }, actions: [ { noop: {} } ] }', // 15: duplicate name
+        '  - name: hook',
+        '    match: { type: c }',
+        '    actions:',
+        '      - http:',
+        '          url: "https://example.com/{{ data.id "', // 20: template
+        '      - teleport: {}', // 21: unknown action type
+      ].join('\n'),
+    );
     const r = await cli(['validate-config', '--config', 'bad-all.yaml']);
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain('(3 problems)');
-    for (const path of ['server.prot', 'runner.lease', 'routes[1].name']) expect(r.stderr).toContain(`bad-all.yaml: ${path}`);
+    expect(r.stderr).toContain('(8 problems)');
+    const lines = r.stderr.split('\n').map((l) => l.trim());
+    const expected = [
+      'bad-all.yaml:2: server.prot: unknown key "prot"',
+      'bad-all.yaml:4: runner.lease: must be a duration',
+      'bad-all.yaml:10: types["alert.raised"].schema.properties.severity.type: must be one of array, boolean, integer, null, number, object or string (or a list of them), got "strin"',
+      'bad-all.yaml:11: types["alert.raised"].schema.required: must be array, got "severity"',
+      'bad-all.yaml:12: types.note.schema: the schema does not compile: can\'t resolve reference #/nowhere',
+      'bad-all.yaml:15: routes[1].name: route name "x" is used twice',
+      'bad-all.yaml:20: routes[2].actions[0].http.url: the template does not parse: output "{{ data.id " not closed',
+      'bad-all.yaml:21: routes[2].actions[1]: unknown action type "teleport"',
+    ];
+    for (const line of expected) expect(lines.some((l) => l.startsWith(line)), `${line}\n${r.stderr}`).toBe(true);
+    // In the file's order.
+    expect(expected.map((line) => lines.findIndex((l) => l.startsWith(line)))).toEqual([...expected.keys()].map((i) => lines.findIndex((l) => l.startsWith(expected[i]!))).sort((a, b) => a - b));
+  });
+
+  it('validate-config warns of a schema format that nothing checks, and still passes', async () => {
+    file('format.yaml', 'types:\n  contact:\n    schema: { type: object, properties: { mail: { type: string, format: emial } } }\n');
+    const r = await cli(['validate-config', 'format.yaml']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('warning: format.yaml:3: types.contact.schema: format "emial" is not one the validator knows');
+    expect(r.stdout).toContain('format.yaml: valid (1 route, 1 type)');
   });
 
   it('validate-config checks routes as serve would (an unknown action type)', async () => {
@@ -373,7 +419,7 @@ routes:
     expect(r.stdout).toContain('→ ticket (noop)');
     expect(r.stdout).toContain('✗ example');
     expect(r.stdout).toContain('type "alert.raised" does not match "example.*"');
-    expect(r.stdout).toContain('1 route(s) match');
+    expect(r.stdout).toContain('1 route matches');
   });
 
   it('shows why no route matches a non-matching event', async () => {

@@ -256,7 +256,7 @@ describe('${VAR} substitution', () => {
       ['routes:', '  - name: r', '    match: {}', '    actions:', '      - http: { url: "${HOOK_URL}/x" }'].join('\n'),
     );
     const err = await loadError({ file, env: {} });
-    expect(err.message).toContain(`${file}: routes[0].actions[0].http.url: environment variable HOOK_URL is not set`);
+    expect(err.message).toContain(`${file}:5: routes[0].actions[0].http.url: environment variable HOOK_URL is not set`);
     expect(err.problems).toEqual([expect.objectContaining({ pointer: '/routes/0/actions/0/http/url', source: file })]);
   });
 
@@ -302,9 +302,9 @@ describe('units', () => {
   it('rejects values that are not durations or sizes', async () => {
     const file = configFile('server: { bodyLimit: 1 megabyte }\nrunner: { lease: 30 sec, poll: -1 }\n');
     const err = await loadError({ file, env: {} });
-    expect(err.message).toContain(`${file}: server.bodyLimit: must be a size (512B, 64KiB, 1MiB, 1MB) or a number of bytes, got "1 megabyte"`);
-    expect(err.message).toContain(`${file}: runner.lease: must be a duration (500ms, 30s, 5m, 1h, 7d) or a number of milliseconds, got "30 sec"`);
-    expect(err.message).toContain(`${file}: runner.poll: must be a duration`);
+    expect(err.message).toContain(`${file}:1: server.bodyLimit: must be a size (512B, 64KiB, 1MiB, 1MB) or a number of bytes, got "1 megabyte"`);
+    expect(err.message).toContain(`${file}:2: runner.lease: must be a duration (500ms, 30s, 5m, 1h, 7d) or a number of milliseconds, got "30 sec"`);
+    expect(err.message).toContain(`${file}:2: runner.poll: must be a duration`);
     expect(err.problems).toHaveLength(3);
   });
 });
@@ -322,11 +322,11 @@ describe('errors name the source, the option and the problem', () => {
       ].join('\n'),
     );
     const err = await loadError({ file, env: {} });
-    expect(err.message).toContain(`${file}: rotues: unknown key "rotues" (did you mean "routes"?)`);
-    expect(err.message).toContain(`${file}: server.prot: unknown key "prot" (did you mean "port"?)`);
-    expect(err.message).toContain(`${file}: actions.http.alow: unknown key "alow" (did you mean "allow"?)`);
-    expect(err.message).toContain(`${file}: types.t.descriptoin: unknown key "descriptoin"`);
-    expect(err.message).toContain(`${file}: routes[0].retyr: unknown key "retyr" (did you mean "retry"?)`);
+    expect(err.message).toContain(`${file}:1: rotues: unknown key "rotues" (did you mean "routes"?)`);
+    expect(err.message).toContain(`${file}:2: server.prot: unknown key "prot" (did you mean "port"?)`);
+    expect(err.message).toContain(`${file}:3: actions.http.alow: unknown key "alow" (did you mean "allow"?)`);
+    expect(err.message).toContain(`${file}:4: types.t.descriptoin: unknown key "descriptoin"`);
+    expect(err.message).toContain(`${file}:6: routes[0].retyr: unknown key "retyr" (did you mean "retry"?)`);
     expect(err.problems?.map((p) => p.pointer).sort()).toEqual(['/actions/http/alow', '/rotues', '/routes/0/retyr', '/server/prot', '/types/t/descriptoin']);
   });
 
@@ -347,8 +347,8 @@ describe('errors name the source, the option and the problem', () => {
       ['routes:', '  - { name: page, match: {}, actions: [ { noop: {} } ] }', '  - { name: other, match: {}, actions: [ { noop: {} } ] }', '  - { name: page, match: {}, actions: [ { noop: {} } ] }'].join('\n'),
     );
     const err = await loadError({ file, env: {} });
-    expect(err.message).toBe(`Invalid configuration: ${file}: routes[2].name: route name "page" is used twice: by routes[0] and routes[2]`);
-    expect(err.problems).toEqual([{ pointer: '/routes/2/name', source: file, message: expect.stringContaining('routes[0] and routes[2]') }]);
+    expect(err.message).toBe(`Invalid configuration: ${file}:4: routes[2].name: route name "page" is used twice: by routes[0] and routes[2]`);
+    expect(err.problems).toEqual([{ pointer: '/routes/2/name', source: file, line: 4, message: expect.stringContaining('routes[0] and routes[2]') }]);
   });
 
   it('checks the shape of routes and their actions', async () => {
@@ -432,7 +432,7 @@ describe('types and plugins', () => {
     write(dir, 'alert.json', JSON.stringify(alertSchema));
     const file = write(dir, 'dispatcher.yaml', 'types:\n  alert.raised:\n    schema: { type: object }\n    schemaFile: ./alert.json\n');
     const err = await loadError({ file, env: {} });
-    expect(err.message).toBe(`Invalid configuration: ${file}: types["alert.raised"]: give either "schema" or "schemaFile", not both`);
+    expect(err.message).toBe(`Invalid configuration: ${file}:2: types["alert.raised"]: give either "schema" or "schemaFile", not both`);
     expect(err.problems?.[0]?.pointer).toBe('/types/alert.raised');
   });
 
@@ -442,9 +442,9 @@ describe('types and plugins', () => {
     write(dir, 'list.yaml', '- a\n');
     const file = write(dir, 'dispatcher.yaml', 'types:\n  a: { schemaFile: ./missing.json }\n  b: { schemaFile: ./broken.json }\n  c: { schemaFile: ./list.yaml }\n');
     const err = await loadError({ file, env: {} });
-    expect(err.message).toContain(`${file}: types.a.schemaFile: cannot read the schema file`);
-    expect(err.message).toContain(`${file}: types.b.schemaFile: ${path.join(dir, 'broken.json')} is not valid JSON`);
-    expect(err.message).toContain(`${file}: types.c.schemaFile: ${path.join(dir, 'list.yaml')} must hold a JSON Schema object, not a list`);
+    expect(err.message).toContain(`${file}:2: types.a.schemaFile: cannot read the schema file`);
+    expect(err.message).toContain(`${file}:3: types.b.schemaFile: ${path.join(dir, 'broken.json')} is not valid JSON`);
+    expect(err.message).toContain(`${file}:4: types.c.schemaFile: ${path.join(dir, 'list.yaml')} must hold a JSON Schema object, not a list`);
   });
 
   it('resolves relative plugin paths from the configuration file and leaves package names alone', async () => {

@@ -581,7 +581,7 @@ function defineOutputTests(storeName: 'sqlite' | 'postgres', skip: boolean): voi
           });
           expect(out.stderr).toBe('');
           expect(out.code).toBe(0);
-          expect(out.stdout).toBe('5 run(s) republished\n');
+          expect(out.stdout).toBe('5 runs republished\n');
           await expectRelayed(t, c, 'runs', ids);
           expect(receivedByRun(c, 'runs', ids).get(ids[0]!)!.filter((m) => body(m).event_type === 'read')).toHaveLength(2);
         } else {

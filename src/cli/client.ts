@@ -1,7 +1,7 @@
 /** Commands that talk to a running dispatcher over its HTTP API. */
 
 import { existsSync, readFileSync } from 'node:fs';
-import { CliError, integerOption, printJson, printTable } from './output.js';
+import { CliError, count, integerOption, printJson, printTable } from './output.js';
 
 /**
  * The credentials the commands send: `DISPATCHER_TOKEN` (a bearer token, from `dispatcher token`), else
@@ -95,7 +95,7 @@ export async function runsRepublishCommand(options: ListOptions & { service?: st
   if (options.org) params.set('filter[org_id]', options.org);
   const body = await api(options.url, `/v1/runs/republish?${params}`, { method: 'POST' });
   if (options.json) return printJson(body);
-  process.stdout.write(`${body.republished} run(s) republished\n`);
+  process.stdout.write(`${count(body.republished, 'run')} republished\n`);
 }
 
 export async function runsGetCommand(id: string, options: { url: string; json?: boolean }): Promise<void> {
@@ -130,7 +130,7 @@ export async function dlqReplayCommand(ids: string[], options: { url: string }):
   for (const id of ids) {
     try {
       const r = await api(options.url, `/v1/dead-letters/${encodeURIComponent(id)}/replay`, { method: 'POST' });
-      const what = r.run ? `run ${r.run.id} queued again` : `${r.events.length} event(s): ${r.events.map((e: { status: string }) => e.status).join(', ')}`;
+      const what = r.run ? `run ${r.run.id} queued again` : `${count(r.events.length, 'event')}: ${r.events.map((e: { status: string }) => e.status).join(', ')}`;
       process.stdout.write(`${id}: replayed, ${what}\n`);
     } catch (err) {
       failed += 1;

@@ -37,3 +37,8 @@ export function integerOption(name: string, value: string, min = 0): number {
   if (!/^\d+$/.test(value) || Number(value) < min) throw new CliError(`--${name} must be a whole number of at least ${min}`, 2);
   return Number(value);
 }
+
+/** `1 route`, `2 routes`, `0 routes`. */
+export function count(n: number, singular: string, plural = `${singular}s`): string {
+  return `${n} ${n === 1 ? singular : plural}`;
+}

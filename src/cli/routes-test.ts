@@ -8,12 +8,11 @@ import type { CloudEvent } from '../core/types.js';
 import type { DispatcherConfig } from '../config/schema.js';
 import { configFromFlags } from './serve.js';
 import { readEvents } from './send.js';
-import { CliError, printJson } from './output.js';
+import { CliError, count, printJson } from './output.js';
 
 /** The routes compiled as `serve` compiles them (the preset's action types, the plugins), without opening the store. */
 export async function compileForCheck(config: DispatcherConfig): Promise<RoutePlan> {
   const { configuredActionTypes } = await import('../dispatcher.js');
-  new TypeRegistry(config.types);
   return compileRoutes({
     routes: config.routes,
     actionTypes: await configuredActionTypes(config),
@@ -56,7 +55,7 @@ export async function routesTestCommand(file: string, options: { config?: string
       for (const reason of r.reasons) process.stdout.write(`    ${reason}\n`);
       for (const a of r.actions) process.stdout.write(`    → ${a}\n`);
     }
-    process.stdout.write(matched.length === 0 ? 'no route matches: the event would be recorded as unrouted\n' : `${matched.length} route(s) match\n`);
+    process.stdout.write(matched.length === 0 ? 'no route matches: the event would be recorded as unrouted\n' : `${count(matched.length, 'route')} ${matched.length === 1 ? 'matches' : 'match'}\n`);
   } finally {
     await plan.close();
   }

@@ -116,6 +116,24 @@ POSTed \`example.hello\` event becomes a run that succeeds.
 \`dispatcher init-config\` writes a commented starter file; \`dispatcher validate-config\` checks a file and
 prints every problem.
 
+## Checking a configuration
+
+\`dispatcher validate-config dispatcher.yaml\` checks everything \`serve\` checks when it starts, without opening
+the store: the schema, the routes (names, matches, action types and their parameters, every template) and
+the type schemas. It prints every problem at once, in the file's order, each as \`file:line: path: problem\`,
+and exits 1:
+
+\`\`\`text
+dispatcher: Invalid configuration (3 problems):
+  dispatcher.yaml:2: server.prot: unknown key "prot" (did you mean "port"?); known keys: host, port, …
+  dispatcher.yaml:10: types["alert.raised"].schema.properties.severity.type: must be one of array, boolean, integer, null, number, object or string (or a list of them), got "strin"
+  dispatcher.yaml:20: routes[2].actions[0].http.url: the template does not parse: output "{{ data.id " not closed, line:1, col:21
+\`\`\`
+
+A problem with a value from the environment names the variable instead of the file. What is accepted but
+not checked (a \`format\` in a type schema that no validator knows) is a \`warning:\` line; \`serve\` logs it.
+Valid, it prints \`dispatcher.yaml: valid (2 routes, 1 type)\` and exits 0.
+
 ## Layers and precedence
 
 Four layers, each overriding the one before:

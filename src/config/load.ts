@@ -21,14 +21,14 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
-import { parseDocument } from 'yaml';
+import { isMap, isNode, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
 import { HTTP_ACTION_SECTION } from '../actions/http/settings.js';
 import { SERVER_SECTION } from '../api/settings.js';
 import { DispatcherError, type ErrorProblem } from '../core/errors.js';
 import { isPskKey } from '../core/credentials.js';
 import { INTAKE_SECTION } from '../core/intake.js';
 import { decodeOptions, type Options, type Raw, type TSchema } from '../core/options.js';
-import { toDisplayPath, toPointer, type Path } from '../core/paths.js';
+import { fromPointer, toDisplayPath, toPointer, type Path } from '../core/paths.js';
 import { toGrant, type Grant, type PermissionSpec } from '../core/principal.js';
 import { qualified, STREAM_KINDS, type StreamKind } from '../core/profile.js';
 import { ROUTE_SCHEMA, routeActions, type RouteConfig } from '../core/routes.js';
@@ -74,6 +74,22 @@ export interface LoadConfigOptions {
 export interface ConfigProblem extends ErrorProblem {
   /** Where the bad value came from: the file as given, an environment variable, `flags` or `defaults`. */
   source: string;
+  /** The line of the file where the value (or the nearest enclosing one that is there) is written. */
+  line?: number;
+}
+
+/** What `inspectConfig` found: every problem, and a configuration to go on checking with. */
+export interface ConfigInspection {
+  /**
+   * The configuration when it has no problem. With problems, a stand-in for the checks that come later
+   * (templates, actions, type schemas): every section with a problem has its defaults, a route with one is
+   * disabled, a type with one is left out. Null when even that cannot be made (the file does not read, or
+   * a section the routes depend on, `actions`, `plugins`, `profiles` or `outputs`, has a problem).
+   */
+  config: DispatcherConfig | null;
+  problems: ConfigProblem[];
+  /** A problem a later check found (its pointer from the root), with its source and line. */
+  place(problem: ErrorProblem): ConfigProblem;
 }
 
 /** The source label of the last layer. */
@@ -85,6 +101,20 @@ const DEFAULTS_SOURCE = 'defaults';
  * `config_invalid` listing every problem found.
  */
 export async function loadConfig(options: LoadConfigOptions = {}): Promise<DispatcherConfig> {
+  const inspection = await inspectConfig(options);
+  if (inspection.problems.length > 0 || inspection.config === null) throw configInvalid(inspection.problems);
+  return inspection.config;
+}
+
+/** The error for a list of problems: one line each, in the file's order. */
+export function configInvalid(list: readonly ConfigProblem[]): DispatcherError {
+  const lines = list.map((p) => p.message);
+  const message = lines.length === 1 ? `Invalid configuration: ${lines[0]}` : `Invalid configuration (${lines.length} problems):\n  ${lines.join('\n  ')}`;
+  return new DispatcherError('config_invalid', message, { problems: list.map((p) => ({ ...p })) });
+}
+
+/** Load as `loadConfig` does, but return every problem instead of throwing, with what is needed to check further. */
+export async function inspectConfig(options: LoadConfigOptions = {}): Promise<ConfigInspection> {
   const env = options.env ?? process.env;
   const file = options.file ?? (env.DISPATCHER_CONFIG || undefined);
   const preset = options.preset ?? PRESET;
@@ -111,12 +141,49 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Dispa
   }
   checkSchema(merged, preset, origins, problems);
   checkRoutes(merged, origins, problems);
-  problems.throwIfAny();
-  const raw = merged as RawConfig;
-
+  const inspection = (config: DispatcherConfig | null): ConfigInspection => ({
+    config,
+    problems: problems.sorted(),
+    place: (p) => problems.make(p.pointer === '' ? '' : origins.of(fromPointer(p.pointer)), fromPointer(p.pointer), p.message),
+  });
+  let raw = merged as RawConfig;
+  if (problems.list.length > 0) {
+    const standIn = salvage(merged, problems.list, preset);
+    if (standIn === null) return inspection(null);
+    const again = new Problems();
+    checkSchema(standIn, preset, origins, again);
+    checkRoutes(standIn, origins, again);
+    if (again.list.length > 0) return inspection(null);
+    raw = standIn as RawConfig;
+  }
   const config = await normalize(raw, preset, origins, problems, env);
-  problems.throwIfAny();
-  return deepFreeze(config);
+  return inspection(deepFreeze(config));
+}
+
+/** Sections the routes are compiled with: with a problem in one of them, the routes cannot be checked further. */
+const ROUTE_INPUTS = new Set(['actions', 'plugins', 'profiles', 'outputs']);
+
+/**
+ * The configuration with every part that has a problem set aside: a section back to its defaults, a route
+ * disabled (so the others keep their indexes), a type left out. Null when a problem concerns the whole.
+ */
+function salvage(merged: unknown, list: readonly ConfigProblem[], preset: Preset): unknown {
+  if (!isPlainObject(merged)) return null;
+  const defaults = defaultConfig(preset) as unknown as Record<string, unknown>;
+  const out = structuredClone(merged);
+  for (const problem of list) {
+    const [root, key] = fromPointer(problem.pointer);
+    if (root === undefined || typeof root === 'number' || ROUTE_INPUTS.has(root)) return null;
+    if (root === 'routes' || root === 'types') {
+      if (key === undefined) return null;
+      if (root === 'types') delete (out.types as Record<string | number, unknown>)[key];
+      else if (typeof key === 'number' && Array.isArray(out.routes)) {
+        out.routes[key] = { name: `invalid-route-${key}`, enabled: false, match: {}, actions: [{ noop: {} }] };
+      } else return null;
+    } else if (root in defaults) out[root] = structuredClone(defaults[root]);
+    else delete out[root];
+  }
+  return out;
 }
 
 /** Load `file` the way `loadConfig` would (with the environment, without flags); for `validate-config`. */
@@ -130,22 +197,39 @@ export function validateConfigFile(file: string, env: NodeJS.ProcessEnv = proces
 
 class Problems {
   readonly list: ConfigProblem[] = [];
+  readonly #locators = new Map<string, (p: Path) => number | undefined>();
+
+  /** Lines of `source` are found by `locate`. */
+  locate(source: string, locate: (p: Path) => number | undefined): void {
+    this.#locators.set(source, locate);
+  }
 
   add(source: string, p: Path, problem: string): void {
-    const where = p.length === 0 ? '' : `${toDisplayPath(p)}: `;
-    const message = `${source}: ${where}${problem}`;
-    if (!this.list.some((x) => x.message === message)) this.list.push({ pointer: toPointer(p), source, message });
+    const made = this.make(source, p, problem);
+    if (!this.list.some((x) => x.message === made.message)) this.list.push(made);
   }
 
-  throwIfAny(): void {
-    if (this.list.length === 0) return;
-    const lines = this.list.map((p) => p.message);
-    const message =
-      lines.length === 1
-        ? `Invalid configuration: ${lines[0]}`
-        : `Invalid configuration (${lines.length} problems):\n  ${lines.join('\n  ')}`;
-    throw new DispatcherError('config_invalid', message, { problems: this.list.map((p) => ({ ...p })) });
+  /** `file:12: routes[0].retry.attempts: must be >= 1, got 0`: the source, its line when known, the path, the problem. */
+  make(source: string, p: Path, problem: string): ConfigProblem {
+    const line = this.#locators.get(source)?.(p);
+    const display = toDisplayPath(p);
+    const where = display === '' || problem.startsWith(display) ? '' : `${display}: `;
+    const from = source === '' ? '' : line === undefined ? `${source}: ` : `${source}:${line}: `;
+    return { pointer: toPointer(p), source, ...(line === undefined ? {} : { line }), message: `${from}${where}${problem}` };
   }
+
+  sorted(): ConfigProblem[] {
+    return inFileOrder(this.list);
+  }
+}
+
+/** Problems in the order their sources first appear, each source's by line (a problem without one first). */
+export function inFileOrder(list: readonly ConfigProblem[]): ConfigProblem[] {
+  const order = [...new Set(list.map((p) => p.source))];
+  return list
+    .map((p, i) => ({ p, i }))
+    .sort((a, b) => order.indexOf(a.p.source) - order.indexOf(b.p.source) || (a.p.line ?? 0) - (b.p.line ?? 0) || a.i - b.i)
+    .map(({ p }) => p);
 }
 
 /** Which layer gave each value: pointer → source. A path without an entry inherits its parent's. */
@@ -215,7 +299,7 @@ async function readFileLayer(file: string, env: NodeJS.ProcessEnv, problems: Pro
     problems.add(file, [], `cannot read the configuration file: ${(err as Error).message}`);
     return null;
   }
-  const value = parseYamlText(text, file, [], problems);
+  const value = parseYamlText(text, file, [], problems, (locate) => problems.locate(file, locate));
   if (value === undefined) return null;
   if (value === null) return { source: file, value: {} }; // an empty file, or only comments
   if (!isPlainObject(value)) {
@@ -234,8 +318,26 @@ async function readFileLayer(file: string, env: NodeJS.ProcessEnv, problems: Pro
  * Parse YAML (JSON is YAML too). Syntax errors are reported with line and column against `source`, at
  * `at` (the option that named the file, for schema files). Returns undefined when the text is not valid.
  */
-function parseYamlText(text: string, source: string, at: Path, problems: Problems): unknown {
-  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
+function parseYamlText(text: string, source: string, at: Path, problems: Problems, lines?: (locate: (p: Path) => number | undefined) => void): unknown {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true, lineCounter });
+  // The line of a path: where its key (or list item) is written, else the nearest enclosing one's.
+  lines?.((p) => {
+    let node: unknown = doc.contents;
+    let line: number | undefined;
+    for (const key of p) {
+      let at: unknown;
+      if (isMap(node)) {
+        const pair = node.items.find((item) => (isScalar(item.key) ? item.key.value : item.key) === key);
+        at = pair?.key;
+        node = pair?.value;
+      } else if (isSeq(node) && typeof key === 'number') at = node = node.items[key];
+      else break;
+      if (!isNode(at) || at.range === undefined || at.range === null) break;
+      line = lineCounter.linePos(at.range[0]).line;
+    }
+    return line;
+  });
   if (doc.errors.length > 0) {
     for (const err of doc.errors) {
       const pos = err.linePos?.[0];
