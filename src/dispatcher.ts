@@ -20,7 +20,7 @@ import { RunEventFeed } from './core/feed.js';
 import { cloudEventMessage, type CloudEventsBinding, type OutputDriver } from './core/outbox.js';
 import { qualified, type DecoderType, type Presenter, type ProfileContext, type ProfileSetup } from './core/profile.js';
 import { deadLetterSource, hostEventSource, Relay, runEventSource, type RelaySource } from './core/relay.js';
-import { Intake, type Decoder, type InboundMessage, type IntakeAnswer } from './core/intake.js';
+import { DECODER_HEADER, Intake, type Decoder, type InboundMessage, type IntakeAnswer } from './core/intake.js';
 import { createMetrics, type Metrics, type TransportStatus } from './core/metrics.js';
 import { compileRoutes, placed, type RoutePlan } from './core/routes.js';
 import { Runner } from './core/runner.js';
@@ -611,8 +611,6 @@ export async function createDispatcher(options: DispatcherOptions): Promise<Disp
   return Dispatcher.create(options);
 }
 
-/** The pseudo-header that names the decoder a message received through `receive` met (kept by its dead letter). */
-const DECODER_HEADER = ':decoder';
 
 /** How CloudEvents attributes travel in HTTP headers (binary mode): what a profile's decoder for its routes gets. */
 const HTTP_BINDING: CloudEventsBinding = { prefixes: ['ce-'] };

@@ -569,13 +569,13 @@ routes:
   it('send: a JSON Lines file of 50 events is accepted, with a summary', async () => {
     const r = await cli(['send', jsonl(), '--url', url]);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/^sent 50 events in \d+\.\d\d s: 50 accepted, 0 duplicates, 50 runs planned\n$/);
+    expect(r.stdout).toMatch(/^sent 50 events in \d+\.\d\d s: 50 accepted, 0 duplicates, 0 refused, 50 runs planned\n$/);
   });
 
   it('send: the same file again is 50 duplicates and plans no runs', async () => {
     const r = await cli(['send', jsonl(), '--url', url, '--batch', '7']);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toContain('0 accepted, 50 duplicates, 0 runs planned');
+    expect(r.stdout).toContain('0 accepted, 50 duplicates, 0 refused, 0 runs planned');
   });
 
   it('send -: a JSON array from standard input', async () => {
@@ -583,7 +583,7 @@ routes:
     const r = await cli(['send', '-', '--url', url], { input: JSON.stringify(events, null, 2) });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain('sent 3 events');
-    expect(r.stdout).toContain('3 accepted, 0 duplicates, 2 runs planned');
+    expect(r.stdout).toContain('3 accepted, 0 duplicates, 0 refused, 2 runs planned');
   });
 
   it('send: one pretty-printed event from standard input, the URL from DISPATCHER_URL', async () => {
@@ -592,21 +592,61 @@ routes:
     expect(r.stdout).toContain('1 accepted');
   });
 
-  it('send: a file with a bad line exits 1 naming the line, and sends nothing', async () => {
-    const path = file('badline.jsonl', [JSON.stringify(ce({ id: 'before-bad' })), '', '{"specversion": "1.0", oops', JSON.stringify(ce())].join('\n'));
+  it('send: a line that is not JSON is named and skipped, the others are sent, and send exits 1', async () => {
+    const path = file('badline.jsonl', [JSON.stringify(ce({ id: 'before-bad' })), '', '{"specversion": "1.0", oops', JSON.stringify(ce({ id: 'after-bad' }))].join('\n'));
     const r = await cli(['send', path, '--url', url]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain('badline.jsonl line 3: not valid JSON');
-    const { body } = await api('/v1/events?filter[id]=before-bad');
-    expect(body.meta.total).toBe(0);
+    expect(r.stderr).toContain('badline.jsonl line 3: not valid JSON, not sent');
+    expect(r.stdout).toMatch(/^sent 2 events in \d+\.\d\d s: 2 accepted, 0 duplicates, 0 refused, 2 runs planned; 1 line not valid JSON$/m);
+    for (const id of ['before-bad', 'after-bad']) expect((await api(`/v1/events?filter[id]=${id}`)).body.meta.total).toBe(1);
   });
 
-  it('send: events the dispatcher refuses exit 1 with its reason', async () => {
-    const path = file('refused.json', JSON.stringify([ce(), ce({ type: 'alert.raised', data: { severity: 'nope', title: 't' } })]));
-    const r = await cli(['send', path, '--url', url]);
+  it('send: a JSON array that stops parsing sends what came before and names the line', async () => {
+    const text = `[\n${JSON.stringify(ce({ id: 'array-before' }))},\n{"specversion": oops}\n]`;
+    const r = await cli(['send', '-', '--url', url], { input: text });
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain('events 1–2 were refused (0 accepted before)');
-    expect(r.stderr).toContain('HTTP 400 schema_violation: /1/data/severity');
+    expect(r.stderr).toContain('stdin line 3: not valid JSON');
+    expect(r.stderr).toContain('1 event before it sent (1 accepted');
+    expect((await api('/v1/events?filter[id]=array-before')).body.meta.total).toBe(1);
+  });
+
+  it('send: a batch keeps its good events; each refused one is named with its line and kept as a dead letter, the rest is sent, exit 1', async () => {
+    const lines = [
+      ce({ id: 'keep-1' }),
+      ce({ id: 'refuse-1', type: 'alert.raised', data: { severity: 'nope', title: 't' } }),
+      ce({ id: 'keep-2' }),
+      ce({ id: 'refuse-2', type: 'alert.raised', data: { severity: 'low', title: 1 } }),
+      ce({ id: 'refuse-3', type: 'alert.raised', data: {} }),
+      ce({ id: 'keep-3' }),
+    ];
+    // Batches of two: each one taken in part.
+    const path = file('partial.jsonl', lines.map((e) => JSON.stringify(e)).join('\n'));
+    const r = await cli(['send', path, '--url', url, '--batch', '2']);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toContain('sent 6 events');
+    expect(r.stdout).toContain('3 accepted, 0 duplicates, 3 refused, 3 runs planned');
+    expect(r.stderr).toMatch(/event 2 \(line 2\): refused, schema_violation: \/data\/severity: .* \(dead letter \S+\)/);
+    expect(r.stderr).toMatch(/event 4 \(line 4\): refused, schema_violation: \/data\/title/);
+    expect(r.stderr).toMatch(/event 5 \(line 5\): refused, schema_violation/);
+    expect(r.stderr).toContain('3 events refused (kept as dead letters: dispatcher dlq list)');
+    for (const id of ['keep-1', 'keep-2', 'keep-3']) expect((await api(`/v1/events?filter[id]=${id}`)).body.meta.total).toBe(1);
+    for (const id of ['refuse-1', 'refuse-2', 'refuse-3']) expect((await api(`/v1/events?filter[id]=${id}`)).body.meta.total).toBe(0);
+    const deadLetter = /event 2 \(line 2\).*\(dead letter (\S+)\)/.exec(r.stderr)![1]!;
+    const { body: dl } = await api(`/v1/dead-letters/${deadLetter}`);
+    expect(JSON.parse(dl.raw).id).toBe('refuse-1');
+    expect(dl.details).toEqual({ index: 1, problems: [expect.objectContaining({ pointer: '/data/severity' })] });
+  });
+
+  it('send: a batch whose every event is bad is refused whole; send goes on with the next batch and exits 1', async () => {
+    const bad = ce({ id: 'all-bad-1', type: 'alert.raised', data: { severity: 'nope', title: 't' } });
+    const path = file('refused.jsonl', [bad, ce({ id: 'all-bad-2', specversion: '0.3' }), ce({ id: 'next-batch' })].map((e) => JSON.stringify(e)).join('\n'));
+    const r = await cli(['send', path, '--url', url, '--batch', '2']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('event 1 (line 1) to event 2 (line 2): 2 events refused, schema_violation');
+    expect(r.stderr).toMatch(/event 1 \(line 1\): \/data\/severity: must be equal to one of the allowed values/);
+    expect(r.stderr).toMatch(/event 2 \(line 2\): \/specversion: /);
+    expect(r.stdout).toContain('1 accepted, 0 duplicates, 2 refused');
+    expect((await api('/v1/events?filter[id]=next-batch')).body.meta.total).toBe(1);
   });
 
   it('send: an empty input or a missing file exits 1', async () => {
@@ -638,7 +678,7 @@ routes:
     const lines = r.stdout.trimEnd().split('\n');
     expect(lines[0]).toMatch(/^ID\s+STATUS\s+ROUTE\s+ACTION\s+EVENT_TYPE\s+ATTEMPTS\s+CREATED_AT$/);
     expect(lines).toHaveLength(7);
-    expect(lines[6]).toMatch(/^5 of \d+$/);
+    expect(lines[6]).toMatch(/^5 of \d+ runs$/);
     const none = await runsJson('--type', 'nobody.cares');
     expect(none.meta.total).toBe(0);
     // One event's runs; a time window in the future holds none.
@@ -708,7 +748,7 @@ routes:
     const r = await cli(['dlq', 'replay', intakeDeadLetter, '--url', url]);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain(`${intakeDeadLetter}: POST /v1/dead-letters/${intakeDeadLetter}/replay: HTTP 400 schema_violation`);
-    expect(r.stderr).toContain('1 of 1 replays failed');
+    expect(r.stderr).toContain('1 of 1 replay failed');
     const { body } = await api(`/v1/dead-letters/${intakeDeadLetter}`);
     expect(body.attempts).toBe(2);
   });
@@ -729,7 +769,7 @@ routes:
     receiverStatus = 404;
     const sent = await cli(['send', '-', '--url', url], { input: JSON.stringify(ce({ id: 'hook-1', type: 'hook.fire' })) });
     expect(sent.code, sent.stderr).toBe(0);
-    expect(sent.stdout).toContain('1 accepted, 0 duplicates, 1 runs planned');
+    expect(sent.stdout).toContain('1 accepted, 0 duplicates, 0 refused, 1 run planned');
 
     // 404 is not retryable: one attempt, failure, and a run dead letter.
     const failed = await eventually(() => runsJson('--route', 'hook'), (b) => b.data.length === 1 && b.data[0].status === 'failure', 'the hook run to fail');

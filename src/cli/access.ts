@@ -19,8 +19,8 @@ import { openStore } from '../store/index.js';
 import type { Store } from '../store/types.js';
 import type { ClientRecord } from '../store/access.js';
 import { clientResource } from '../api/resources.js';
-import { api } from './client.js';
-import { CliError, integerOption, printJson, printTable } from './output.js';
+import { call, connect, type ConnectionOptions } from './connection.js';
+import { CliError, count, integerOption, printJson, printTable, timeOption } from './output.js';
 import { configFromFlags } from './serve.js';
 
 interface StoreOptions {
@@ -130,7 +130,7 @@ export async function clientsDeleteCommand(id: string, options: StoreOptions): P
   });
 }
 
-export async function tokenCommand(options: { url: string; clientId?: string; json?: boolean }): Promise<void> {
+export async function tokenCommand(options: ConnectionOptions & { clientId?: string; json?: boolean }): Promise<void> {
   const clientId = options.clientId ?? process.env.DISPATCHER_CLIENT_ID;
   if (!clientId) throw new CliError('give --client-id (or DISPATCHER_CLIENT_ID)', 2);
   let secret = process.env.DISPATCHER_CLIENT_SECRET;
@@ -138,7 +138,7 @@ export async function tokenCommand(options: { url: string; clientId?: string; js
     if (process.stdin.isTTY) throw new CliError('give the secret in DISPATCHER_CLIENT_SECRET, or on standard input', 2);
     secret = readFileSync(0, 'utf8').trim();
   }
-  const answer = await api(options.url, '/v1/token', {
+  const answer = await call(await connect(options), '/v1/token', {
     method: 'POST',
     // The client's own credentials, not whatever DISPATCHER_PSK or the admin key would add.
     headers: { 'content-type': 'application/json', authorization: `Basic ${Buffer.from(`${encodeURIComponent(clientId)}:${encodeURIComponent(secret)}`).toString('base64')}` },
@@ -148,8 +148,7 @@ export async function tokenCommand(options: { url: string; clientId?: string; js
   process.stdout.write(`${answer.access_token}\n`);
 }
 
-export async function auditListCommand(options: {
-  url: string;
+export async function auditListCommand(options: ConnectionOptions & {
   actor?: string;
   action?: string;
   record?: string;
@@ -165,11 +164,13 @@ export async function auditListCommand(options: {
   if (options.action) params.set('filter[action]', options.action);
   if (options.record) params.set('filter[record]', options.record);
   if (options.outcome) params.set('filter[outcome]', options.outcome);
-  if (options.since) params.set('filter[at][gte]', options.since);
-  if (options.until) params.set('filter[at][lt]', options.until);
+  const since = timeOption('since', options.since);
+  const until = timeOption('until', options.until);
+  if (since !== undefined) params.set('filter[at][gte]', since);
+  if (until !== undefined) params.set('filter[at][lt]', until);
   params.set('limit', String(integerOption('limit', options.limit, 1)));
   params.set('offset', String(integerOption('offset', options.offset)));
-  const body = await api(options.url, `/v1/audit?${params}`);
+  const body = await call(await connect(options), `/v1/audit?${params}`);
   if (options.json) return printJson(body);
   printTable(
     (body.data as Array<Record<string, unknown>>).map((e) => ({ ...e, records: (e.records as string[]).join(' ') })),
@@ -193,10 +194,10 @@ export async function auditVerifyCommand(options: StoreOptions): Promise<void> {
     const { checked, problems, last } = await verifyAuditChain(pages, head);
     if (options.json) printJson({ checked, intact: problems.length === 0, problems, head: last });
     else if (problems.length === 0) {
-      process.stdout.write(`${checked} entries checked: the chain is intact${last ? `; last entry ${last.seq}, hash ${last.hash}` : ''}\n`);
+      process.stdout.write(`${count(checked, 'entry', 'entries')} checked: the chain is intact${last ? `; last entry ${last.seq}, hash ${last.hash}` : ''}\n`);
     } else {
       for (const p of problems) process.stdout.write(`entry ${p.seq}: ${p.kind}: ${p.message}\n`);
     }
-    if (problems.length > 0) throw new CliError(`${problems.length} problem${problems.length === 1 ? '' : 's'} in ${checked} entries: the audit log was tampered with`);
+    if (problems.length > 0) throw new CliError(`${count(problems.length, 'problem')} in ${count(checked, 'entry', 'entries')}: the audit log was tampered with`);
   });
 }

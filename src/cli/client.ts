@@ -1,47 +1,13 @@
-/** Commands that talk to a running dispatcher over its HTTP API. */
-
-import { existsSync, readFileSync } from 'node:fs';
-import { CliError, count, integerOption, printJson, printTable } from './output.js';
-
 /**
- * The credentials the commands send: `DISPATCHER_TOKEN` (a bearer token, from `dispatcher token`), else
- * `DISPATCHER_PSK` (a pre-shared key), else the key in `DISPATCHER_KEY_FILE` or `./data/admin.key` (the admin
- * key a fresh `serve` generates), else none. Environment rather than flags: flags show in process lists.
+ * Commands that talk to a running dispatcher over its HTTP API: `status`, `runs …`, `events …`, `dlq …`.
+ * Where they find it, and with which credential: ./connection.ts.
  */
-export function credentials(env: NodeJS.ProcessEnv = process.env): string | undefined {
-  if (env.DISPATCHER_TOKEN) return `Bearer ${env.DISPATCHER_TOKEN}`;
-  if (env.DISPATCHER_PSK) return `PSK ${env.DISPATCHER_PSK}`;
-  const file = env.DISPATCHER_KEY_FILE || './data/admin.key';
-  if (existsSync(file)) return `PSK ${readFileSync(file, 'utf8').trim()}`;
-  return undefined;
-}
 
-export async function api(base: string, path: string, init: RequestInit = {}): Promise<any> {
-  let response: Response;
-  const authorization = credentials();
-  const headers = new Headers(init.headers);
-  if (authorization !== undefined && !headers.has('authorization')) headers.set('authorization', authorization);
-  try {
-    response = await fetch(new URL(path, base), { ...init, headers });
-  } catch (err) {
-    throw new CliError(`cannot reach ${base}: ${(err as Error & { cause?: Error }).cause?.message ?? (err as Error).message}`);
-  }
-  const text = await response.text();
-  let body: any = text;
-  try {
-    body = text === '' ? null : JSON.parse(text);
-  } catch {
-    // not JSON: keep the text
-  }
-  if (!response.ok) {
-    const detail = body && typeof body === 'object' ? `${body.code}: ${body.message}` : String(text).slice(0, 200);
-    throw new CliError(`${init.method ?? 'GET'} ${path}: HTTP ${response.status} ${detail}`);
-  }
-  return body;
-}
+import { createParser } from 'eventsource-parser';
+import { call, connect, request, answerError, type Connection, type ConnectionOptions } from './connection.js';
+import { CliError, count, integerOption, printJson, printTable, progressBar, timeOption } from './output.js';
 
-interface ListOptions {
-  url: string;
+interface ListOptions extends ConnectionOptions {
   status?: string;
   route?: string;
   type?: string;
@@ -57,6 +23,35 @@ interface ListOptions {
   since?: string;
   until?: string;
   replayed?: string;
+  source?: string;
+  id?: string;
+  routed?: string;
+  progress?: boolean;
+  yes?: boolean;
+}
+
+/** `--since` and `--until` as a range filter on `field`. */
+function timeRange(params: URLSearchParams, field: string, options: { since?: string; until?: string }): void {
+  const since = timeOption('since', options.since);
+  const until = timeOption('until', options.until);
+  if (since !== undefined) params.set(`filter[${field}][gte]`, since);
+  if (until !== undefined) params.set(`filter[${field}][lt]`, until);
+}
+
+function paging(params: URLSearchParams, options: { limit: string; offset: string }): void {
+  params.set('limit', String(integerOption('limit', options.limit, 1)));
+  params.set('offset', String(integerOption('offset', options.offset)));
+}
+
+function yesNo(name: string, value: string | undefined): 'true' | 'false' | undefined {
+  if (value === undefined) return undefined;
+  if (value !== 'yes' && value !== 'no') throw new CliError(`--${name} expects yes or no, got "${value}"`, 2);
+  return value === 'yes' ? 'true' : 'false';
+}
+
+/** A page's footer: `20 of 143`. */
+function shown(meta: { count: number; total: number }, what: string): void {
+  process.stdout.write(`${meta.count} of ${count(meta.total, what)}\n`);
 }
 
 /** The run filters `runs list` and `runs republish` share. */
@@ -65,8 +60,7 @@ function runFilters(options: ListOptions): URLSearchParams {
   if (options.status) params.set('filter[status]', options.status);
   if (options.route) params.set('filter[route]', options.route);
   if (options.type) params.set('filter[type]', options.type);
-  if (options.since) params.set('filter[created_at][gte]', options.since);
-  if (options.until) params.set('filter[created_at][lt]', options.until);
+  timeRange(params, 'created_at', options);
   return params;
 }
 
@@ -79,13 +73,12 @@ export async function runsListCommand(options: ListOptions): Promise<void> {
     if (at <= 0) throw new CliError(`--label expects KEY=VALUE, got "${pair}"`, 2);
     params.set(`filter[labels][${pair.slice(0, at)}]`, pair.slice(at + 1));
   }
-  params.set('limit', String(integerOption('limit', options.limit, 1)));
-  params.set('offset', String(integerOption('offset', options.offset)));
+  paging(params, options);
   if (options.sort) params.set('sort', options.sort);
-  const body = await api(options.url, `/v1/runs?${params}`);
+  const body = await call(await connect(options), `/v1/runs?${params}`);
   if (options.json) return printJson(body);
   printTable(body.data, ['id', 'status', 'route', 'action', 'event_type', 'attempts', 'created_at']);
-  process.stdout.write(`${body.meta.count} of ${body.meta.total}\n`);
+  shown(body.meta, 'run');
 }
 
 /** `dispatcher runs republish`: a `read` run event for every matching run (see `POST /v1/runs/republish`). */
@@ -93,58 +86,296 @@ export async function runsRepublishCommand(options: ListOptions & { service?: st
   const params = runFilters(options);
   if (options.service) params.set('filter[service]', options.service);
   if (options.org) params.set('filter[org_id]', options.org);
-  const body = await api(options.url, `/v1/runs/republish?${params}`, { method: 'POST' });
+  const body = await call(await connect(options), `/v1/runs/republish?${params}`, { method: 'POST' });
   if (options.json) return printJson(body);
   process.stdout.write(`${count(body.republished, 'run')} republished\n`);
 }
 
-export async function runsGetCommand(id: string, options: { url: string; json?: boolean }): Promise<void> {
-  const run = await api(options.url, `/v1/runs/${encodeURIComponent(id)}`);
+function printRecord(record: Record<string, unknown>): void {
+  for (const [k, v] of Object.entries(record)) process.stdout.write(`${k.padEnd(16)} ${typeof v === 'object' && v !== null ? JSON.stringify(v) : (v ?? '-')}\n`);
+}
+
+export async function runsGetCommand(id: string, options: ConnectionOptions & { json?: boolean }): Promise<void> {
+  const run = await call(await connect(options), `/v1/runs/${encodeURIComponent(id)}`);
   if (options.json) return printJson(run);
   const { attempts_log: attempts, ...rest } = run;
-  for (const [k, v] of Object.entries(rest)) process.stdout.write(`${k.padEnd(16)} ${typeof v === 'object' && v !== null ? JSON.stringify(v) : v ?? '-'}\n`);
+  printRecord(rest);
   if (attempts.length > 0) {
     process.stdout.write('\n');
     printTable(attempts, ['n', 'outcome', 'started_at', 'ended_at', 'http_status', 'error_code', 'error_message']);
   }
 }
 
-export async function dlqListCommand(options: ListOptions): Promise<void> {
-  const params = new URLSearchParams();
-  if (options.origin) params.set('filter[origin]', options.origin);
-  if (options.reason) params.set('filter[reason]', options.reason);
-  if (options.replayed !== undefined) {
-    if (!['yes', 'no'].includes(options.replayed)) throw new CliError('--replayed expects yes or no', 2);
-    params.set('filter[replayed]', options.replayed === 'yes' ? 'true' : 'false');
-  }
-  params.set('limit', String(integerOption('limit', options.limit, 1)));
-  params.set('offset', String(integerOption('offset', options.offset)));
-  const body = await api(options.url, `/v1/dead-letters?${params}`);
-  if (options.json) return printJson(body);
-  printTable(body.data, ['id', 'origin', 'source', 'reason', 'attempts', 'last_seen_at', 'error']);
-  process.stdout.write(`${body.meta.count} of ${body.meta.total}\n`);
-}
-
-export async function dlqReplayCommand(ids: string[], options: { url: string }): Promise<void> {
+/**
+ * `runs cancel|retry ID…`: one request per run, each result on its own line; exit 1 when any failed,
+ * after all were tried.
+ */
+async function eachRun(ids: string[], options: ConnectionOptions & { json?: boolean }, verb: 'cancel' | 'retry'): Promise<void> {
+  const connection = await connect(options);
+  const results: unknown[] = [];
   let failed = 0;
   for (const id of ids) {
     try {
-      const r = await api(options.url, `/v1/dead-letters/${encodeURIComponent(id)}/replay`, { method: 'POST' });
-      const what = r.run ? `run ${r.run.id} queued again` : `${count(r.events.length, 'event')}: ${r.events.map((e: { status: string }) => e.status).join(', ')}`;
-      process.stdout.write(`${id}: replayed, ${what}\n`);
+      const run = await call(connection, `/v1/runs/${encodeURIComponent(id)}/${verb}`, { method: 'POST' });
+      results.push(run);
+      if (!options.json) process.stdout.write(`${id}: ${verb === 'cancel' ? 'canceled' : `queued again (${run.status}, up to ${run.max_attempts} attempts)`}\n`);
+    } catch (err) {
+      failed += 1;
+      results.push({ id, error: (err as Error).message });
+      process.stderr.write(`${id}: ${(err as Error).message}\n`);
+    }
+  }
+  if (options.json) printJson(results);
+  if (failed > 0) throw new CliError(`${failed} of ${count(ids.length, 'run')} could not be ${verb === 'cancel' ? 'canceled' : 'retried'}`);
+}
+
+export const runsCancelCommand = (ids: string[], options: ConnectionOptions & { json?: boolean }) => eachRun(ids, options, 'cancel');
+export const runsRetryCommand = (ids: string[], options: ConnectionOptions & { json?: boolean }) => eachRun(ids, options, 'retry');
+
+interface TailOptions extends ConnectionOptions {
+  run?: string;
+  route?: string;
+  status?: string;
+  kind?: string;
+  after?: string;
+  max?: string;
+  json?: boolean;
+}
+
+/**
+ * `dispatcher runs tail`: the run-event stream (`GET /v1/stream`), live, one line per event. A dropped
+ * connection is resumed where it stopped (`Last-Event-ID`), with a growing pause; an error answer ends it.
+ */
+export async function runsTailCommand(options: TailOptions): Promise<void> {
+  const params = new URLSearchParams();
+  if (options.run) params.set('filter[run]', options.run);
+  if (options.route) params.set('filter[route]', options.route);
+  if (options.status) params.set('filter[status]', options.status);
+  if (options.kind) params.set('filter[kind]', options.kind);
+  if (options.after !== undefined && !/^\d+$/.test(options.after)) throw new CliError('--after takes a run-event sequence number (the id of a streamed event)', 2);
+  const max = options.max === undefined ? Infinity : integerOption('max', options.max, 1);
+  const connection = await connect(options);
+  const path = `/v1/stream${params.size > 0 ? `?${params}` : ''}`;
+  let last = options.after;
+  let seen = 0;
+  let pause = 500;
+  const controller = new AbortController();
+  const stop = () => controller.abort();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  try {
+    while (seen < max && !controller.signal.aborted) {
+      let response: Response;
+      try {
+        response = await request(connection, path, { headers: last === undefined ? {} : { 'last-event-id': last }, signal: controller.signal });
+      } catch (err) {
+        if (controller.signal.aborted) break;
+        // Not there (yet, or any more): say so once per try, and try again.
+        process.stderr.write(`${(err as Error).message}; retrying in ${pause / 1000}s\n`);
+        await sleep(pause, controller.signal);
+        pause = Math.min(pause * 2, 30_000);
+        continue;
+      }
+      if (!response.ok) {
+        const text = await response.text();
+        let body: unknown = text;
+        try {
+          body = JSON.parse(text);
+        } catch {
+          // not JSON
+        }
+        throw answerError(connection, 'GET', path, response.status, body);
+      }
+      pause = 500;
+      const parser = createParser({
+        onEvent(message) {
+          if (seen >= max) return;
+          if (message.id !== undefined) last = message.id;
+          seen += 1;
+          printStreamed(message.id, message.event, message.data, options.json === true);
+          if (seen >= max) controller.abort();
+        },
+      });
+      try {
+        const decoder = new TextDecoder();
+        for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) parser.feed(decoder.decode(chunk, { stream: true }));
+      } catch (err) {
+        if (controller.signal.aborted) break;
+        process.stderr.write(`the stream broke (${(err as Error).message}); resuming after ${last ?? 'the start'}\n`);
+      }
+      if (!controller.signal.aborted) await sleep(pause, controller.signal);
+    }
+  } finally {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+  }
+}
+
+function printStreamed(id: string | undefined, event: string | undefined, data: string, json: boolean): void {
+  let payload: Record<string, any> = {};
+  try {
+    payload = JSON.parse(data) as Record<string, any>;
+  } catch {
+    payload = { data };
+  }
+  if (json) {
+    process.stdout.write(`${JSON.stringify({ seq: id === undefined ? null : Number(id), event, ...payload })}\n`);
+    return;
+  }
+  // `run.<event_type>` carries the run, `host.<event_type>` the host of a run.
+  const run = payload.run as Record<string, any> | undefined;
+  const host = payload.host as Record<string, any> | undefined;
+  const fields = run
+    ? [id ?? '-', payload.at ?? '-', event ?? '-', run.id, run.route ?? '-', run.action ?? '-', run.status]
+    : [id ?? '-', payload.at ?? '-', event ?? '-', host?.run ?? '-', host?.name ?? '-', host?.status ?? '-'];
+  process.stdout.write(`${fields.join('  ')}\n`);
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(timer);
+        resolve();
+      },
+      { once: true },
+    );
+  });
+}
+
+export async function eventsListCommand(options: ListOptions): Promise<void> {
+  const params = new URLSearchParams();
+  if (options.type) params.set('filter[type]', options.type);
+  if (options.source) params.set('filter[source]', options.source);
+  if (options.id) params.set('filter[id]', options.id);
+  const routed = yesNo('routed', options.routed);
+  if (routed !== undefined) params.set('filter[routed]', routed);
+  timeRange(params, 'received_at', options);
+  paging(params, options);
+  if (options.sort) params.set('sort', options.sort);
+  const body = await call(await connect(options), `/v1/events?${params}`);
+  if (options.json) return printJson(body);
+  printTable(
+    (body.data as Array<Record<string, any>>).map((e) => ({ ...e, type: e.event?.type, source: e.event?.source, ce_id: e.event?.id, runs: e.run_count })),
+    ['id', 'type', 'source', 'ce_id', 'input', 'runs', 'received_at'],
+  );
+  shown(body.meta, 'event');
+}
+
+export async function eventsGetCommand(id: string, options: ConnectionOptions & { json?: boolean }): Promise<void> {
+  const event = await call(await connect(options), `/v1/events/${encodeURIComponent(id)}`);
+  if (options.json) return printJson(event);
+  const { runs, ...rest } = event;
+  printRecord(rest);
+  if (runs.length > 0) {
+    process.stdout.write('\n');
+    printTable(runs, ['id', 'status', 'route', 'action', 'attempts', 'created_at']);
+  }
+}
+
+/** The dead-letter filters `dlq list` and `dlq replay` share. */
+function deadLetterFilters(options: ListOptions): URLSearchParams {
+  const params = new URLSearchParams();
+  if (options.origin) params.set('filter[origin]', options.origin);
+  if (options.reason) params.set('filter[reason]', options.reason);
+  if (options.source) params.set('filter[source]', options.source);
+  const replayed = yesNo('replayed', options.replayed);
+  if (replayed !== undefined) params.set('filter[replayed]', replayed);
+  timeRange(params, 'last_seen_at', options);
+  return params;
+}
+
+export async function dlqListCommand(options: ListOptions): Promise<void> {
+  const params = deadLetterFilters(options);
+  paging(params, options);
+  const body = await call(await connect(options), `/v1/dead-letters?${params}`);
+  if (options.json) return printJson(body);
+  printTable(body.data, ['id', 'origin', 'source', 'reason', 'attempts', 'last_seen_at', 'error']);
+  shown(body.meta, 'dead letter');
+}
+
+export async function dlqGetCommand(id: string, options: ConnectionOptions & { json?: boolean }): Promise<void> {
+  const dl = await call(await connect(options), `/v1/dead-letters/${encodeURIComponent(id)}`);
+  if (options.json) return printJson(dl);
+  const { raw, raw_base64: base64, ...rest } = dl;
+  printRecord(rest);
+  process.stdout.write(`\n${raw ?? `(binary, base64) ${base64}`}\n`);
+}
+
+export async function dlqDeleteCommand(ids: string[], options: ConnectionOptions): Promise<void> {
+  const connection = await connect(options);
+  let failed = 0;
+  for (const id of ids) {
+    try {
+      await call(connection, `/v1/dead-letters/${encodeURIComponent(id)}`, { method: 'DELETE' });
+      process.stdout.write(`${id}: deleted\n`);
     } catch (err) {
       failed += 1;
       process.stderr.write(`${id}: ${(err as Error).message}\n`);
     }
   }
-  if (failed > 0) throw new CliError(`${failed} of ${ids.length} replays failed`);
+  if (failed > 0) throw new CliError(`${failed} of ${count(ids.length, 'dead letter')} could not be deleted`);
+}
+
+/**
+ * `dlq replay ID…`, or `dlq replay --origin … --reason … --since …` for every dead letter that matches
+ * (not yet replayed, unless `--replayed` says otherwise): the ids are collected first, then replayed one by
+ * one with a progress bar; each failure is printed, and the command exits 1 when any failed.
+ */
+export async function dlqReplayCommand(ids: string[], options: ListOptions): Promise<void> {
+  const filtered = options.origin !== undefined || options.reason !== undefined || options.source !== undefined || options.since !== undefined || options.until !== undefined || options.replayed !== undefined;
+  if (ids.length > 0 && filtered) throw new CliError('give dead-letter ids or filters (--origin, --reason, --source, --since, --until, --replayed), not both', 2);
+  if (ids.length === 0 && !filtered) throw new CliError('give dead-letter ids, or filters to replay every dead letter that matches (e.g. --reason invalid_event --since 1h)', 2);
+  const connection = await connect(options);
+  let targets = ids;
+  if (filtered) {
+    const params = deadLetterFilters({ ...options, replayed: options.replayed ?? 'no' });
+    targets = await collect(connection, params);
+    if (targets.length === 0) {
+      process.stdout.write('no dead letter matches\n');
+      return;
+    }
+    process.stderr.write(`replaying ${count(targets.length, 'dead letter')}\n`);
+  }
+  const bar = progressBar(targets.length, 'replayed', options.progress !== false && filtered && process.stderr.isTTY === true);
+  let failed = 0;
+  let done = 0;
+  for (const id of targets) {
+    try {
+      const r = await call(connection, `/v1/dead-letters/${encodeURIComponent(id)}/replay`, { method: 'POST' });
+      const what = r.run ? `run ${r.run.id} queued again` : `${count(r.events.length, 'event')}: ${r.events.map((e: { status: string }) => e.status).join(', ')}`;
+      if (!filtered) process.stdout.write(`${id}: replayed, ${what}\n`);
+    } catch (err) {
+      failed += 1;
+      bar.note(`${id}: ${(err as Error).message}`);
+    }
+    done += 1;
+    bar.update(done);
+  }
+  bar.done();
+  if (filtered) process.stdout.write(`${count(done - failed, 'dead letter')} replayed, ${failed} failed\n`);
+  if (failed > 0) throw new CliError(`${failed} of ${count(targets.length, 'replay')} failed`);
+}
+
+/** Every id a dead-letter filter matches, page by page (newest first). */
+async function collect(connection: Connection, params: URLSearchParams): Promise<string[]> {
+  const ids: string[] = [];
+  for (let offset = 0; ; offset += 1000) {
+    params.set('limit', '1000');
+    params.set('offset', String(offset));
+    const page = await call(connection, `/v1/dead-letters?${params}`);
+    ids.push(...(page.data as Array<{ id: string }>).map((d) => d.id));
+    if (page.data.length < 1000 || ids.length >= page.meta.total) return ids;
+  }
 }
 
 /** `dispatcher status`: the store, the backlog and each input and output, from `/readyz`. Exit 1 unless all is well. */
-export async function statusCommand(options: { url: string; json?: boolean }): Promise<void> {
+export async function statusCommand(options: ConnectionOptions & { json?: boolean }): Promise<void> {
   let body: any;
   try {
-    body = await api(options.url, '/readyz');
+    body = await call(await connect(options), '/readyz');
   } catch (err) {
     if (options.json) printJson({ status: 'unavailable', error: (err as Error).message });
     throw err;

@@ -1,7 +1,7 @@
 /** `dispatcher init-config` and `dispatcher validate-config`. */
 
 import { initConfig } from '../config/init.js';
-import { configInvalid, inFileOrder, inspectConfig } from '../config/load.js';
+import { configInvalid, findConfigFile, inFileOrder, inspectConfig } from '../config/load.js';
 import { DispatcherError } from '../core/errors.js';
 import { TypeRegistry } from '../core/type-registry.js';
 import { CliError, count } from './output.js';
@@ -20,8 +20,8 @@ export async function initConfigCommand(file: string, options: { interactive?: b
  * actions and their templates, the type schemas. What is accepted but not checked is a warning.
  */
 export async function validateConfigCommand(file: string | undefined, options: { config?: string }): Promise<void> {
-  const path = file ?? options.config ?? process.env.DISPATCHER_CONFIG;
-  if (path === undefined) throw new CliError('name a file: dispatcher validate-config FILE (or --config, or DISPATCHER_CONFIG)', 2);
+  const path = findConfigFile(file ?? options.config);
+  if (path === undefined) throw new CliError('name a file: dispatcher validate-config FILE (or --config, or DISPATCHER_CONFIG; else ./dispatcher.yaml is read)', 2);
   const inspection = await inspectConfig({ file: path, env: process.env });
   const problems = [...inspection.problems];
   const warnings: string[] = [];

@@ -1,5 +1,7 @@
 /** What the CLI prints, and how it fails: messages to stderr, exit code 1 for failure, 2 for usage. */
 
+import { parseDuration } from '../core/units.js';
+
 export class CliError extends Error {
   constructor(
     message: string,
@@ -41,4 +43,76 @@ export function integerOption(name: string, value: string, min = 0): number {
 /** `1 route`, `2 routes`, `0 routes`. */
 export function count(n: number, singular: string, plural = `${singular}s`): string {
   return `${n} ${n === 1 ? singular : plural}`;
+}
+
+/** A time option: RFC 3339 and epoch milliseconds as the API takes them, or a duration back from now (`1h`, `30m`, `7d`). */
+export function timeOption(name: string, value: string | undefined, now = Date.now()): string | undefined {
+  if (value === undefined) return undefined;
+  if (/^\d+$/.test(value)) return value;
+  const ago = /^\d+(\.\d+)?\s*(ms|s|m|h|d)$/.exec(value.trim());
+  if (ago !== null) return new Date(now - parseDuration(value)!).toISOString();
+  if (!/^\d{4}-\d{2}-\d{2}/.test(value)) throw new CliError(`--${name} takes a time (RFC 3339, e.g. 2026-12-01T08:00:00Z, or epoch milliseconds) or a duration back from now (30m, 1h, 7d), got "${value}"`, 2);
+  return value;
+}
+
+export interface ProgressBar {
+  update(done: number): void;
+  /** A line of its own above the bar (on standard error). */
+  note(line: string): void;
+  done(): void;
+}
+
+export interface ProgressBar {
+  /** `done` of the total so far (items, or bytes read), and how many `unit`s that is (default: `done`). */
+  update(done: number, items?: number): void;
+  /** A line of its own above the bar (on standard error). */
+  note(line: string): void;
+  done(): void;
+}
+
+/**
+ * A progress bar on standard error when it is a terminal: how far (of `total`; none when it is unknown),
+ * how many `unit`s, their rate, and the time left. Redrawn at most ten times a second; `done()` ends the line.
+ */
+export function progressBar(total: number, unit: string, enabled = process.stderr.isTTY === true): ProgressBar {
+  if (!enabled) return { update: () => undefined, note: (line) => void process.stderr.write(`${line}\n`), done: () => undefined };
+  const width = 30;
+  const started = Date.now();
+  let drawn = 0;
+  let at = 0;
+  let shown = 0;
+  const draw = () => {
+    const seconds = (Date.now() - started) / 1000;
+    const rate = seconds > 0 ? shown / seconds : 0;
+    const fraction = total > 0 ? Math.min(1, at / total) : 0;
+    const left = fraction > 0 && fraction < 1 ? (seconds / fraction) * (1 - fraction) : 0;
+    const filled = Math.round(fraction * width);
+    const bar = total > 0 ? `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${String(Math.floor(fraction * 100)).padStart(3)}%  ` : '';
+    process.stderr.write(`\r${bar}${shown} ${unit}  ${Math.round(rate)}/s${total > 0 ? `  ETA ${clock(left)}` : ''}\x1b[K`);
+    drawn = Date.now();
+  };
+  return {
+    update(done: number, items: number = done) {
+      at = done;
+      shown = items;
+      if (Date.now() - drawn >= 100) draw();
+    },
+    note(line) {
+      process.stderr.write(`\r\x1b[K${line}\n`);
+      draw();
+    },
+    done() {
+      draw();
+      process.stderr.write('\n');
+    },
+  };
+}
+
+/** Seconds as `m:ss` or `h:mm:ss`. */
+export function clock(seconds: number): string {
+  const s = Math.round(seconds);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const ss = String(s % 60).padStart(2, '0');
+  return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${ss}` : `${m}:${ss}`;
 }

@@ -26,8 +26,14 @@ export function buildProgram(preset: Preset = PRESET): Command {
     .showHelpAfterError()
     .exitOverride();
 
-  const configOption = () => new Option('-c, --config <file>', 'configuration file (YAML); also DISPATCHER_CONFIG');
-  const urlOption = () => new Option('-u, --url <url>', 'the dispatcher to talk to').env('DISPATCHER_URL').default('http://127.0.0.1:8080');
+  const configOption = () => new Option('-c, --config <file>', 'configuration file (YAML); also DISPATCHER_CONFIG; else ./dispatcher.yaml when it exists');
+  const urlOption = () => new Option('-u, --url <url>', 'the dispatcher to talk to; also DISPATCHER_URL (default: server.host and server.port of the configuration)');
+  /** The options of every command that speaks the HTTP API: where the dispatcher is, and the configuration that says it. */
+  const api = (command: Command) => command.addOption(urlOption()).addOption(configOption());
+  const since = (command: Command, what: string) =>
+    command
+      .option('--since <time>', `${what} at or after: RFC 3339, epoch ms, or a duration back from now (30m, 1h, 7d)`)
+      .option('--until <time>', `${what} before: RFC 3339, epoch ms, or a duration back from now`);
 
   program
     .command('serve')
@@ -50,7 +56,7 @@ export function buildProgram(preset: Preset = PRESET): Command {
     .command('send')
     .description('send events from a file or standard input (JSON: one event or an array; or JSON Lines)')
     .argument('[file]', 'file to read; - or nothing for standard input')
-    .addOption(urlOption())
+    .addOption(urlOption()).addOption(configOption())
     .option('-b, --batch <n>', 'events per request', '500')
     .option('--no-progress', 'no progress bar')
     .action(lazy(() => import('./send.js'), 'sendCommand'));
@@ -58,7 +64,7 @@ export function buildProgram(preset: Preset = PRESET): Command {
   program
     .command('status')
     .description('the store, the backlog, and the health of each input and output (exit 1 unless all is well)')
-    .addOption(urlOption())
+    .addOption(urlOption()).addOption(configOption())
     .option('--json', 'print JSON')
     .action(lazy(() => import('./client.js'), 'statusCommand'));
 
@@ -66,15 +72,15 @@ export function buildProgram(preset: Preset = PRESET): Command {
   runs
     .command('list')
     .description('list runs')
-    .addOption(urlOption())
+    .addOption(urlOption()).addOption(configOption())
     .option('--status <statuses>', 'comma-separated statuses')
     .option('--route <routes>', 'comma-separated routes')
     .option('--type <types>', 'comma-separated event types')
     .option('--label <key=value...>', 'label filters')
     .option('--event <id>', "the runs of one event (the dispatcher's event id)")
     .option('--correlation-id <id>', 'runs waiting under this correlation id')
-    .option('--since <time>', 'created at or after (RFC 3339 or epoch ms)')
-    .option('--until <time>', 'created before (RFC 3339 or epoch ms)')
+    .option('--since <time>', 'created at or after: RFC 3339, epoch ms, or a duration back from now (30m, 1h, 7d)')
+    .option('--until <time>', 'created before: RFC 3339, epoch ms, or a duration back from now')
     .option('--limit <n>', 'how many', '20')
     .option('--offset <n>', 'skip this many', '0')
     .option('--sort <field>', 'sort, e.g. -created_at')
@@ -83,31 +89,80 @@ export function buildProgram(preset: Preset = PRESET): Command {
   runs
     .command('republish')
     .description('emit a read run event for every matching run, for the outputs to publish (consumers rebuild their state)')
-    .addOption(urlOption())
+    .addOption(urlOption()).addOption(configOption())
     .option('--status <statuses>', 'comma-separated statuses')
     .option('--route <routes>', 'comma-separated routes')
     .option('--type <types>', 'comma-separated event types')
     .option('--service <services>', 'comma-separated services')
     .option('--org <orgs>', 'comma-separated tenants (org_id)')
-    .option('--since <time>', 'created at or after (RFC 3339 or epoch ms)')
-    .option('--until <time>', 'created before (RFC 3339 or epoch ms)')
+    .option('--since <time>', 'created at or after: RFC 3339, epoch ms, or a duration back from now (30m, 1h, 7d)')
+    .option('--until <time>', 'created before: RFC 3339, epoch ms, or a duration back from now')
     .option('--json', 'print JSON')
     .action(lazy(() => import('./client.js'), 'runsRepublishCommand'));
-  runs.command('get').description('one run with its attempts').argument('<id>').addOption(urlOption()).option('--json', 'print JSON').action(lazy(() => import('./client.js'), 'runsGetCommand'));
+  api(runs.command('get').description('one run with its attempts').argument('<id>')).option('--json', 'print JSON').action(lazy(() => import('./client.js'), 'runsGetCommand'));
+  api(runs.command('cancel').description('cancel queued or running runs (exit 1 if any could not be)').argument('<ids...>'))
+    .option('--json', 'print JSON')
+    .action(lazy(() => import('./client.js'), 'runsCancelCommand'));
+  api(runs.command('retry').description('queue failed, timed-out or canceled runs again (exit 1 if any could not be)').argument('<ids...>'))
+    .option('--json', 'print JSON')
+    .action(lazy(() => import('./client.js'), 'runsRetryCommand'));
+  api(runs.command('tail').description('follow the run events as they happen (Ctrl-C to stop); resumes by itself when the connection drops'))
+    .option('--run <ids>', 'comma-separated run ids')
+    .option('--route <routes>', 'comma-separated routes')
+    .option('--status <statuses>', 'comma-separated statuses')
+    .option('--kind <kind>', 'run or host (both by default)')
+    .option('--after <seq>', 'start after this run-event sequence number (what was missed first)')
+    .option('--max <n>', 'stop after this many events')
+    .option('--json', 'print one JSON object per line')
+    .action(lazy(() => import('./client.js'), 'runsTailCommand'));
+
+  const events = program.command('events').description('stored events');
+  since(
+    api(events.command('list').description('list stored events, newest first'))
+      .option('--type <types>', 'comma-separated event types')
+      .option('--source <source>', 'the CloudEvents source')
+      .option('--id <id>', 'the CloudEvents id')
+      .option('--routed <yes|no>', 'only events that matched a route, or only those that matched none'),
+    'received',
+  )
+    .option('--limit <n>', 'how many', '20')
+    .option('--offset <n>', 'skip this many', '0')
+    .option('--sort <field>', 'received_at or -received_at')
+    .option('--json', 'print JSON')
+    .action(lazy(() => import('./client.js'), 'eventsListCommand'));
+  api(events.command('get').description('one stored event, with its runs').argument('<id>', "the dispatcher's event id"))
+    .option('--json', 'print JSON')
+    .action(lazy(() => import('./client.js'), 'eventsGetCommand'));
 
   const dlq = program.command('dlq').description('dead letters');
-  dlq
-    .command('list')
-    .description('list dead letters')
-    .addOption(urlOption())
-    .option('--origin <origin>', 'intake or run')
-    .option('--reason <codes>', 'comma-separated reason codes')
-    .option('--replayed <yes|no>', 'only replayed, or only not replayed, dead letters')
+  const dlqFilters = (command: Command) =>
+    since(
+      command
+        .option('--origin <origin>', 'intake or run')
+        .option('--reason <codes>', 'comma-separated reason codes')
+        .option('--source <source>', 'the input or route it came from')
+        .option('--replayed <yes|no>', 'only replayed, or only not replayed, dead letters'),
+      'last seen',
+    );
+  dlqFilters(api(dlq.command('list').description('list dead letters, newest first')))
     .option('--limit <n>', 'how many', '20')
     .option('--offset <n>', 'skip this many', '0')
     .option('--json', 'print JSON')
     .action(lazy(() => import('./client.js'), 'dlqListCommand'));
-  dlq.command('replay').description('replay dead letters').argument('<ids...>').addOption(urlOption()).action(lazy(() => import('./client.js'), 'dlqReplayCommand'));
+  api(dlq.command('get').description('one dead letter, with the bytes that were refused').argument('<id>'))
+    .option('--json', 'print JSON')
+    .action(lazy(() => import('./client.js'), 'dlqGetCommand'));
+  api(dlq.command('delete').description('delete dead letters').argument('<ids...>')).action(lazy(() => import('./client.js'), 'dlqDeleteCommand'));
+  dlqFilters(
+    api(
+      dlq
+        .command('replay')
+        .description('replay dead letters: the ones named, or every one the filters match (not yet replayed, unless --replayed yes)')
+        .argument('[ids...]'),
+    ),
+  )
+    .option('--no-progress', 'no progress bar')
+    .action(lazy(() => import('./client.js'), 'dlqReplayCommand'));
 
   program
     .command('routes')
@@ -148,7 +203,7 @@ export function buildProgram(preset: Preset = PRESET): Command {
     .command('token')
     .description('exchange client credentials for a bearer token and print it (the secret from DISPATCHER_CLIENT_SECRET or standard input)')
     .option('--client-id <id>', 'the client id; also DISPATCHER_CLIENT_ID')
-    .addOption(urlOption())
+    .addOption(urlOption()).addOption(configOption())
     .option('--json', 'print the whole answer as JSON')
     .action(lazy(() => import('./access.js'), 'tokenCommand'));
 
@@ -156,13 +211,13 @@ export function buildProgram(preset: Preset = PRESET): Command {
   audit
     .command('list')
     .description('list audit entries, newest first')
-    .addOption(urlOption())
+    .addOption(urlOption()).addOption(configOption())
     .option('--actor <actor>', 'psk:SERVICE, client:ID, route:NAME, cli:USER …')
     .option('--action <actions>', 'comma-separated: events.create, runs.cancel, action.http …')
     .option('--record <id>', 'entries about this run, event, dead letter or client')
     .option('--outcome <outcome>', 'ok, or an error code')
-    .option('--since <time>', 'at or after (RFC 3339 or epoch ms)')
-    .option('--until <time>', 'before (RFC 3339 or epoch ms)')
+    .option('--since <time>', 'at or after: RFC 3339, epoch ms, or a duration back from now (30m, 1h, 7d)')
+    .option('--until <time>', 'before: RFC 3339, epoch ms, or a duration back from now')
     .option('--limit <n>', 'how many', '20')
     .option('--offset <n>', 'skip this many', '0')
     .option('--json', 'print JSON')
@@ -187,7 +242,7 @@ export function buildProgram(preset: Preset = PRESET): Command {
   program
     .command('validate-config')
     .description('check a configuration file (and the environment) without starting')
-    .argument('[file]', 'the file; else --config or DISPATCHER_CONFIG')
+    .argument('[file]', 'the file; else --config, DISPATCHER_CONFIG or ./dispatcher.yaml')
     .addOption(configOption())
     .action(lazy(() => import('./config.js'), 'validateConfigCommand'));
 

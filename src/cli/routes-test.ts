@@ -7,7 +7,7 @@ import { TypeRegistry } from '../core/type-registry.js';
 import type { CloudEvent } from '../core/types.js';
 import type { DispatcherConfig } from '../config/schema.js';
 import { configFromFlags } from './serve.js';
-import { readEvents } from './send.js';
+import { readAll } from './send.js';
 import { CliError, count, printJson } from './output.js';
 
 /** The routes compiled as `serve` compiles them (the preset's action types, the plugins), without opening the store. */
@@ -24,7 +24,7 @@ export async function compileForCheck(config: DispatcherConfig): Promise<RoutePl
 
 export async function routesTestCommand(file: string, options: { config?: string; json?: boolean }): Promise<void> {
   const config = await configFromFlags({ config: options.config });
-  const events = await readEvents(file);
+  const events = await readAll(file);
   if (events.length !== 1) throw new CliError(`expected one event in ${file}, found ${events.length}`);
   const problems = checkEnvelope(events[0], '');
   const types = new TypeRegistry(config.types);

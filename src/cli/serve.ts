@@ -1,6 +1,6 @@
 /** `dispatcher serve` and `dispatcher migrate`. */
 
-import { loadConfig } from '../config/load.js';
+import { findConfigFile, loadConfig } from '../config/load.js';
 import type { DispatcherConfig } from '../config/schema.js';
 import { createDispatcher } from '../dispatcher.js';
 import { openStore } from '../store/index.js';
@@ -20,14 +20,18 @@ export async function configFromFlags(options: ServeOptions): Promise<Dispatcher
   if (options.host !== undefined) overrides.server = { ...overrides.server, host: options.host };
   if (options.store !== undefined) overrides.store = { url: options.store };
   if (options.logLevel !== undefined) overrides.log = { level: options.logLevel };
-  return loadConfig({ file: options.config, env: process.env, overrides: overrides as never });
+  return loadConfig({ file: findConfigFile(options.config), env: process.env, overrides: overrides as never });
 }
 
 export async function serveCommand(options: ServeOptions): Promise<void> {
   const config = await configFromFlags(options);
   const dispatcher = await createDispatcher({ config });
   const address = await dispatcher.listen();
-  dispatcher.log.info({ address, store: config.store.url.replace(/:[^:@/]*@/, ':***@'), routes: dispatcher.plan.routes.length }, `dispatcher serving on ${address}`);
+  const file = findConfigFile(options.config);
+  dispatcher.log.info(
+    { address, config: file ?? null, store: config.store.url.replace(/:[^:@/]*@/, ':***@'), routes: dispatcher.plan.routes.length },
+    `dispatcher serving on ${address}, configured by ${file ?? 'the defaults and the environment (no dispatcher.yaml here)'}`,
+  );
 
   await new Promise<void>((resolve) => {
     let stopping = false;

@@ -18,6 +18,7 @@
  * They are collected, not thrown one at a time, so one run of `validate-config` shows them all.
  */
 
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
@@ -90,6 +91,20 @@ export interface ConfigInspection {
   problems: ConfigProblem[];
   /** A problem a later check found (its pointer from the root), with its source and line. */
   place(problem: ErrorProblem): ConfigProblem;
+}
+
+/** The file the command line reads when none is named: `dispatcher.yaml` in the working directory. */
+export const DEFAULT_CONFIG_FILE = 'dispatcher.yaml';
+
+/**
+ * The configuration file of a command, in the order every command looks: the one it was given
+ * (`--config`), else `DISPATCHER_CONFIG`, else `./dispatcher.yaml` when it exists, else none (the defaults
+ * and the environment).
+ */
+export function findConfigFile(given: string | undefined, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): string | undefined {
+  if (given !== undefined && given !== '') return given;
+  if (env.DISPATCHER_CONFIG) return env.DISPATCHER_CONFIG;
+  return existsSync(path.join(cwd, DEFAULT_CONFIG_FILE)) ? DEFAULT_CONFIG_FILE : undefined;
 }
 
 /** The source label of the last layer. */

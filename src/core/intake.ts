@@ -4,9 +4,13 @@
  *   decode ─▶ check envelope ─▶ check type schema ─▶ plan runs ─▶ group commit ─▶ answer
  *      └──────── any problem ────────┴──▶ dead letter (raw bytes, reason, problems) ─▶ coded error
  *
- * A message is all or nothing: if any event in it is bad, none is accepted, every problem is named with a
- * JSON pointer, and the raw bytes are kept as one dead letter. Sending the corrected message again is safe
- * because (`source`, `id`) identifies an event: a duplicate is answered `duplicate` and makes no new runs.
+ * A single event that is bad is refused with every problem named by a JSON pointer, and the raw bytes are
+ * kept as a dead letter. A batch keeps its good events: each bad one is refused on its own (its index, code
+ * and problems in the answer) and kept as a dead letter of its own, a structured CloudEvent that can be
+ * replayed alone. Only when every event of a batch is bad, or the message as a whole is (not JSON, too many
+ * events, too many hops), is the message refused whole and kept as one dead letter. Sending a corrected
+ * event again is safe because (`source`, `id`) identifies an event: a duplicate is answered `duplicate` and
+ * makes no new runs.
  *
  * The caller acknowledges its input only after `receive` resolves: by then the events, their runs and the
  * runs' `create` events are committed, or the dead letter is.
@@ -56,8 +60,8 @@ export interface InboundMessage extends Owner {
   hops?: number;
   /** The raw bytes are only the start of what was received (the rest was over a limit). */
   rawTruncated?: boolean;
-  /** The audit entry of taking the message in, given its results: committed with its events. */
-  audit?: (results: IntakeResult[]) => NewAuditEntry;
+  /** The audit entry of taking the message in, given its results and how many of a batch's events were refused: committed with its events. */
+  audit?: (results: IntakeResult[], refused: number) => NewAuditEntry;
 }
 
 /** Candidate events from one message; `batch` says whether problems are pointed at as `/<index>/…`. */
@@ -69,17 +73,36 @@ export interface Decoded {
 /** Turns a message into candidate events; throws a DispatcherError (`invalid_json`, …) when it cannot. */
 export type Decoder = (message: InboundMessage) => Decoded;
 
-/** A message whose events passed every check. */
+/** A message whose events passed every check (those of a batch that did not were taken out: `refused`). */
 interface Checked {
   message: InboundMessage;
   events: unknown[];
+  refused: RefusedEvent[];
+  /** A batch with refused events: all of them, as received. */
+  original?: unknown[];
+}
+
+/** An event of a batch that was refused while the others were taken: its place, why, and its dead letter. */
+export interface RefusedEvent {
+  /** Its index in the batch. */
+  index: number;
+  /** The problems point into the batch (`/3/data/severity`). */
+  error: DispatcherError;
+  /** The dead letter that keeps it (a structured CloudEvent of its own). */
+  deadLetter: string;
 }
 
 export interface IntakeAnswer {
+  /** One per accepted or duplicate event, in the message's order (refused events left out). */
   results: IntakeResult[];
+  /** The events of a batch that were refused, by index; empty when all were taken. */
+  refused: RefusedEvent[];
   /** The message's audit entry was committed with its events. */
   audited: boolean;
 }
+
+/** What the check found: the message refused whole, or the indexes of a batch's bad events with why. */
+type Verdict = { whole: DispatcherError } | { whole: null; refused: Map<number, DispatcherError> };
 
 export interface DirectDispatch {
   reserve(wanted: number): number;
@@ -150,31 +173,38 @@ export class Intake {
     if (this.#closed) return messages.map(() => Promise.reject(new DispatcherError('shutting_down', 'the dispatcher is stopping; send again later')));
     const checked: Checked[] = [];
     // A rejected message's answer, or null for a message that passed and waits for the commit.
-    const early = messages.map((message): Promise<IntakeAnswer> | null => {
+    const early = messages.map((message): Promise<IntakeAnswer> | Checked => {
       const decoded = this.#decode(message, decode);
-      const problem = decoded instanceof DispatcherError ? decoded : this.#check(message, decoded);
-      if (problem !== null) {
-        return this.reject(message, problem).then((e) => {
+      const sorted = decoded instanceof DispatcherError ? decoded : this.#sort(message, decoded);
+      if (sorted instanceof DispatcherError) {
+        return this.reject(message, sorted).then((e) => {
           throw e;
         });
       }
-      checked.push({ message, events: (decoded as Decoded).events });
-      return null;
+      checked.push(sorted);
+      return sorted;
     });
     const committed = checked.length > 0 ? this.#commit(checked, chain) : undefined;
     let next = 0;
     return early.map((answer) => {
-      if (answer !== null) return answer;
+      if (answer instanceof Promise) return answer;
       const at = next++;
-      return committed!.then((all) => all[at]!);
+      return this.#answer(answer, committed!.then((all) => all[at]!));
     });
+  }
+
+  /** The answer of a checked message: its commit, and the dead letters of its refused events. */
+  async #answer(checked: Checked, committed: Promise<IntakeAnswer>): Promise<IntakeAnswer> {
+    if (checked.refused.length === 0) return committed;
+    const [answer] = await Promise.all([committed, this.#keepRefused(checked.message, checked.refused, checked.original!)]);
+    return answer;
   }
 
   /** Check, plan and commit events already decoded. */
   async accept(message: InboundMessage, decoded: Decoded): Promise<IntakeAnswer> {
-    const problem = this.#check(message, decoded);
-    if (problem !== null) throw await this.reject(message, problem);
-    return (await this.#commit([{ message, events: decoded.events }]))[0]!;
+    const sorted = this.#sort(message, decoded);
+    if (sorted instanceof DispatcherError) throw await this.reject(message, sorted);
+    return this.#answer(sorted, this.#commit([sorted]).then((all) => all[0]!));
   }
 
   #decode(message: InboundMessage, decode: Decoder): Decoded | DispatcherError {
@@ -189,64 +219,124 @@ export class Intake {
     }
   }
 
-  /** The error a message's events are rejected with (every problem named), or null when all of them pass. */
-  #check(message: InboundMessage, decoded: Decoded): DispatcherError | null {
+  /**
+   * What is wrong with a message: the message as a whole (too many hops; a single event, or a batch whose
+   * every event is bad, with every problem named), or the batch's bad events one by one.
+   */
+  #check(message: InboundMessage, decoded: Decoded): Verdict {
     const candidates = decoded.events;
-    const { types, settings } = this.#deps;
+    const { settings } = this.#deps;
     const hops = message.hops ?? 0;
     if (hops > settings.maxHops) {
-      return new DispatcherError('hop_limit_exceeded', `the event went through ${hops} hops; the limit is ${settings.maxHops} (a route publishes into itself?)`);
+      return { whole: new DispatcherError('hop_limit_exceeded', `the event went through ${hops} hops; the limit is ${settings.maxHops} (a route publishes into itself?)`) };
     }
-    const problems: ErrorProblem[] = [];
-    let code: 'invalid_event' | 'unknown_type' | 'schema_violation' | 'too_deep' = 'invalid_event';
     // Only bodies that could hold them are searched (a NUL byte, or a \u escape of NUL or a surrogate; a long
     // run of digits or a large exponent).
     const checkStrings = mayHoldUnstorableText(message.raw);
     const outOfRange = numbersOutOfRange(message.raw);
+    const refused = new Map<number, DispatcherError>();
     for (let i = 0; i < candidates.length; i++) {
-      const pointer = decoded.batch ? `/${i}` : '';
-      const envelopeProblems = checkEnvelope(candidates[i], pointer);
-      if (envelopeProblems.length > 0) {
-        problems.push(...envelopeProblems);
-        continue;
-      }
-      if (checkStrings) {
-        const bad = unstorableString(candidates[i], pointer);
-        if (bad !== null) {
-          problems.push({ pointer: bad, message: 'strings must not hold U+0000 or unpaired surrogates (no store can keep them as text)' });
-          continue;
-        }
-      }
-      if (outOfRange !== null) {
-        const bad = numberOutOfRange(candidates[i], pointer, outOfRange.integers);
-        if (bad !== null) {
-          problems.push(bad);
-          continue;
-        }
-      }
-      const e = candidates[i] as CloudEvent;
-      if (e.data !== undefined && depthExceeds(e.data, settings.maxDepth)) {
-        problems.push({ pointer: `${pointer}/data`, message: `nests deeper than ${settings.maxDepth} levels` });
-        if (code === 'invalid_event' && problems.length === 1) code = 'too_deep';
-        continue;
-      }
-      if (!types.has(e.type)) {
-        if (settings.strict) {
-          problems.push({ pointer: `${pointer}/type`, message: `type "${e.type}" is not registered` });
-          if (problems.length === 1) code = 'unknown_type';
-        }
-        continue;
-      }
-      const schemaProblems = types.check(e.type, e.data, pointer);
-      if (schemaProblems.length > 0) {
-        if (problems.length === 0) code = 'schema_violation';
-        problems.push(...schemaProblems);
-      }
+      const found = this.#checkEvent(candidates[i], decoded.batch ? `/${i}` : '', checkStrings, outOfRange);
+      if (found !== null) refused.set(i, eventError(found.code, found.problems));
     }
-    if (problems.length === 0) return null;
-    const first = problems[0]!;
-    const more = problems.length > 1 ? ` (and ${problems.length - 1} more)` : '';
-    return new DispatcherError(code, `${first.pointer || '/'}: ${first.message}${more}`, { problems });
+    if (refused.size === 0 || (decoded.batch && refused.size < candidates.length)) return { whole: null, refused };
+    // Nothing to take: one refusal with every problem, its code that of the first event's.
+    const all = [...refused.values()];
+    const problems = all.flatMap((e) => e.problems ?? []);
+    return { whole: eventError(all[0]!.code as EventErrorCode, problems) };
+  }
+
+  /** The problems of one event (its code by the first), or null when it passes. */
+  #checkEvent(
+    candidate: unknown,
+    pointer: string,
+    checkStrings: boolean,
+    outOfRange: { integers: Set<number> } | null,
+  ): { code: EventErrorCode; problems: ErrorProblem[] } | null {
+    const { types, settings } = this.#deps;
+    const envelopeProblems = checkEnvelope(candidate, pointer);
+    if (envelopeProblems.length > 0) return { code: 'invalid_event', problems: envelopeProblems };
+    if (checkStrings) {
+      const bad = unstorableString(candidate, pointer);
+      if (bad !== null) return { code: 'invalid_event', problems: [{ pointer: bad, message: 'strings must not hold U+0000 or unpaired surrogates (no store can keep them as text)' }] };
+    }
+    if (outOfRange !== null) {
+      const bad = numberOutOfRange(candidate, pointer, outOfRange.integers);
+      if (bad !== null) return { code: 'invalid_event', problems: [bad] };
+    }
+    const e = candidate as CloudEvent;
+    if (e.data !== undefined && depthExceeds(e.data, settings.maxDepth)) {
+      return { code: 'too_deep', problems: [{ pointer: `${pointer}/data`, message: `nests deeper than ${settings.maxDepth} levels` }] };
+    }
+    if (!types.has(e.type)) {
+      return settings.strict ? { code: 'unknown_type', problems: [{ pointer: `${pointer}/type`, message: `type "${e.type}" is not registered` }] } : null;
+    }
+    const schemaProblems = types.check(e.type, e.data, pointer);
+    return schemaProblems.length > 0 ? { code: 'schema_violation', problems: schemaProblems } : null;
+  }
+
+  /** A checked message, or its whole refusal. */
+  #sort(message: InboundMessage, decoded: Decoded): Checked | DispatcherError {
+    const verdict = this.#check(message, decoded);
+    if (verdict.whole !== null) return verdict.whole;
+    if (verdict.refused.size === 0) return { message, events: decoded.events, refused: [] };
+    return {
+      message,
+      events: decoded.events.filter((_, i) => !verdict.refused.has(i)),
+      refused: [...verdict.refused].map(([index, error]) => ({ index, error, deadLetter: '' })),
+      original: decoded.events,
+    };
+  }
+
+  /**
+   * Keep each refused event of a batch as a dead letter of its own: the event as a structured CloudEvent,
+   * its problems pointing into it, and its index in the batch. Resolves once they are committed; a failure
+   * is `store_unavailable` (the message is not to be acknowledged: sent again, its good events are duplicates).
+   */
+  async #keepRefused(message: InboundMessage, refused: RefusedEvent[], events: unknown[]): Promise<void> {
+    const now = this.#now();
+    const m = this.#deps.metrics;
+    const letters: NewDeadLetter[] = refused.map(({ index, error }) => {
+      const prefix = `/${index}`;
+      const raw = Buffer.from(JSON.stringify(events[index]));
+      const max = this.#deps.settings.deadLetterMaxBytes;
+      return {
+        origin: 'intake',
+        source: message.input,
+        reason: error.code,
+        error: error.message.startsWith(prefix) ? error.message.slice(prefix.length) || '/' : error.message,
+        details: {
+          index,
+          problems: (error.problems ?? []).map((p) => ({ ...p, pointer: p.pointer.startsWith(prefix) ? p.pointer.slice(prefix.length) : p.pointer })),
+        },
+        raw: raw.length > max ? raw.subarray(0, max) : raw,
+        rawTruncated: raw.length > max,
+        contentType: STRUCTURED,
+        // Replayed alone, as the structured event it is, whatever decoder the batch came through.
+        headers: { 'content-type': STRUCTURED, [DECODER_HEADER]: 'http' },
+        service: message.service,
+        orgId: message.orgId,
+        at: now,
+      };
+    });
+    for (const { error } of refused) {
+      m.eventsReceived.inc({ input: message.input, outcome: 'rejected' });
+      m.deadLetters.inc({ origin: 'intake', reason: error.code });
+    }
+    let ids: string[];
+    try {
+      ids = await this.#deadLetters.add(letters);
+    } catch (err) {
+      this.#deps.log.error({ err, input: message.input, refused: refused.length }, 'could not keep the dead letters of a batch\'s refused events');
+      const e = new DispatcherError('store_unavailable', `the store did not take the dead letters of ${refused.length} refused events: ${(err as Error).message}`, { cause: err });
+      e.deadLetterLost = true;
+      throw e;
+    }
+    refused.forEach((r, i) => (r.deadLetter = ids[i]!));
+    this.#deps.log.warn(
+      { input: message.input, refused: refused.map((r) => ({ index: r.index, code: r.error.code, dead_letter: r.deadLetter })) },
+      `${refused.length} of the batch's ${events.length} events refused and kept as dead letters; the others were taken`,
+    );
   }
 
   /** Plan and group-commit the events of checked messages, in order; one answer per message. */
@@ -256,7 +346,7 @@ export class Intake {
     const items: IntakeItem[] = [];
     const ends: number[] = [];
     let eligible = 0;
-    for (const { message, events } of checked) {
+    for (const { message, events, refused } of checked) {
       const start = items.length;
       const hops = message.hops ?? 0;
       for (const candidate of events) {
@@ -268,7 +358,8 @@ export class Intake {
           runs,
         });
       }
-      if (items.length > start && message.audit !== undefined) items[items.length - 1]!.audit = { items: items.length - start, entry: message.audit };
+      const audit = message.audit;
+      if (items.length > start && audit !== undefined) items[items.length - 1]!.audit = { items: items.length - start, entry: (results) => audit(results, refused.length) };
       ends.push(items.length);
     }
     // Direct dispatch: as many runs as this worker has room for are committed already claimed by it.
@@ -325,7 +416,11 @@ export class Intake {
         runCount += r.runIds.length;
         for (const run of items[i]!.runs) planned.set(run.route, (planned.get(run.route) ?? 0) + 1);
       }
-      answers.push({ results: from === 0 && to === results.length ? results : results.slice(from, to), audited: to > from && items[to - 1]!.audit !== undefined });
+      answers.push({
+        results: from === 0 && to === results.length ? results : results.slice(from, to),
+        refused: checked[k]!.refused,
+        audited: to > from && items[to - 1]!.audit !== undefined,
+      });
       from = to;
     }
     const m = this.#deps.metrics;
@@ -394,6 +489,21 @@ export class Intake {
     if (t > this.#lastNow) this.#lastNow = t;
     return this.#lastNow;
   }
+}
+
+type EventErrorCode = 'invalid_event' | 'unknown_type' | 'schema_violation' | 'too_deep';
+
+/** The media type of a structured CloudEvent: what a refused event of a batch is kept as. */
+const STRUCTURED = 'application/cloudevents+json';
+
+/** The header naming the decoder a dead letter is replayed through (see Dispatcher.receive). */
+export const DECODER_HEADER = ':decoder';
+
+/** The error of refused events: the first problem in the message, and how many more. */
+function eventError(code: EventErrorCode, problems: ErrorProblem[]): DispatcherError {
+  const first = problems[0]!;
+  const more = problems.length > 1 ? ` (and ${problems.length - 1} more)` : '';
+  return new DispatcherError(code, `${first.pointer || '/'}: ${first.message}${more}`, { problems });
 }
 
 /** Runs with an ordering key or a concurrency limit wait for a claim, which enforces both. */

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { DispatcherError } from '../../core/errors.js';
 import type { Services } from '../../core/services.js';
+import { eventAnswers } from '../intake.js';
 import { pageLinks, parseQuery } from '../query.js';
 import { deadLetterResource, runResource } from '../resources.js';
 import { anyObject, errors, idParams, links, listMeta } from '../schemas.js';
@@ -69,7 +70,7 @@ export function registerDeadLetterRoutes(app: FastifyInstance, s: Services): voi
       return {
         id,
         replayed: true,
-        ...(answer ? { events: answer.results.map((r) => ({ id: r.key, status: r.status, runs: r.runIds })) } : {}),
+        ...(answer ? { events: eventAnswers(answer) } : {}),
         ...(run ? { run: runResource(run) } : {}),
       };
     },

@@ -2,11 +2,43 @@ import type { FastifyInstance } from 'fastify';
 import { DispatcherError } from '../../core/errors.js';
 import type { Services } from '../../core/services.js';
 import type { IntakeResult } from '../../store/types.js';
-import { intakeMessage } from '../intake.js';
+import { eventAnswers, intakeMessage } from '../intake.js';
 import { auditEntry } from '../auth.js';
 import { pageLinks, parseQuery } from '../query.js';
 import { eventResource, runResource } from '../resources.js';
 import { anyObject, errors, idParams, links, listMeta } from '../schemas.js';
+
+/** The answer to `POST /v1/events` (202 or 207), and to the replay of an intake dead letter. */
+export const INTAKE_ANSWER = {
+  type: 'object',
+  required: ['accepted', 'duplicates', 'refused', 'events'],
+  properties: {
+    accepted: { type: 'integer', description: 'Events taken now.' },
+    duplicates: { type: 'integer', description: 'Events taken before (same `source` and `id`): no new runs.' },
+    refused: { type: 'integer', description: 'Events of the batch refused, each kept as a dead letter.' },
+    events: {
+      type: 'array',
+      description: 'One per event, in request order.',
+      items: {
+        type: 'object',
+        required: ['index', 'status'],
+        properties: {
+          index: { type: 'integer', description: 'Its place in the request (0 for a single event).' },
+          status: { type: 'string', enum: ['accepted', 'duplicate', 'refused'] },
+          id: { type: 'string', description: "The dispatcher's event id (accepted and duplicate)." },
+          runs: { type: 'array', items: { type: 'string' }, description: 'The runs planned for it (none for a duplicate).' },
+          code: { type: 'string', description: 'Why it was refused: invalid_event, schema_violation, unknown_type or too_deep.' },
+          message: { type: 'string' },
+          problems: {
+            type: 'array',
+            items: { type: 'object', properties: { pointer: { type: 'string', description: 'JSON pointer into the request body.' }, message: { type: 'string' } } },
+          },
+          dead_letter: { type: 'string', description: 'The dead letter that keeps the refused event.' },
+        },
+      },
+    },
+  },
+} as const;
 
 export function registerEventRoutes(app: FastifyInstance, s: Services): void {
   app.post(
@@ -19,47 +51,32 @@ export function registerEventRoutes(app: FastifyInstance, s: Services): void {
         description:
           'CloudEvents 1.0 over HTTP: structured (`application/cloudevents+json`), batched (`application/cloudevents-batch+json`) ' +
           'or binary mode (`ce-*` headers, the body is `data`); plain `application/json` holding an event or an array of events too. ' +
-          'All or nothing: any problem rejects the whole request with every problem named, and the body is kept as a dead letter. ' +
+          'A single event with a problem is refused (400) with every problem named, and the body is kept as a dead letter. ' +
+          'A batch keeps its good events: when some are bad, the answer is 207 and each bad event is `refused` with its index, code and ' +
+          'problems, and kept as a dead letter of its own that can be replayed; when all are bad, the whole batch is refused (400). ' +
           'The same (`source`, `id`) twice is one event: the answer says `duplicate` and no new runs are made. ' +
-          'The 202 comes after the events and their runs are committed; results are in request order.',
+          'The answer comes after the events, their runs and the dead letters are committed; `events` is in request order.',
         response: {
-          202: {
-            type: 'object',
-            properties: {
-              accepted: { type: 'integer' },
-              duplicates: { type: 'integer' },
-              events: {
-                type: 'array',
-                items: {
-                  type: 'object',
-                  properties: { id: { type: 'string' }, status: { type: 'string', enum: ['accepted', 'duplicate'] }, runs: { type: 'array', items: { type: 'string' } } },
-                },
-              },
-            },
-          },
+          202: { description: 'Every event taken (accepted, or a duplicate of one taken before).', ...INTAKE_ANSWER },
+          207: { description: 'Some events of the batch taken, the others refused: see each one\'s `status`.', ...INTAKE_ANSWER },
           ...errors(400, 413, 415, 503),
         },
       },
     },
     async (request, reply) => {
       const raw = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
-      const describe = (results: IntakeResult[]) => {
+      const describe = (results: IntakeResult[], refused: number) => {
         const accepted = results.filter((r) => r.status === 'accepted').length;
-        return { records: results.map((r) => r.key), details: { accepted, duplicates: results.length - accepted } };
+        return { records: results.map((r) => r.key), details: { accepted, duplicates: results.length - accepted, refused } };
       };
-      // The 202's audit entry is committed with the events; a refusal's is written as the answer is sent.
-      const audit = (results: IntakeResult[]) => auditEntry(request, 202, 'ok', describe(results))!;
-      const { results, audited } = await s.receive({ ...intakeMessage(request, raw), audit });
-      request.audited = audited;
-      const about = describe(results);
+      // The answer's audit entry is committed with the events; a refusal's is written as the answer is sent.
+      const audit = (results: IntakeResult[], refused: number) => auditEntry(request, refused > 0 ? 207 : 202, 'ok', describe(results, refused))!;
+      const answer = await s.receive({ ...intakeMessage(request, raw), audit });
+      request.audited = answer.audited;
+      const about = describe(answer.results, answer.refused.length);
       request.auditRecords = about.records;
       request.auditDetails = about.details;
-      const { accepted } = about.details;
-      return reply.code(202).send({
-        accepted,
-        duplicates: results.length - accepted,
-        events: results.map((r) => ({ id: r.key, status: r.status, runs: r.runIds })),
-      });
+      return reply.code(answer.refused.length > 0 ? 207 : 202).send({ ...about.details, events: eventAnswers(answer) });
     },
   );
 
