@@ -90,7 +90,7 @@ describe('intake', () => {
     const first = (await post(e)).json();
     const again = await post({ ...e, data: { other: true } });
     expect(again.statusCode).toBe(202);
-    expect(again.json().events[0]).toEqual({ id: first.events[0].id, status: 'duplicate', runs: [] });
+    expect(again.json().events[0]).toEqual({ index: 0, id: first.events[0].id, status: 'duplicate', runs: [] });
     const runs = await app.inject({ method: 'GET', url: `/v1/runs?filter[event]=${first.events[0].id}` });
     expect(runs.json().meta.total).toBe(1);
     // Same id from another source is another event.
@@ -129,17 +129,50 @@ describe('intake', () => {
     expect(stored.event).toMatchObject({ id: 'bin-1', source: 'urn:bin', type: 'example.binary', subject: 'café', data: { team: 'bin' } });
   });
 
-  it('rejects a bad batch whole, naming each problem, and keeps it as a dead letter', async () => {
-    const body = [event(), { specversion: '1.0', id: 'x', source: 'urn:test' }, event({ time: 'yesterday', Bad: 1 })];
+  it('keeps the good events of a batch: 207, each refused one with its index, code and problems, kept as a dead letter that replays alone', async () => {
+    const body = [event(), { specversion: '1.0', id: 'x-partial', source: 'urn:test' }, event(), event({ type: 'alert.raised', data: { severity: 'urgent' } })];
+    const res = await post(body, BATCH);
+    expect(res.statusCode).toBe(207);
+    const answer = res.json();
+    expect(answer).toMatchObject({ accepted: 2, duplicates: 0, refused: 2 });
+    expect(answer.events.map((e: { index: number; status: string }) => [e.index, e.status])).toEqual([
+      [0, 'accepted'],
+      [1, 'refused'],
+      [2, 'accepted'],
+      [3, 'refused'],
+    ]);
+    expect(answer.events[1]).toMatchObject({ code: 'invalid_event', problems: [expect.objectContaining({ pointer: '/1/type' })] });
+    expect(answer.events[3].code).toBe('schema_violation');
+    expect(answer.events[3].problems.map((p: { pointer: string }) => p.pointer)).toContain('/3/data/severity');
+    for (const i of [0, 2]) {
+      const stored = await app.inject({ method: 'GET', url: `/v1/events?filter[id]=${(body[i] as { id: string }).id}` });
+      expect(stored.json().meta.total).toBe(1);
+    }
+    // The dead letter keeps the refused event alone, its problems pointing into it.
+    const dl = (await app.inject({ method: 'GET', url: `/v1/dead-letters/${answer.events[3].dead_letter}` })).json();
+    expect(JSON.parse(dl.raw)).toEqual(body[3]);
+    expect(dl).toMatchObject({ origin: 'intake', reason: 'schema_violation', content_type: 'application/cloudevents+json', source: 'http' });
+    expect(dl.details.index).toBe(3);
+    expect(dl.details.problems.map((p: { pointer: string }) => p.pointer)).toContain('/data/severity');
+    expect(dl.error).toMatch(/^\/data/);
+    // Replayed, it goes through intake alone: refused again, as the single event it is, one more attempt.
+    const replay = await app.inject({ method: 'POST', url: `/v1/dead-letters/${dl.id}/replay` });
+    expect(replay.statusCode).toBe(400);
+    expect(replay.json().problems.map((p: { pointer: string }) => p.pointer)).toContain('/data/severity');
+    expect((await app.inject({ method: 'GET', url: `/v1/dead-letters/${dl.id}` })).json().attempts).toBe(2);
+  });
+
+  it('rejects a batch whose every event is bad whole, naming each problem, and keeps it as a dead letter', async () => {
+    const body = [{ specversion: '1.0', id: 'x', source: 'urn:test' }, event({ time: 'yesterday', Bad: 1 })];
     const res = await post(body, BATCH);
     expect(res.statusCode).toBe(400);
     const err = res.json();
     expect(err.code).toBe('invalid_event');
     const pointers = err.problems.map((p: { pointer: string }) => p.pointer);
-    expect(pointers).toEqual(expect.arrayContaining(['/1/type', '/2/time', '/2/Bad']));
+    expect(pointers).toEqual(expect.arrayContaining(['/0/type', '/1/time', '/1/Bad']));
     // Nothing of it was accepted.
-    const first = await app.inject({ method: 'GET', url: `/v1/events?filter[id]=${(body[0] as { id: string }).id}` });
-    expect(first.json().meta.total).toBe(0);
+    const second = await app.inject({ method: 'GET', url: `/v1/events?filter[id]=${(body[1] as { id: string }).id}` });
+    expect(second.json().meta.total).toBe(0);
     const dls = await deadLetterFor('invalid_event');
     const dl = dls.find((d) => d.raw === JSON.stringify(body));
     expect(dl).toBeDefined();
