@@ -7,7 +7,7 @@
  */
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -813,6 +813,137 @@ routes:
     expect(r.stderr).toContain('HTTP 409 invalid_state');
   });
 
+  it('runs retry queues a failed run again; runs cancel of a finished or unknown run exits 1 naming each', async () => {
+    receiverStatus = 404;
+    const sent = await cli(['send', '-', '--url', url], { input: JSON.stringify(ce({ id: 'hook-retry', type: 'hook.fire' })) });
+    expect(sent.code, sent.stderr).toBe(0);
+    const event = (await api('/v1/events?filter[id]=hook-retry')).body.data[0].id as string;
+    const failed = await eventually(() => runsJson('--event', event), (b) => b.data[0]?.status === 'failure', 'the hook run to fail');
+    const runId = failed.data[0].id as string;
+    receiverStatus = 200;
+    const retried = await cli(['runs', 'retry', runId, '--url', url]);
+    expect(retried.code, retried.stderr).toBe(0);
+    expect(retried.stdout).toMatch(new RegExp(`^${runId}: queued again \\(\\w+, up to \\d+ attempts\\)$`, 'm'));
+    await eventually(() => runsJson('--event', event), (b) => b.data[0]?.status === 'success', 'the retried run to succeed');
+
+    const canceled = await cli(['runs', 'cancel', runId, 'no-such-run', '--url', url]);
+    expect(canceled.code).toBe(1);
+    expect(canceled.stderr).toContain(`${runId}: POST /v1/runs/${runId}/cancel: HTTP 409 invalid_state`);
+    expect(canceled.stderr).toContain('no-such-run: POST /v1/runs/no-such-run/cancel: HTTP 404 not_found');
+    expect(canceled.stderr).toContain('2 of 2 runs could not be canceled');
+  });
+
+  it('events list filters by type, source, routing and time; events get shows an event with its runs', async () => {
+    const r = await cli(['events', 'list', '--url', url, '--type', 'example.hello', '--limit', '3', '--since', '1h']);
+    expect(r.code, r.stderr).toBe(0);
+    const lines = r.stdout.trimEnd().split('\n');
+    expect(lines[0]).toMatch(/^ID\s+TYPE\s+SOURCE\s+CE_ID\s+INPUT\s+RUNS\s+RECEIVED_AT$/);
+    expect(lines).toHaveLength(5);
+    expect(lines[4]).toMatch(/^3 of \d+ events$/);
+    const json = JSON.parse((await cli(['events', 'list', '--url', url, '--id', 'bulk-7', '--json'])).stdout);
+    expect(json.data).toHaveLength(1);
+    expect(json.data[0].event.data).toEqual({ n: 7 });
+    const unrouted = JSON.parse((await cli(['events', 'list', '--url', url, '--routed', 'no', '--limit', '100', '--json'])).stdout);
+    expect(unrouted.data.map((e: any) => e.event.id)).toContain('stdin-3');
+    expect(unrouted.data.every((e: any) => e.run_count === 0)).toBe(true);
+    // Nothing was received before an hour ago, nor after a minute from now.
+    expect(JSON.parse((await cli(['events', 'list', '--url', url, '--until', '1h', '--json'])).stdout).meta.total).toBe(0);
+    expect(JSON.parse((await cli(['events', 'list', '--url', url, '--since', new Date(Date.now() + 60_000).toISOString(), '--json'])).stdout).meta.total).toBe(0);
+
+    const shown = await cli(['events', 'get', json.data[0].id, '--url', url]);
+    expect(shown.code, shown.stderr).toBe(0);
+    expect(shown.stdout).toMatch(new RegExp(`^id\\s+${json.data[0].id}$`, 'm'));
+    expect(shown.stdout).toMatch(/^ID\s+STATUS\s+ROUTE\s+ACTION\s+ATTEMPTS\s+CREATED_AT$/m);
+    expect(shown.stdout).toMatch(/\s+success\s+example\s+/);
+    const missing = await cli(['events', 'get', 'no-such-event', '--url', url]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain('HTTP 404 not_found');
+  });
+
+  it('dlq get shows the refused bytes; dlq delete removes a dead letter', async () => {
+    const got = await cli(['dlq', 'get', intakeDeadLetter, '--url', url]);
+    expect(got.code, got.stderr).toBe(0);
+    expect(got.stdout).toMatch(/^reason\s+schema_violation$/m);
+    expect(got.stdout).toContain('"id":"bad-alert"');
+    const deleted = await cli(['dlq', 'delete', intakeDeadLetter, 'no-such-dead-letter', '--url', url]);
+    expect(deleted.code).toBe(1);
+    expect(deleted.stdout).toBe(`${intakeDeadLetter}: deleted\n`);
+    expect(deleted.stderr).toContain('1 of 2 dead letters could not be deleted');
+    expect((await cli(['dlq', 'get', intakeDeadLetter, '--url', url])).code).toBe(1);
+  });
+
+  it('dlq replay by filter replays every matching dead letter not yet replayed, and says how many', async () => {
+    receiverStatus = 500;
+    // Only what this test makes: the dead letters of earlier tests were last seen before.
+    const since = new Date().toISOString();
+    const ids = ['hook-many-1', 'hook-many-2', 'hook-many-3'];
+    const sent = await cli(['send', '-', '--url', url], { input: JSON.stringify(ids.map((id) => ce({ id, type: 'hook.fire' }))) });
+    expect(sent.code, sent.stderr).toBe(0);
+    const letters = await eventually(
+      () => api(`/v1/dead-letters?filter[origin]=run&filter[replayed]=false&filter[reason]=http_status&filter[last_seen_at][gte]=${since}`),
+      (r) => r.body.meta.total === 3,
+      'three run dead letters',
+    );
+    const expected = letters.body.meta.total as number;
+    receiverStatus = 200;
+    const replayed = await cli(['dlq', 'replay', '--url', url, '--origin', 'run', '--reason', 'http_status', '--since', since]);
+    expect(replayed.code, replayed.stderr).toBe(0);
+    expect(replayed.stderr).toContain(`replaying ${expected} dead letters`);
+    expect(replayed.stdout).toBe(`${expected} dead letters replayed, 0 failed\n`);
+    for (const id of ids) {
+      const event = (await api(`/v1/events?filter[id]=${id}`)).body.data[0].id as string;
+      await eventually(() => runsJson('--event', event), (b) => b.data[0]?.status === 'success', `the run of ${id} to succeed`);
+    }
+    const again = await cli(['dlq', 'replay', '--url', url, '--origin', 'run', '--reason', 'http_status', '--since', since]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toBe('no dead letter matches\n');
+  });
+
+  it('runs tail follows run events as they happen, and stops after --max', async () => {
+    const tail = spawn(process.execPath, [MAIN, 'runs', 'tail', '--url', url, '--route', 'example', '--max', '2', '--json'], { cwd: dir, env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    tail.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
+    tail.stderr.setEncoding('utf8').on('data', (c: string) => (err += c));
+    const exited = new Promise<number | null>((r) => tail.on('exit', (code) => r(code)));
+    // Connected once the server counts the stream: send until the tail has seen its events.
+    const until = Date.now() + 15_000;
+    let n = 0;
+    while (out.split('\n').filter(Boolean).length < 2 && Date.now() < until) {
+      await cli(['send', '-', '--url', url], { input: JSON.stringify(ce({ id: `tail-${n++}` })) });
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    expect(await Promise.race([exited, new Promise((r) => setTimeout(() => r('still running'), 10_000))]), err).toBe(0);
+    const lines = out.trimEnd().split('\n').map((l) => JSON.parse(l));
+    expect(lines).toHaveLength(2);
+    for (const l of lines) {
+      expect(l.event).toMatch(/^run\.(create|update)$/);
+      expect(l.run.route).toBe('example');
+      expect(l.seq).toBeGreaterThan(0);
+    }
+    expect(lines[1].seq).toBeGreaterThan(lines[0].seq);
+    // Resuming after the first one's sequence number gives the second one first.
+    const resumed = await cli(['runs', 'tail', '--url', url, '--route', 'example', '--after', String(lines[0].seq), '--max', '1', '--json']);
+    expect(resumed.code, resumed.stderr).toBe(0);
+    expect(JSON.parse(resumed.stdout).seq).toBe(lines[1].seq);
+  });
+
+  it('every usage error exits 2: a time that is not one, yes/no that is neither, ids and filters together, nothing to replay', async () => {
+    for (const args of [
+      ['runs', 'list', '--since', 'yesterday'],
+      ['events', 'list', '--routed', 'maybe'],
+      ['dlq', 'replay', 'some-id', '--reason', 'http_status'],
+      ['dlq', 'replay'],
+      ['runs', 'tail', '--after', 'x'],
+      ['runs', 'list', '--limit', '0'],
+      ['runs', 'list', '--bogus'],
+    ]) {
+      const r = await cli([...args, '--url', url]);
+      expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(2);
+      expect(r.stderr).not.toBe('');
+    }
+  });
+
   it('send to a URL where nothing listens exits 1 with "cannot reach"', async () => {
     const nowhere = `http://127.0.0.1:${await freePort()}`;
     const r = await cli(['send', jsonl(), '--url', nowhere]);
@@ -884,5 +1015,106 @@ routes:
     expect(Date.now() - started).toBeLessThan(10_000);
     expect(serverOutput).toContain('stopping');
     expect(serverOutput).toContain('stopped');
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------------
+
+describe('the CLI follows the configuration', () => {
+  let project: string;
+  let server: ChildProcess | undefined;
+  let output = '';
+  let port: number;
+
+  /** The CLI run in `cwd`, with no -u and no DISPATCHER_* but `env`. */
+  function cliIn(cwd: string, args: string[], env: Record<string, string> = {}): Promise<Result> {
+    return new Promise((resolvePromise, reject) => {
+      const child = spawn(process.execPath, [MAIN, ...args], { cwd, env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+      child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+      child.on('error', reject);
+      child.on('close', (code, signal) => resolvePromise({ code, signal, stdout, stderr }));
+    });
+  }
+
+  beforeAll(async () => {
+    project = join(dir, 'project');
+    mkdirSync(project, { recursive: true });
+    port = await freePort();
+    writeFileSync(
+      join(project, 'dispatcher.yaml'),
+      `server: { port: ${port} }\nstore: { url: "sqlite:./data/dispatcher.db" }\nlog: { level: info }\nroutes:\n  - name: from-the-file\n    match: { type: "project.*" }\n    actions: [ { noop: {} } ]\n`,
+    );
+    // No --config: serve finds ./dispatcher.yaml, and generates ./data/admin.key.
+    server = spawn(process.execPath, [MAIN, 'serve'], { cwd: project, env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+    server.stdout!.setEncoding('utf8').on('data', (c: string) => (output += c));
+    server.stderr!.setEncoding('utf8').on('data', (c: string) => (output += c));
+    const until = Date.now() + 20_000;
+    while (!existsSync(join(project, 'data', 'admin.key')) || !(await fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.ok, () => false))) {
+      if (server.exitCode !== null || Date.now() > until) throw new Error(`serve did not start:\n${output}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  });
+
+  afterAll(async () => {
+    if (server !== undefined && server.exitCode === null) {
+      const exited = new Promise((r) => server!.on('exit', r));
+      server.kill('SIGKILL');
+      await exited;
+    }
+  });
+
+  it('serve reads ./dispatcher.yaml when no file is named, and says so', () => {
+    expect(output).toContain('configured by dispatcher.yaml');
+  });
+
+  it('status, send and runs list find the server and its admin key from ./dispatcher.yaml, with no -u and no key given', async () => {
+    const status = await cliIn(project, ['status']);
+    expect(status.code, status.stderr).toBe(0);
+    expect(status.stdout).toMatch(/^status\s+ready$/m);
+    const event = join(project, 'event.json');
+    writeFileSync(event, JSON.stringify(ce({ id: 'project-1', type: 'project.made' })));
+    const sent2 = await cliIn(project, ['send', event]);
+    expect(sent2.code, sent2.stderr).toBe(0);
+    const runs = await cliIn(project, ['runs', 'list', '--json']);
+    expect(runs.code, runs.stderr).toBe(0);
+    expect(JSON.parse(runs.stdout).data.map((r: { route: string }) => r.route)).toContain('from-the-file');
+  });
+
+  it('from elsewhere, DISPATCHER_CONFIG gives the address; the key is looked for where auth.keyFile says, and a 401 says what was sent', async () => {
+    const elsewhere = join(dir, 'elsewhere');
+    mkdirSync(elsewhere, { recursive: true });
+    const env = { DISPATCHER_CONFIG: join(project, 'dispatcher.yaml') };
+    const denied = await cliIn(elsewhere, ['runs', 'list'], env);
+    expect(denied.code).toBe(1);
+    expect(denied.stderr).toContain('HTTP 401');
+    expect(denied.stderr).toContain('sent no credential');
+    expect(denied.stderr).toContain(`${join(elsewhere, 'data', 'admin.key')} (auth.keyFile) does not exist here`);
+    expect(denied.stderr).toContain('give another with DISPATCHER_TOKEN');
+    const wrong = await cliIn(elsewhere, ['runs', 'list'], { ...env, DISPATCHER_PSK: 'wrongwrongwrong' });
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr).toContain(`sent the pre-shared key in DISPATCHER_PSK to http://127.0.0.1:${port} (server.host and server.port of ${join(project, 'dispatcher.yaml')})`);
+    const keyed = await cliIn(elsewhere, ['runs', 'list'], { ...env, DISPATCHER_KEY_FILE: join(project, 'data', 'admin.key') });
+    expect(keyed.code, keyed.stderr).toBe(0);
+  });
+
+  it('DISPATCHER_SERVER_PORT counts for the CLI as it does for serve', async () => {
+    const other = await freePort();
+    const r = await cliIn(project, ['status'], { DISPATCHER_SERVER_PORT: String(other) });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`cannot reach http://127.0.0.1:${other} (server.host and server.port of dispatcher.yaml)`);
+    expect(r.stderr).toContain('-u URL or DISPATCHER_URL');
+  });
+
+  it('routes test and validate-config read ./dispatcher.yaml too', async () => {
+    const event = join(project, 'event.json');
+    const r = await cliIn(project, ['routes', 'test', event]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('✓ from-the-file');
+    const v = await cliIn(project, ['validate-config']);
+    expect(v.code, v.stderr).toBe(0);
+    expect(v.stdout).toBe('dispatcher.yaml: valid (1 route, 0 types)\n');
   });
 });

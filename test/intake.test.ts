@@ -75,6 +75,44 @@ describe('Intake.receiveAll', () => {
     expect(await counted(t, 'rejected')).toBe(2);
   });
 
+  it('a batch keeps its good events: each bad one is refused alone, with its index, and kept as a dead letter that replays alone', async () => {
+    const t = await startDispatcher({ routes: [{ name: 'all', match: { type: '**' }, actions: [{ noop: {} }] }] });
+    open.push(t);
+    const batch = [event({ id: 'g1' }), { ...event({ id: 'b1' }), specversion: '0.3' }, event({ id: 'g2' }), { ...event({ id: 'b2' }), data: JSON.parse('[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]') }];
+    const [answer] = t.d.intake.receiveAll([message(batch)], decode);
+    const { results, refused } = await answer!;
+    expect(results.map((r) => r.status)).toEqual(['accepted', 'accepted']);
+    expect(refused.map((r) => [r.index, r.error.code])).toEqual([
+      [1, 'invalid_event'],
+      [3, 'too_deep'],
+    ]);
+    expect(refused[0]!.error.problems!.map((p) => p.pointer)).toEqual(['/1/specversion']);
+    expect(await counted(t, 'accepted')).toBe(2);
+    expect(await counted(t, 'rejected')).toBe(2);
+    // Each refused event is its own dead letter, committed before the answer: the event, pointers into it.
+    const letter = (await t.d.store.getDeadLetter(refused[0]!.deadLetter))!;
+    expect(JSON.parse(letter.raw.toString())).toEqual(batch[1]);
+    expect(letter).toMatchObject({ origin: 'intake', source: 'bus', reason: 'invalid_event', contentType: 'application/cloudevents+json', details: { index: 1, problems: [{ pointer: '/specversion' }] } });
+    // Replayed, it goes through intake alone (whatever decoder the batch came through): refused again, one more attempt.
+    await expect(t.d.replayDeadLetter(letter.id)).rejects.toMatchObject({ code: 'invalid_event', problems: [expect.objectContaining({ pointer: '/specversion' })] });
+    expect((await t.d.store.getDeadLetter(letter.id))!.attempts).toBe(2);
+  });
+
+  it('a batch whose refused events cannot be kept is store_unavailable, not acknowledged; sent again, its good events are duplicates', async () => {
+    const t = await startDispatcher({ routes: [{ name: 'all', match: { type: '**' }, actions: [{ noop: {} }] }] });
+    open.push(t);
+    const batch = [event({ id: 'k1' }), { ...event({ id: 'k2' }), id: '' }];
+    const spy = vi.spyOn(t.d.store, 'addDeadLetters').mockRejectedValueOnce(new Error('disk full'));
+    const [first] = t.d.intake.receiveAll([message(batch)], decode);
+    await expect(first!).rejects.toMatchObject({ code: 'store_unavailable', deadLetterLost: true });
+    spy.mockRestore();
+    const [again] = t.d.intake.receiveAll([message(batch)], decode);
+    const answer = await again!;
+    expect(answer.results.map((r) => r.status)).toEqual(['duplicate']);
+    expect(answer.refused).toHaveLength(1);
+    expect((await t.d.store.listDeadLetters({ limit: 10, offset: 0 })).items).toHaveLength(1);
+  });
+
   it('keeps keys and run ids in the order events came when the clock is set back', async () => {
     const t = await startDispatcher({ routes: [{ name: 'all', match: { type: '**' }, actions: [{ noop: {} }] }] });
     open.push(t);

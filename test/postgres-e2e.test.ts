@@ -108,7 +108,7 @@ describe.skipIf(unreachable !== null && !required)('the dispatcher on PostgreSQL
     expect(body.accepted).toBe(2);
     for (const e of body.events) await waitForRun(t.d, e.runs[0], ['success']);
     const again = await app.inject({ method: 'POST', url: '/v1/events', headers: { 'content-type': 'application/cloudevents+json' }, payload: JSON.stringify(events[0]) });
-    expect(again.json().events[0]).toEqual({ id: body.events[0].id, status: 'duplicate', runs: [] });
+    expect(again.json().events[0]).toEqual({ index: 0, id: body.events[0].id, status: 'duplicate', runs: [] });
     const listed = await app.inject({ method: 'GET', url: '/v1/runs?filter[labels][team]=b&filter[status]=success' });
     expect(listed.json().data.map((r: { id: string }) => r.id)).toEqual([body.events[1].runs[0]]);
   });
