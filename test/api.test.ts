@@ -469,6 +469,10 @@ describe('stream', () => {
       const controller = new AbortController();
       const res = await fetch(`${address}/v1/stream?filter[route]=example`, { headers: AUTH, signal: controller.signal });
       expect(res.headers.get('content-type')).toContain('text/event-stream');
+      // The security headers of every API answer, on the stream too.
+      expect(res.headers.get('x-content-type-options')).toBe('nosniff');
+      expect(res.headers.get('content-security-policy')).toContain("default-src 'none'");
+      expect(res.headers.get('cache-control')).toBe('no-store');
       const posted = await fetch(`${address}/v1/events`, { method: 'POST', headers: { 'content-type': CE, ...AUTH }, body: JSON.stringify(event()) });
       const runId = ((await posted.json()) as { events: Array<{ runs: string[] }> }).events[0]!.runs[0]!;
       const text = await readUntil(res.body!, (x) => x.includes('"status":"success"'), 'the success run event');

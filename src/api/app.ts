@@ -20,20 +20,13 @@ import type { Profile, ProfileContext } from '../core/profile.js';
 import type { Services } from '../core/services.js';
 import { registerAudit, registerAuth, requirePrincipal } from './auth.js';
 import { answerClientError, answerErrors, errorBody, fromFastifyError, PARTIAL_BODY } from './errors.js';
+import { API_HEADERS, DOCS_HEADERS } from './headers.js';
 import { intakeMessage } from './intake.js';
 import { registerHealthRoutes, type HealthSettings } from './routes/health.js';
 import type { ServerConfig } from './settings.js';
 
 /** Paths no rate limit applies to: probes and scrapes. */
 const UNLIMITED = new Set(['/healthz', '/readyz', '/metrics']);
-
-const DOCS_HEADERS = {
-  'x-content-type-options': 'nosniff',
-  'x-frame-options': 'DENY',
-  'referrer-policy': 'no-referrer',
-  'cross-origin-opener-policy': 'same-origin',
-};
-const API_HEADERS = { ...DOCS_HEADERS, 'content-security-policy': "default-src 'none'; frame-ancestors 'none'", 'cache-control': 'no-store' };
 
 /** A preset entry as the HTTP app registers it. */
 export type HttpProfile = Profile<FastifyInstance, unknown>;

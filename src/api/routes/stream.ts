@@ -10,6 +10,7 @@ import { DispatcherError } from '../../core/errors.js';
 import type { Services } from '../../core/services.js';
 import type { OutboxEvent } from '../../core/types.js';
 import { inScope } from '../../core/principal.js';
+import { API_HEADERS } from '../headers.js';
 import { parseQuery } from '../query.js';
 import { hostEventResource, runEventResource } from '../resources.js';
 
@@ -53,7 +54,15 @@ export function registerStreamRoute(app: FastifyInstance, s: Services): void {
 
       reply.hijack();
       const res = reply.raw;
-      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+      // Hijacked, the reply's headers (CORS, the request id) and the security headers are not sent by Fastify: here they are.
+      res.writeHead(200, {
+        ...(reply.getHeaders() as Record<string, string | string[]>),
+        ...API_HEADERS,
+        'content-type': 'text/event-stream',
+        'cache-control': 'no-store',
+        connection: 'keep-alive',
+        'x-accel-buffering': 'no',
+      });
       res.write(': connected\n\n');
       let last = 0;
       let live = false;
