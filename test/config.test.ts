@@ -595,6 +595,32 @@ describe('docs', () => {
     expect(fs.readFileSync(path.join(docs, 'configuration.md'), 'utf8'), hint).toBe(renderConfigurationReference());
   });
 
+  it('the published JSON Schema refuses what the loader refuses: an unknown action type, an http action without url', async () => {
+    const { Ajv } = await import('ajv');
+    const { parse } = await import('yaml');
+    const validate = new Ajv({ allErrors: true, strict: false }).compile(JSON.parse(fs.readFileSync(path.join(docs, 'config.schema.json'), 'utf8')));
+    const valid = (text: string) => validate(parse(text));
+    // The starter configuration, as init-config writes it, passes.
+    expect(valid(renderStarterConfig(DEFAULT_ANSWERS)), JSON.stringify(validate.errors)).toBe(true);
+    const route = (action: string) => `routes:\n  - name: r\n    match: { type: x }\n    actions:\n      - ${action}\n`;
+    expect(valid(route('noop:'))).toBe(true);
+    expect(valid(route('http: { url: "https://example.com/{{ id }}" }'))).toBe(true);
+    expect(valid(route('http: { method: POST }'))).toBe(false);
+    expect(valid(route('http:'))).toBe(false);
+    expect(valid(route('http: { url: "https://x", bogus: 1 }'))).toBe(false);
+    expect(valid(route('htp: { url: "https://x" }'))).toBe(false);
+    // A plugin brings its own type: then any name is left to the loader.
+    expect(valid(`plugins: { custom: ./custom.js }\n${route('custom: { anything: 1 }')}`)).toBe(true);
+    // And the loader refuses the same ones.
+    const dir = tmp();
+    for (const action of ['http: { method: POST }', 'htp: { url: "https://x" }']) {
+      const file = path.join(dir, 'c.yaml');
+      fs.writeFileSync(file, route(action));
+      const { compileForCheck } = await import('../src/cli/routes-test.js');
+      await expect(loadConfig({ file, env: {} }).then(compileForCheck)).rejects.toMatchObject({ code: 'config_invalid' });
+    }
+  });
+
   it('the reference lists every option with its environment variable and default', () => {
     const reference = renderConfigurationReference();
     for (const option of ENV_OPTIONS) {

@@ -9,11 +9,35 @@
 
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pino } from 'pino';
+import type { ActionType } from '../core/action.js';
+import { PRESET, type Preset } from '../preset.js';
 import { DEFAULTS } from './defaults.js';
 import { CONFIG_SCHEMA, ENV_OPTIONS, FIXED_SECTIONS, unitOf, type SchemaNode } from './schema.js';
 
-export function renderSchemaJson(): string {
-  return `${JSON.stringify(CONFIG_SCHEMA, null, 2)}\n`;
+/**
+ * The published JSON Schema: the configuration's, plus what the loader checks later and an editor should
+ * flag as it is typed: each action type's parameters (an `http` action without `url`), and, when no plugin
+ * or profile is configured, that an action names a type the dispatcher has (`htp` is an error).
+ */
+export function renderSchemaJson(preset: Preset = PRESET): string {
+  const schema = structuredClone(CONFIG_SCHEMA) as SchemaNode & { allOf?: unknown[] };
+  const item = (schema.properties!.routes!.items as SchemaNode).properties!.actions!.items as SchemaNode;
+  const known = staticActionTypes(preset);
+  const properties = item.properties as Record<string, SchemaNode>;
+  for (const type of known) {
+    const params = type.paramsSchema as { required?: string[] } | undefined;
+    // `- noop:` with nothing after it is an action without parameters: null, where none is required.
+    properties[type.type] = (params === undefined ? { type: ['object', 'null'] } : params.required?.length ? params : { anyOf: [{ type: 'null' }, params] }) as SchemaNode;
+  }
+  schema.allOf = [
+    {
+      // Plugins and profiles bring action types of their own: with one, any type name is let through to the loader.
+      if: { anyOf: [{ required: ['plugins'], properties: { plugins: { type: 'object', minProperties: 1 } } }, { required: ['profiles'], properties: { profiles: { type: 'object', minProperties: 1 } } }] },
+      else: { properties: { routes: { items: { properties: { actions: { items: { propertyNames: { enum: ['name', ...known.map((t) => t.type)] } } } } } } } },
+    },
+  ];
+  return `${JSON.stringify(schema, null, 2)}\n`;
 }
 
 interface OptionRow {
@@ -245,4 +269,12 @@ function main(argv: readonly string[]): number {
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
   process.exitCode = main(process.argv.slice(2));
+}
+
+/** The action types every configuration has (the built-in entries'), known without reading one. */
+function staticActionTypes(preset: Preset): ActionType[] {
+  const log = pino({ level: 'silent' });
+  return preset
+    .filter((p) => p.builtIn === true)
+    .flatMap((p) => (typeof p.actionTypes === 'function' ? p.actionTypes({ name: p.name, config: {}, log }) : (p.actionTypes ?? [])));
 }
