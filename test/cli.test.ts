@@ -7,7 +7,7 @@
  */
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -218,11 +218,20 @@ describe('init-config and validate-config', () => {
   });
 
   it('init-config -i takes its answers from standard input, and the file validates', async () => {
-    const answers = ['9191', 'sqlite:./answers.db', 'y', 'http://127.0.0.1:9000/hook', ''].join('\n');
+    const answers = ['9191', 'sqlite:./answers.db', 'y', 'http://127.0.0.1:9000/hook', './keys/asked.key'].join('\n');
     const r = await cli(['init-config', '-i', 'asked.yaml'], { input: answers });
     expect(r.code, r.stderr).toBe(0);
-    for (const question of ['HTTP port', 'Store URL', 'Include the example route', 'Webhook URL']) expect(r.stdout).toContain(question);
+    for (const question of ['HTTP port', 'Store URL', 'Include the example route', 'Webhook URL', 'Admin API key file']) expect(r.stdout).toContain(question);
     const text = readFileSync(join(dir, 'asked.yaml'), 'utf8');
+    // Editors validate it against the JSON Schema shipped with the package.
+    const modeline = /^# yaml-language-server: \$schema=(\S+)\n/.exec(text);
+    expect(modeline).not.toBeNull();
+    expect(existsSync(resolve(dir, modeline![1]!))).toBe(true);
+    // The admin key is made at once, readable by its owner only, and named by auth.keyFile.
+    expect(text).toContain('keyFile: "./keys/asked.key"');
+    expect(r.stdout).toContain('wrote the admin API key to ./keys/asked.key');
+    expect(readFileSync(join(dir, 'keys', 'asked.key'), 'utf8')).toMatch(/^[A-Za-z0-9]{43}\n$/);
+    expect(statSync(join(dir, 'keys', 'asked.key')).mode & 0o777).toBe(0o600);
     expect(text).toMatch(/^\s+port: 9191\b/m);
     expect(text).toContain('url: "sqlite:./answers.db"');
     expect(text).toContain('url: "http://127.0.0.1:9000/hook"');

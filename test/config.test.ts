@@ -506,7 +506,9 @@ describe('init-config', () => {
     const result = await initConfig({ file });
     expect(result.file).toBe(file);
     const text = fs.readFileSync(file, 'utf8');
-    expect(text).toBe(renderStarterConfig(DEFAULT_ANSWERS));
+    // The first line points editors at the JSON Schema shipped with the package.
+    expect(text).toMatch(/^# yaml-language-server: \$schema=\S*docs\/config\.schema\.json\n/);
+    expect(text.replace(/^# yaml-language-server: .*\n/, '')).toBe(renderStarterConfig(DEFAULT_ANSWERS));
     // Every section is explained by a comment right above it.
     for (const section of ['server', 'store', 'log', 'intake', 'runner', 'deadLetters', 'metrics', 'actions', 'plugins', 'types', 'routes']) {
       const lines = text.split('\n');
@@ -538,7 +540,7 @@ describe('init-config', () => {
     const output = new PassThrough();
     await initConfig({ file, interactive: true, yes: true, input, output });
     expect(output.read()).toBeNull();
-    expect(fs.readFileSync(file, 'utf8')).toBe(renderStarterConfig(DEFAULT_ANSWERS));
+    expect(fs.readFileSync(file, 'utf8').replace(/^# yaml-language-server: .*\n/, '')).toBe(renderStarterConfig(DEFAULT_ANSWERS));
   }, 5000);
 
   it('interactive: asks for port, store, example route and webhook, and writes a file that loads', async () => {

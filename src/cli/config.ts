@@ -10,6 +10,7 @@ export async function initConfigCommand(file: string, options: { interactive?: b
   try {
     const written = await initConfig({ file, interactive: options.interactive === true && options.yes !== true, yes: options.yes, force: options.force });
     process.stdout.write(`wrote ${written.file}\n`);
+    if (written.keyFile !== null) process.stdout.write(`wrote the admin API key to ${written.keyFile} (mode 0600): the CLI reads it; curl -H "authorization: PSK $(cat ${written.keyFile})"\n`);
   } catch (err) {
     throw new CliError((err as Error).message);
   }

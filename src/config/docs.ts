@@ -137,8 +137,13 @@ configuration at all it works: an embedded SQLite store, the HTTP server on \`${
 and one built-in route, \`example\`, which runs the \`noop\` action for every \`example.*\` event, so that a
 POSTed \`example.hello\` event becomes a run that succeeds.
 
-\`dispatcher init-config\` writes a commented starter file; \`dispatcher validate-config\` checks a file and
-prints every problem.
+\`dispatcher init-config\` writes a commented starter file (\`-i\` asks for the port, the store, a first route
+with an \`http\` action, and where the admin API key is kept, and makes that key at once);
+\`dispatcher validate-config\` checks a file and prints every problem. The starter's first line,
+\`# yaml-language-server: $schema=…\`, points editors (VS Code with the YAML extension, and others that speak
+the YAML language server) at [config.schema.json](config.schema.json), which flags unknown keys, wrong types,
+an unknown action type and an \`http\` action without \`url\` as you type. Every command reads the file named
+by \`--config\`, else \`DISPATCHER_CONFIG\`, else \`./dispatcher.yaml\` when there is one.
 
 ## Checking a configuration
 

@@ -3,14 +3,19 @@
  *
  * Non-interactive (or `yes`), the file holds the defaults plus the example from docs/configuration.md
  * (an `alert.raised` type and a `page-critical` route). Interactive, it asks for the HTTP port, the store
- * URL, whether to include the example route and an optional webhook URL for it. The CLI wiring lives in
+ * URL, whether to include the example route, an optional webhook URL for it, and where the admin API key is
+ * kept (made at once, so that the CLI and curl can use it before the first start). The file's first line
+ * points editors at the JSON Schema (a `yaml-language-server` modeline). The CLI wiring lives in
  * src/cli; this module only reads answers from the streams it is given, so tests can answer.
  */
 
-import { access, mkdir, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { access, chmod, mkdir, writeFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import path from 'node:path';
 import { createInterface } from 'node:readline/promises';
+import { fileURLToPath } from 'node:url';
+import { generateSecret } from '../core/credentials.js';
 import { DispatcherError } from '../core/errors.js';
 import { DEFAULTS } from './defaults.js';
 import { CONFIG_SCHEMA } from './schema.js';
@@ -38,6 +43,10 @@ export interface StarterAnswers {
   includeExample: boolean;
   /** Where the example route's `http` action posts; null: the example runs `noop` instead. */
   webhookUrl: string | null;
+  /** `auth.keyFile`: the admin API key's file; '' for none. */
+  keyFile: string;
+  /** The JSON Schema for the modeline, relative to the file or absolute; null: no modeline. */
+  schema?: string | null;
 }
 
 export const DEFAULT_ANSWERS: Readonly<StarterAnswers> = {
@@ -45,10 +54,28 @@ export const DEFAULT_ANSWERS: Readonly<StarterAnswers> = {
   storeUrl: DEFAULTS.store.url,
   includeExample: true,
   webhookUrl: null,
+  keyFile: DEFAULTS.auth.keyFile,
 };
 
+/** The published JSON Schema (docs/config.schema.json, shipped with the package), as the modeline of `file` names it. */
+function schemaFor(file: string): string | null {
+  const schema = fileURLToPath(new URL('../../docs/config.schema.json', import.meta.url));
+  if (!existsSync(schema)) return null;
+  const relative = path.relative(path.dirname(file), schema);
+  return relative.startsWith('..' + path.sep + '..' + path.sep + '..') ? schema : relative.split(path.sep).join('/');
+}
+
+/** The admin key made now in `keyFile` (as `serve` would on its first start), unless it exists. Returns whether it was made. */
+async function makeKey(keyFile: string): Promise<boolean> {
+  if (keyFile === '' || existsSync(keyFile)) return false;
+  await mkdir(path.dirname(path.resolve(keyFile)), { recursive: true });
+  await writeFile(keyFile, `${generateSecret()}\n`, { mode: 0o600, flag: 'wx' });
+  await chmod(keyFile, 0o600);
+  return true;
+}
+
 /** Write the starter file; refuses to replace an existing file unless `force`. Returns its absolute path. */
-export async function initConfig(options: InitConfigOptions): Promise<{ file: string }> {
+export async function initConfig(options: InitConfigOptions): Promise<{ file: string; keyFile: string | null }> {
   const file = path.resolve(options.file);
   // Checked before asking anything, so nobody answers four questions to be told the file exists.
   if (!options.force && (await exists(file))) throw alreadyExists(options.file);
@@ -56,6 +83,7 @@ export async function initConfig(options: InitConfigOptions): Promise<{ file: st
     options.interactive && !options.yes
       ? await askAnswers(options.input ?? process.stdin, options.output ?? process.stdout)
       : { ...DEFAULT_ANSWERS };
+  answers.schema = schemaFor(file);
   await mkdir(path.dirname(file), { recursive: true });
   try {
     // `wx` fails if the file appeared meanwhile: never overwrite without `force`.
@@ -64,7 +92,9 @@ export async function initConfig(options: InitConfigOptions): Promise<{ file: st
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw alreadyExists(options.file);
     throw err;
   }
-  return { file };
+  // Asked for, the key is made now; else `serve` makes it on its first start, when no other credential is configured.
+  const made = options.interactive && !options.yes ? await makeKey(answers.keyFile) : false;
+  return { file, keyFile: made ? answers.keyFile : null };
 }
 
 function alreadyExists(file: string): DispatcherError {
@@ -121,7 +151,10 @@ async function askAnswers(input: NodeJS.ReadableStream, output: NodeJS.WritableS
         return isHttpUrl(a) ? { value: a } : 'write an http:// or https:// URL, or leave it empty';
       });
     }
-    return { port: port.value, storeUrl: storeUrl.value, includeExample: includeExample.value, webhookUrl: webhookUrl.value };
+    const keyFile = await ask('Admin API key file (made now if missing; the CLI reads it; "none" to set up keys yourself)', DEFAULT_ANSWERS.keyFile, (a) =>
+      a === 'none' || a === '-' ? { value: '' } : /\s/.test(a) ? 'write a file path without spaces, or none' : { value: a },
+    );
+    return { port: port.value, storeUrl: storeUrl.value, includeExample: includeExample.value, webhookUrl: webhookUrl.value, keyFile: keyFile.value };
   } finally {
     rl.close();
   }
@@ -223,7 +256,7 @@ export function renderStarterConfig(answers: StarterAnswers): string {
     `    labels: { team: noc }        # put on every run; values are string templates`,
   ].join('\n');
 
-  return `# Dispatcher configuration, written by \`dispatcher init-config\`.
+  return `${answers.schema ? `# yaml-language-server: $schema=${answers.schema}\n` : ''}# Dispatcher configuration, written by \`dispatcher init-config\`.
 #
 # Every option with its default, its environment variable and what it does: docs/configuration.md
 # (and docs/config.schema.json, the JSON Schema, for editors).
@@ -293,7 +326,7 @@ ${kv('enabled', d.metrics.enabled)}
 # in keyFile. Pre-shared keys also come from PSK_AUTH_<SERVICE>=<key> environment variables.
 auth:
 ${kv('enabled', d.auth.enabled, 'false: anyone who reaches the port may do anything')}
-${kv('keyFile', str(d.auth.keyFile), 'the generated admin key; "" for none')}
+${kv('keyFile', str(answers.keyFile), 'the admin key (PSK of service admin); "" for none')}
   psk: []
   #  - { service: billing, key: "\${BILLING_KEY}", permissions: [dispatcher:events:write, dispatcher:runs:read] }
   tokens:                         # bearer tokens for clients (dispatcher clients create …; POST /v1/token)
