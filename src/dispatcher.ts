@@ -244,6 +244,7 @@ export class Dispatcher {
         services: this.services,
         server: this.config.server,
         deadLetterMaxBytes: this.config.deadLetters.maxBytes,
+        logRequests: this.config.log.requests,
         health: { metrics: this.config.metrics.enabled, publicMetrics: this.config.auth.publicMetrics },
         entries: this.#entries.map(({ profile, setup }): { profile: DispatcherProfile; context: ProfileContext } => ({
           profile,

@@ -36,6 +36,8 @@ export interface AppOptions {
   server: ServerConfig;
   /** Raw bytes kept of a body refused before intake read it (too large): `deadLetters.maxBytes`. */
   deadLetterMaxBytes: number;
+  /** One log line per request (`log.requests`). */
+  logRequests?: boolean;
   health: HealthSettings;
   /** The preset's entries switched on, in order, each with its context. */
   entries: ReadonlyArray<{ profile: HttpProfile; context: ProfileContext }>;
@@ -65,6 +67,24 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     reply.headers(request.url.startsWith('/docs') ? DOCS_HEADERS : API_HEADERS);
     done(null, payload);
   });
+
+  if (options.logRequests === true) {
+    app.addHook('onResponse', (request, reply, done) => {
+      const principal = request.principal;
+      request.log.info(
+        {
+          method: request.method,
+          path: request.url.split('?', 1)[0],
+          status: reply.statusCode,
+          ms: Math.round(reply.elapsedTime * 10) / 10,
+          principal: principal?.id ?? null,
+          ip: request.ip,
+        },
+        'request',
+      );
+      done();
+    });
+  }
 
   // CORS per path prefix: the first configured entry whose path starts the request's path decides.
   if (server.cors.length > 0) {

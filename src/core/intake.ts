@@ -454,7 +454,7 @@ export class Intake {
     this.#deps.metrics.eventsReceived.inc({ input: message.input, outcome: 'rejected' });
     this.#deps.metrics.deadLetters.inc({ origin: 'intake', reason: error.code });
     try {
-      await this.#deadLetters.add([
+      const [id] = await this.#deadLetters.add([
         {
           origin: 'intake',
           source: message.input,
@@ -470,6 +470,7 @@ export class Intake {
           at: this.#now(),
         },
       ]);
+      this.#deps.log.warn({ input: message.input, origin: 'intake', reason: error.code, deadLetter: id, err: error.message }, 'refused at intake; kept as a dead letter');
     } catch (err) {
       // The caller still gets the coded error; losing the dead letter is logged, never silent, and a bus
       // input leaves the message unacknowledged.

@@ -588,6 +588,7 @@ export class Runner {
           recorded = batch.filter((o) => ids.has(o.run.id));
         }
         this.#count(recorded);
+        this.#logFailures(recorded);
         this.#deps.onRecorded?.(recorded);
       }
     } catch (err) {
@@ -646,6 +647,32 @@ export class Runner {
   }
 
   /** Metrics of recorded outcomes, counted per batch: label lookups cost more than the counting. */
+  /**
+   * One line per failed attempt: warn when the run will be tried again, error when it ended in failure or
+   * timeout (its dead letter written with it).
+   */
+  #logFailures(recorded: RunOutcome[]): void {
+    const log = this.#deps.log;
+    for (const o of recorded) {
+      const a = o.attempt;
+      if (a.outcome === 'success' || o.status === 'running') continue;
+      const fields = {
+        runId: o.run.id,
+        route: o.run.route,
+        action: o.run.action,
+        attempt: a.n,
+        outcome: a.outcome,
+        code: a.errorCode ?? o.error?.code ?? null,
+        httpStatus: a.httpStatus ?? undefined,
+        err: a.errorMessage ?? o.error?.message ?? undefined,
+      };
+      if (o.status === 'queued') log.warn({ ...fields, retryAt: o.availableAt === undefined ? undefined : new Date(o.availableAt).toISOString() }, 'attempt failed; the run will be tried again');
+      else if (o.status === 'failure' || o.status === 'timeout') {
+        log.error({ ...fields, status: o.status, deadLetter: o.deadLetter === undefined ? false : { origin: 'run', reason: o.deadLetter.reason } }, `run ended in ${o.status}; kept as a dead letter`);
+      }
+    }
+  }
+
   #count(recorded: RunOutcome[]): void {
     const m = this.#deps.metrics;
     const counts = new Map<string, { route: string; key: string; kind: 'attempt' | 'finished' | 'dead'; n: number }>();
@@ -708,10 +735,14 @@ export class Runner {
       }
       const now = this.#now();
       let total = 0;
+      const swept = { requeued: 0, timedOut: 0, failed: 0 };
       for (let i = 0; i < 10; i++) {
         const r = await this.#deps.store.sweep(now, 500);
         const n = r.requeued + r.timedOut + r.failed;
         total += n;
+        swept.requeued += r.requeued;
+        swept.timedOut += r.timedOut;
+        swept.failed += r.failed;
         const m = this.#deps.metrics;
         if (r.requeued > 0) m.swept.inc({ outcome: 'requeued' }, r.requeued);
         if (r.timedOut > 0) m.swept.inc({ outcome: 'timed_out' }, r.timedOut);
@@ -719,7 +750,12 @@ export class Runner {
         if (n < 500) break;
       }
       if (total > 0) {
-        this.#deps.log.info({ swept: total }, 'sweeper ended or requeued runs');
+        // Runs the sweeper ends (deadline passed, out of attempts) are failures: each has its dead letter.
+        const ended = swept.timedOut + swept.failed;
+        this.#deps.log[ended > 0 ? 'error' : 'info'](
+          { swept: total, ...swept },
+          ended > 0 ? `sweeper ended ${ended} runs (${swept.timedOut} timeout, ${swept.failed} failure), each kept as a dead letter; requeued ${swept.requeued}` : `sweeper requeued ${swept.requeued} runs whose lease expired`,
+        );
         this.notify();
       }
       await this.#deps.store.trimDeadLetters(this.#deps.settings.deadLetterMaxCount);

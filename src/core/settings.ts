@@ -16,7 +16,13 @@ export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', '
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
 export const LOG_SECTION = section(
-  { level: oneOf(LOG_LEVELS, { description: 'Least severe level written.', default: 'info' }) },
+  {
+    level: oneOf(LOG_LEVELS, { description: 'Least severe level written.', default: 'info' }),
+    requests: Type.Boolean({
+      description: 'One line per HTTP request, at info: method, path, status, duration, the principal. Failures are logged whatever this says.',
+      default: false,
+    }),
+  },
   { description: 'Logging (JSON lines on standard output).' },
 );
 export type LogConfig = Options<typeof LOG_SECTION>;
