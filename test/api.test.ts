@@ -431,6 +431,24 @@ describe('health, metrics, OpenAPI', () => {
     expect(res.body).toContain('dispatcher_oldest_queued_age_seconds');
   });
 
+  it('metrics a Prometheus user expects: process and Node.js, HTTP durations by route pattern, dead letters as their own gauge, current at every scrape', async () => {
+    const scrape = async () => (await app.inject({ method: 'GET', url: '/metrics' })).body;
+    const before = await scrape();
+    for (const name of ['process_cpu_user_seconds_total', 'process_resident_memory_bytes', 'nodejs_eventloop_lag_seconds', 'nodejs_heap_size_used_bytes']) expect(before, name).toContain(`${name} `);
+    // Durations by the route's pattern, never by the id in the path.
+    await app.inject({ method: 'GET', url: '/v1/runs/no-such-run', headers: AUTH });
+    const after = await scrape();
+    expect(after).toMatch(/dispatcher_http_request_duration_seconds_count\{method="GET",route="\/v1\/runs\/:id",status="404"\} [1-9]/);
+    expect(after).not.toContain('no-such-run');
+    expect(after).not.toContain('state="dead_letters"');
+    // A dead letter made between two scrapes shows in the second: the gauges read the store when scraped.
+    const kept = (text: string) => Number(/^dispatcher_dead_letters (\d+)$/m.exec(text)![1]);
+    const n = kept(after);
+    expect((await post(`{"broken-${Date.now()}"`, CE)).statusCode).toBe(400);
+    expect(kept(await scrape())).toBe(n + 1);
+    expect(await scrape()).toMatch(/^dispatcher_runs\{state="queued"\} \d+$/m);
+  });
+
   it('publishes OpenAPI 3.1 listing every route, and browsable docs', async () => {
     const res = await app.inject({ method: 'GET', url: '/openapi.json' });
     expect(res.statusCode).toBe(200);

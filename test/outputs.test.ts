@@ -249,7 +249,7 @@ function defineOutputTests(storeName: 'sqlite' | 'postgres', skip: boolean): voi
         const metrics = await t.d.metrics.registry.metrics();
         expect(metrics).toMatch(/dispatcher_output_published_total\{output="bus",what="run_event"\} (\d+)/);
         expect(Number(/dispatcher_output_published_total\{output="bus",what="run_event"\} (\d+)/.exec(metrics)![1])).toBeGreaterThanOrEqual(400);
-        expect(metrics).toMatch(/dispatcher_output_relay_lag\{output="bus",stream="run_events"\} 0/);
+        expect(metrics).toMatch(/dispatcher_output_relay_lag_messages\{output="bus",stream="run_events"\} 0/);
         const ready = (await (await t.d.app()).inject({ method: 'GET', url: '/readyz' })).json();
         expect(ready.outputs[0].relays).toContainEqual(expect.objectContaining({ stream: 'run_events', here: true, lag: 0 }));
         await t.close();

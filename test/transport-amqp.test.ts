@@ -78,7 +78,7 @@ describe('amqp input health', () => {
     let body = await readyz();
     expect(body).toMatchObject({ status: 'ready', inputs: [{ name: 'orders', transport: 'amqp', connected: true, paused: false, lag: 0, last_error: null }] });
     expect(await metrics()).toContain('dispatcher_transport_connected{kind="input",name="orders",transport="amqp"} 1');
-    expect(await metrics()).toContain('dispatcher_input_lag{name="orders",transport="amqp"} 0');
+    expect(await metrics()).toContain('dispatcher_input_lag_messages{name="orders",transport="amqp"} 0');
     const status = await cliStatus(address);
     expect(status.code, status.stderr).toBe(0);
     expect(status.stdout).toMatch(/status\s+ready/);

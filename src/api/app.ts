@@ -68,6 +68,18 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     done(null, payload);
   });
 
+  // Request durations by route pattern (`/v1/runs/:id`, never the id itself) and status: one child per
+  // combination, looked up once.
+  const durations = new Map<string, { observe(seconds: number): void }>();
+  app.addHook('onResponse', (request, reply, done) => {
+    const route = request.routeOptions.url ?? 'unmatched';
+    const key = `${request.method} ${route} ${reply.statusCode}`;
+    let child = durations.get(key);
+    if (child === undefined) durations.set(key, (child = services.metrics.httpDuration.labels({ method: request.method, route, status: String(reply.statusCode) })));
+    child.observe(reply.elapsedTime / 1000);
+    done();
+  });
+
   if (options.logRequests === true) {
     app.addHook('onResponse', (request, reply, done) => {
       const principal = request.principal;

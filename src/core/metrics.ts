@@ -1,10 +1,11 @@
 /**
  * Prometheus metrics, one registry per dispatcher (so that several dispatchers in one process, as in the
- * tests, do not share counters). Gauges that need the store (backlog, oldest queued age) are read when
- * scraped.
+ * tests, do not share counters), with the process and Node.js metrics every Prometheus user expects
+ * (`process_*`, `nodejs_*`). Gauges that need the store (backlog, dead letters, oldest queued age) are read
+ * once per scrape, by whichever of them is collected first, so every one of them is current.
  */
 
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 export interface Metrics {
   registry: Registry;
@@ -17,7 +18,10 @@ export interface Metrics {
   swept: Counter<'outcome'>;
   pruned: Counter<'kind'>;
   acceptToDone: Histogram<'route'>;
+  /** HTTP requests by method, route (its pattern, `/v1/runs/:id`) and status. */
+  httpDuration: Histogram<'method' | 'route' | 'status'>;
   backlog: Gauge<'state'>;
+  deadLettersKept: Gauge;
   oldestQueuedAge: Gauge;
   /** Inputs and outputs: connected, lag, paused; read when scraped. */
   transportUp: Gauge<'kind' | 'name' | 'transport'>;
@@ -51,6 +55,7 @@ export function createMetrics(
   readUnrecorded: () => number = () => 0,
 ): Metrics {
   const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
   new Gauge({
     name: 'dispatcher_outcomes_unrecorded',
     help: 'Outcomes of ended attempts that this process holds, not yet recorded in the store (their runs keep their slots)',
@@ -60,7 +65,7 @@ export function createMetrics(
     },
   });
   new Gauge({
-    name: 'dispatcher_output_relay_lag',
+    name: 'dispatcher_output_relay_lag_messages',
     help: 'Items (run events, dead letters) written but not yet confirmed by the output: the last seq minus the cursor, from the process that relays them',
     labelNames: ['output', 'stream'],
     registers: [registry],
@@ -72,7 +77,7 @@ export function createMetrics(
   // One read of the inputs and outputs per scrape, shared by the three gauges below.
   let reading: Promise<TransportStatus[]> | undefined;
   const transports = (): Promise<TransportStatus[]> => {
-    reading ??= readTransports().finally(() => setTimeout(() => (reading = undefined), 100).unref());
+    reading ??= readTransports().finally(() => (reading = undefined));
     return reading;
   };
   const transportUp = new Gauge({
@@ -86,7 +91,7 @@ export function createMetrics(
     },
   });
   new Gauge({
-    name: 'dispatcher_input_lag',
+    name: 'dispatcher_input_lag_messages',
     help: 'Messages waiting at the broker for an input (Kafka lag, queue depth, pending), where the broker reports it',
     labelNames: ['name', 'transport'],
     registers: [registry],
@@ -105,22 +110,40 @@ export function createMetrics(
       for (const t of await transports()) if (t.kind === 'input') this.set({ name: t.name, transport: t.transport }, t.paused === true ? 1 : 0);
     },
   });
+  // One read of the store per scrape, shared by the three gauges below, whichever is collected first.
+  let stats: ReturnType<typeof readStats> | undefined;
+  const storeStats = (): ReturnType<typeof readStats> => {
+    // The registry collects every metric of a scrape at once: the gauges started together share this read,
+    // and the next scrape reads again.
+    stats ??= readStats().finally(() => (stats = undefined));
+    return stats;
+  };
   const backlog = new Gauge({
     name: 'dispatcher_runs',
-    help: 'Runs not yet ended, by state (queued, running, waiting), and dead letters kept',
+    help: 'Runs not yet ended, by state (queued, running, waiting)',
     labelNames: ['state'],
     registers: [registry],
+    async collect() {
+      const s = await storeStats();
+      this.set({ state: 'queued' }, s.queued);
+      this.set({ state: 'running' }, s.running);
+      this.set({ state: 'waiting' }, s.waiting);
+    },
+  });
+  const deadLettersKept = new Gauge({
+    name: 'dispatcher_dead_letters',
+    help: 'Dead letters kept in the store',
+    registers: [registry],
+    async collect() {
+      this.set((await storeStats()).deadLetters);
+    },
   });
   const oldestQueuedAge = new Gauge({
     name: 'dispatcher_oldest_queued_age_seconds',
     help: 'Age of the oldest run that is claimable but not yet claimed',
     registers: [registry],
     async collect() {
-      const s = await readStats();
-      backlog.set({ state: 'queued' }, s.queued);
-      backlog.set({ state: 'running' }, s.running);
-      backlog.set({ state: 'waiting' }, s.waiting);
-      backlog.set({ state: 'dead_letters' }, s.deadLetters);
+      const s = await storeStats();
       this.set(s.oldestQueuedAt === null ? 0 : Math.max(0, (Date.now() - s.oldestQueuedAt) / 1000));
     },
   });
@@ -151,7 +174,15 @@ export function createMetrics(
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
       registers: [registry],
     }),
+    httpDuration: new Histogram({
+      name: 'dispatcher_http_request_duration_seconds',
+      help: 'HTTP requests, by method, route pattern and status',
+      labelNames: ['method', 'route', 'status'],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    }),
     backlog,
+    deadLettersKept,
     oldestQueuedAge,
     transportUp,
     outputPublished: new Counter({
