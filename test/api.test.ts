@@ -461,6 +461,45 @@ describe('health, metrics, OpenAPI', () => {
     expect(docs.statusCode).toBe(200);
     expect(docs.headers['content-type']).toContain('text/html');
   });
+
+  it('the OpenAPI document is valid OpenAPI 3.1, has every route, and describes inputs and answers', async () => {
+    const { Validator } = await import('@seriousme/openapi-schema-validator');
+    const doc = (await app.inject({ method: 'GET', url: '/openapi.json' })).json();
+    const result = await new Validator().validate(doc);
+    expect(result.errors ?? [], JSON.stringify(result.errors ?? []).slice(0, 3000)).toEqual([]);
+    expect(result.valid).toBe(true);
+    expect(doc.info.license).toEqual({ name: 'Apache-2.0', identifier: 'Apache-2.0' });
+    expect(doc.servers).toEqual([{ url: '/', description: 'this dispatcher' }]);
+    // Every route the app serves is in it, with that method (the document itself and the docs' files aside).
+    const raw = (await t.d.app()) as unknown as { routeTable: Array<{ method: string; url: string; public: boolean }> };
+    const operationIds = new Set<string>();
+    for (const r of raw.routeTable) {
+      if (r.url === '/openapi.json' || r.url.startsWith('/docs') || r.method === 'HEAD') continue;
+      const path = r.url.replace(/:([A-Za-z_]+)/g, '{$1}');
+      const operation = doc.paths[path]?.[r.method.toLowerCase()];
+      expect(operation, `${r.method} ${r.url}`).toBeDefined();
+      expect(operation.operationId, `${r.method} ${r.url}`).toMatch(/^[a-z][A-Za-z]+$/);
+      expect(operationIds.has(operation.operationId), operation.operationId).toBe(false);
+      operationIds.add(operation.operationId);
+      if (r.public) expect(operation.security, `${r.method} ${r.url}`).toEqual([]);
+      else for (const status of ['401', '403', '429']) expect(operation.responses[status], `${r.method} ${r.url} ${status}`).toBeDefined();
+    }
+    for (const path of ['/healthz', '/readyz']) expect(doc.paths[path].get.security).toEqual([]);
+    // The intake request: structured, batch and binary modes; the answer of a batch taken in part.
+    const send = doc.paths['/v1/events'].post;
+    expect(send.operationId).toBe('sendEvents');
+    expect(Object.keys(send.requestBody.content)).toEqual(['application/cloudevents+json', 'application/cloudevents-batch+json', 'application/json', 'application/octet-stream']);
+    expect(send.parameters.filter((p: { in: string }) => p.in === 'header').map((p: { name: string }) => p.name)).toContain('ce-specversion');
+    expect(send.responses['207']).toBeDefined();
+    // Query parameters from the spec the route parses with: filters, ranges, sort, fields, paging.
+    const names = doc.paths['/v1/runs'].get.parameters.map((p: { name: string }) => p.name);
+    for (const name of ['filter[status]', 'filter[created_at][gte]', 'sort', 'fields[data]', 'limit', 'offset']) expect(names).toContain(name);
+    expect(doc.paths['/v1/runs/{id}'].get.parameters).toEqual([expect.objectContaining({ name: 'id', in: 'path', required: true })]);
+    // What /docs sends: the example body, with the credential the security scheme names, to the server listed.
+    const example = send.requestBody.content['application/cloudevents+json'].example;
+    const res = await app.inject({ method: 'POST', url: `${doc.servers[0].url.replace(/\/$/, '')}/v1/events`, headers: { 'content-type': 'application/cloudevents+json', [doc.components.securitySchemes.psk.name]: AUTH.authorization }, payload: JSON.stringify({ ...example, id: `docs-${Date.now()}` }) });
+    expect(res.statusCode, res.body).toBe(202);
+  });
 });
 
 /** Reads a response body until `done` holds on the text so far. */

@@ -10,7 +10,7 @@
  * `public`.
  */
 
-import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
+import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifySchema, type RouteOptions } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import cors from '@fastify/cors';
@@ -22,6 +22,8 @@ import { registerAudit, registerAuth, requirePrincipal } from './auth.js';
 import { answerClientError, answerErrors, errorBody, fromFastifyError, PARTIAL_BODY } from './errors.js';
 import { API_HEADERS, DOCS_HEADERS } from './headers.js';
 import { intakeMessage } from './intake.js';
+import { querySchema, type QuerySpec } from './query.js';
+import { errorSchema } from './schemas.js';
 import { registerHealthRoutes, type HealthSettings } from './routes/health.js';
 import type { ServerConfig } from './settings.js';
 
@@ -224,13 +226,17 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   });
 
   await app.register(swagger, {
+    transform: openapiOperation,
     openapi: {
       openapi: '3.1.0',
       info: {
         title: 'Dispatcher',
         version: '0.1.0',
         description: 'Events in from HTTP or any bus, checked, routed by rules to actions; every run tracked.',
+        license: { name: 'Apache-2.0', identifier: 'Apache-2.0' },
       },
+      // Relative: the server that serves this document (and /docs, which sends its requests there).
+      servers: [{ url: '/', description: 'this dispatcher' }],
       tags: [
         { name: 'events', description: 'Intake and stored events' },
         { name: 'runs', description: 'Runs of actions, their attempts, cancel and retry' },
@@ -262,3 +268,74 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   }
   return app;
 }
+
+/** The operation ids of the core's routes; a profile's route without one gets one made from its method and path. */
+const OPERATION_IDS: Record<string, string> = {
+  'POST /v1/events': 'sendEvents',
+  'GET /v1/events': 'listEvents',
+  'GET /v1/events/:id': 'getEvent',
+  'GET /v1/runs': 'listRuns',
+  'GET /v1/runs/:id': 'getRun',
+  'POST /v1/runs/:id/cancel': 'cancelRun',
+  'POST /v1/runs/:id/retry': 'retryRun',
+  'POST /v1/runs/republish': 'republishRuns',
+  'GET /v1/runs/:id/hosts': 'listRunHosts',
+  'GET /v1/hosts': 'listHosts',
+  'GET /v1/hosts/:id': 'getHost',
+  'GET /v1/dead-letters': 'listDeadLetters',
+  'GET /v1/dead-letters/:id': 'getDeadLetter',
+  'DELETE /v1/dead-letters/:id': 'deleteDeadLetter',
+  'POST /v1/dead-letters/:id/replay': 'replayDeadLetter',
+  'GET /v1/stream': 'streamRunEvents',
+  'POST /v1/token': 'issueToken',
+  'GET /v1/clients': 'listClients',
+  'POST /v1/clients': 'createClient',
+  'GET /v1/clients/:id': 'getClient',
+  'DELETE /v1/clients/:id': 'deleteClient',
+  'POST /v1/clients/:id/rotate-secret': 'rotateClientSecret',
+  'GET /v1/audit': 'listAudit',
+  'GET /healthz': 'health',
+  'GET /readyz': 'readiness',
+  'GET /metrics': 'metrics',
+};
+
+/** `GET /a/b/:id/c` → `getABByIdC`: unique per method and path, for routes the table above does not name. */
+function madeOperationId(method: string, url: string): string {
+  const words = url
+    .split('/')
+    .filter(Boolean)
+    .map((segment) => (segment.startsWith(':') ? `by-${segment.slice(1)}` : segment))
+    .join('-')
+    .split(/[^A-Za-z0-9]+/)
+    .filter(Boolean);
+  return method.toLowerCase() + words.map((w) => w[0]!.toUpperCase() + w.slice(1)).join('');
+}
+
+/**
+ * Each route's operation in the OpenAPI document: its id, its query parameters (from the spec the route
+ * parses its query with), what its config documents besides (a body read raw), no security for public
+ * routes, and the answers every protected route may give (401, 403, 429; 404 with a path parameter).
+ */
+function openapiOperation({ schema, url, route }: { schema: FastifySchema; url: string; route: RouteOptions }): { schema: FastifySchema; url: string } {
+  const out: Record<string, unknown> = { ...(schema as Record<string, unknown>) };
+  const config = (route.config ?? {}) as { public?: boolean; query?: QuerySpec; openapi?: Record<string, unknown> };
+  const method = Array.isArray(route.method) ? route.method[0]! : route.method;
+  out.operationId ??= OPERATION_IDS[`${method} ${url}`] ?? madeOperationId(method, url);
+  if (config.query !== undefined && out.querystring === undefined) out.querystring = querySchema(config.query);
+  Object.assign(out, config.openapi);
+  const response = { ...((out.response as Record<string, unknown> | undefined) ?? {}) };
+  if (config.public === true) out.security = [];
+  else {
+    for (const status of [401, 403, 429]) response[status] ??= { ...errorSchema, description: ERROR_ANSWERS[status] };
+    if (url.includes('/:')) response[404] ??= { ...errorSchema, description: ERROR_ANSWERS[404] };
+  }
+  if (Object.keys(response).length > 0) out.response = response;
+  return { schema: out as FastifySchema, url };
+}
+
+const ERROR_ANSWERS: Record<number, string> = {
+  401: 'No credentials, or credentials that are not valid (`unauthorized`).',
+  403: 'The principal lacks the permission (`forbidden`).',
+  404: 'No such record, or one the principal may not see (`not_found`).',
+  429: 'Too many requests (`rate_limited`); `Retry-After` says when to try again.',
+};

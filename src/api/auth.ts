@@ -26,6 +26,10 @@ declare module 'fastify' {
     audit?: string;
     /** The route's scope authenticates its callers itself (`useAuthentication`): the core's hook leaves them alone. */
     ownAuthentication?: boolean;
+    /** The query parameters `parseQuery` takes, for the OpenAPI document (see `querySchema`). */
+    query?: import('./query.js').QuerySpec;
+    /** Parts of the route's schema for the OpenAPI document only (a body read raw, headers), never used to validate. */
+    openapi?: Record<string, unknown>;
   }
   interface FastifyInstance {
     /** Every route registered after the authentication hooks, with what it needs: for the 405 answers and tests. */

@@ -44,6 +44,8 @@ export interface QuerySpec {
   single?: readonly string[];
   maxLimit?: number;
   defaultLimit?: number;
+  /** Answers are pages (`limit`, `offset`): for the OpenAPI document. */
+  paged?: boolean;
 }
 
 const FILTER = /^filter\[([a-z_]+)\](?:\[([^\]]*)\])?$/;
@@ -194,4 +196,36 @@ export function pageLinks(base: string, raw: URLSearchParams, limit: number, off
     ...(offset + limit < total ? { next: link(offset + limit) } : {}),
     ...(offset > 0 ? { previous: link(Math.max(offset - limit, 0)) } : {}),
   };
+}
+
+/**
+ * The query parameters of a list endpoint as a JSON Schema (`querystring`), for the OpenAPI document: made
+ * from the same spec `parseQuery` checks requests with, so the document cannot promise what is refused.
+ * Labels and other key = value filters (`filter[labels][<key>]`) have no fixed name: the route's
+ * description says them.
+ */
+export function querySchema(spec: QuerySpec): { type: 'object'; properties: Record<string, object> } {
+  const properties: Record<string, object> = {};
+  for (const f of spec.filters) {
+    properties[`filter[${f}]`] = {
+      type: 'string',
+      description: spec.single?.includes(f) ? `Only records whose ${f} is this value.` : `Only records whose ${f} is any of these (comma-separated, or the parameter repeated).`,
+    };
+  }
+  for (const r of spec.ranges ?? []) {
+    for (const bound of ['gte', 'gt', 'lt', 'lte']) {
+      properties[`filter[${r}][${bound}]`] = { type: 'string', description: `${r} ${{ gte: 'at or after', gt: 'after', lt: 'before', lte: 'at or before' }[bound]} this time: RFC 3339 date-time or epoch milliseconds.` };
+    }
+  }
+  if (spec.sort !== undefined && spec.sort.length > 0) {
+    properties.sort = { type: 'string', enum: spec.sort.flatMap((f) => [f, `-${f}`]), description: 'Order: a leading `-` is descending.' };
+  }
+  if (spec.fields !== undefined) properties['fields[data]'] = { type: 'string', description: `Only these fields of each record (comma-separated): ${spec.fields.join(', ')}.` };
+  for (const extra of spec.extra ?? []) properties[extra] = { type: 'string' };
+  const maxLimit = spec.maxLimit ?? 1000;
+  if (spec.paged === true) {
+    properties.limit = { type: 'integer', minimum: 1, maximum: maxLimit, default: spec.defaultLimit ?? 50, description: 'How many records.' };
+    properties.offset = { type: 'integer', minimum: 0, default: 0, description: 'Skip this many.' };
+  }
+  return { type: 'object', properties };
 }

@@ -164,11 +164,11 @@ export function registerAccessRoutes(app: FastifyInstance, s: Services): void {
     },
   );
 
-  const auditSpec = { filters: ['actor', 'action', 'record', 'outcome'], single: ['actor', 'record', 'outcome'], ranges: ['at'], sort: ['seq'] } as const;
+  const auditSpec = { filters: ['actor', 'action', 'record', 'outcome'], single: ['actor', 'record', 'outcome'], ranges: ['at'], sort: ['seq'], paged: true } as const;
   app.get(
     '/v1/audit',
     {
-      config: { permission: 'dispatcher:audit:read' },
+      config: { permission: 'dispatcher:audit:read', query: auditSpec },
       schema: {
         tags: ['access'],
         summary: 'The audit log',

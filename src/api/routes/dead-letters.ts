@@ -6,13 +6,13 @@ import { pageLinks, parseQuery } from '../query.js';
 import { deadLetterResource, runResource } from '../resources.js';
 import { anyObject, errors, idParams, links, listMeta } from '../schemas.js';
 
-const spec = { filters: ['origin', 'reason', 'source', 'run', 'replayed'], single: ['source', 'run'], ranges: ['last_seen_at'] } as const;
+const spec = { filters: ['origin', 'reason', 'source', 'run', 'replayed'], single: ['source', 'run'], ranges: ['last_seen_at'], paged: true } as const;
 
 export function registerDeadLetterRoutes(app: FastifyInstance, s: Services): void {
   app.get(
     '/v1/dead-letters',
     {
-      config: { permission: 'dispatcher:dead-letters:read' },
+      config: { permission: 'dispatcher:dead-letters:read', query: spec },
       schema: {
         tags: ['dead-letters'],
         summary: 'List dead letters',

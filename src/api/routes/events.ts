@@ -8,6 +8,50 @@ import { pageLinks, parseQuery } from '../query.js';
 import { eventResource, runResource } from '../resources.js';
 import { anyObject, errors, idParams, links, listMeta } from '../schemas.js';
 
+/** A CloudEvent as intake checks it (src/core/envelope.ts), for the OpenAPI document. */
+const CLOUD_EVENT = {
+  type: 'object',
+  required: ['specversion', 'id', 'source', 'type'],
+  properties: {
+    specversion: { type: 'string', const: '1.0' },
+    id: { type: 'string', minLength: 1, description: 'With `source`, identifies the event: the same pair twice is a duplicate.' },
+    source: { type: 'string', minLength: 1 },
+    type: { type: 'string', minLength: 1, description: 'Routes match it; a registered type has its `data` checked against its JSON Schema.' },
+    subject: { type: 'string', minLength: 1 },
+    time: { type: 'string', format: 'date-time' },
+    datacontenttype: { type: 'string' },
+    dataschema: { type: 'string' },
+    topic: { type: 'string', description: 'Words separated by single dots; routes match it with AMQP patterns.' },
+    correlationid: { type: 'string' },
+    tenant: { type: 'string' },
+    data: { description: 'Any JSON.' },
+    data_base64: { type: 'string', contentEncoding: 'base64' },
+  },
+  additionalProperties: { type: ['string', 'number', 'boolean'], description: 'Extension attributes: lower-case letters and digits.' },
+} as const;
+
+const EXAMPLE_EVENT = { specversion: '1.0', id: 'try-1', source: 'urn:docs', type: 'example.hello', data: { hi: 'there' } };
+
+/** The request of `POST /v1/events` for the OpenAPI document: the body is read raw, so this only describes it. */
+const INTAKE_REQUEST = {
+  body: {
+    description: 'One event or a batch, in one of the CloudEvents HTTP modes.',
+    content: {
+      // One example each: what /docs fills in for "Try it out".
+      'application/cloudevents+json': { schema: { ...CLOUD_EVENT, examples: [EXAMPLE_EVENT] } },
+      'application/cloudevents-batch+json': { schema: { type: 'array', items: CLOUD_EVENT, examples: [[EXAMPLE_EVENT, { ...EXAMPLE_EVENT, id: 'try-2' }]] } },
+      'application/json': { schema: { oneOf: [CLOUD_EVENT, { type: 'array', items: CLOUD_EVENT }], examples: [EXAMPLE_EVENT] } },
+      'application/octet-stream': { schema: { description: 'Binary mode: the body is `data`, the attributes are `ce-*` headers.' } },
+    },
+  },
+  headers: {
+    type: 'object',
+    properties: Object.fromEntries(
+      ['specversion', 'id', 'source', 'type', 'subject', 'time'].map((a) => [`ce-${a}`, { type: 'string', description: `Binary mode: the \`${a}\` attribute (percent-encoded).` }]),
+    ),
+  },
+};
+
 /** The answer to `POST /v1/events` (202 or 207), and to the replay of an intake dead letter. */
 export const INTAKE_ANSWER = {
   type: 'object',
@@ -44,7 +88,7 @@ export function registerEventRoutes(app: FastifyInstance, s: Services): void {
   app.post(
     '/v1/events',
     {
-      config: { permission: 'dispatcher:events:write', audit: 'events.create' },
+      config: { permission: 'dispatcher:events:write', audit: 'events.create', openapi: INTAKE_REQUEST },
       schema: {
         tags: ['events'],
         summary: 'Send one event or a batch',
@@ -80,11 +124,11 @@ export function registerEventRoutes(app: FastifyInstance, s: Services): void {
     },
   );
 
-  const spec = { filters: ['type', 'source', 'id', 'routed'], single: ['source', 'id'], ranges: ['received_at'], sort: ['received_at'], extra: [] } as const;
+  const spec = { filters: ['type', 'source', 'id', 'routed'], single: ['source', 'id'], ranges: ['received_at'], sort: ['received_at'], extra: [], paged: true } as const;
   app.get(
     '/v1/events',
     {
-      config: { permission: 'dispatcher:events:read' },
+      config: { permission: 'dispatcher:events:read', query: spec },
       schema: {
         tags: ['events'],
         summary: 'List stored events',

@@ -20,7 +20,11 @@ const spec = {
   maps: ['details'],
   sort: HOST_SORT_FIELDS,
   fields: HOST_FIELDS,
+  paged: true,
 } as const;
+
+/** A run's hosts: the same, without the run filter. */
+const runHostsSpec = { ...spec, filters: spec.filters.filter((f) => f !== 'run') };
 
 const FILTERS =
   'Filters: `filter[status]` (comma-separated for any of), `filter[run]` (run ids), `filter[name]`, `filter[route]` and `filter[service]` (of the run), ' +
@@ -53,7 +57,7 @@ const listSchema = { 200: { type: 'object', properties: { data: { type: 'array',
 export function registerHostRoutes(app: FastifyInstance, s: Services): void {
   app.get(
     '/v1/hosts',
-    { config: { permission: 'dispatcher:runs:read' }, schema: { tags: ['hosts'], summary: 'List hosts', description: FILTERS, response: listSchema } },
+    { config: { permission: 'dispatcher:runs:read', query: spec }, schema: { tags: ['hosts'], summary: 'List hosts', description: FILTERS, response: listSchema } },
     async (request) => {
       const q = parseQuery(request.url, spec);
       const { items, total } = await s.records.listHosts(hostQuery(q, request.scope));
@@ -75,13 +79,13 @@ export function registerHostRoutes(app: FastifyInstance, s: Services): void {
   app.get(
     '/v1/runs/:id/hosts',
     {
-      config: { permission: 'dispatcher:runs:read' },
+      config: { permission: 'dispatcher:runs:read', query: runHostsSpec },
       schema: { tags: ['hosts'], summary: "A run's hosts", description: FILTERS.replace('`filter[run]` (run ids), ', ''), params: idParams, response: { ...listSchema, ...errors(400, 404) } },
     },
     async (request) => {
       const { id } = request.params as { id: string };
       if ((await s.records.getRun(id, request.scope)) === null) throw new DispatcherError('not_found', `no run ${id}`);
-      const q = parseQuery(request.url, { ...spec, filters: spec.filters.filter((f) => f !== 'run') });
+      const q = parseQuery(request.url, runHostsSpec);
       const { items, total } = await s.records.listHosts({ ...hostQuery(q, request.scope), runId: [id] });
       return {
         data: items.map((h) => pick(hostResource(h), q.fields)),

@@ -14,6 +14,7 @@ const spec = {
   labels: true,
   sort: RUN_SORT_FIELDS,
   fields: RUN_FIELDS,
+  paged: true,
 } as const;
 
 const republishSpec = { filters: ['status', 'type', 'route', 'service', 'org_id'], ranges: ['created_at'] } as const;
@@ -30,7 +31,7 @@ export function registerRunRoutes(app: FastifyInstance, s: Services): void {
   app.get(
     '/v1/runs',
     {
-      config: { permission: 'dispatcher:runs:read' },
+      config: { permission: 'dispatcher:runs:read', query: spec },
       schema: {
         tags: ['runs'],
         summary: 'List runs',
@@ -73,7 +74,7 @@ export function registerRunRoutes(app: FastifyInstance, s: Services): void {
   app.post(
     '/v1/runs/republish',
     {
-      config: { permission: 'dispatcher:runs:write', audit: 'runs.republish' },
+      config: { permission: 'dispatcher:runs:write', audit: 'runs.republish', query: republishSpec },
       schema: {
         tags: ['runs'],
         summary: 'Emit a read run event for every matching run',

@@ -26,7 +26,7 @@ export function registerStreamRoute(app: FastifyInstance, s: Services): void {
   app.get(
     '/v1/stream',
     {
-      config: { permission: 'dispatcher:runs:read' },
+      config: { permission: 'dispatcher:runs:read', query: spec },
       schema: {
         tags: ['stream'],
         summary: 'Run events, live (server-sent events)',
