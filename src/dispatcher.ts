@@ -219,7 +219,7 @@ export class Dispatcher {
     });
     let store: Store | undefined;
     try {
-      store = await openStore({ url: config.store.url, poolSize: config.store.poolSize });
+      store = await openStore({ url: config.store.url, poolSize: config.store.poolSize, queryTimeout: config.store.queryTimeout });
       await store.migrate(profileMigrations(entries));
       const d = new Dispatcher(config, log, store, types, plan, actionTypes, entries);
       await d.auth.init();

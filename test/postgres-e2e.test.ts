@@ -242,6 +242,51 @@ describe.skipIf(unreachable !== null && !required)('the dispatcher on PostgreSQL
     }
   });
 
+  it('a connection that stops answering (accepted, silent, never reset): intake answers 503 within seconds, readiness says so, and all recovers', async () => {
+    const proxy = await startTcpProxy(Number(new URL(BASE_URL).port || 5432));
+    const schema = `${SCHEMA}_silent`;
+    const url = new URL(BASE_URL);
+    url.host = `127.0.0.1:${proxy.port}`;
+    url.searchParams.set('schema', schema);
+    const own = await startDispatcher(
+      { store: { url: url.toString(), queryTimeout: '3s' }, intake: { commitTimeout: '1s' }, runner: { poll: '100ms', sweepInterval: '1h' } },
+      { storeUrl: url.toString() },
+    );
+    try {
+      const http = authed(await own.d.app());
+      const send = (id: string) => http.inject({ method: 'POST', url: '/v1/events', headers: { 'content-type': 'application/cloudevents+json' }, payload: JSON.stringify(event({ id })) });
+      expect((await send('before')).statusCode).toBe(202);
+      proxy.stall();
+      const began = Date.now();
+      const refused = await send('during');
+      expect(Date.now() - began).toBeLessThan(3000);
+      expect(refused.statusCode).toBe(503);
+      expect(refused.json().code).toBe('store_unavailable');
+      expect(refused.headers['retry-after']).toBe('1');
+      const readyAt = Date.now();
+      const ready = await http.inject({ method: 'GET', url: '/readyz' });
+      expect(Date.now() - readyAt).toBeLessThan(3000);
+      expect(ready.statusCode).toBe(503);
+      expect(ready.json()).toMatchObject({ status: 'unavailable', code: 'store_unavailable' });
+      // Every statement is bounded: a read of the API answers within the statement timeout, as store_unavailable.
+      const readAt = Date.now();
+      const read = await http.inject({ method: 'GET', url: '/v1/runs' });
+      expect(Date.now() - readAt).toBeLessThan(6000);
+      expect(read.statusCode).toBe(503);
+      proxy.restore();
+      // The silent connections were closed and replaced: the same event again is taken (or was, meanwhile: a duplicate).
+      await waitFor(async () => (await send('during')).statusCode, (status) => status === 202, 15_000, 'intake to take events again');
+      expect((await http.inject({ method: 'GET', url: '/readyz' })).statusCode).toBe(200);
+      const stored = await own.d.store.listEvents({ limit: 10, offset: 0 });
+      expect(stored.items.map((e) => e.event.id).sort()).toEqual(['before', 'during']);
+    } finally {
+      proxy.restore();
+      await own.close();
+      await proxy.close();
+      await dropSchema(schema);
+    }
+  }, 60_000);
+
   it('stops in bounded time while the store cannot take the outcomes it holds', async () => {
     const { type: gate, gates } = gateAction();
     const proxy = await startTcpProxy(Number(new URL(BASE_URL).port || 5432));

@@ -168,14 +168,18 @@ export function registerAudit(app: FastifyInstance, audit: Auditor): void {
     const outcome = reply.statusCode < 400 ? 'ok' : (request.errorCode ?? `http_${reply.statusCode}`);
     const entry = request.audited ? undefined : auditEntry(request, reply.statusCode, outcome);
     if (entry === undefined) return done(null, payload);
-    audit.append(entry).then(
-      () => done(null, payload),
+    const appended = audit.append(entry).then(
+      () => true,
       (err: unknown) => {
         // The change itself is committed: the answer must still say so. The failure is loud in the log.
         request.log.error({ err, action: entry.action, records: entry.records }, 'could not append to the audit log');
-        done(null, payload);
+        return false;
       },
     );
+    // A server error (the store away, most often) changed nothing: its answer does not wait for the store
+    // to take the entry, which is appended when it can be.
+    if (reply.statusCode >= 500) return done(null, payload);
+    void appended.then(() => done(null, payload));
   });
 }
 

@@ -113,3 +113,19 @@ export function toDispatcherError(err: unknown): DispatcherError {
   const message = err instanceof Error ? err.message : String(err);
   return new DispatcherError('internal', message, { cause: err });
 }
+
+/**
+ * `work`, or `store_unavailable` once `ms` have passed without it (the work goes on, its outcome ignored):
+ * for a store that stops answering without closing its connection.
+ */
+export function storeWithin<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
+  if (!(ms > 0)) return work;
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => {
+      work.catch(() => undefined);
+      reject(new DispatcherError('store_unavailable', `the store did not ${what} within ${ms} ms`));
+    }, ms);
+  });
+  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
+}

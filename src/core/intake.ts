@@ -17,12 +17,12 @@
  */
 
 import type { Logger } from 'pino';
-import { section, Type, type Options } from './options.js';
+import { duration, section, Type, type Options } from './options.js';
 import { newId } from './ids.js';
 import type { NewAuditEntry } from './audit.js';
 import { Batcher, type Chain } from './batcher.js';
 import { checkEnvelope, escapePointer } from './envelope.js';
-import { DispatcherError, toDispatcherError, type ErrorProblem } from './errors.js';
+import { DispatcherError, storeWithin, toDispatcherError, type ErrorProblem } from './errors.js';
 import type { Metrics } from './metrics.js';
 import type { RoutePlan } from './routes.js';
 import type { TypeRegistry } from './type-registry.js';
@@ -40,6 +40,11 @@ export const INTAKE_SECTION = section(
       description: 'Most `publish` hops an event may have gone through (`hop_limit_exceeded` beyond): stops routing loops.',
       default: 8,
     }),
+    commitTimeout: duration(
+      'Longest wait for the store to commit what a message brought: past it the sender gets `503 store_unavailable` with `Retry-After` ' +
+        '(a bus message is not acknowledged and comes again). Sending again is safe: what was committed meanwhile is a duplicate.',
+      '5s',
+    ),
   },
   { description: 'How events are taken in and checked.' },
 );
@@ -387,7 +392,9 @@ export class Intake {
     }
     let results: IntakeResult[];
     try {
-      results = await this.#batcher.add(items, chain);
+      // A store that stops answering must not leave the sender waiting: past commitTimeout it is told to send
+      // again (the commit may still land; then what it sends again is a duplicate).
+      results = await storeWithin(this.#batcher.add(items, chain), this.#deps.settings.commitTimeout, 'commit');
     } catch (err) {
       if (reserved > 0) dispatch!.release(reserved);
       const e = toDispatcherError(err);
@@ -454,7 +461,7 @@ export class Intake {
     this.#deps.metrics.eventsReceived.inc({ input: message.input, outcome: 'rejected' });
     this.#deps.metrics.deadLetters.inc({ origin: 'intake', reason: error.code });
     try {
-      const [id] = await this.#deadLetters.add([
+      const [id] = await storeWithin(this.#deadLetters.add([
         {
           origin: 'intake',
           source: message.input,
@@ -469,7 +476,7 @@ export class Intake {
           orgId: message.orgId,
           at: this.#now(),
         },
-      ]);
+      ]), this.#deps.settings.commitTimeout, 'keep the dead letter');
       this.#deps.log.warn({ input: message.input, origin: 'intake', reason: error.code, deadLetter: id, err: error.message }, 'refused at intake; kept as a dead letter');
     } catch (err) {
       // The caller still gets the coded error; losing the dead letter is logged, never silent, and a bus

@@ -9,6 +9,8 @@ import type { Store } from './types.js';
 export interface OpenStoreOptions {
   url: string;
   poolSize?: number;
+  /** PostgreSQL: the longest wait for one statement's answer, in ms (`store.queryTimeout`; default 30 s). */
+  queryTimeout?: number;
 }
 
 export async function openStore(options: OpenStoreOptions): Promise<Store> {
@@ -24,7 +26,7 @@ export async function openStore(options: OpenStoreOptions): Promise<Store> {
     const parsed = new URL(url);
     const schema = parsed.searchParams.get('schema') ?? undefined;
     parsed.searchParams.delete('schema');
-    return new PostgresStore({ connectionString: parsed.toString(), poolSize: options.poolSize ?? 10, ...(schema ? { schema } : {}) });
+    return new PostgresStore({ connectionString: parsed.toString(), poolSize: options.poolSize ?? 10, queryTimeout: options.queryTimeout ?? 30_000, ...(schema ? { schema } : {}) });
   }
   throw new DispatcherError('config_invalid', `store.url: "${url.replace(/:[^:@/]*@/, ':***@')}" is neither sqlite:… nor postgres://…`);
 }

@@ -1,7 +1,7 @@
 import type { FastifyContextConfig, FastifyInstance } from 'fastify';
 import type { Services } from '../../core/services.js';
 import { errorBody } from '../errors.js';
-import { toDispatcherError } from '../../core/errors.js';
+import { storeWithin, toDispatcherError } from '../../core/errors.js';
 
 export interface HealthSettings {
   /** Serve `/metrics`. */
@@ -18,9 +18,14 @@ export function registerHealthRoutes(app: FastifyInstance, s: Services, settings
     { config: { public: true }, schema: { tags: ['health'], summary: 'The store is reachable; backlog, oldest queued age, and the health of each input and output' } },
     async (_request, reply) => {
       try {
-        await s.records.ping();
+        // A store that does not answer within seconds is as good as gone: readiness says so then, not after
+        // the statement timeout.
         const now = Date.now();
-        const [stats, { inputs, outputs, inFlight }] = await Promise.all([s.records.stats(now), s.health()]);
+        const [stats, { inputs, outputs, inFlight }] = await storeWithin(
+          s.records.ping().then(() => Promise.all([s.records.stats(now), s.health()])),
+          READY_WITHIN_MS,
+          'answer',
+        );
         const degraded = inputs.some((i) => !i.connected || i.paused) || outputs.some((o) => !o.connected);
         return {
           status: degraded ? 'degraded' : 'ready',
@@ -70,3 +75,7 @@ export function registerHealthRoutes(app: FastifyInstance, s: Services, settings
     });
   }
 }
+
+/** How long /readyz waits for the store. */
+const READY_WITHIN_MS = 2000;
+

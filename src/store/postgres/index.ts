@@ -87,6 +87,8 @@ export interface PostgresStoreOptions {
   connectionString: string;
   /** Connections in the pool. */
   poolSize: number;
+  /** The longest wait for one statement's answer, in ms: past it, `store_unavailable`, and the connection is closed. */
+  queryTimeout?: number;
   /**
    * Schema for the dispatcher's tables: every connection sets `search_path` to it, and `migrate()` creates
    * it when missing. Default: the server's search path (usually `public`).
@@ -178,7 +180,14 @@ export class PostgresStore implements Store {
     this.#pool = new pg.Pool({
       connectionString: options.connectionString,
       max: options.poolSize,
-      connectionTimeoutMillis: 10_000,
+      // Connecting (a new connection, or waiting for a free one) is bounded too, by the same timeout at most.
+      connectionTimeoutMillis: Math.min(10_000, options.queryTimeout ?? 30_000),
+      // A server or network that stops answering without closing the connection: every statement waits at
+      // most this long (the driver then fails it, and the pool closes its connection), and TCP keepalive
+      // lets the kernel find a peer that is gone while a connection is idle.
+      query_timeout: options.queryTimeout ?? 30_000,
+      keepAlive: true,
+      keepAliveInitialDelayMillis: 10_000,
       types: { getTypeParser },
       // Set at connection start-up, so that no query can run before it is in effect.
       ...(schema === undefined ? {} : { options: `-c search_path="${schema}"` }),
@@ -194,6 +203,20 @@ export class PostgresStore implements Store {
     // An idle connection that dies (server restart, network) emits 'error' on the pool; without a listener
     // that would crash the process. The pool drops the connection, and the next query reports the problem.
     this.#pool.on('error', () => {});
+    // A statement not answered in time leaves its connection waiting for the answer: whoever holds it next
+    // would wait behind it. Its socket is closed at once, so that the pool replaces the connection.
+    this.#pool.on('connect', (client) => {
+      const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+      (client as { query: unknown }).query = (...args: unknown[]) => {
+        const pending = query(...args);
+        if (pending instanceof Promise) {
+          pending.catch((err: unknown) => {
+            if (isReadTimeout(err)) (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+          });
+        }
+        return pending;
+      };
+    });
     this.#kysely = new Kysely({ dialect: new PostgresDialect({ pool: this.#pool }) });
     this.access = new PostgresAccess({
       query: (text, values) => this.#query(text, values),
@@ -212,7 +235,8 @@ export class PostgresStore implements Store {
       const applied = new Set((await c.query<{ name: string }>('SELECT name FROM dispatcher_migrations')).rows.map((r) => r.name));
       for (const [name, statements] of migrationsInOrder(POSTGRES_MIGRATIONS, extra.map((m) => ({ owner: m.owner, migrations: m.postgres })))) {
         if (applied.has(name)) continue;
-        for (const statement of statements) await c.query(statement);
+        // A migration may rewrite a large table: not bound by the statement timeout.
+        for (const statement of statements) await c.query({ text: statement, query_timeout: MIGRATION_TIMEOUT_MS } as pg.QueryConfig);
         await c.query('INSERT INTO dispatcher_migrations (name, applied_at) VALUES ($1, $2)', [name, Date.now()]);
       }
     });
@@ -962,7 +986,9 @@ export class PostgresStore implements Store {
         await c.query('COMMIT');
         return out;
       } catch (err) {
-        await c.query('ROLLBACK').catch((e: Error) => (broken = e));
+        // A connection that stopped answering is not asked to roll back (it would wait as long again): it is closed.
+        if (isReadTimeout(err)) broken = err as Error;
+        else await c.query('ROLLBACK').catch((e: Error) => (broken = e));
         throw err;
       } finally {
         // A connection that could not even roll back is destroyed, not returned to the pool.
@@ -1273,8 +1299,16 @@ function isUnavailable(err: unknown): boolean {
     }
   }
   const message = err instanceof Error ? err.message : '';
-  return /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error/i.test(message);
+  return isReadTimeout(err) || /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error/i.test(message);
 }
+
+/** The driver's error for a statement not answered within `query_timeout`. */
+function isReadTimeout(err: unknown): boolean {
+  return err instanceof Error && err.message === 'Query read timeout';
+}
+
+/** Migrations wait this long for each statement (a day: in effect, as long as they need). */
+const MIGRATION_TIMEOUT_MS = 86_400_000;
 
 /** SQLSTATE 40P01 (deadlock detected) or 40001 (serialization failure): the transaction can simply run again. */
 function isConflict(err: unknown): boolean {
