@@ -57,10 +57,10 @@ describe('defaults', () => {
       cors: [],
       rateLimit: { max: 20_000, window: 1000 },
     });
-    expect(config.store).toEqual({ url: 'sqlite:./data/dispatcher.db', poolSize: 10 });
+    expect(config.store).toEqual({ url: 'sqlite:./data/dispatcher.db', poolSize: 10, queryTimeout: 30_000 });
     expect(config.retention).toEqual({ runs: 30 * 86_400_000, events: 30 * 86_400_000, runEvents: 7 * 86_400_000, deadLetters: 30 * 86_400_000, interval: 60_000, batchSize: 500 });
     expect(config.log).toEqual({ level: 'info', requests: false });
-    expect(config.intake).toEqual({ strict: false, maxBatch: 1000, maxDepth: 32, maxHops: 8 });
+    expect(config.intake).toEqual({ strict: false, maxBatch: 1000, maxDepth: 32, maxHops: 8, commitTimeout: 5000 });
     expect(config.runner).toEqual({ concurrency: 512, batchSize: 256, lease: 30_000, poll: 1000, sweepInterval: 5000, shutdownTimeout: 10_000, dispatchWait: 1000 });
     expect(config.deadLetters).toEqual({ maxBytes: 256 * 1024, maxCount: 100_000 });
     expect(config.metrics).toEqual({ enabled: true });
