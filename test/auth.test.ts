@@ -229,6 +229,30 @@ describe('client credentials and tokens', () => {
     expect((await raw.inject({ method: 'POST', url: '/v1/token', ...json({ client_id: id, client_secret: secret, grant_type: 'password' }) })).statusCode).toBe(400);
   });
 
+  it('POST /v1/token has limits of its own: failed requests per client id, and requests per address', async () => {
+    const { id, secret } = await makeClient();
+    const ask = (clientId: string, ip: string, clientSecret = 'wrong-guess') => raw.inject({ method: 'POST', url: '/v1/token', remoteAddress: ip, ...json({ client_id: clientId, client_secret: clientSecret }) });
+    // Per client id (default 10 failures a minute, from anywhere): the eleventh guess is refused before its secret is hashed.
+    for (let i = 0; i < 10; i++) expect((await ask(id, `10.1.0.${i}`)).statusCode).toBe(401);
+    const limited = await ask(id, '10.1.0.99');
+    expect(limited.statusCode).toBe(429);
+    expect(limited.json()).toMatchObject({ code: 'rate_limited' });
+    expect(limited.json().message).toContain(`too many failed token requests for client ${id}`);
+    expect(Number(limited.headers['retry-after'])).toBeGreaterThan(0);
+    // A guess that happens to be right gains nothing until the window ends.
+    expect((await ask(id, '10.1.0.98', secret)).statusCode).toBe(429);
+    // Another client is not held back by it.
+    const other = await makeClient();
+    expect((await ask(other.id, '10.1.0.97', other.secret)).statusCode).toBe(200);
+    // Per address (default 30 a minute), whatever the client ids: a flood from one address is cut off.
+    const statuses: number[] = [];
+    for (let i = 0; i < 31; i++) statuses.push((await ask(`flood-${i}`, '10.9.9.9')).statusCode);
+    expect(statuses.slice(0, 30).every((st) => st === 401)).toBe(true);
+    expect(statuses[30]).toBe(429);
+    expect((await ask(other.id, '10.9.9.9', other.secret)).statusCode).toBe(429);
+    expect((await ask(other.id, '10.9.9.8', other.secret)).statusCode).toBe(200);
+  });
+
   it('revokes tokens when the secret rotates or the client is deleted', async () => {
     const { id, secret } = await makeClient();
     const token = (await raw.inject({ method: 'POST', url: '/v1/token', ...json({ client_id: id, client_secret: secret }) })).json().access_token;
@@ -262,8 +286,8 @@ describe('client credentials and tokens', () => {
     // Rotation of the signing secret: a process with [new, old] accepts old tokens and signs with the new;
     // once the old one is dropped, old tokens stop working.
     const base = (await loadConfig({ env: {}, overrides: { auth: { keyFile: '' } } as never })).auth;
-    const overlap = new Authenticator({ ...base, tokens: { secrets: ['second-signing-secret-0123456789abcdef', 'first-signing-secret-0123456789abcdef'], lifetime: 600_000 } }, t.d.store.access, pino({ level: 'silent' }));
-    const after = new Authenticator({ ...base, tokens: { secrets: ['second-signing-secret-0123456789abcdef'], lifetime: 600_000 } }, t.d.store.access, pino({ level: 'silent' }));
+    const overlap = new Authenticator({ ...base, tokens: { secrets: ['second-signing-secret-0123456789abcdef', 'first-signing-secret-0123456789abcdef'], lifetime: 600_000, rateLimit: base.tokens.rateLimit } }, t.d.store.access, pino({ level: 'silent' }));
+    const after = new Authenticator({ ...base, tokens: { secrets: ['second-signing-secret-0123456789abcdef'], lifetime: 600_000, rateLimit: base.tokens.rateLimit } }, t.d.store.access, pino({ level: 'silent' }));
     await overlap.init();
     await after.init();
     expect((await overlap.bearer(oldToken)).id).toBe(`client:${id}`);

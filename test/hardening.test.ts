@@ -2,6 +2,7 @@
  * Hardening of the HTTP API: security headers, CORS per path, and the rate limit per principal.
  */
 
+import { request } from 'node:http';
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
@@ -160,6 +161,60 @@ describe('answers before any route', () => {
       expect((await fetch(`${address}/healthz`)).status).toBe(200);
     } finally {
       await s.close();
+    }
+  });
+});
+
+describe('oversized bodies', () => {
+  /** Sends `total` bytes of a JSON string body, chunked (no Content-Length) or declared; resolves with the status, or null when the connection was closed without one. */
+  function send(address: string, total: number, chunked: boolean, fill: string): Promise<number | null> {
+    return new Promise((resolve) => {
+      const url = new URL('/v1/events', address);
+      const req = request(
+        { host: url.hostname, port: url.port, path: url.pathname, method: 'POST', headers: { 'content-type': 'application/cloudevents+json', authorization: `PSK ${TEST_KEY}`, ...(chunked ? {} : { 'content-length': String(total) }) } },
+        (res) => {
+          res.resume();
+          resolve(res.statusCode ?? null);
+        },
+      );
+      req.on('error', () => resolve(null));
+      const piece = Buffer.alloc(1024, fill);
+      let sent = 0;
+      const more = () => {
+        while (sent < total) {
+          sent += piece.length;
+          if (!req.write(piece)) return void req.once('drain', more);
+        }
+        req.end();
+      };
+      more();
+    });
+  }
+
+  it('what each leaves behind: over the limit, a 413 and a truncated dead letter; far over it, a closed connection and a dead letter of what was read (chunked) or of nothing (declared)', async () => {
+    const own = await startDispatcher({ server: { port: 0, bodyLimit: '4KiB' }, deadLetters: { maxBytes: '1KiB' } });
+    try {
+      const address = await own.d.listen();
+      const letters = async () => (await own.d.store.listDeadLetters({ limit: 100, offset: 0 })).items.filter((d) => d.reason === 'payload_too_large');
+      expect(await send(address, 8 * 1024, true, 'a')).toBe(413);
+      let kept = await letters();
+      expect(kept).toHaveLength(1);
+      expect(kept[0]).toMatchObject({ rawTruncated: true });
+      expect(kept[0]!.raw.length).toBe(1024);
+      // Chunked, far over the limit (16 times): the connection is dropped, and the dead letter keeps what was read.
+      await send(address, 100 * 1024, true, 'b');
+      await new Promise((r) => setTimeout(r, 300));
+      kept = await letters();
+      expect(kept.length).toBe(2);
+      expect(kept.every((d) => d.rawTruncated)).toBe(true);
+      // Declared far over the limit: refused before reading, the dead letter holds no bytes.
+      await send(address, 100 * 1024, false, 'c');
+      await new Promise((r) => setTimeout(r, 300));
+      kept = await letters();
+      expect(kept.length).toBe(3);
+      expect(kept.map((d) => d.raw.length).sort((a, b) => a - b)[0]).toBe(0);
+    } finally {
+      await own.close();
     }
   });
 });

@@ -120,8 +120,10 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   }
 
   // A rate limit per principal; callers without valid credentials share one per client address.
-  if (server.rateLimit.max > 0) {
+  // Registered even with the limit off: routes with a limit of their own (`POST /v1/token`) keep it.
+  {
     await app.register(rateLimit, {
+      global: server.rateLimit.max > 0,
       max: server.rateLimit.max,
       timeWindow: server.rateLimit.window,
       keyGenerator: (request) =>

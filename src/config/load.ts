@@ -890,7 +890,7 @@ function normalizeAuth(auth: Raw<typeof AUTH_SECTION>, origins: Origins, problem
     psk,
     defaults,
     keyFile: auth.keyFile === '' ? null : path.resolve(auth.keyFile),
-    tokens: { secrets: [...auth.tokens.secrets], lifetime: ms(auth.tokens.lifetime) },
+    tokens: { secrets: [...auth.tokens.secrets], lifetime: ms(auth.tokens.lifetime), rateLimit: { ...auth.tokens.rateLimit, window: ms(auth.tokens.rateLimit.window) } },
     identityHeader: {
       enabled: auth.identityHeader.enabled,
       name: auth.identityHeader.name.toLowerCase(),

@@ -42,6 +42,11 @@ export class Authenticator {
   /** The generated admin key's file, when one is in use. */
   adminKeyFile: string | null = null;
 
+  /** The limits of `POST /v1/token` (`auth.tokens.rateLimit`; window in ms). */
+  get tokenRateLimit(): { perAddress: number; perClient: number; window: number } {
+    return this.#config.tokens.rateLimit;
+  }
+
   constructor(config: AuthConfig, store: AccessStore, log: Logger) {
     this.#config = config;
     this.#store = store;

@@ -120,6 +120,19 @@ export const AUTH_SECTION = section(
           default: [],
         }),
         lifetime: duration('How long a token is valid.', '1h'),
+        rateLimit: section(
+          {
+            perAddress: Type.Integer({ minimum: 0, description: 'Token requests allowed per client address per window; 0: no such limit.', default: 30 }),
+            perClient: Type.Integer({ minimum: 0, description: 'Failed token requests (a wrong secret) allowed per client id per window, from anywhere; 0: no such limit.', default: 10 }),
+            window: duration('The window.', '1m'),
+          },
+          {
+            description:
+              '`POST /v1/token` has limits of its own, since each request costs a memory-hard hash: per client address, and per client id for ' +
+              'failed requests (counted in each process). Over either, `rate_limited` (429) with Retry-After, before the secret is checked. ' +
+              'The address limit replaces `server.rateLimit` on that route.',
+          },
+        ),
       },
       { description: 'Bearer tokens that clients get from `POST /v1/token` with their id and secret.' },
     ),

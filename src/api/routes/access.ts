@@ -28,16 +28,70 @@ function body(request: FastifyRequest): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
+/** The client id and secret of a token request: from HTTP Basic, else from the body. */
+function clientCredentials(request: FastifyRequest): { grant: unknown; id: unknown; secret: unknown } {
+  const fields = body(request);
+  let { client_id: id, client_secret: secret } = fields;
+  const basic = /^Basic\s+(\S+)$/i.exec(String(request.headers.authorization ?? ''));
+  if (basic !== null) {
+    const decoded = Buffer.from(basic[1]!, 'base64').toString('utf8');
+    const at = decoded.indexOf(':');
+    if (at > 0) {
+      try {
+        [id, secret] = [decodeURIComponent(decoded.slice(0, at)), decodeURIComponent(decoded.slice(at + 1))];
+      } catch {
+        throw new DispatcherError('bad_request', 'Authorization: Basic credentials must be percent-encoded id:secret');
+      }
+    }
+  }
+  return { grant: fields.grant_type, id, secret };
+}
+
+/**
+ * Failed token requests per client id, in this process: past `limit` in a window, the client id is refused
+ * (429) until the window ends, before its secret is hashed. Bounded: ended windows are dropped as it grows.
+ */
+class FailureWindows {
+  readonly #counts = new Map<string, { n: number; until: number }>();
+  constructor(
+    readonly limit: number,
+    readonly window: number,
+  ) {}
+
+  /** Milliseconds until `id` may try again, or 0. */
+  wait(id: string, now: number): number {
+    const c = this.#counts.get(id);
+    if (c === undefined || c.until <= now) return 0;
+    return c.n >= this.limit ? c.until - now : 0;
+  }
+
+  fail(id: string, now: number): void {
+    const c = this.#counts.get(id);
+    if (c === undefined || c.until <= now) {
+      if (this.#counts.size >= 10_000) for (const [k, v] of this.#counts) if (v.until <= now) this.#counts.delete(k);
+      this.#counts.set(id, { n: 1, until: now + this.window });
+    } else c.n += 1;
+  }
+}
+
 function text(value: unknown, name: string, max = 200): string {
   if (typeof value !== 'string' || value.length === 0 || value.length > max) throw new DispatcherError('bad_request', `${name}: a string of 1 to ${max} characters`);
   return value;
 }
 
 export function registerAccessRoutes(app: FastifyInstance, s: Services): void {
+  const failures = new FailureWindows(s.auth.tokenRateLimit.perClient, s.auth.tokenRateLimit.window);
   app.post(
     '/v1/token',
     {
-      config: { public: true, audit: 'token.issue' },
+      config: {
+        public: true,
+        audit: 'token.issue',
+        // Its own limit per address: every request costs a memory-hard hash.
+        ...(s.auth.tokenRateLimit.perAddress > 0
+          ? { rateLimit: { max: s.auth.tokenRateLimit.perAddress, timeWindow: s.auth.tokenRateLimit.window, keyGenerator: (request: FastifyRequest) => `token@${request.ip}` } }
+          : {}),
+      },
       schema: {
         tags: ['access'],
         summary: 'Exchange client credentials for a bearer token',
@@ -50,25 +104,23 @@ export function registerAccessRoutes(app: FastifyInstance, s: Services): void {
             type: 'object',
             properties: { access_token: { type: 'string' }, token_type: { type: 'string' }, expires_in: { type: 'integer' }, expires_at: { type: 'string' } },
           },
-          ...errors(400, 401, 415),
+          ...errors(400, 401, 415, 429),
         },
       },
     },
     async (request, reply) => {
-      const fields = body(request);
-      const grant = fields.grant_type;
-      let { client_id: id, client_secret: secret } = fields;
-      const basic = /^Basic\s+(\S+)$/i.exec(String(request.headers.authorization ?? ''));
-      if (basic !== null) {
-        const decoded = Buffer.from(basic[1]!, 'base64').toString('utf8');
-        const at = decoded.indexOf(':');
-        if (at > 0) [id, secret] = [decodeURIComponent(decoded.slice(0, at)), decodeURIComponent(decoded.slice(at + 1))];
-      }
+      const { grant, id, secret } = clientCredentials(request);
       if (grant !== undefined && grant !== 'client_credentials') throw new DispatcherError('bad_request', 'grant_type: only client_credentials is supported');
       const clientId = text(id, 'client_id');
       request.auditActor = { actor: `client:${clientId}`, kind: 'client', service: 'unknown', orgId: 'unknown' };
       request.auditRecords = [clientId];
-      const issued = await s.auth.issueToken(clientId, text(secret, 'client_secret', 1000));
+      const now = Date.now();
+      const wait = failures.limit > 0 ? failures.wait(clientId, now) : 0;
+      if (wait > 0) throw new DispatcherError('rate_limited', `too many failed token requests for client ${clientId}; try again later`, { retryAfterMs: wait });
+      const issued = await s.auth.issueToken(clientId, text(secret, 'client_secret', 1000)).catch((err: unknown) => {
+        if (failures.limit > 0 && (err as DispatcherError).code === 'unauthorized') failures.fail(clientId, now);
+        throw err;
+      });
       request.auditActor = { actor: `client:${issued.client.id}`, kind: 'client', service: issued.client.service, orgId: issued.client.orgId };
       return reply.header('cache-control', 'no-store').send({
         access_token: issued.token,
