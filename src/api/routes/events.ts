@@ -65,11 +65,11 @@ export const INTAKE_ANSWER = {
       description: 'One per event, in request order.',
       items: {
         type: 'object',
-        required: ['index', 'status'],
+        required: ['index'],
         properties: {
           index: { type: 'integer', description: 'Its place in the request (0 for a single event).' },
-          status: { type: 'string', enum: ['accepted', 'duplicate', 'refused'] },
           id: { type: 'string', description: "The dispatcher's event id (accepted and duplicate)." },
+          status: { type: 'string', enum: ['accepted', 'duplicate', 'refused'] },
           runs: { type: 'array', items: { type: 'string' }, description: 'The runs planned for it (none for a duplicate).' },
           code: { type: 'string', description: 'Why it was refused: invalid_event, schema_violation, unknown_type or too_deep.' },
           message: { type: 'string' },
