@@ -46,9 +46,10 @@ export interface Child {
   log(): string;
 }
 
-export function startChild(config: string, cwd: string, env: Record<string, string> = {}): Child {
+/** `dispatcher serve` in `cwd`, with `config`; without one, it reads `./dispatcher.yaml` if there is one, as a user's would. */
+export function startChild(config: string | undefined, cwd: string, env: Record<string, string> = {}): Child {
   let log = '';
-  const c = spawn(process.execPath, [MAIN, 'serve', '--config', config], { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const c = spawn(process.execPath, [MAIN, 'serve', ...(config === undefined ? [] : ['--config', config])], { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   c.stdout!.on('data', (b: Buffer) => (log = (log + b.toString()).slice(-20_000)));
   c.stderr!.on('data', (b: Buffer) => (log = (log + b.toString()).slice(-20_000)));
   return { process: c, log: () => log };

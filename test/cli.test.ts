@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startReceiver, type Receiver } from './helpers.js';
+import { kill, startChild, waitHealthy, type Child } from './child.js';
 
 const MAIN = resolve(import.meta.dirname, '..', 'dist', 'cli', 'main.js');
 
@@ -1031,8 +1032,7 @@ routes:
 
 describe('the CLI follows the configuration', () => {
   let project: string;
-  let server: ChildProcess | undefined;
-  let output = '';
+  let server: Child | undefined;
   let port: number;
 
   /** The CLI run in `cwd`, with no -u and no DISPATCHER_* but `env`. */
@@ -1057,26 +1057,16 @@ describe('the CLI follows the configuration', () => {
       `server: { port: ${port} }\nstore: { url: "sqlite:./data/dispatcher.db" }\nlog: { level: info }\nroutes:\n  - name: from-the-file\n    match: { type: "project.*" }\n    actions: [ { noop: {} } ]\n`,
     );
     // No --config: serve finds ./dispatcher.yaml, and generates ./data/admin.key.
-    server = spawn(process.execPath, [MAIN, 'serve'], { cwd: project, env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-    server.stdout!.setEncoding('utf8').on('data', (c: string) => (output += c));
-    server.stderr!.setEncoding('utf8').on('data', (c: string) => (output += c));
-    const until = Date.now() + 20_000;
-    while (!existsSync(join(project, 'data', 'admin.key')) || !(await fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.ok, () => false))) {
-      if (server.exitCode !== null || Date.now() > until) throw new Error(`serve did not start:\n${output}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    server = startChild(undefined, project, cleanEnv() as Record<string, string>);
+    await waitHealthy(server, port);
   });
 
   afterAll(async () => {
-    if (server !== undefined && server.exitCode === null) {
-      const exited = new Promise((r) => server!.on('exit', r));
-      server.kill('SIGKILL');
-      await exited;
-    }
+    await kill(server);
   });
 
   it('serve reads ./dispatcher.yaml when no file is named, and says so', () => {
-    expect(output).toContain('configured by dispatcher.yaml');
+    expect(server!.log()).toContain('configured by dispatcher.yaml');
   });
 
   it('status, send and runs list find the server and its admin key from ./dispatcher.yaml, with no -u and no key given', async () => {

@@ -6,12 +6,10 @@
  * dispatcher, with the built command line, and its output compared with what the README shows.
  */
 
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
 import { JSONParser } from '@streamparser/json';
 import { parse } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -20,9 +18,8 @@ import { CONFIG_SCHEMA } from '../src/config/schema.js';
 import { compileForCheck } from '../src/cli/routes-test.js';
 import { TypeRegistry } from '../src/core/type-registry.js';
 import { PRESET } from '../src/preset.js';
+import { ensureBuilt, exited, freePort, MAIN, ROOT, startChild, waitHealthy, type Child } from './child.js';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const MAIN = resolve(ROOT, 'dist/cli/main.js');
 const DOCS = ['README.md', 'docs/actions.md', 'docs/api.md', 'docs/auth.md', 'docs/configuration.md', 'docs/errors.md', 'docs/outputs.md', 'docs/routing.md', 'docs/transports.md', 'docs/profiles/README.md'];
 const SECTIONS = new Set(Object.keys(CONFIG_SCHEMA.properties!));
 const TRANSPORTS = new Set(['kafka', 'amqp', 'nats', 'sqs', 'mqtt']);
@@ -104,41 +101,24 @@ describe('the YAML examples of the docs', () => {
   }
 });
 
-/** A port nothing listens on right now. */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((r) => server.close(() => r()));
-  return port;
-}
-
 describe("the README's quick start", () => {
   let dir: string;
-  let server: ChildProcess | undefined;
+  let server: Child | undefined;
   let port: number;
-  let output = '';
 
   beforeAll(async () => {
-    if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: build first with npx tsc -p tsconfig.build.json`);
+    ensureBuilt();
     dir = mkdtempSync(join(tmpdir(), 'dispatcher-quick-start-'));
     port = await freePort();
     // `npm start` is `dispatcher serve` with no configuration; only the port differs, so that tests can run side by side.
-    server = spawn(process.execPath, [MAIN, 'serve'], { cwd: dir, env: { ...process.env, DISPATCHER_SERVER_PORT: String(port), DISPATCHER_CONFIG: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
-    server.stdout!.setEncoding('utf8').on('data', (c: string) => (output += c));
-    server.stderr!.setEncoding('utf8').on('data', (c: string) => (output += c));
-    const until = Date.now() + 20_000;
-    while (!(await fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.ok, () => false))) {
-      if (server.exitCode !== null || Date.now() > until) throw new Error(`serve did not start:\n${output}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    server = startChild(undefined, dir, { DISPATCHER_SERVER_PORT: String(port), DISPATCHER_CONFIG: '' });
+    await waitHealthy(server, port);
   });
 
   afterAll(async () => {
-    if (server !== undefined && server.exitCode === null) {
-      const exited = new Promise((r) => server!.on('exit', r));
-      server.kill('SIGTERM');
-      await exited;
+    if (server !== undefined) {
+      server.process.kill('SIGTERM');
+      await exited(server.process);
     }
     if (dir) rmSync(dir, { recursive: true, force: true });
   });

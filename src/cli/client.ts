@@ -54,20 +54,26 @@ function shown(meta: { count: number; total: number }, what: string): void {
   process.stdout.write(`${meta.count} of ${count(meta.total, what)}\n`);
 }
 
+/** `filter[<name>]` for each of these options that was given, by option: `{ correlationId: 'correlation_id' }`. */
+function filters<O extends object>(options: O, names: Partial<Record<keyof O, string>>): URLSearchParams {
+  const params = new URLSearchParams();
+  for (const [option, name] of Object.entries(names) as Array<[keyof O, string]>) {
+    const value = options[option];
+    if (typeof value === 'string' && value !== '') params.set(`filter[${name}]`, value);
+  }
+  return params;
+}
+
 /** The run filters `runs list` and `runs republish` share. */
 function runFilters(options: ListOptions): URLSearchParams {
-  const params = new URLSearchParams();
-  if (options.status) params.set('filter[status]', options.status);
-  if (options.route) params.set('filter[route]', options.route);
-  if (options.type) params.set('filter[type]', options.type);
+  const params = filters(options, { status: 'status', route: 'route', type: 'type' });
   timeRange(params, 'created_at', options);
   return params;
 }
 
 export async function runsListCommand(options: ListOptions): Promise<void> {
   const params = runFilters(options);
-  if (options.event) params.set('filter[event]', options.event);
-  if (options.correlationId) params.set('filter[correlation_id]', options.correlationId);
+  for (const [name, value] of filters(options, { event: 'event', correlationId: 'correlation_id' })) params.set(name, value);
   for (const pair of options.label ?? []) {
     const at = pair.indexOf('=');
     if (at <= 0) throw new CliError(`--label expects KEY=VALUE, got "${pair}"`, 2);
@@ -84,8 +90,7 @@ export async function runsListCommand(options: ListOptions): Promise<void> {
 /** `dispatcher runs republish`: a `read` run event for every matching run (see `POST /v1/runs/republish`). */
 export async function runsRepublishCommand(options: ListOptions & { service?: string; org?: string }): Promise<void> {
   const params = runFilters(options);
-  if (options.service) params.set('filter[service]', options.service);
-  if (options.org) params.set('filter[org_id]', options.org);
+  for (const [name, value] of filters(options, { service: 'service', org: 'org_id' })) params.set(name, value);
   const body = await call(await connect(options), `/v1/runs/republish?${params}`, { method: 'POST' });
   if (options.json) return printJson(body);
   process.stdout.write(`${count(body.republished, 'run')} republished\n`);
@@ -147,11 +152,7 @@ interface TailOptions extends ConnectionOptions {
  * connection is resumed where it stopped (`Last-Event-ID`), with a growing pause; an error answer ends it.
  */
 export async function runsTailCommand(options: TailOptions): Promise<void> {
-  const params = new URLSearchParams();
-  if (options.run) params.set('filter[run]', options.run);
-  if (options.route) params.set('filter[route]', options.route);
-  if (options.status) params.set('filter[status]', options.status);
-  if (options.kind) params.set('filter[kind]', options.kind);
+  const params = filters(options, { run: 'run', route: 'route', status: 'status', kind: 'kind' });
   if (options.after !== undefined && !/^\d+$/.test(options.after)) throw new CliError('--after takes a run-event sequence number (the id of a streamed event)', 2);
   const max = options.max === undefined ? Infinity : integerOption('max', options.max, 1);
   const connection = await connect(options);
@@ -246,10 +247,7 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
 }
 
 export async function eventsListCommand(options: ListOptions): Promise<void> {
-  const params = new URLSearchParams();
-  if (options.type) params.set('filter[type]', options.type);
-  if (options.source) params.set('filter[source]', options.source);
-  if (options.id) params.set('filter[id]', options.id);
+  const params = filters(options, { type: 'type', source: 'source', id: 'id' });
   const routed = yesNo('routed', options.routed);
   if (routed !== undefined) params.set('filter[routed]', routed);
   timeRange(params, 'received_at', options);
@@ -277,10 +275,7 @@ export async function eventsGetCommand(id: string, options: ConnectionOptions & 
 
 /** The dead-letter filters `dlq list` and `dlq replay` share. */
 function deadLetterFilters(options: ListOptions): URLSearchParams {
-  const params = new URLSearchParams();
-  if (options.origin) params.set('filter[origin]', options.origin);
-  if (options.reason) params.set('filter[reason]', options.reason);
-  if (options.source) params.set('filter[source]', options.source);
+  const params = filters(options, { origin: 'origin', reason: 'reason', source: 'source' });
   const replayed = yesNo('replayed', options.replayed);
   if (replayed !== undefined) params.set('filter[replayed]', replayed);
   timeRange(params, 'last_seen_at', options);
