@@ -177,7 +177,7 @@ export class Intake {
   receiveAll(messages: InboundMessage[], decode: Decoder, chain?: Chain): Array<Promise<IntakeAnswer>> {
     if (this.#closed) return messages.map(() => Promise.reject(new DispatcherError('shutting_down', 'the dispatcher is stopping; send again later')));
     const checked: Checked[] = [];
-    // A rejected message's answer, or null for a message that passed and waits for the commit.
+    // A rejected message's answer, or the checked message that waits for the commit.
     const early = messages.map((message): Promise<IntakeAnswer> | Checked => {
       const decoded = this.#decode(message, decode);
       const sorted = decoded instanceof DispatcherError ? decoded : this.#sort(message, decoded);
