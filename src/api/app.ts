@@ -121,18 +121,16 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
 
   // A rate limit per principal; callers without valid credentials share one per client address.
   // Registered even with the limit off: routes with a limit of their own (`POST /v1/token`) keep it.
-  {
-    await app.register(rateLimit, {
-      global: server.rateLimit.max > 0,
-      max: server.rateLimit.max,
-      timeWindow: server.rateLimit.window,
-      keyGenerator: (request) =>
-        request.principal === null || request.principal === undefined || request.principal.kind === 'anonymous' ? `ip:${request.ip}` : request.principal.id,
-      allowList: (request) => UNLIMITED.has((request.url ?? '').split('?', 1)[0]!),
-      errorResponseBuilder: (_request, context) =>
-        new DispatcherError('rate_limited', `more than ${context.max} requests in ${context.after}; try again later`, { retryAfterMs: context.ttl }),
-    });
-  }
+  await app.register(rateLimit, {
+    global: server.rateLimit.max > 0,
+    max: server.rateLimit.max,
+    timeWindow: server.rateLimit.window,
+    keyGenerator: (request) =>
+      request.principal === null || request.principal === undefined || request.principal.kind === 'anonymous' ? `ip:${request.ip}` : request.principal.id,
+    allowList: (request) => UNLIMITED.has((request.url ?? '').split('?', 1)[0]!),
+    errorResponseBuilder: (_request, context) =>
+      new DispatcherError('rate_limited', `more than ${context.max} requests in ${context.after}; try again later`, { retryAfterMs: context.ttl }),
+  });
 
   // After the rate limit (whose hook each route gets first), before any route.
   registerAuth(app, (request) => services.auth.authenticate(request.headers));
