@@ -8,6 +8,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import type { FastifyInstance, InjectOptions } from 'fastify';
 import pg from 'pg';
 import { pino } from 'pino';
@@ -164,4 +165,16 @@ export async function probePostgres(url = POSTGRES_URL): Promise<string | null> 
 /** How many PostgreSQL backends wait for a lock that the backend `pid` holds. */
 export async function waitingForLock(db: pg.Client | pg.Pool, pid: number): Promise<number> {
   return Number((await db.query('SELECT count(*) AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))', [pid])).rows[0].n);
+}
+
+/** A destination for a dispatcher's own logger (`logDestination`): every chunk it writes, kept in `chunks`. */
+export function logSink(): { sink: Writable; chunks: string[] } {
+  const chunks: string[] = [];
+  const sink = new Writable({
+    write(chunk, _encoding, callback) {
+      chunks.push(String(chunk));
+      callback();
+    },
+  });
+  return { sink, chunks };
 }

@@ -3,11 +3,10 @@
  * secrets, the token and webhook signing secrets, and secrets inside URLs the http action calls. The dispatcher logs at `trace` into a buffer that the test reads.
  */
 
-import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/load.js';
 import { createDispatcher, type Dispatcher } from '../src/dispatcher.js';
-import { event, startReceiver, waitForRun, type Receiver } from './helpers.js';
+import { event, logSink, startReceiver, waitForRun, type Receiver } from './helpers.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,7 +19,8 @@ const TOKEN_SIGNING_SECRET = 'token-signing-secret-0123456789-abcdefghij';
 let d: Dispatcher;
 let dir: string;
 let receiver: Receiver;
-const lines: string[] = [];
+const log = logSink();
+const lines = log.chunks;
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'dispatcher-logs-'));
@@ -41,14 +41,8 @@ beforeAll(async () => {
       ],
     } as never,
   });
-  const sink = new Writable({
-    write(chunk, _encoding, callback) {
-      lines.push(String(chunk));
-      callback();
-    },
-  });
   // The dispatcher's own logger (its redaction included), writing into the buffer.
-  d = await createDispatcher({ config, logDestination: sink });
+  d = await createDispatcher({ config, logDestination: log.sink });
   d.start();
 });
 

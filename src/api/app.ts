@@ -269,37 +269,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   return app;
 }
 
-/** The operation ids of the core's routes; a profile's route without one gets one made from its method and path. */
-const OPERATION_IDS: Record<string, string> = {
-  'POST /v1/events': 'sendEvents',
-  'GET /v1/events': 'listEvents',
-  'GET /v1/events/:id': 'getEvent',
-  'GET /v1/runs': 'listRuns',
-  'GET /v1/runs/:id': 'getRun',
-  'POST /v1/runs/:id/cancel': 'cancelRun',
-  'POST /v1/runs/:id/retry': 'retryRun',
-  'POST /v1/runs/republish': 'republishRuns',
-  'GET /v1/runs/:id/hosts': 'listRunHosts',
-  'GET /v1/hosts': 'listHosts',
-  'GET /v1/hosts/:id': 'getHost',
-  'GET /v1/dead-letters': 'listDeadLetters',
-  'GET /v1/dead-letters/:id': 'getDeadLetter',
-  'DELETE /v1/dead-letters/:id': 'deleteDeadLetter',
-  'POST /v1/dead-letters/:id/replay': 'replayDeadLetter',
-  'GET /v1/stream': 'streamRunEvents',
-  'POST /v1/token': 'issueToken',
-  'GET /v1/clients': 'listClients',
-  'POST /v1/clients': 'createClient',
-  'GET /v1/clients/:id': 'getClient',
-  'DELETE /v1/clients/:id': 'deleteClient',
-  'POST /v1/clients/:id/rotate-secret': 'rotateClientSecret',
-  'GET /v1/audit': 'listAudit',
-  'GET /healthz': 'health',
-  'GET /readyz': 'readiness',
-  'GET /metrics': 'metrics',
-};
-
-/** `GET /a/b/:id/c` → `getABByIdC`: unique per method and path, for routes the table above does not name. */
+/** `GET /a/b/:id/c` → `getABByIdC`: unique per method and path, for a route whose schema names no `operationId`. */
 function madeOperationId(method: string, url: string): string {
   const words = url
     .split('/')
@@ -320,7 +290,7 @@ function openapiOperation({ schema, url, route }: { schema: FastifySchema; url: 
   const out: Record<string, unknown> = { ...(schema as Record<string, unknown>) };
   const config = (route.config ?? {}) as { public?: boolean; query?: QuerySpec; openapi?: Record<string, unknown> };
   const method = Array.isArray(route.method) ? route.method[0]! : route.method;
-  out.operationId ??= OPERATION_IDS[`${method} ${url}`] ?? madeOperationId(method, url);
+  out.operationId ??= madeOperationId(method, url);
   if (config.query !== undefined && out.querystring === undefined) out.querystring = querySchema(config.query);
   Object.assign(out, config.openapi);
   const response = { ...((out.response as Record<string, unknown> | undefined) ?? {}) };

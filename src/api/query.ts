@@ -48,6 +48,10 @@ export interface QuerySpec {
   paged?: boolean;
 }
 
+/** `limit` when none is given, and the most it may be, unless the spec says otherwise. */
+const DEFAULT_LIMIT = 50;
+const MAX_LIMIT = 1000;
+
 const FILTER = /^filter\[([a-z_]+)\](?:\[([^\]]*)\])?$/;
 
 /** Parameters that mean one thing: a second one would contradict the first. */
@@ -67,12 +71,12 @@ export function parseQuery(url: string, spec: QuerySpec): ParsedQuery {
     labels: {},
     maps: new Map(),
     ranges: new Map(),
-    limit: spec.defaultLimit ?? 50,
+    limit: spec.defaultLimit ?? DEFAULT_LIMIT,
     offset: 0,
     rest: new URLSearchParams(),
     raw,
   };
-  const maxLimit = spec.maxLimit ?? 1000;
+  const maxLimit = spec.maxLimit ?? MAX_LIMIT;
   const seen = new Set<string>();
   for (const [key, value] of raw) {
     if (ONCE.has(key)) {
@@ -222,9 +226,8 @@ export function querySchema(spec: QuerySpec): { type: 'object'; properties: Reco
   }
   if (spec.fields !== undefined) properties['fields[data]'] = { type: 'string', description: `Only these fields of each record (comma-separated): ${spec.fields.join(', ')}.` };
   for (const extra of spec.extra ?? []) properties[extra] = { type: 'string' };
-  const maxLimit = spec.maxLimit ?? 1000;
   if (spec.paged === true) {
-    properties.limit = { type: 'integer', minimum: 1, maximum: maxLimit, default: spec.defaultLimit ?? 50, description: 'How many records.' };
+    properties.limit = { type: 'integer', minimum: 1, maximum: spec.maxLimit ?? MAX_LIMIT, default: spec.defaultLimit ?? DEFAULT_LIMIT, description: 'How many records.' };
     properties.offset = { type: 'integer', minimum: 0, default: 0, description: 'Skip this many.' };
   }
   return { type: 'object', properties };

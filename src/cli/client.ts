@@ -3,8 +3,9 @@
  * Where they find it, and with which credential: ./connection.ts.
  */
 
+import { setTimeout as pause } from 'node:timers/promises';
 import { createParser } from 'eventsource-parser';
-import { call, connect, request, answerError, type Connection, type ConnectionOptions } from './connection.js';
+import { answerError, answerOf, call, connect, request, type Connection, type ConnectionOptions } from './connection.js';
 import { CliError, count, integerOption, printJson, printTable, progressBar, timeOption } from './output.js';
 
 interface ListOptions extends ConnectionOptions {
@@ -177,16 +178,7 @@ export async function runsTailCommand(options: TailOptions): Promise<void> {
         pause = Math.min(pause * 2, 30_000);
         continue;
       }
-      if (!response.ok) {
-        const text = await response.text();
-        let body: unknown = text;
-        try {
-          body = JSON.parse(text);
-        } catch {
-          // not JSON
-        }
-        throw answerError(connection, 'GET', path, response.status, body);
-      }
+      if (!response.ok) throw answerError(connection, 'GET', path, response.status, await answerOf(response));
       pause = 500;
       const parser = createParser({
         onEvent(message) {
@@ -232,18 +224,9 @@ function printStreamed(id: string | undefined, event: string | undefined, data: 
   process.stdout.write(`${fields.join('  ')}\n`);
 }
 
+/** A pause that an abort (Ctrl-C, `--max` reached) ends early. */
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal.addEventListener(
-      'abort',
-      () => {
-        clearTimeout(timer);
-        resolve();
-      },
-      { once: true },
-    );
-  });
+  return pause(ms, undefined, { signal }).catch(() => undefined);
 }
 
 export async function eventsListCommand(options: ListOptions): Promise<void> {

@@ -14,7 +14,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { findConfigFile, inspectConfig } from '../config/load.js';
 import type { DispatcherConfig } from '../config/schema.js';
-import { CliError } from './output.js';
+import { CliError, count } from './output.js';
 
 export interface ConnectionOptions {
   /** `-u`/`--url`. */
@@ -100,7 +100,7 @@ async function serverConfig(given: string | undefined, env: NodeJS.ProcessEnv): 
   const inspection = await inspectConfig({ file, env });
   if (inspection.problems.length > 0) {
     process.stderr.write(
-      `warning: ${file ?? 'the configuration'} has ${inspection.problems.length === 1 ? 'a problem' : `${inspection.problems.length} problems`} ` +
+      `warning: ${file ?? 'the configuration'} has ${count(inspection.problems.length, 'problem')} ` +
         `(\`dispatcher validate-config${file === undefined ? '' : ` ${file}`}\` lists them); the server address and key file are taken from what could be read\n`,
     );
   }
@@ -111,7 +111,7 @@ async function serverConfig(given: string | undefined, env: NodeJS.ProcessEnv): 
 
 /** An error answer's message: the method, the path, the status and the API's code and message; for 401 and 403 the credential that was sent. */
 export function answerError(connection: Connection, method: string, path: string, status: number, body: unknown): CliError {
-  const detail = body !== null && typeof body === 'object' ? `${(body as { code?: string }).code}: ${(body as { message?: string }).message}` : String(body).slice(0, 200);
+  const detail = body === null ? '' : typeof body === 'object' ? `${(body as { code?: string }).code}: ${(body as { message?: string }).message}` : String(body).slice(0, 200);
   let message = `${method} ${path}: HTTP ${status} ${detail}`;
   if (status === 401 || status === 403) {
     message += `\n  sent ${connection.credentialFrom}${connection.authorization === undefined ? '' : ` to ${connection.url} (${connection.urlFrom})`}; ${OTHER_CREDENTIAL}`;
@@ -122,15 +122,20 @@ export function answerError(connection: Connection, method: string, path: string
 /** Sends a request and returns its parsed JSON answer (or text); an error answer is a CliError saying what went wrong. */
 export async function call(connection: Connection, path: string, init: RequestInit = {}): Promise<any> {
   const response = await request(connection, path, init);
-  const text = await response.text();
-  let body: any = text;
-  try {
-    body = text === '' ? null : JSON.parse(text);
-  } catch {
-    // not JSON: keep the text
-  }
+  const body = await answerOf(response);
   if (!response.ok) throw answerError(connection, init.method ?? 'GET', path, response.status, body);
   return body;
+}
+
+/** A response's body: parsed JSON, null when empty, else its text. */
+export async function answerOf(response: Response): Promise<any> {
+  const text = await response.text();
+  if (text === '') return null;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
 }
 
 /** Sends a request with the connection's credential (unless the request carries its own) and returns the response as it is. */

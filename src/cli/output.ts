@@ -49,8 +49,9 @@ export function count(n: number, singular: string, plural = `${singular}s`): str
 export function timeOption(name: string, value: string | undefined, now = Date.now()): string | undefined {
   if (value === undefined) return undefined;
   if (/^\d+$/.test(value)) return value;
-  const ago = /^\d+(\.\d+)?\s*(ms|s|m|h|d)$/.exec(value.trim());
-  if (ago !== null) return new Date(now - parseDuration(value)!).toISOString();
+  // Digits alone are epoch milliseconds (above), so a duration here always has its unit, as in the configuration.
+  const ago = parseDuration(value);
+  if (ago !== null) return new Date(now - ago).toISOString();
   if (!/^\d{4}-\d{2}-\d{2}/.test(value)) throw new CliError(`--${name} takes a time (RFC 3339, e.g. 2026-12-01T08:00:00Z, or epoch milliseconds) or a duration back from now (30m, 1h, 7d), got "${value}"`, 2);
   return value;
 }

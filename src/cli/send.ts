@@ -12,10 +12,10 @@
 import { createReadStream, statSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { JSONParser } from '@streamparser/json';
-import { connect, request, answerError, type Connection, type ConnectionOptions } from './connection.js';
+import { answerError, answerOf, connect, request, type Connection, type ConnectionOptions } from './connection.js';
 import { CliError, count, integerOption, progressBar } from './output.js';
 
-/** An event read from the input, with the line it starts on (for messages). */
+/** An event read from the input, with the line it was read on (its last line, for one over several), for messages. */
 interface Read {
   event: unknown;
   line: number;
@@ -65,8 +65,7 @@ export async function* readEvents(input: NodeJS.ReadableStream, name: string, on
           mode = 'stream';
           // An array's elements, or each document of a sequence (a pretty-printed event, or several).
           parser = new JSONParser(text.startsWith('[') ? { paths: ['$.*'], keepStack: false } : { paths: ['$'], keepStack: false, separator: '' });
-          const startLine = () => n;
-          parser.onValue = ({ value }) => parsed.push({ event: value, line: startLine(), index: index++ });
+          parser.onValue = ({ value }) => parsed.push({ event: value, line: n, index: index++ });
           parser.onError = (err) => (failure ??= err);
         }
       }
@@ -202,13 +201,7 @@ async function post(connection: Connection, batch: Read[], tally: Tally, note: (
   const where = (i: number) => (batch[i] === undefined ? '?' : `event ${batch[i].index + 1} (line ${batch[i].line})`);
   for (let attempt = 1; ; attempt++) {
     const response = await request(connection, path, { method: 'POST', headers: { 'content-type': 'application/cloudevents-batch+json' }, body });
-    const text = await response.text();
-    let answer: any = text;
-    try {
-      answer = JSON.parse(text);
-    } catch {
-      // not JSON
-    }
+    const answer = await answerOf(response);
     if (response.status === 202 || response.status === 207) {
       tally.sent += batch.length;
       tally.accepted += answer.accepted;
@@ -231,7 +224,7 @@ async function post(connection: Connection, batch: Read[], tally: Tally, note: (
       tally.sent += batch.length;
       tally.refused += batch.length;
       const problems: Array<{ pointer: string; message: string }> = answer?.problems ?? [];
-      note(`${where(0)} to ${where(batch.length - 1)}: ${count(batch.length, 'event')} refused, ${answer?.code ?? response.status}: ${answer?.message ?? text.slice(0, 200)}`);
+      note(`${where(0)} to ${where(batch.length - 1)}: ${count(batch.length, 'event')} refused, ${answer?.code ?? response.status}: ${answer?.message ?? String(answer).slice(0, 200)}`);
       for (const p of problems.slice(0, 20)) {
         const index = /^\/(\d+)/.exec(p.pointer);
         note(`  ${index === null ? '' : `${where(Number(index[1]))}: `}${index === null ? p.pointer || '/' : p.pointer.slice(index[0].length) || '/'}: ${p.message}`);

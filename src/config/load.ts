@@ -25,7 +25,7 @@ import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { isMap, isNode, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
 import { HTTP_ACTION_SECTION } from '../actions/http/settings.js';
 import { SERVER_SECTION } from '../api/settings.js';
-import { DispatcherError, type ErrorProblem } from '../core/errors.js';
+import { configProblems, DispatcherError, type ErrorProblem } from '../core/errors.js';
 import { isPskKey } from '../core/credentials.js';
 import { INTAKE_SECTION } from '../core/intake.js';
 import { decodeOptions, type Options, type Raw, type TSchema } from '../core/options.js';
@@ -123,9 +123,7 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Dispa
 
 /** The error for a list of problems: one line each, in the file's order. */
 export function configInvalid(list: readonly ConfigProblem[]): DispatcherError {
-  const lines = list.map((p) => p.message);
-  const message = lines.length === 1 ? `Invalid configuration: ${lines[0]}` : `Invalid configuration (${lines.length} problems):\n  ${lines.join('\n  ')}`;
-  return new DispatcherError('config_invalid', message, { problems: list.map((p) => ({ ...p })) });
+  return configProblems('configuration', list.map((p) => p.message), list);
 }
 
 /** Load as `loadConfig` does, but return every problem instead of throwing, with what is needed to check further. */

@@ -42,7 +42,10 @@ export class Authenticator {
   /** The generated admin key's file, when one is in use. */
   adminKeyFile: string | null = null;
 
-  /** The limits of `POST /v1/token` (`auth.tokens.rateLimit`; window in ms). */
+  /** Failed token requests per client id (`auth.tokens.rateLimit.perClient`). */
+  readonly #failures: FailureWindows;
+
+  /** The limits of token requests (`auth.tokens.rateLimit`; window in ms): the per-address one is the HTTP route's. */
   get tokenRateLimit(): { perAddress: number; perClient: number; window: number } {
     return this.#config.tokens.rateLimit;
   }
@@ -51,6 +54,7 @@ export class Authenticator {
     this.#config = config;
     this.#store = store;
     this.#log = log;
+    this.#failures = new FailureWindows(config.tokens.rateLimit.perClient, config.tokens.rateLimit.window);
   }
 
   get enabled(): boolean {
@@ -167,9 +171,16 @@ export class Authenticator {
 
   /** Client credentials → a token. Unknown id and wrong secret answer the same, after the same slow hash. */
   async issueToken(clientId: string, secret: string): Promise<IssuedToken & { client: ClientRecord }> {
+    // Past `auth.tokens.rateLimit.perClient` failures in a window, a client id is refused before its secret is hashed.
+    const now = Date.now();
+    const wait = this.#failures.wait(clientId, now);
+    if (wait > 0) throw new DispatcherError('rate_limited', `too many failed token requests for client ${clientId}; try again later`, { retryAfterMs: wait });
     const client = typeof clientId === 'string' && clientId.length <= 200 ? await this.#store.getClient(clientId) : null;
     const ok = await verifySecret(typeof secret === 'string' ? secret : '', client?.secretHash ?? DUMMY_HASH);
-    if (client === null || !ok) throw new DispatcherError('unauthorized', 'unknown client or wrong secret');
+    if (client === null || !ok) {
+      this.#failures.fail(clientId, now);
+      throw new DispatcherError('unauthorized', 'unknown client or wrong secret');
+    }
     this.#clients.set(client.id, { record: client, until: Date.now() + CLIENT_CACHE_MS });
     return { ...(await this.#tokens.sign({ sub: client.id, ver: client.secretVersion })), client };
   }
@@ -250,4 +261,33 @@ function checkCovered(by: Principal, grants: Grant[]): void {
 
 function single(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;
+}
+
+/**
+ * Failed token requests per client id, in this process: past `limit` in a window, the client id is refused
+ * (429) until the window ends, before its secret is hashed. Bounded: ended windows are dropped as it grows.
+ */
+class FailureWindows {
+  readonly #counts = new Map<string, { n: number; until: number }>();
+  constructor(
+    readonly limit: number,
+    readonly window: number,
+  ) {}
+
+  /** Milliseconds until `id` may try again, or 0 (always 0 with no limit). */
+  wait(id: string, now: number): number {
+    if (this.limit === 0) return 0;
+    const c = this.#counts.get(id);
+    if (c === undefined || c.until <= now) return 0;
+    return c.n >= this.limit ? c.until - now : 0;
+  }
+
+  fail(id: string, now: number): void {
+    if (this.limit === 0) return;
+    const c = this.#counts.get(id);
+    if (c === undefined || c.until <= now) {
+      if (this.#counts.size >= 10_000) for (const [k, v] of this.#counts) if (v.until <= now) this.#counts.delete(k);
+      this.#counts.set(id, { n: 1, until: now + this.window });
+    } else c.n += 1;
+  }
 }

@@ -129,3 +129,9 @@ export function storeWithin<T>(work: Promise<T>, ms: number, what: string): Prom
   });
   return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
 }
+
+/** A `config_invalid` listing every problem of `what` (the configuration, its routes, its types), one line each. */
+export function configProblems(what: string, lines: readonly string[], problems: readonly ErrorProblem[]): DispatcherError {
+  const message = lines.length === 1 ? `Invalid ${what}: ${lines[0]}` : `Invalid ${what} (${lines.length} problems):\n  ${lines.join('\n  ')}`;
+  return new DispatcherError('config_invalid', message, { problems: problems.map((p) => ({ ...p })) });
+}

@@ -299,38 +299,20 @@ export class Intake {
    * is `store_unavailable` (the message is not to be acknowledged: sent again, its good events are duplicates).
    */
   async #keepRefused(message: InboundMessage, refused: RefusedEvent[], events: unknown[]): Promise<void> {
-    const now = this.#now();
-    const m = this.#deps.metrics;
-    const letters: NewDeadLetter[] = refused.map(({ index, error }) => {
-      const prefix = `/${index}`;
-      const raw = Buffer.from(JSON.stringify(events[index]));
-      const max = this.#deps.settings.deadLetterMaxBytes;
-      return {
-        origin: 'intake',
-        source: message.input,
-        reason: error.code,
-        error: error.message.startsWith(prefix) ? error.message.slice(prefix.length) || '/' : error.message,
-        details: {
-          index,
-          problems: (error.problems ?? []).map((p) => ({ ...p, pointer: p.pointer.startsWith(prefix) ? p.pointer.slice(prefix.length) : p.pointer })),
-        },
-        raw: raw.length > max ? raw.subarray(0, max) : raw,
-        rawTruncated: raw.length > max,
+    const letters = refused.map(({ index, error }) => {
+      // Replayed alone, as the structured event it is, whatever decoder the batch came through.
+      const alone: InboundMessage = {
+        ...message,
+        raw: Buffer.from(JSON.stringify(events[index])),
+        rawTruncated: false,
         contentType: STRUCTURED,
-        // Replayed alone, as the structured event it is, whatever decoder the batch came through.
         headers: { 'content-type': STRUCTURED, [DECODER_HEADER]: 'http' },
-        service: message.service,
-        orgId: message.orgId,
-        at: now,
       };
+      return this.#letter(alone, withinEvent(error, index), { index });
     });
-    for (const { error } of refused) {
-      m.eventsReceived.inc({ input: message.input, outcome: 'rejected' });
-      m.deadLetters.inc({ origin: 'intake', reason: error.code });
-    }
     let ids: string[];
     try {
-      ids = await this.#deadLetters.add(letters);
+      ids = await storeWithin(this.#deadLetters.add(letters), this.#deps.settings.commitTimeout, 'keep the dead letters');
     } catch (err) {
       this.#deps.log.error({ err, input: message.input, refused: refused.length }, 'could not keep the dead letters of a batch\'s refused events');
       const e = new DispatcherError('store_unavailable', `the store did not take the dead letters of ${refused.length} refused events: ${(err as Error).message}`, { cause: err });
@@ -456,27 +438,8 @@ export class Intake {
 
   /** Keep the message as a dead letter, count it, and return the error to throw. */
   async reject(message: InboundMessage, error: DispatcherError): Promise<DispatcherError> {
-    const max = this.#deps.settings.deadLetterMaxBytes;
-    const truncated = message.rawTruncated === true || message.raw.length > max;
-    this.#deps.metrics.eventsReceived.inc({ input: message.input, outcome: 'rejected' });
-    this.#deps.metrics.deadLetters.inc({ origin: 'intake', reason: error.code });
     try {
-      const [id] = await storeWithin(this.#deadLetters.add([
-        {
-          origin: 'intake',
-          source: message.input,
-          reason: error.code,
-          error: error.message,
-          details: error.problems ? { problems: error.problems } : undefined,
-          raw: truncated ? message.raw.subarray(0, max) : message.raw,
-          rawTruncated: truncated,
-          contentType: message.contentType,
-          headers: message.headers,
-          service: message.service,
-          orgId: message.orgId,
-          at: this.#now(),
-        },
-      ]), this.#deps.settings.commitTimeout, 'keep the dead letter');
+      const [id] = await storeWithin(this.#deadLetters.add([this.#letter(message, error)]), this.#deps.settings.commitTimeout, 'keep the dead letter');
       this.#deps.log.warn({ input: message.input, origin: 'intake', reason: error.code, deadLetter: id, err: error.message }, 'refused at intake; kept as a dead letter');
     } catch (err) {
       // The caller still gets the coded error; losing the dead letter is logged, never silent, and a bus
@@ -485,6 +448,29 @@ export class Intake {
       error.deadLetterLost = true;
     }
     return error;
+  }
+
+  /** The dead letter that keeps `message`, refused with `error` (counted as such), its bytes cut at `deadLetters.maxBytes`. */
+  #letter(message: InboundMessage, error: DispatcherError, details: Record<string, unknown> = {}): NewDeadLetter {
+    const max = this.#deps.settings.deadLetterMaxBytes;
+    const truncated = message.rawTruncated === true || message.raw.length > max;
+    this.#deps.metrics.eventsReceived.inc({ input: message.input, outcome: 'rejected' });
+    this.#deps.metrics.deadLetters.inc({ origin: 'intake', reason: error.code });
+    const all = { ...details, ...(error.problems ? { problems: error.problems } : {}) };
+    return {
+      origin: 'intake',
+      source: message.input,
+      reason: error.code,
+      error: error.message,
+      details: Object.keys(all).length === 0 ? undefined : all,
+      raw: truncated ? message.raw.subarray(0, max) : message.raw,
+      rawTruncated: truncated,
+      contentType: message.contentType,
+      headers: message.headers,
+      service: message.service,
+      orgId: message.orgId,
+      at: this.#now(),
+    };
   }
 
   /**
@@ -506,6 +492,13 @@ const STRUCTURED = 'application/cloudevents+json';
 
 /** The header naming the decoder a dead letter is replayed through (see Dispatcher.receive). */
 export const DECODER_HEADER = ':decoder';
+
+/** A refused event's error as the event alone sees it: pointers and message without the batch's `/<index>`. */
+function withinEvent(error: DispatcherError, index: number): DispatcherError {
+  const prefix = `/${index}`;
+  const strip = (pointer: string) => (pointer.startsWith(prefix) ? pointer.slice(prefix.length) : pointer);
+  return eventError(error.code as EventErrorCode, (error.problems ?? []).map((p) => ({ ...p, pointer: strip(p.pointer) })));
+}
 
 /** The error of refused events: the first problem in the message, and how many more. */
 function eventError(code: EventErrorCode, problems: ErrorProblem[]): DispatcherError {

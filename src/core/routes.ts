@@ -9,7 +9,7 @@ import type { ValidateFunction } from 'ajv';
 import type { Logger } from 'pino';
 import { newId } from './ids.js';
 import type { Action, ActionType } from './action.js';
-import { DispatcherError, type ErrorProblem } from './errors.js';
+import { configProblems, DispatcherError, type ErrorProblem } from './errors.js';
 import { fromPointer, toDisplayPath, toPointer, type Path } from './paths.js';
 import { duration, map, object, section, Type, type Options } from './options.js';
 import { buildRouteIndex, checkRouteMatch, type RouteIndex } from './router.js';
@@ -233,9 +233,7 @@ export async function compileRoutes(options: CompileRoutesOptions): Promise<Rout
   }
   if (problems.length > 0) {
     await Promise.allSettled(created.map((a) => a.close?.()));
-    const lines = problems.map((p) => placed(p));
-    const message = lines.length === 1 ? `Invalid routes: ${lines[0]}` : `Invalid routes (${lines.length} problems):\n  ${lines.join('\n  ')}`;
-    throw new DispatcherError('config_invalid', message, { problems });
+    throw configProblems('routes', problems.map((p) => placed(p)), problems);
   }
 
   const index = buildRouteIndex(

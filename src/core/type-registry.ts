@@ -7,7 +7,7 @@
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import type { ErrorObject, ValidateFunction } from 'ajv';
 import addFormatsModule from 'ajv-formats';
-import { DispatcherError, type ErrorProblem } from './errors.js';
+import { configProblems, type ErrorProblem } from './errors.js';
 import { object, Type, type Options } from './options.js';
 import { fromPointer, toDisplayPath, toPointer } from './paths.js';
 
@@ -79,8 +79,7 @@ export class TypeRegistry {
       }
     }
     if (problems.length > 0) {
-      const lines = problems.map((p) => `${toDisplayPath(fromPointer(p.pointer))}: ${p.message}`);
-      throw new DispatcherError('config_invalid', lines.length === 1 ? `Invalid types: ${lines[0]}` : `Invalid types (${lines.length} problems):\n  ${lines.join('\n  ')}`, { problems });
+      throw configProblems('types', problems.map((p) => `${toDisplayPath(fromPointer(p.pointer))}: ${p.message}`), problems);
     }
   }
 

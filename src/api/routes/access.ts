@@ -47,40 +47,12 @@ function clientCredentials(request: FastifyRequest): { grant: unknown; id: unkno
   return { grant: fields.grant_type, id, secret };
 }
 
-/**
- * Failed token requests per client id, in this process: past `limit` in a window, the client id is refused
- * (429) until the window ends, before its secret is hashed. Bounded: ended windows are dropped as it grows.
- */
-class FailureWindows {
-  readonly #counts = new Map<string, { n: number; until: number }>();
-  constructor(
-    readonly limit: number,
-    readonly window: number,
-  ) {}
-
-  /** Milliseconds until `id` may try again, or 0. */
-  wait(id: string, now: number): number {
-    const c = this.#counts.get(id);
-    if (c === undefined || c.until <= now) return 0;
-    return c.n >= this.limit ? c.until - now : 0;
-  }
-
-  fail(id: string, now: number): void {
-    const c = this.#counts.get(id);
-    if (c === undefined || c.until <= now) {
-      if (this.#counts.size >= 10_000) for (const [k, v] of this.#counts) if (v.until <= now) this.#counts.delete(k);
-      this.#counts.set(id, { n: 1, until: now + this.window });
-    } else c.n += 1;
-  }
-}
-
 function text(value: unknown, name: string, max = 200): string {
   if (typeof value !== 'string' || value.length === 0 || value.length > max) throw new DispatcherError('bad_request', `${name}: a string of 1 to ${max} characters`);
   return value;
 }
 
 export function registerAccessRoutes(app: FastifyInstance, s: Services): void {
-  const failures = new FailureWindows(s.auth.tokenRateLimit.perClient, s.auth.tokenRateLimit.window);
   app.post(
     '/v1/token',
     {
@@ -93,6 +65,7 @@ export function registerAccessRoutes(app: FastifyInstance, s: Services): void {
           : {}),
       },
       schema: {
+        operationId: 'issueToken',
         tags: ['access'],
         summary: 'Exchange client credentials for a bearer token',
         description:
@@ -114,13 +87,7 @@ export function registerAccessRoutes(app: FastifyInstance, s: Services): void {
       const clientId = text(id, 'client_id');
       request.auditActor = { actor: `client:${clientId}`, kind: 'client', service: 'unknown', orgId: 'unknown' };
       request.auditRecords = [clientId];
-      const now = Date.now();
-      const wait = failures.limit > 0 ? failures.wait(clientId, now) : 0;
-      if (wait > 0) throw new DispatcherError('rate_limited', `too many failed token requests for client ${clientId}; try again later`, { retryAfterMs: wait });
-      const issued = await s.auth.issueToken(clientId, text(secret, 'client_secret', 1000)).catch((err: unknown) => {
-        if (failures.limit > 0 && (err as DispatcherError).code === 'unauthorized') failures.fail(clientId, now);
-        throw err;
-      });
+      const issued = await s.auth.issueToken(clientId, text(secret, 'client_secret', 1000));
       request.auditActor = { actor: `client:${issued.client.id}`, kind: 'client', service: issued.client.service, orgId: issued.client.orgId };
       return reply.header('cache-control', 'no-store').send({
         access_token: issued.token,
@@ -135,7 +102,7 @@ export function registerAccessRoutes(app: FastifyInstance, s: Services): void {
     '/v1/clients',
     {
       config: { permission: 'dispatcher:clients:read' },
-      schema: { tags: ['access'], summary: "The tenant's clients (never their secrets)", response: { 200: { type: 'object', properties: { data: { type: 'array', items: anyObject } } } } },
+      schema: { operationId: 'listClients', tags: ['access'], summary: "The tenant's clients (never their secrets)", response: { 200: { type: 'object', properties: { data: { type: 'array', items: anyObject } } } } },
     },
     async (request) => {
       const scope = request.scope;
@@ -149,6 +116,7 @@ export function registerAccessRoutes(app: FastifyInstance, s: Services): void {
     {
       config: { permission: 'dispatcher:clients:write', audit: 'clients.create' },
       schema: {
+        operationId: 'createClient',
         tags: ['access'],
         summary: 'Create a client; its secret is in this answer and never again',
         description:
@@ -194,7 +162,7 @@ export function registerAccessRoutes(app: FastifyInstance, s: Services): void {
     '/v1/clients/:id/rotate-secret',
     {
       config: { permission: 'dispatcher:clients:write', audit: 'clients.rotate-secret' },
-      schema: { tags: ['access'], summary: 'Give a client a new secret (shown once); its tokens stop working', params: idParams, response: { 200: anyObject, ...errors(404) } },
+      schema: { operationId: 'rotateClientSecret', tags: ['access'], summary: 'Give a client a new secret (shown once); its tokens stop working', params: idParams, response: { 200: anyObject, ...errors(404) } },
     },
     async (request, reply) => {
       const { id } = await owned(request);
@@ -207,7 +175,7 @@ export function registerAccessRoutes(app: FastifyInstance, s: Services): void {
     '/v1/clients/:id',
     {
       config: { permission: 'dispatcher:clients:write', audit: 'clients.delete' },
-      schema: { tags: ['access'], summary: 'Delete a client; its tokens stop working', params: idParams, response: { 204: { type: 'null' }, ...errors(404) } },
+      schema: { operationId: 'deleteClient', tags: ['access'], summary: 'Delete a client; its tokens stop working', params: idParams, response: { 204: { type: 'null' }, ...errors(404) } },
     },
     async (request, reply) => {
       const { id } = await owned(request);
@@ -222,6 +190,7 @@ export function registerAccessRoutes(app: FastifyInstance, s: Services): void {
     {
       config: { permission: 'dispatcher:audit:read', query: auditSpec },
       schema: {
+        operationId: 'listAudit',
         tags: ['access'],
         summary: 'The audit log',
         description:

@@ -14,6 +14,7 @@ export function registerDeadLetterRoutes(app: FastifyInstance, s: Services): voi
     {
       config: { permission: 'dispatcher:dead-letters:read', query: spec },
       schema: {
+        operationId: 'listDeadLetters',
         tags: ['dead-letters'],
         summary: 'List dead letters',
         description: 'Filters: `filter[origin]` (intake or run), `filter[reason]` (error codes), `filter[source]` (input or route), `filter[run]`, `filter[replayed]=true|false`, `filter[last_seen_at][gte|…]`; `limit`, `offset`. Newest first.',
@@ -43,7 +44,7 @@ export function registerDeadLetterRoutes(app: FastifyInstance, s: Services): voi
 
   app.get(
     '/v1/dead-letters/:id',
-    { config: { permission: 'dispatcher:dead-letters:read' }, schema: { tags: ['dead-letters'], summary: 'One dead letter, with its raw bytes', params: idParams, response: { 200: anyObject, ...errors(404) } } },
+    { config: { permission: 'dispatcher:dead-letters:read' }, schema: { operationId: 'getDeadLetter', tags: ['dead-letters'], summary: 'One dead letter, with its raw bytes', params: idParams, response: { 200: anyObject, ...errors(404) } } },
     async (request) => {
       const { id } = request.params as { id: string };
       const dl = await s.records.getDeadLetter(id, request.scope);
@@ -57,6 +58,7 @@ export function registerDeadLetterRoutes(app: FastifyInstance, s: Services): voi
     {
       config: { permission: 'dispatcher:dead-letters:write', audit: 'dead-letters.replay' },
       schema: {
+        operationId: 'replayDeadLetter',
         tags: ['dead-letters'],
         summary: 'Replay a dead letter',
         description: 'An intake dead letter goes through intake again as it came (it may pass now); a run dead letter retries its run. A replay that fails again answers with the error, and the dead letter counts one more attempt.',
@@ -78,7 +80,7 @@ export function registerDeadLetterRoutes(app: FastifyInstance, s: Services): voi
 
   app.delete(
     '/v1/dead-letters/:id',
-    { config: { permission: 'dispatcher:dead-letters:write', audit: 'dead-letters.delete' }, schema: { tags: ['dead-letters'], summary: 'Delete a dead letter', params: idParams, response: { 204: { type: 'null' }, ...errors(404) } } },
+    { config: { permission: 'dispatcher:dead-letters:write', audit: 'dead-letters.delete' }, schema: { operationId: 'deleteDeadLetter', tags: ['dead-letters'], summary: 'Delete a dead letter', params: idParams, response: { 204: { type: 'null' }, ...errors(404) } } },
     async (request, reply) => {
       const { id } = request.params as { id: string };
       if (!(await s.deleteDeadLetter(id, request.scope))) throw new DispatcherError('not_found', `no dead letter ${id}`);

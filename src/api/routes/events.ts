@@ -90,6 +90,7 @@ export function registerEventRoutes(app: FastifyInstance, s: Services): void {
     {
       config: { permission: 'dispatcher:events:write', audit: 'events.create', openapi: INTAKE_REQUEST },
       schema: {
+        operationId: 'sendEvents',
         tags: ['events'],
         summary: 'Send one event or a batch',
         description:
@@ -130,6 +131,7 @@ export function registerEventRoutes(app: FastifyInstance, s: Services): void {
     {
       config: { permission: 'dispatcher:events:read', query: spec },
       schema: {
+        operationId: 'listEvents',
         tags: ['events'],
         summary: 'List stored events',
         description: 'Filters: `filter[type]`, `filter[source]`, `filter[id]` (the CloudEvents id), `filter[routed]=false` for unrouted events, `filter[received_at][gte|gt|lt|lte]`; `sort=received_at|-received_at`; `limit`, `offset`.',
@@ -162,6 +164,7 @@ export function registerEventRoutes(app: FastifyInstance, s: Services): void {
     {
       config: { permission: 'dispatcher:events:read' },
       schema: {
+        operationId: 'getEvent',
         tags: ['events'],
         summary: 'One stored event, with its runs',
         params: idParams,

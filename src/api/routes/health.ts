@@ -11,11 +11,11 @@ export interface HealthSettings {
 }
 
 export function registerHealthRoutes(app: FastifyInstance, s: Services, settings: HealthSettings): void {
-  app.get('/healthz', { config: { public: true }, schema: { tags: ['health'], summary: 'The process is alive' } }, async () => ({ status: 'ok' }));
+  app.get('/healthz', { config: { public: true }, schema: { operationId: 'health', tags: ['health'], summary: 'The process is alive' } }, async () => ({ status: 'ok' }));
 
   app.get(
     '/readyz',
-    { config: { public: true }, schema: { tags: ['health'], summary: 'The store is reachable; backlog, oldest queued age, and the health of each input and output' } },
+    { config: { public: true }, schema: { operationId: 'readiness', tags: ['health'], summary: 'The store is reachable; backlog, oldest queued age, and the health of each input and output' } },
     async (_request, reply) => {
       try {
         // A store that does not answer within seconds is as good as gone: readiness says so then, not after
@@ -69,7 +69,7 @@ export function registerHealthRoutes(app: FastifyInstance, s: Services, settings
 
   if (settings.metrics) {
     const config: FastifyContextConfig = settings.publicMetrics ? { public: true } : { permission: 'dispatcher:metrics:read' };
-    app.get('/metrics', { config, schema: { tags: ['health'], summary: 'Prometheus metrics' } }, async (_request, reply) => {
+    app.get('/metrics', { config, schema: { operationId: 'metrics', tags: ['health'], summary: 'Prometheus metrics' } }, async (_request, reply) => {
       const body = await s.metrics.registry.metrics();
       return reply.type(s.metrics.registry.contentType).send(body);
     });

@@ -57,7 +57,7 @@ const listSchema = { 200: { type: 'object', properties: { data: { type: 'array',
 export function registerHostRoutes(app: FastifyInstance, s: Services): void {
   app.get(
     '/v1/hosts',
-    { config: { permission: 'dispatcher:runs:read', query: spec }, schema: { tags: ['hosts'], summary: 'List hosts', description: FILTERS, response: listSchema } },
+    { config: { permission: 'dispatcher:runs:read', query: spec }, schema: { operationId: 'listHosts', tags: ['hosts'], summary: 'List hosts', description: FILTERS, response: listSchema } },
     async (request) => {
       const q = parseQuery(request.url, spec);
       const { items, total } = await s.records.listHosts(hostQuery(q, request.scope));
@@ -67,7 +67,7 @@ export function registerHostRoutes(app: FastifyInstance, s: Services): void {
 
   app.get(
     '/v1/hosts/:id',
-    { config: { permission: 'dispatcher:runs:read' }, schema: { tags: ['hosts'], summary: 'One host, with its log', params: idParams, response: { 200: anyObject, ...errors(404) } } },
+    { config: { permission: 'dispatcher:runs:read' }, schema: { operationId: 'getHost', tags: ['hosts'], summary: 'One host, with its log', params: idParams, response: { 200: anyObject, ...errors(404) } } },
     async (request) => {
       const { id } = request.params as { id: string };
       const host = await s.records.getHost(id, request.scope);
@@ -80,7 +80,7 @@ export function registerHostRoutes(app: FastifyInstance, s: Services): void {
     '/v1/runs/:id/hosts',
     {
       config: { permission: 'dispatcher:runs:read', query: runHostsSpec },
-      schema: { tags: ['hosts'], summary: "A run's hosts", description: FILTERS.replace('`filter[run]` (run ids), ', ''), params: idParams, response: { ...listSchema, ...errors(400, 404) } },
+      schema: { operationId: 'listRunHosts', tags: ['hosts'], summary: "A run's hosts", description: FILTERS.replace('`filter[run]` (run ids), ', ''), params: idParams, response: { ...listSchema, ...errors(400, 404) } },
     },
     async (request) => {
       const { id } = request.params as { id: string };

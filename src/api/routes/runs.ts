@@ -33,6 +33,7 @@ export function registerRunRoutes(app: FastifyInstance, s: Services): void {
     {
       config: { permission: 'dispatcher:runs:read', query: spec },
       schema: {
+        operationId: 'listRuns',
         tags: ['runs'],
         summary: 'List runs',
         description:
@@ -76,6 +77,7 @@ export function registerRunRoutes(app: FastifyInstance, s: Services): void {
     {
       config: { permission: 'dispatcher:runs:write', audit: 'runs.republish', query: republishSpec },
       schema: {
+        operationId: 'republishRuns',
         tags: ['runs'],
         summary: 'Emit a read run event for every matching run',
         description:
@@ -106,7 +108,7 @@ export function registerRunRoutes(app: FastifyInstance, s: Services): void {
 
   app.get(
     '/v1/runs/:id',
-    { config: { permission: 'dispatcher:runs:read' }, schema: { tags: ['runs'], summary: 'One run, with every attempt', params: idParams, response: { 200: anyObject, ...errors(404) } } },
+    { config: { permission: 'dispatcher:runs:read' }, schema: { operationId: 'getRun', tags: ['runs'], summary: 'One run, with every attempt', params: idParams, response: { 200: anyObject, ...errors(404) } } },
     async (request) => {
       const { id } = request.params as { id: string };
       const run = await s.records.getRun(id, request.scope);
@@ -121,6 +123,7 @@ export function registerRunRoutes(app: FastifyInstance, s: Services): void {
     {
       config: { permission: 'dispatcher:runs:write', audit: 'runs.cancel' },
       schema: {
+        operationId: 'cancelRun',
         tags: ['runs'],
         summary: 'Cancel a queued or running run',
         description: 'A running attempt in this process is aborted; its outcome is not recorded.',
@@ -139,6 +142,7 @@ export function registerRunRoutes(app: FastifyInstance, s: Services): void {
     {
       config: { permission: 'dispatcher:runs:write', audit: 'runs.retry' },
       schema: {
+        operationId: 'retryRun',
         tags: ['runs'],
         summary: 'Retry a failed, timed-out or canceled run',
         description: "The run is queued again with as many more attempts as its route allows and a new deadline.",

@@ -28,6 +28,7 @@ export function registerStreamRoute(app: FastifyInstance, s: Services): void {
     {
       config: { permission: 'dispatcher:runs:read', query: spec },
       schema: {
+        operationId: 'streamRunEvents',
         tags: ['stream'],
         summary: 'Run events, live (server-sent events)',
         description:
