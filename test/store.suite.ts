@@ -694,6 +694,41 @@ export function defineStoreSuite(name: string, open: () => Promise<StoreFixture>
         expect(again.attempts).toBe(2);
       });
 
+      it('lists runs and hosts by their status as read at a time (under way past the deadline: timeout), by service, action type and result', async () => {
+        // Three runs waiting for answers (deadlines T0+1000, T0+5000, T0+9000), and one that ended in timeout.
+        const ids: string[] = [];
+        for (const [i, deadlineAt] of [T0 + 1000, T0 + 5000, T0 + 9000].entries()) {
+          const [id] = await seed(store, [{ deadlineAt, actionType: i === 2 ? 'noop' : 'playbook' }], { service: i === 0 ? 'svc-b' : 'svc-a', at: T0 + i });
+          const run = await claimOne(store, { now: T0 + 5 });
+          await store.finishRuns([outcome(run, { status: 'running', at: T0 + 10, correlationId: `c-${i}`, deadlineAt, attemptOutcome: 'waiting', result: { recipient: `r-${i}`, n: i } })]);
+          await store.upsertHosts([{ runId: id!, name: `host-${i}`, at: T0 + 20 }]);
+          ids.push(id!);
+        }
+        const [ended] = await seed(store, [{ deadlineAt: T0 + 100 }], { at: T0 + 3 });
+        await store.upsertHosts([{ runId: ended!, name: 'host-3', at: T0 + 20 }]);
+        expect(await store.sweep(T0 + 200, 100)).toMatchObject({ timedOut: 1 });
+        const runs = async (q: Partial<RunQuery>) => (await store.listRuns({ limit: 10, offset: 0, sort: { field: 'created_at', direction: 'asc' }, ...q })).items.map((r) => r.id);
+        const hosts = async (q: Partial<HostQuery>) => (await store.listHosts({ limit: 10, offset: 0, sort: { field: 'name', direction: 'asc' }, ...q })).items.map((h) => h.name);
+
+        // Stored statuses: three running, one timeout.
+        expect(await runs({ status: ['running'] })).toEqual(ids);
+        expect(await runs({ status: ['timeout'] })).toEqual([ended]);
+        // At T0+5000 the first two are past their deadlines.
+        expect(await runs({ status: ['running'], statusAt: T0 + 5000 })).toEqual([ids[2]]);
+        expect(await runs({ status: ['timeout'], statusAt: T0 + 5000 })).toEqual([ids[0], ids[1], ended]);
+        expect(await runs({ status: ['running', 'timeout'], statusAt: T0 + 5000 })).toEqual([ids[0], ids[1], ids[2], ended]);
+        expect(await runs({ status: ['success'], statusAt: T0 + 5000 })).toEqual([]);
+        expect(await hosts({ status: ['running'], statusAt: T0 + 5000 })).toEqual(['host-2']);
+        expect(await hosts({ status: ['timeout'], statusAt: T0 + 5000 })).toEqual(['host-0', 'host-1', 'host-3']);
+        expect(await hosts({ status: ['running'] })).toEqual(['host-0', 'host-1', 'host-2']);
+
+        expect(await runs({ service: ['svc-b'] })).toEqual([ids[0]]);
+        expect(await runs({ actionType: ['playbook'] })).toEqual([ids[0], ids[1]]);
+        expect(await hosts({ actionType: ['noop'] })).toEqual(['host-2']);
+        expect(await runs({ result: { recipient: 'r-1' } })).toEqual([ids[1]]);
+        expect(await runs({ result: { recipient: 'r-9' } })).toEqual([]);
+      });
+
       it('a waiting outcome keeps the run running, without a lease, with a correlation id', async () => {
         await seed(store, [{}]);
         const run = await claimOne(store);

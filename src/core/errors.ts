@@ -27,6 +27,7 @@ export const ERROR_CODES = {
   schema_violation: { description: "The event's data fails its type's JSON Schema.", retryable: false },
   invalid_envelope: { description: 'The message is not in the envelope its input expects (an SNS notification with a `Message`).', retryable: false },
   hop_limit_exceeded: { description: 'A published event went through more hops than allowed (a routing loop).', retryable: false },
+  invalid_upload: { description: 'An uploaded result file is not what its content type says (empty, a line that fails its schema, no correlation id).', retryable: false },
 
   // API: the caller asked for something that cannot be done.
   bad_request: { description: 'The request is malformed (query, parameters or body).', retryable: false },
@@ -45,6 +46,7 @@ export const ERROR_CODES = {
   http_status: { description: 'The receiver answered with an HTTP status that means failure (retryable for 408, 425, 429 and 5xx).', retryable: true },
   network_error: { description: 'The receiver could not be reached (connection refused, reset, DNS).', retryable: true },
   attempt_timeout: { description: "The attempt took longer than the route's timeout.", retryable: true },
+  recipient_not_found: { description: 'The recipient a directive is for is not connected.', retryable: true },
   address_blocked: { description: 'The target resolves to a private, loopback or link-local address that is not allowlisted.', retryable: false },
   template_error: { description: 'A template could not be rendered from the event.', retryable: false },
   route_missing: { description: 'The route or action a run was planned for is no longer configured.', retryable: false },

@@ -7,6 +7,7 @@
 import { sql, type Expression, type Kysely, type SelectQueryBuilder, type SqlBool } from 'kysely';
 import type { AttemptRow, DeadLetterRow, EventRow, HostRow, RunEventRow, RunEventWithRunRow, RunRow } from './rows.js';
 import { v7Floor } from './shared.js';
+import type { RunStatus } from '../core/types.js';
 import type { DeadLetterQuery, EventQuery, HostQuery, Page, RepublishQuery, RunQuery, Scope, SortDirection, TimeRange } from './types.js';
 
 export interface Database {
@@ -55,12 +56,37 @@ function idRange<T extends 'runs' | 'events' | 'hosts'>(qb: Q<T>, id: string, co
   return out;
 }
 
+/** A run under way (`queued`, `running`) whose deadline is at or before `at`: read as `timeout`. */
+function expiredAt(at: number): Expression<SqlBool> {
+  return sql<SqlBool>`(${sql.ref('status')} IN ('queued', 'running') AND ${sql.ref('deadline_at')} <= ${at})`;
+}
+
+/**
+ * The `status` filter read at `at` (see `RunQuery.statusAt`): `timeout` also takes the runs under way past
+ * their deadline, and `queued` or `running` leaves them out. `under` tests the status of the row listed;
+ * `expired` whether it belongs to such a run.
+ */
+function statusAt(statuses: readonly RunStatus[], under: (status: RunStatus) => Expression<SqlBool>, expired: Expression<SqlBool>): Expression<SqlBool> {
+  const each = statuses.map((status) => {
+    if (status === 'timeout') return sql<SqlBool>`(${under('timeout')} OR ((${under('queued')} OR ${under('running')}) AND ${expired}))`;
+    if (status === 'queued' || status === 'running') return sql<SqlBool>`(${under(status)} AND NOT ${expired})`;
+    return under(status);
+  });
+  return sql<SqlBool>`(${sql.join(each, sql` OR `)})`;
+}
+
 export async function listRuns(db: Kysely<Database>, ops: DialectOps, query: RunQuery): Promise<{ rows: RunRow[]; total: number }> {
   let qb = scoped(db.selectFrom('runs') as Q<'runs'>, query.scope);
-  if (query.status?.length) qb = qb.where('status', 'in', query.status);
+  if (query.status?.length) {
+    const at = query.statusAt;
+    qb = at === undefined ? qb.where('status', 'in', query.status) : qb.where(statusAt(query.status, (s) => sql<SqlBool>`${sql.ref('status')} = ${s}`, expiredAt(at)));
+  }
+  if (query.service?.length) qb = qb.where('service', 'in', query.service);
   if (query.type?.length) qb = qb.where('event_type', 'in', query.type);
   if (query.route?.length) qb = qb.where('route', 'in', query.route);
   if (query.action?.length) qb = qb.where('action', 'in', query.action);
+  if (query.actionType?.length) qb = qb.where('action_type', 'in', query.actionType);
+  if (query.result !== undefined && Object.keys(query.result).length > 0) qb = qb.where(ops.labelsContain(query.result, 'result'));
   if (query.eventKey !== undefined) qb = qb.where('event_key', '=', query.eventKey);
   if (query.correlationId !== undefined) qb = qb.where('correlation_id', '=', query.correlationId);
   if (query.labels !== undefined && Object.keys(query.labels).length > 0) qb = qb.where(ops.labelsContain(query.labels));
@@ -85,14 +111,22 @@ async function countedPage<T extends 'runs' | 'hosts', R>(qb: Q<T>, sort: { fiel
 export async function listHosts(db: Kysely<Database>, ops: DialectOps, query: HostQuery): Promise<{ rows: HostRow[]; total: number }> {
   let qb = scoped(db.selectFrom('hosts') as Q<'hosts'>, query.scope);
   if (query.runId?.length) qb = qb.where('run_id', 'in', query.runId);
-  if (query.status?.length) qb = qb.where('status', 'in', query.status);
+  if (query.status?.length) {
+    const at = query.statusAt;
+    if (at === undefined) qb = qb.where('status', 'in', query.status);
+    else {
+      const expired = sql<SqlBool>`${sql.ref('hosts.run_id')} IN (SELECT id FROM runs WHERE ${expiredAt(at)})`;
+      qb = qb.where(statusAt(query.status, (s) => sql<SqlBool>`${sql.ref('hosts.status')} = ${s}`, expired));
+    }
+  }
   if (query.name?.length) qb = qb.where('name', 'in', query.name);
   if (query.service?.length) qb = qb.where('service', 'in', query.service);
   if (query.details !== undefined && Object.keys(query.details).length > 0) qb = qb.where(ops.labelsContain(query.details, 'details'));
-  if (query.route?.length || (query.runLabels !== undefined && Object.keys(query.runLabels).length > 0)) {
-    // Through the run: its route and labels are the run's.
+  if (query.route?.length || query.actionType?.length || (query.runLabels !== undefined && Object.keys(query.runLabels).length > 0)) {
+    // Through the run: its route, action type and labels are the run's.
     let runs = db.selectFrom('runs').select('id') as unknown as Q<'runs'>;
     if (query.route?.length) runs = runs.where('route', 'in', query.route);
+    if (query.actionType?.length) runs = runs.where('action_type', 'in', query.actionType);
     if (query.runLabels !== undefined && Object.keys(query.runLabels).length > 0) runs = runs.where(ops.labelsContain(query.runLabels));
     qb = qb.where('run_id', 'in', runs as never);
   }

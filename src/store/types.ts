@@ -152,6 +152,15 @@ export type RunSortField = (typeof RUN_SORT_FIELDS)[number];
 export interface RunQuery extends Page {
   scope?: Scope;
   status?: RunStatus[];
+  /**
+   * Read the statuses at this time (ms): a `queued` or `running` run whose deadline has passed is taken as
+   * `timeout` by the `status` filter, as a caller that reports it so would show it before the sweeper
+   * writes it. Absent: the stored status.
+   */
+  statusAt?: number;
+  /** Services that created the runs. */
+  service?: string[];
+  actionType?: string[];
   /** Event types (exact). */
   type?: string[];
   route?: string[];
@@ -159,6 +168,8 @@ export interface RunQuery extends Page {
   eventKey?: string;
   correlationId?: string;
   labels?: Record<string, string>;
+  /** Every key = value of the run's result (an object): what an action recorded, such as whom it sent work to. */
+  result?: Record<string, string>;
   createdAt?: TimeRange;
   updatedAt?: TimeRange;
   sort?: { field: RunSortField; direction: SortDirection };
@@ -304,8 +315,15 @@ export interface HostQuery extends Page {
   runId?: string[];
   status?: RunStatus[];
   name?: string[];
+  /**
+   * Read the statuses at this time (ms): a `queued` or `running` host of a run whose deadline has passed
+   * (and that has not ended) is taken as `timeout` by the `status` filter (see `RunQuery.statusAt`).
+   */
+  statusAt?: number;
   /** Runs of these routes. */
   route?: string[];
+  /** Runs of these action types. */
+  actionType?: string[];
   service?: string[];
   /** Every key = value of the host's `details`. */
   details?: Record<string, string>;
