@@ -83,6 +83,30 @@ describe('the profile surface, configured', () => {
     expect(ENV_OPTIONS.some((o) => o.path[0] === 'profiles')).toBe(false);
   });
 
+  it('adds the routes a profile brings while it is on, checked as configured routes are, and keeps their names its own', async () => {
+    const withRoutes = (route: Record<string, unknown>): Preset =>
+      PRESET_WITH_EXAMPLE.map((p) => (p.name === 'example' ? { ...p, routes: ({ config }) => [{ ...route, description: `for ${String(config.tenant)}` }] } : p));
+    const own = { name: 'example.hello', match: { type: 'example.hello' }, actions: [{ noop: {} }], deadline: '2h' };
+    const on = await loadConfig({ env: {}, preset: withRoutes(own), overrides: { profiles: { example: { tenant: 'acme' } } } as never });
+    // After the configured ones (here the built-in `example` route of a file that sets none).
+    expect(on.routes.map((r) => [r.name, r.deadline, r.description, r.retry.attempts])).toEqual([
+      ['example', 3_600_000, undefined, 5],
+      ['example.hello', 7_200_000, 'for acme', 5],
+    ]);
+    const off = await loadConfig({ env: {}, preset: withRoutes(own) });
+    expect(off.routes.map((r) => r.name)).toEqual(['example']);
+    // A configured route may not take the profile's route's name.
+    const clash = loadConfig({ env: {}, preset: withRoutes(own), overrides: { profiles: { example: {} }, routes: [{ ...own, deadline: '1h' }] } as never });
+    await expect(clash).rejects.toThrow(/routes\[0\]\.name: route name "example\.hello" is the example profile's own route/);
+    // A profile's route that is not a route, or not named after the profile, is reported under the profile.
+    await expect(loadConfig({ env: {}, preset: withRoutes({ ...own, actions: [] }), overrides: { profiles: { example: {} } } as never })).rejects.toThrow(
+      /profiles\.example: the profile's route "example\.hello" is not a valid route: \/actions must NOT have fewer than 1 items/,
+    );
+    await expect(loadConfig({ env: {}, preset: withRoutes({ ...own, name: 'hello' }), overrides: { profiles: { example: {} } } as never })).rejects.toThrow(
+      /the profile's route "hello" is not named after the profile/,
+    );
+  });
+
   it('accepts a profile\'s decoder and presenter only while the profile is on, and checks the decoder\'s options', async () => {
     const output = { amqp: { url: AMQP_URL, exchange: 'x' }, streams: [{ stream: 'runEvents', topic: 't', presenter: 'example.job' }] };
     const input = { amqp: { url: AMQP_URL, queue: 'q' }, decoder: { format: 'example.job', options: { type: 'example.other' } } };

@@ -711,9 +711,48 @@ async function normalize(raw: RawConfig, preset: Preset, origins: Origins, probl
     inputs: normalizeInputs(raw, preset, origins, problems),
     outputs: normalizeOutputs(raw, preset, origins, problems),
     types: await normalizeTypes(raw.types, origins, problems),
-    routes: raw.routes.map((route): RouteConfig => ({ ...decoded(ROUTE_SCHEMA, route), actions: routeActions(route.actions) })),
+    routes: [...raw.routes, ...profileRoutes(raw, preset, origins, problems)].map((route): RouteConfig => ({ ...decoded(ROUTE_SCHEMA, route), actions: routeActions(route.actions) })),
     profiles: normalizeProfiles(raw, preset),
   };
+}
+
+/**
+ * The routes of the profiles switched on, after the configured ones: checked against the route schema as a
+ * configured route is (a profile's route that does not pass is the profile's bug, reported under its name),
+ * and named so that no configured route takes a profile's name.
+ */
+let routeValidator: ValidateFunction | undefined;
+
+function profileRoutes(raw: RawConfig, preset: Preset, origins: Origins, problems: Problems): RawConfig['routes'] {
+  const out: RawConfig['routes'] = [];
+  const taken = new Map(raw.routes.map((r, i) => [r.name, i]));
+  const sections = normalizeProfiles(raw, preset);
+  for (const profile of preset) {
+    if (profile.routes === undefined || sections[profile.name] === undefined) continue;
+    for (const route of profile.routes({ name: profile.name, config: sections[profile.name]! })) {
+      const name = String(route.name);
+      const at: Path = ['profiles', profile.name];
+      if (!(name === profile.name || name.startsWith(`${profile.name}.`))) {
+        problems.add(origins.of(at), at, `the profile's route "${name}" is not named after the profile (${profile.name} or ${profile.name}.<name>)`);
+        continue;
+      }
+      const clash = taken.get(name);
+      if (clash !== undefined) {
+        problems.add(origins.of(['routes', clash, 'name']), ['routes', clash, 'name'], `route name "${name}" is the ${profile.name} profile's own route: name this one otherwise`);
+        continue;
+      }
+      const copy = structuredClone(route) as Record<string, unknown>;
+      routeValidator ??= new Ajv({ allErrors: true, useDefaults: true, allowUnionTypes: true, strict: false }).compile(ROUTE_SCHEMA as object);
+      if (!routeValidator(copy)) {
+        const why = (routeValidator.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message ?? 'is invalid'}`).join('; ');
+        problems.add(origins.of(at), at, `the profile's route "${name}" is not a valid route: ${why}`);
+        continue;
+      }
+      taken.set(name, -1);
+      out.push(copy as RawConfig['routes'][number]);
+    }
+  }
+  return out;
 }
 
 /** The profiles switched on, each section normalized by its declaration (`{}` for a profile without one). */

@@ -36,6 +36,12 @@ export interface Profile<Http = unknown, Cli = unknown> {
    * so that its options, defaults, types and documentation are written once.
    */
   readonly config?: TObject;
+  /**
+   * Routes it brings, written as the configuration's `routes` are (and checked the same way), given its
+   * section: what its own routes take in becomes runs without a route in the user's file. Their names are
+   * the profile's (`playbook-dispatcher`, `playbook-dispatcher.<name>`); a configured route may not take one.
+   */
+  readonly routes?: (setup: Pick<ProfileSetup, 'name' | 'config'>) => ReadonlyArray<Readonly<Record<string, unknown>>>;
   /** Action types it adds; a function when they depend on its configuration. */
   readonly actionTypes?: readonly ActionType[] | ((setup: ProfileSetup) => readonly ActionType[]);
   /** Decoders an input may name (`decoder: { format: '<profile>.<name>', options: {…} }`) or the profile's routes receive with. */
