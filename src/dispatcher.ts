@@ -20,7 +20,7 @@ import { RunEventFeed } from './core/feed.js';
 import { cloudEventMessage, type CloudEventsBinding, type OutputDriver } from './core/outbox.js';
 import { qualified, type DecoderType, type Presenter, type ProfileContext, type ProfileSetup } from './core/profile.js';
 import { deadLetterSource, hostEventSource, Relay, runEventSource, type RelaySource } from './core/relay.js';
-import { DECODER_HEADER, Intake, type Decoder, type InboundMessage, type IntakeAnswer } from './core/intake.js';
+import { DECODER_HEADER, Intake, type AcceptedAnswer, type Decoder, type InboundMessage, type IntakeAnswer } from './core/intake.js';
 import { createMetrics, type Metrics, type TransportStatus } from './core/metrics.js';
 import { compileRoutes, placed, type RoutePlan } from './core/routes.js';
 import { Runner } from './core/runner.js';
@@ -189,6 +189,7 @@ export class Dispatcher {
       metrics: this.metrics,
       http: this.#http,
       receive: (message, decoder = 'http') => this.receive(message, decoder),
+      receiveAccepted: (message, decoder) => this.receiveAccepted(message, decoder),
       reject: (message, error) => this.intake.reject(message, error),
       resolveRuns: (resolutions) => this.resolveRuns(resolutions),
       upsertHosts: (hosts) => this.upsertHosts(hosts),
@@ -435,10 +436,22 @@ export class Dispatcher {
    * dead letter of it is replayed through the same decoder.
    */
   async receive(message: InboundMessage, decoder = 'http'): Promise<IntakeAnswer> {
+    const [decode, named] = this.#decoderFor(message, decoder);
+    return this.intake.receive(named, decode);
+  }
+
+  /** `receive`, accept-first (see `Intake.receiveAccepted`). */
+  async receiveAccepted(message: InboundMessage, decoder: string): Promise<AcceptedAnswer> {
+    const [decode, named] = this.#decoderFor(message, decoder);
+    return this.intake.receiveAccepted(named, decode);
+  }
+
+  /** The named decoder, and the message carrying its name for a replay. */
+  #decoderFor(message: InboundMessage, decoder: string): [Decoder, InboundMessage] {
     const decode = this.#named.get(decoder);
     if (decode === undefined) throw new DispatcherError('internal', `no decoder "${decoder}" (known: ${[...this.#named.keys()].join(', ')})`);
     const headers = decoder === 'http' ? message.headers : { ...message.headers, [DECODER_HEADER]: decoder };
-    return this.intake.receive({ ...message, headers }, decode);
+    return [decode, { ...message, headers }];
   }
 
   /** Answers for waiting runs (see `RunResolution`); their run events are in the outbox when this resolves. */

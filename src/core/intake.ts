@@ -26,9 +26,9 @@ import { DispatcherError, storeWithin, toDispatcherError, type ErrorProblem } fr
 import type { Metrics } from './metrics.js';
 import type { RoutePlan } from './routes.js';
 import type { TypeRegistry } from './type-registry.js';
-import type { CloudEvent, Owner } from './types.js';
+import type { CloudEvent, Owner, RunError } from './types.js';
 import { plannedRun } from './run-state.js';
-import type { ClaimedRun, IntakeItem, IntakeResult, NewDeadLetter, NewRun, Store } from '../store/types.js';
+import type { ClaimedRun, IntakeItem, IntakeResult, NewDeadLetter, NewRun, RunOutcome, Store } from '../store/types.js';
 
 export const INTAKE_SECTION = section(
   {
@@ -116,6 +116,27 @@ export interface DirectDispatch {
   adopt(claimed: ClaimedRun[]): void;
   release(n: number): void;
   leaseFor(now: number): { owner: string; leaseUntil: number };
+  /** Accept-first (see `Intake.receiveAccepted`): a first attempt before the commit, then its outcome kept or dropped. */
+  attemptFirst(claimed: ClaimedRun): Promise<RunOutcome>;
+  keep(outcome: RunOutcome): void;
+  drop(runId: string): void;
+}
+
+/** A run whose first attempt was refused before anything was stored (accept-first). */
+export interface RefusedRun {
+  /** The index of its event among the message's accepted events. */
+  event: number;
+  runId: string;
+  route: string;
+  action: string;
+  error: RunError;
+  /** The receiver's HTTP status, when it gave one. */
+  httpStatus: number | null;
+}
+
+export interface AcceptedAnswer extends IntakeAnswer {
+  /** The runs whose first attempt was refused: not stored, nor their event when none of its runs was accepted. */
+  refusedRuns: RefusedRun[];
 }
 
 export interface IntakeDeps {
@@ -210,6 +231,85 @@ export class Intake {
     const sorted = this.#sort(message, decoded);
     if (sorted instanceof DispatcherError) throw await this.reject(message, sorted);
     return this.#answer(sorted, this.#commit([sorted]).then((all) => all[0]!));
+  }
+
+  /**
+   * Accept-first: a caller that must answer with what its runs' actions said (Playbook's dispatch answers
+   * each item with the run's id, or with the recipient's refusal) has each planned run's first attempt made
+   * before anything is stored. A run whose attempt was accepted (it succeeded, or it waits for an answer)
+   * is committed with its event, as claimed by this worker, and its outcome then recorded as any other; a
+   * run whose attempt was refused is not stored at all (nor its event, when none of its runs was
+   * accepted), and the answer says why. Nothing is lost: the caller hears of every refusal at once.
+   *
+   * If the commit fails after actions were accepted, what they did stays done without a run: that is
+   * logged with each run's id and answered `store_unavailable`.
+   */
+  async receiveAccepted(message: InboundMessage, decode: Decoder): Promise<AcceptedAnswer> {
+    if (this.#closed) throw new DispatcherError('shutting_down', 'the dispatcher is stopping; send again later');
+    const dispatch = this.#deps.dispatch;
+    if (dispatch === undefined) throw new DispatcherError('internal', 'accept-first needs the runner of this process');
+    const decoded = this.#decode(message, decode);
+    const sorted = decoded instanceof DispatcherError ? decoded : this.#sort(message, decoded);
+    if (sorted instanceof DispatcherError) throw await this.reject(message, sorted);
+    const now = this.#now();
+    const plan = this.#deps.plan();
+    const lease = dispatch.leaseFor(now);
+    const hops = message.hops ?? 0;
+    const planned = sorted.events.map((candidate) => {
+      const event = candidate as CloudEvent;
+      const { runs } = plan.planRuns(event, now);
+      for (const r of runs) r.claimedBy = lease;
+      const item: IntakeItem = {
+        record: { key: newId(now), event, input: message.input, hops, receivedAt: now, service: message.service, orgId: message.orgId },
+        envelope: JSON.stringify(event),
+        runs,
+      };
+      return item;
+    });
+    const attempts = await Promise.all(
+      planned.map((item) => Promise.all(item.runs.map((r) => dispatch.attemptFirst({ run: plannedRun(item.record, r), envelope: item.envelope!, hops })))),
+    );
+    const refusedRuns: RefusedRun[] = [];
+    const kept: RunOutcome[] = [];
+    const items: IntakeItem[] = [];
+    planned.forEach((item, i) => {
+      const outcomes = attempts[i]!;
+      const accepted = item.runs.filter((_, j) => outcomes[j]!.status === 'running' || outcomes[j]!.status === 'success');
+      outcomes.forEach((o, j) => {
+        if (o.status === 'running' || o.status === 'success') kept.push(o);
+        else {
+          const r = item.runs[j]!;
+          refusedRuns.push({ event: i, runId: r.id, route: r.route, action: r.action, error: o.error ?? { code: 'internal', message: 'refused' }, httpStatus: o.attempt.httpStatus });
+          dispatch.drop(r.id);
+        }
+      });
+      // An event all of whose runs were refused is not kept; one no route matched is, as intake keeps it.
+      if (item.runs.length > 0 && accepted.length === 0) return;
+      items.push({ ...item, runs: accepted });
+    });
+    const audit = message.audit;
+    if (items.length > 0 && audit !== undefined) items[items.length - 1]!.audit = { items: items.length, entry: (results) => audit(results, sorted.refused.length) };
+    let results: IntakeResult[];
+    try {
+      results = items.length === 0 ? [] : await storeWithin(this.#batcher.add(items), this.#deps.settings.commitTimeout, 'commit');
+    } catch (err) {
+      for (const o of kept) dispatch.drop(o.run.id);
+      this.#deps.log.error({ err, runs: kept.map((o) => ({ runId: o.run.id, correlationId: o.correlationId ?? null })) }, 'accepted runs could not be committed: their actions acted without a run');
+      throw new DispatcherError('store_unavailable', `the store did not take the events: ${(err as Error).message}`, { cause: err });
+    }
+    const stored = new Set<string>();
+    results.forEach((r) => {
+      if (r.status === 'accepted') for (const id of r.runIds) stored.add(id);
+    });
+    for (const o of kept) {
+      if (stored.has(o.run.id)) dispatch.keep(o);
+      else dispatch.drop(o.run.id);
+    }
+    const accepted = results.filter((r) => r.status === 'accepted').length;
+    if (accepted > 0) this.#deps.metrics.eventsReceived.inc({ input: message.input, outcome: 'accepted' }, accepted);
+    if (accepted < results.length) this.#deps.metrics.eventsReceived.inc({ input: message.input, outcome: 'duplicate' }, results.length - accepted);
+    if (sorted.refused.length > 0) await this.#keepRefused(message, sorted.refused, sorted.original!);
+    return { results, refused: sorted.refused, audited: items.length > 0 && audit !== undefined, refusedRuns };
   }
 
   #decode(message: InboundMessage, decode: Decoder): Decoded | DispatcherError {

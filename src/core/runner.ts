@@ -319,6 +319,37 @@ export class Runner {
     this.#reserved = Math.max(0, this.#reserved - n);
   }
 
+  /**
+   * Accept-first, step 1 (see `Intake.receiveAccepted`): the first attempt of a run not yet stored, run
+   * now. It counts as in flight (its timeout watched, an abort reaches it); its outcome is returned, not
+   * recorded. Step 2 is `keep` (the run was committed as claimed by this worker: record the outcome) or
+   * `drop` (it was not stored: nothing to record).
+   */
+  async attemptFirst(claimed: ClaimedRun): Promise<RunOutcome> {
+    const timeoutMs = this.#deps.plan().route(claimed.run.route)?.config.timeout ?? 30_000;
+    const entry: InFlight = { claimed, controller: undefined, timeoutAt: this.#now() + timeoutMs, timeoutMs, interrupt: undefined };
+    this.#inFlight.set(claimed.run.id, entry);
+    this.#watchTimeouts();
+    try {
+      const outcome = await this.#execute(entry);
+      entry.ended = true;
+      return outcome;
+    } catch (err) {
+      this.#settle(claimed.run.id);
+      throw err;
+    }
+  }
+
+  /** Accept-first, step 2: the run was committed; its first attempt's outcome is recorded as any other. */
+  keep(outcome: RunOutcome): void {
+    this.#finish(outcome);
+  }
+
+  /** Accept-first, step 2, otherwise: the run was not stored. */
+  drop(runId: string): void {
+    this.#settle(runId);
+  }
+
   /** The lease a directly dispatched run gets. */
   leaseFor(now: number): { owner: string; leaseUntil: number } {
     return { owner: this.#deps.owner, leaseUntil: now + this.#deps.settings.lease };

@@ -10,7 +10,7 @@ import type { Auditor } from './audit.js';
 import type { Authenticator } from './authenticator.js';
 import type { DispatcherError } from './errors.js';
 import type { RunEventFeed } from './feed.js';
-import type { InboundMessage, IntakeAnswer } from './intake.js';
+import type { AcceptedAnswer, InboundMessage, IntakeAnswer } from './intake.js';
 import type { Metrics } from './metrics.js';
 import type { HttpClient } from './http.js';
 import type { PublishTo, TransportHealth } from './outbox.js';
@@ -90,6 +90,11 @@ export interface Services {
    * a dead letter that names the decoder, so that a replay decodes it the same way.
    */
   receive(message: InboundMessage, decoder?: string): Promise<IntakeAnswer>;
+  /**
+   * `receive`, accept-first: each run's first attempt is made before anything is stored, and only the runs
+   * it accepted are committed (see `Intake.receiveAccepted`); for an API that answers with what the action said.
+   */
+  receiveAccepted(message: InboundMessage, decoder: string): Promise<AcceptedAnswer>;
   /** Keep a message refused before it could be decoded (too large, unreadable) as a dead letter; returns the error. */
   reject(message: InboundMessage, error: DispatcherError): Promise<DispatcherError>;
   /** Answers for waiting runs: by run id or by (tenant, correlation id). See `RunResolution`. */
