@@ -5,7 +5,7 @@ import type { RunnerEvent, SatelliteEvent } from '../src/profiles/playbook-dispa
 
 // Fixtures are read with JSON.parse directly, so the expectations do not depend on the upload parser.
 function lines<T>(path: string): T[] {
-  const text = readFileSync(new URL(`../../shared/seeds/data/playbook-dispatcher/${path}`, import.meta.url), 'utf8');
+  const text = readFileSync(new URL(`./fixtures/playbook-dispatcher/${path}`, import.meta.url), 'utf8');
   return text
     .split('\n')
     .filter((l) => l.trim() !== '')

@@ -5,7 +5,7 @@ import { describe, it, expect } from 'vitest';
 import { DispatcherError } from '../src/core/errors.js';
 import { DEFAULT_UPLOAD_LIMITS, decompress, parseUpload, type RunnerEvent, type UploadKind } from '../src/profiles/playbook-dispatcher/upload.js';
 
-const seed = (path: string): Buffer => readFileSync(new URL(`../../shared/seeds/data/playbook-dispatcher/${path}`, import.meta.url));
+const seed = (path: string): Buffer => readFileSync(new URL(`./fixtures/playbook-dispatcher/${path}`, import.meta.url));
 
 const CID = '00000000-0000-0000-0000-000000000000';
 const START = `{"event": "executor_on_start", "uuid": "4533e4d7-5034-4baf-b578-821305c96da4", "counter": -1, "stdout": "", "start_line": 0, "end_line": 0, "event_data": {"crc_dispatcher_correlation_id": "${CID}"}}`;
