@@ -58,8 +58,7 @@ describe('accept-first intake', () => {
 
     const waitingId = answer.results[0]!.runIds[0]!;
     const waiting = (await waitFor(() => t!.d.store.getRun(waitingId), (r) => r?.correlationId === 'c-1', 5000, 'the waiting outcome'))!;
-    const recorded = waiting;
-    expect(recorded).toMatchObject({ status: 'running', correlationId: 'c-1', leaseOwner: null, attempts: 1, result: { sentTo: 'someone' } });
+    expect(waiting).toMatchObject({ status: 'running', correlationId: 'c-1', leaseOwner: null, attempts: 1, result: { sentTo: 'someone' } });
     expect(await t.d.store.getAttempts(waiting.id)).toMatchObject([{ n: 1, outcome: 'waiting' }]);
     const done = await waitForRun(t.d, answer.results[1]!.runIds[0]!, ['success']);
     expect(done.attempts).toBe(1);

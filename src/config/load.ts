@@ -696,6 +696,7 @@ function decoded<T extends TSchema>(section: T, value: unknown): Options<T> {
 
 async function normalize(raw: RawConfig, preset: Preset, origins: Origins, problems: Problems, env: NodeJS.ProcessEnv): Promise<DispatcherConfig> {
   const { http, ...otherActions } = raw.actions;
+  const profiles = normalizeProfiles(raw, preset);
   return {
     server: decoded(SERVER_SECTION, raw.server),
     store: decoded(STORE_SECTION, raw.store),
@@ -711,8 +712,8 @@ async function normalize(raw: RawConfig, preset: Preset, origins: Origins, probl
     inputs: normalizeInputs(raw, preset, origins, problems),
     outputs: normalizeOutputs(raw, preset, origins, problems),
     types: await normalizeTypes(raw.types, origins, problems),
-    routes: [...raw.routes, ...profileRoutes(raw, preset, origins, problems)].map((route): RouteConfig => ({ ...decoded(ROUTE_SCHEMA, route), actions: routeActions(route.actions) })),
-    profiles: normalizeProfiles(raw, preset),
+    routes: [...raw.routes, ...profileRoutes(raw, preset, profiles, origins, problems)].map((route): RouteConfig => ({ ...decoded(ROUTE_SCHEMA, route), actions: routeActions(route.actions) })),
+    profiles,
   };
 }
 
@@ -723,10 +724,15 @@ async function normalize(raw: RawConfig, preset: Preset, origins: Origins, probl
  */
 let routeValidator: ValidateFunction | undefined;
 
-function profileRoutes(raw: RawConfig, preset: Preset, origins: Origins, problems: Problems): RawConfig['routes'] {
+function profileRoutes(
+  raw: RawConfig,
+  preset: Preset,
+  sections: Readonly<Record<string, Record<string, unknown>>>,
+  origins: Origins,
+  problems: Problems,
+): RawConfig['routes'] {
   const out: RawConfig['routes'] = [];
   const taken = new Map(raw.routes.map((r, i) => [r.name, i]));
-  const sections = normalizeProfiles(raw, preset);
   for (const profile of preset) {
     if (profile.routes === undefined || sections[profile.name] === undefined) continue;
     for (const route of profile.routes({ name: profile.name, config: sections[profile.name]! })) {

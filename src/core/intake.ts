@@ -254,29 +254,23 @@ export class Intake {
     const now = this.#now();
     const plan = this.#deps.plan();
     const lease = dispatch.leaseFor(now);
-    const hops = message.hops ?? 0;
-    const planned = sorted.events.map((candidate) => {
+    const planned = sorted.events.map((candidate): IntakeItem => {
       const event = candidate as CloudEvent;
       const { runs } = plan.planRuns(event, now);
       for (const r of runs) r.claimedBy = lease;
-      const item: IntakeItem = {
-        record: { key: newId(now), event, input: message.input, hops, receivedAt: now, service: message.service, orgId: message.orgId },
-        envelope: JSON.stringify(event),
-        runs,
-      };
-      return item;
+      return { record: intakeRecord(message, event, now), envelope: JSON.stringify(event), runs };
     });
     const attempts = await Promise.all(
-      planned.map((item) => Promise.all(item.runs.map((r) => dispatch.attemptFirst({ run: plannedRun(item.record, r), envelope: item.envelope!, hops })))),
+      planned.map((item) => Promise.all(item.runs.map((r) => dispatch.attemptFirst({ run: plannedRun(item.record, r), envelope: item.envelope!, hops: item.record.hops })))),
     );
     const refusedRuns: RefusedRun[] = [];
     const kept: RunOutcome[] = [];
     const items: IntakeItem[] = [];
     planned.forEach((item, i) => {
       const outcomes = attempts[i]!;
-      const accepted = item.runs.filter((_, j) => outcomes[j]!.status === 'running' || outcomes[j]!.status === 'success');
+      const accepted = item.runs.filter((_, j) => acceptedOutcome(outcomes[j]!));
       outcomes.forEach((o, j) => {
-        if (o.status === 'running' || o.status === 'success') kept.push(o);
+        if (acceptedOutcome(o)) kept.push(o);
         else {
           const r = item.runs[j]!;
           refusedRuns.push({ event: i, runId: r.id, route: r.route, action: r.action, error: o.error ?? { code: 'internal', message: 'refused' }, httpStatus: o.attempt.httpStatus });
@@ -287,8 +281,7 @@ export class Intake {
       if (item.runs.length > 0 && accepted.length === 0) return;
       items.push({ ...item, runs: accepted });
     });
-    const audit = message.audit;
-    if (items.length > 0 && audit !== undefined) items[items.length - 1]!.audit = { items: items.length, entry: (results) => audit(results, sorted.refused.length) };
+    auditLast(items, 0, message, sorted.refused.length);
     let results: IntakeResult[];
     try {
       results = items.length === 0 ? [] : await storeWithin(this.#batcher.add(items), this.#deps.settings.commitTimeout, 'commit');
@@ -309,7 +302,7 @@ export class Intake {
     if (accepted > 0) this.#deps.metrics.eventsReceived.inc({ input: message.input, outcome: 'accepted' }, accepted);
     if (accepted < results.length) this.#deps.metrics.eventsReceived.inc({ input: message.input, outcome: 'duplicate' }, results.length - accepted);
     if (sorted.refused.length > 0) await this.#keepRefused(message, sorted.refused, sorted.original!);
-    return { results, refused: sorted.refused, audited: items.length > 0 && audit !== undefined, refusedRuns };
+    return { results, refused: sorted.refused, audited: items.length > 0 && message.audit !== undefined, refusedRuns };
   }
 
   #decode(message: InboundMessage, decode: Decoder): Decoded | DispatcherError {
@@ -435,18 +428,13 @@ export class Intake {
     let eligible = 0;
     for (const { message, events, refused } of checked) {
       const start = items.length;
-      const hops = message.hops ?? 0;
       for (const candidate of events) {
         const event = candidate as CloudEvent;
         const { runs } = plan.planRuns(event, now);
         for (const r of runs) if (dispatchable(r, plan)) eligible += 1;
-        items.push({
-          record: { key: newId(now), event, input: message.input, hops, receivedAt: now, service: message.service, orgId: message.orgId },
-          runs,
-        });
+        items.push({ record: intakeRecord(message, event, now), runs });
       }
-      const audit = message.audit;
-      if (items.length > start && audit !== undefined) items[items.length - 1]!.audit = { items: items.length - start, entry: (results) => audit(results, refused.length) };
+      auditLast(items, start, message, refused.length);
       ends.push(items.length);
     }
     // Direct dispatch: as many runs as this worker has room for are committed already claimed by it.
@@ -583,6 +571,22 @@ export class Intake {
     if (t > this.#lastNow) this.#lastNow = t;
     return this.#lastNow;
   }
+}
+
+/** The stored event of one of a message's events, received now. */
+function intakeRecord(message: InboundMessage, event: CloudEvent, now: number): IntakeItem['record'] {
+  return { key: newId(now), event, input: message.input, hops: message.hops ?? 0, receivedAt: now, service: message.service, orgId: message.orgId };
+}
+
+/** The message's audit entry, on the last of its items (those from `start` on): committed with them. */
+function auditLast(items: IntakeItem[], start: number, message: InboundMessage, refused: number): void {
+  const audit = message.audit;
+  if (items.length > start && audit !== undefined) items[items.length - 1]!.audit = { items: items.length - start, entry: (results) => audit(results, refused) };
+}
+
+/** A first attempt that accepted its run (accept-first): it succeeded, or the run waits for an answer. */
+function acceptedOutcome(o: RunOutcome): boolean {
+  return o.status === 'running' || o.status === 'success';
 }
 
 type EventErrorCode = 'invalid_event' | 'unknown_type' | 'schema_violation' | 'too_deep';

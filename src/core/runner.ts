@@ -326,10 +326,7 @@ export class Runner {
    * `drop` (it was not stored: nothing to record).
    */
   async attemptFirst(claimed: ClaimedRun): Promise<RunOutcome> {
-    const timeoutMs = this.#deps.plan().route(claimed.run.route)?.config.timeout ?? 30_000;
-    const entry: InFlight = { claimed, controller: undefined, timeoutAt: this.#now() + timeoutMs, timeoutMs, interrupt: undefined };
-    this.#inFlight.set(claimed.run.id, entry);
-    this.#watchTimeouts();
+    const entry = this.#track(claimed);
     try {
       const outcome = await this.#execute(entry);
       entry.ended = true;
@@ -418,11 +415,17 @@ export class Runner {
     this.#wakeTimer.unref();
   }
 
-  #start(claimed: ClaimedRun): void {
+  /** An attempt in flight: its timeout watched, an abort able to reach it. */
+  #track(claimed: ClaimedRun): InFlight {
     const timeoutMs = this.#deps.plan().route(claimed.run.route)?.config.timeout ?? 30_000;
     const entry: InFlight = { claimed, controller: undefined, timeoutAt: this.#now() + timeoutMs, timeoutMs, interrupt: undefined };
     this.#inFlight.set(claimed.run.id, entry);
     this.#watchTimeouts();
+    return entry;
+  }
+
+  #start(claimed: ClaimedRun): void {
+    const entry = this.#track(claimed);
     void this.#execute(entry).then(
       (outcome) => {
         entry.ended = true;

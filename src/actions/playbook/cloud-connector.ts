@@ -6,12 +6,13 @@
  *
  *   201 {"id": …}   the message was handed over
  *   404             the recipient is not connected
- *   any other       a failure (retryable as HTTP statuses are: 408, 425, 429 and 5xx)
+ *   any other       a failure, retryable as the `http` action's are (408, 425, 429, 5xx; Retry-After honoured)
  */
 
 import { randomUUID } from 'node:crypto';
 import { DispatcherError } from '../../core/errors.js';
 import type { HttpAnswer, HttpClient } from '../../core/http.js';
+import { isRetryableStatus, parseRetryAfter } from '../http/index.js';
 import type { Connector, ConnectorContext, RecipientMessage } from './connector.js';
 
 export interface CloudConnectorSettings {
@@ -21,8 +22,6 @@ export interface CloudConnectorSettings {
   psk: string;
   timeoutMs: number;
 }
-
-const RETRYABLE_STATUSES = new Set([408, 425, 429]);
 
 export function cloudConnector(settings: CloudConnectorSettings, http: HttpClient): Connector {
   const base = settings.url.replace(/\/+$/, '');
@@ -76,9 +75,11 @@ function answerJson(answer: HttpAnswer): unknown {
 
 function unexpected(what: string, answer: HttpAnswer): DispatcherError {
   const text = answer.body.toString('utf8').slice(0, 500);
+  const retryAfterMs = parseRetryAfter(answer.headers['retry-after']);
   return new DispatcherError('http_status', `the Cloud Connector answered ${answer.status} to ${what}`, {
     httpStatus: answer.status,
     response: text,
-    retryable: answer.status >= 500 || RETRYABLE_STATUSES.has(answer.status),
+    retryable: isRetryableStatus(answer.status),
+    ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
   });
 }

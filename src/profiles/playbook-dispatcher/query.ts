@@ -7,6 +7,7 @@
  * deepObject-style (`filter[labels][team]`, `fields[data]`) and a key may repeat (`fields[data]=a&fields[data]=b`).
  */
 
+import { validate as isUuid } from 'uuid';
 import { DispatcherError } from '../../core/errors.js';
 import { PLAYBOOK_STATUSES } from './model.js';
 import type { PlaybookHostView, PlaybookRunView, PlaybookStatus } from './model.js';
@@ -71,7 +72,6 @@ export interface PageLinks {
   previous?: string;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 function bad(message: string): DispatcherError {
   return new DispatcherError('bad_request', message);
@@ -164,7 +164,7 @@ export function parseRunsQuery(raw: string): RunsQuery {
   if (service !== undefined) out.service = service;
   const recipient = last(q, 'filter[recipient]');
   if (recipient !== undefined) {
-    if (!UUID.test(recipient)) throw bad('Unable to parse recipient!');
+    if (!isUuid(recipient)) throw bad('Unable to parse recipient!');
     out.recipient = recipient;
   }
   return out;
@@ -186,7 +186,7 @@ export function parseHostsQuery(raw: string): HostsQuery {
   if (runService !== undefined) out.runService = runService;
   const inventoryId = last(q, 'filter[inventory_id]');
   if (inventoryId !== undefined) {
-    if (!UUID.test(inventoryId)) throw bad('Unable to parse inventory id!');
+    if (!isUuid(inventoryId)) throw bad('Unable to parse inventory id!');
     out.inventoryId = inventoryId;
   }
   return out;
