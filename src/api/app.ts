@@ -15,6 +15,7 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import cors from '@fastify/cors';
 import rateLimit from '@fastify/rate-limit';
+import websocket from '@fastify/websocket';
 import { DispatcherError } from '../core/errors.js';
 import type { Profile, ProfileContext } from '../core/profile.js';
 import type { Services } from '../core/services.js';
@@ -132,6 +133,12 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       new DispatcherError('rate_limited', `more than ${context.max} requests in ${context.after}; try again later`, { retryAfterMs: context.ttl }),
   });
 
+  // WebSocket upgrades (recipients connect with one: routes/recipients.ts) go through the routing, the
+  // hooks and the authentication as every request does, and are upgraded only by a route that takes them.
+  // Before any route: it wraps their handlers. A message larger than maxPayload closes its socket (1009);
+  // what reads the messages keeps its own, smaller bound.
+  await app.register(websocket, { options: { maxPayload: 1024 * 1024 } });
+
   // After the rate limit (whose hook each route gets first), before any route.
   registerAuth(app, (request) => services.auth.authenticate(request.headers));
   registerAudit(app, services.audit);
@@ -245,6 +252,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
         { name: 'health', description: 'Liveness, readiness, metrics' },
         { name: 'access', description: 'Tokens, clients and the audit log' },
         { name: 'hosts', description: 'The targets inside runs: their statuses and logs' },
+        { name: 'recipients', description: 'Agents connected over a WebSocket that run directives' },
         ...options.entries.filter((e) => e.profile.builtIn !== true && e.profile.http !== undefined).map((e) => ({ name: e.profile.name, description: e.profile.description })),
       ],
       components: {

@@ -1,7 +1,7 @@
 /**
  * The core API as an entry of the preset: its routes (events, runs, hosts, dead letters, the stream,
- * tokens, clients and the audit log), its permissions, and the presenters the outputs' streams use by
- * default (`run`, `host`, `deadLetter`: what is published looks as the API shows it).
+ * tokens, clients and the audit log, the recipients' WebSocket), its permissions, and the presenters the
+ * outputs' streams use by default (`run`, `host`, `deadLetter`: what is published looks as the API shows it).
  */
 
 import type { FastifyInstance } from 'fastify';
@@ -13,6 +13,7 @@ import { registerAccessRoutes } from './routes/access.js';
 import { registerDeadLetterRoutes } from './routes/dead-letters.js';
 import { registerEventRoutes } from './routes/events.js';
 import { registerHostRoutes } from './routes/hosts.js';
+import { registerRecipientRoutes } from './routes/recipients.js';
 import { registerRunRoutes } from './routes/runs.js';
 import { registerStreamRoute } from './routes/stream.js';
 
@@ -33,5 +34,6 @@ export const CORE_API: Profile<FastifyInstance> = {
     registerDeadLetterRoutes(app, services);
     registerStreamRoute(app, services);
     registerAccessRoutes(app, services);
+    registerRecipientRoutes(app, services);
   },
 };

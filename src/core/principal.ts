@@ -173,6 +173,8 @@ export const PERMISSIONS = {
   'dispatcher:clients:read': "list the tenant's clients",
   'dispatcher:clients:write': 'create clients (with at most the permissions one holds), rotate their secrets, delete them',
   'dispatcher:metrics:read': 'scrape `/metrics` (when metrics are not public)',
+  'dispatcher:recipients:connect': 'connect as a recipient (an agent that runs directives) over `GET /v1/recipients/{id}/connect`',
+  'dispatcher:recipients:read': 'list the connected recipients',
 } as const;
 
 export type Permission = keyof typeof PERMISSIONS;
