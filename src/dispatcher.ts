@@ -9,13 +9,16 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { pino, type DestinationStream, type Logger } from 'pino';
 import type { FastifyInstance } from 'fastify';
-import { loadPlugins } from './actions/index.js';
+import { BUILTIN_ACTIONS, loadPlugins } from './actions/index.js';
 import { createHttpClient } from './actions/http/client.js';
 import type { ActionType } from './core/action.js';
 import { Auditor, type NewAuditEntry } from './core/audit.js';
 import { Authenticator } from './core/authenticator.js';
 import { DispatcherError } from './core/errors.js';
 import { DEFAULT_OWNER, type Scope } from './core/principal.js';
+import { RecipientHub, type RecipientHubSettings } from './core/recipients.js';
+import type { Connector } from './core/connector.js';
+import { playbookConnector } from './actions/playbook/connectors.js';
 import { RunEventFeed } from './core/feed.js';
 import { cloudEventMessage, type CloudEventsBinding, type OutputDriver } from './core/outbox.js';
 import { qualified, type DecoderType, type Presenter, type ProfileContext, type ProfileSetup } from './core/profile.js';
@@ -44,6 +47,8 @@ export interface DispatcherOptions {
   actionTypes?: ActionType[];
   /** What the dispatcher is made of (default: src/preset.ts); the configuration switches its profiles on. */
   preset?: Preset;
+  /** The built-in connector's timings and bounds (default: `RECIPIENT_HUB_DEFAULTS`); tests shorten them. */
+  recipients?: Partial<RecipientHubSettings>;
 }
 
 export { DEFAULT_OWNER } from './core/principal.js';
@@ -77,6 +82,11 @@ export class Dispatcher {
   readonly auth: Authenticator;
   /** The audit log's writer. */
   readonly audit: Auditor;
+  /** The recipients connected over `GET /v1/recipients/{id}/connect`: the built-in connector. */
+  readonly recipients: RecipientHub;
+  /** How directives reach recipients (`actions.playbook`): the recipients above or a Cloud Connector, paced. */
+  readonly connector: Connector;
+  #listening: string | undefined;
   readonly owner: string;
   /** Action types whose attempts change nothing outside (no audit entry). */
   readonly #quietActionTypes: ReadonlySet<string>;
@@ -113,6 +123,7 @@ export class Dispatcher {
     plan: RoutePlan,
     actionTypes: ReadonlyMap<string, { type: ActionType; profile: string }>,
     entries: readonly Entry[],
+    recipients: Partial<RecipientHubSettings> = {},
   ) {
     this.config = config;
     this.#entries = entries;
@@ -133,6 +144,8 @@ export class Dispatcher {
       () => this.runner.unrecorded,
     );
     this.feed = new RunEventFeed(store, log);
+    this.recipients = new RecipientHub({ ...recipients, log: log.child({ part: 'recipients' }), registry: this.metrics.registry });
+    this.connector = playbookConnector(config.actions.playbook, { http: this.#http, recipients: this.recipients });
     this.runner = new Runner({
       store,
       plan: () => this.#plan,
@@ -145,6 +158,8 @@ export class Dispatcher {
         upsertHosts: (hosts) => this.upsertHosts(hosts),
         resolveRuns: (resolutions) => this.resolveRuns(resolutions),
         http: this.#http,
+        connector: this.connector,
+        publicUrl: () => this.publicUrl,
       },
       onRecorded: (outcomes) => {
         this.#changed();
@@ -188,6 +203,8 @@ export class Dispatcher {
       feed: this.feed,
       metrics: this.metrics,
       http: this.#http,
+      recipients: this.recipients,
+      connector: this.connector,
       receive: (message, decoder = 'http') => this.receive(message, decoder),
       receiveAccepted: (message, decoder) => this.receiveAccepted(message, decoder),
       reject: (message, error) => this.intake.reject(message, error),
@@ -222,7 +239,7 @@ export class Dispatcher {
     try {
       store = await openStore({ url: config.store.url, poolSize: config.store.poolSize, queryTimeout: config.store.queryTimeout });
       await store.migrate(profileMigrations(entries));
-      const d = new Dispatcher(config, log, store, types, plan, actionTypes, entries);
+      const d = new Dispatcher(config, log, store, types, plan, actionTypes, entries, options.recipients);
       await d.auth.init();
       await d.#createTransports();
       return d;
@@ -347,18 +364,36 @@ export class Dispatcher {
   #streamSource(stream: StreamConfig, presenter: Presenter): RelaySource {
     const { route, service, profile } = stream.filter;
     const profiles = profile === undefined ? undefined : new Set(profile);
-    const ofProfile = (actionType: string | null): boolean => profiles === undefined || (actionType !== null && profiles.has(this.#actionTypeProfiles.get(actionType) ?? ''));
+    // A profile's routes are named after it (`<profile>`, `<profile>.<name>`), and no configured route may be.
+    const ofProfile = (actionType: string | null, routeName: string | null): boolean =>
+      profiles === undefined ||
+      (actionType !== null && profiles.has(this.#actionTypeProfiles.get(actionType) ?? '')) ||
+      (routeName !== null && profiles.has(this.#profileNamed(routeName)));
     const base = { name: stream.name, topic: stream.topic };
     if (presenter.stream === 'runEvents') {
-      const accepts = (e: RunEvent) => (route === undefined || route.includes(e.payload.route)) && (service === undefined || service.includes(e.service)) && ofProfile(e.payload.actionType);
+      const own = presenter.accepts;
+      const accepts = (e: RunEvent) =>
+        (route === undefined || route.includes(e.payload.route)) &&
+        (service === undefined || service.includes(e.service)) &&
+        ofProfile(e.payload.actionType, e.payload.route) &&
+        (own === undefined || own(e));
       return runEventSource(this.store, { ...base, present: presenter.present, accepts });
     }
     if (presenter.stream === 'hostEvents') {
-      const accepts = (e: HostEvent) => (route === undefined || (e.route !== null && route.includes(e.route))) && (service === undefined || service.includes(e.service)) && ofProfile(e.actionType);
+      const own = presenter.accepts;
+      const accepts = (e: HostEvent) =>
+        (route === undefined || (e.route !== null && route.includes(e.route))) &&
+        (service === undefined || service.includes(e.service)) &&
+        ofProfile(e.actionType, e.route) &&
+        (own === undefined || own(e));
       return hostEventSource(this.store, { ...base, present: presenter.present, accepts });
     }
+    const own = presenter.accepts;
     const accepts = (d: DeadLetter) =>
-      (route === undefined || route.includes(d.source)) && (service === undefined || service.includes(d.service)) && (profiles === undefined || profiles.has(this.#deadLetterProfile(d)));
+      (route === undefined || route.includes(d.source)) &&
+      (service === undefined || service.includes(d.service)) &&
+      (profiles === undefined || profiles.has(this.#deadLetterProfile(d))) &&
+      (own === undefined || own(d));
     return deadLetterSource(this.store, { ...base, present: presenter.present, accepts });
   }
 
@@ -366,11 +401,17 @@ export class Dispatcher {
   #deadLetterProfile(d: DeadLetter): string {
     if (d.origin === 'run') {
       const route = this.#plan.route(d.source);
-      return route?.actions.map((a) => this.#actionTypeProfiles.get(a.type)).find((p) => p !== undefined) ?? '';
+      const byAction = route?.actions.map((a) => this.#actionTypeProfiles.get(a.type)).find((p) => p !== undefined && p !== BUILTIN_ACTIONS.name);
+      return byAction ?? this.#profileNamed(d.source);
     }
     const input = this.config.inputs.find((i) => i.name === d.source);
     if (input !== undefined) return this.#decoderType(input.decoder.format) === undefined ? '' : input.decoder.format.split('.', 1)[0]!;
-    return this.#entries.find(({ profile }) => profile.builtIn !== true && (d.source === profile.name || d.source.startsWith(`${profile.name}.`)))?.profile.name ?? '';
+    return this.#profileNamed(d.source);
+  }
+
+  /** The profile switched on whose name a route or input name carries (`<profile>`, `<profile>.<name>`), or ''. */
+  #profileNamed(name: string): string {
+    return this.#entries.find(({ profile }) => profile.builtIn !== true && (name === profile.name || name.startsWith(`${profile.name}.`)))?.profile.name ?? '';
   }
 
   /**
@@ -422,7 +463,18 @@ export class Dispatcher {
   async listen(): Promise<string> {
     await this.start();
     const app = await this.app();
-    return app.listen({ host: this.config.server.host, port: this.config.server.port });
+    const address = await app.listen({ host: this.config.server.host, port: this.config.server.port });
+    const port = new URL(address).port;
+    const host = this.config.server.host === '0.0.0.0' || this.config.server.host === '::' ? '127.0.0.1' : this.config.server.host;
+    this.#listening = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+    return address;
+  }
+
+  /** The URL this dispatcher is reached at: `server.publicUrl`, else where it listens (its configured port before it does). */
+  get publicUrl(): string {
+    const configured = this.config.server.publicUrl;
+    if (configured !== undefined) return configured.replace(/\/+$/, '');
+    return this.#listening ?? `http://${this.config.server.host}:${this.config.server.port}`;
   }
 
   /** Take events in through the `embedded` input (the library's own way in). */
@@ -575,6 +627,8 @@ export class Dispatcher {
     await this.#started?.catch(() => {});
     await Promise.allSettled(this.inputs.map((i) => i.stop()));
     this.intake.close();
+    // Connected recipients are told (1001) before the server stops; directives awaiting their answer fail.
+    this.recipients.close();
     if (this.#app !== undefined) {
       // Requests in flight get a moment to finish; connections still open after it (keep-alive sockets a
       // client holds, streams a client stopped reading) are closed, so that stopping stays bounded.

@@ -96,6 +96,7 @@ function makeCtx(overrides: Partial<ActionContext> = {}): ActionContext {
   return {
     event,
     runId: '0190d6c2-7b1e-7c3a-9f00-000000000001',
+    run: { orgId: 'acme', service: 'shop', createdAt: Date.parse('2024-05-01T12:00:00Z'), labels: {} },
     attempt: 1,
     signal: new AbortController().signal,
     hops: 0,

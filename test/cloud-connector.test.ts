@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHttpClient } from '../src/actions/http/client.js';
 import { cloudConnector } from '../src/actions/playbook/cloud-connector.js';
-import type { Connector } from '../src/actions/playbook/connector.js';
+import type { Connector } from '../src/core/connector.js';
 import { startFakeCloudConnector, type FakeCloudConnector } from './fake-cloud-connector.js';
 
 const HERE = '9f0b54a4-4a60-4d0a-9a5e-0b7c2c0f1a11';

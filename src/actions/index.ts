@@ -10,14 +10,15 @@ import { DispatcherError } from '../core/errors.js';
 import type { Profile } from '../core/profile.js';
 import { httpAction } from './http/index.js';
 import { noopAction } from './noop/index.js';
+import { playbookAction } from './playbook/index.js';
 import { publishAction } from './publish/index.js';
 
-export const builtinActionTypes: readonly ActionType[] = [httpAction, publishAction, noopAction];
+export const builtinActionTypes: readonly ActionType[] = [httpAction, publishAction, noopAction, playbookAction];
 
 /** The built-in actions, as the first entry of the preset. */
 export const BUILTIN_ACTIONS: Profile = {
   name: 'actions',
-  description: 'The built-in actions: `http` (webhooks), `publish` (an event to intake or an output) and `noop`.',
+  description: 'The built-in actions: `http` (webhooks), `publish` (an event to intake or an output), `noop` and `playbook` (a playbook sent to a recipient).',
   builtIn: true,
   actionTypes: builtinActionTypes,
 };

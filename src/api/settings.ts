@@ -6,6 +6,12 @@ export const SERVER_SECTION = section(
   {
     host: Type.String({ minLength: 1, description: 'Address to listen on (`0.0.0.0` for every interface).', default: '127.0.0.1' }),
     port: Type.Integer({ minimum: 0, maximum: 65535, description: 'Port to listen on (0: any free port).', default: 8080 }),
+    publicUrl: Type.Optional(
+      Type.String({
+        pattern: '^https?://',
+        description: 'The URL clients reach this dispatcher at, for the URLs it hands out (where recipients upload results). Default: where it listens.',
+      }),
+    ),
     bodyLimit: size('Largest request body accepted; larger ones get `payload_too_large`.', '1MiB'),
     requestTimeout: duration('Longest time the server waits for a whole request.', '30s'),
     cors: Type.Array(

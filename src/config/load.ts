@@ -24,6 +24,7 @@ import path from 'node:path';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { isMap, isNode, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
 import { HTTP_ACTION_SECTION } from '../actions/http/settings.js';
+import { PLAYBOOK_ACTION_SECTION } from '../actions/playbook/settings.js';
 import { SERVER_SECTION } from '../api/settings.js';
 import { configProblems, DispatcherError, type ErrorProblem } from '../core/errors.js';
 import { isPskKey } from '../core/credentials.js';
@@ -695,7 +696,7 @@ function decoded<T extends TSchema>(section: T, value: unknown): Options<T> {
 }
 
 async function normalize(raw: RawConfig, preset: Preset, origins: Origins, problems: Problems, env: NodeJS.ProcessEnv): Promise<DispatcherConfig> {
-  const { http, ...otherActions } = raw.actions;
+  const { http, playbook, ...otherActions } = raw.actions;
   const profiles = normalizeProfiles(raw, preset);
   return {
     server: decoded(SERVER_SECTION, raw.server),
@@ -707,7 +708,7 @@ async function normalize(raw: RawConfig, preset: Preset, origins: Origins, probl
     retention: decoded(RETENTION_SECTION, raw.retention),
     metrics: decoded(METRICS_SECTION, raw.metrics),
     auth: normalizeAuth(raw.auth, origins, problems, env),
-    actions: { ...otherActions, http: decoded(HTTP_ACTION_SECTION, http) },
+    actions: { ...otherActions, http: decoded(HTTP_ACTION_SECTION, http), playbook: decoded(PLAYBOOK_ACTION_SECTION, playbook) },
     plugins: { ...raw.plugins },
     inputs: normalizeInputs(raw, preset, origins, problems),
     outputs: normalizeOutputs(raw, preset, origins, problems),

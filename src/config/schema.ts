@@ -20,6 +20,7 @@
  */
 
 import { HTTP_ACTION_SECTION, type HttpActionSettings } from '../actions/http/settings.js';
+import { PLAYBOOK_ACTION_SECTION, type PlaybookActionSettings } from '../actions/playbook/settings.js';
 import { SERVER_SECTION, type ServerConfig } from '../api/settings.js';
 import { INTAKE_SECTION, type IntakeConfig } from '../core/intake.js';
 import { defaultsOf, map, object, unitOf, Type, type Raw, type SchemaNode } from '../core/options.js';
@@ -50,13 +51,13 @@ export type JsonSchema = Record<string, unknown>;
 // The schema, composed of the sections.
 
 /** The sections whose scalar options can be set from `DISPATCHER_*` environment variables. */
-export const FIXED_SECTIONS = ['server', 'store', 'log', 'intake', 'runner', 'deadLetters', 'retention', 'metrics', 'auth', 'actions.http'] as const;
+export const FIXED_SECTIONS = ['server', 'store', 'log', 'intake', 'runner', 'deadLetters', 'retention', 'metrics', 'auth', 'actions.http', 'actions.playbook'] as const;
 
-const ACTIONS_SCHEMA = Type.Unsafe<{ http: Raw<typeof HTTP_ACTION_SECTION> } & Record<string, Record<string, unknown>>>({
+const ACTIONS_SCHEMA = Type.Unsafe<{ http: Raw<typeof HTTP_ACTION_SECTION>; playbook: Raw<typeof PLAYBOOK_ACTION_SECTION> } & Record<string, Record<string, unknown>>>({
   type: 'object',
   description: 'Settings shared by every action of a type; the key is the action type.',
   default: {},
-  properties: { http: HTTP_ACTION_SECTION },
+  properties: { http: HTTP_ACTION_SECTION, playbook: PLAYBOOK_ACTION_SECTION },
   additionalProperties: { type: 'object', description: 'Settings of one action type, as the action defines them (not normalized).' },
 });
 
@@ -181,8 +182,8 @@ export type DeepPartial<T> = T extends readonly unknown[]
     ? { [K in keyof T]?: DeepPartial<T[K]> }
     : T;
 
-/** `actions`: settings shared by every action of a type, keyed by action type. Only `http` is normalized. */
-export type ActionsConfig = { readonly http: HttpActionSettings } & Readonly<Record<string, Readonly<Record<string, unknown>>>>;
+/** `actions`: settings shared by every action of a type, keyed by action type. The built-in types' are normalized. */
+export type ActionsConfig = { readonly http: HttpActionSettings; readonly playbook: PlaybookActionSettings } & Readonly<Record<string, Readonly<Record<string, unknown>>>>;
 
 /** A registered event type: `schemaFile` read into `schema`. */
 export type TypeConfig = TypeDefinition;

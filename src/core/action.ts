@@ -8,7 +8,8 @@
  */
 
 import type { Logger } from 'pino';
-import type { CloudEvent } from './types.js';
+import type { Connector } from './connector.js';
+import type { CloudEvent, Run, RunStatus } from './types.js';
 import type { HttpClient } from './http.js';
 import type { PublishTo } from './outbox.js';
 import type { HostResult, HostUpsert, ResolveResult, RunResolution } from '../store/types.js';
@@ -24,6 +25,8 @@ export type ActionOutcome =
       response?: string;
       /** Anything the action wants kept on the run as its result. */
       result?: unknown;
+      /** The run's hosts this attempt made: created with the outcome, in the same transaction. */
+      hosts?: OutcomeHost[];
     }
   | {
       /**
@@ -37,13 +40,24 @@ export type ActionOutcome =
       response?: string;
       /** What the run keeps meanwhile (what was handed over, to whom). */
       result?: unknown;
+      /** The targets the work was handed over for (the machines of a playbook run): created with the outcome. */
+      hosts?: OutcomeHost[];
     };
+
+/** A host an outcome brings: created with it (a host the run already has by that name is left as it is). */
+export interface OutcomeHost {
+  name: string;
+  status?: RunStatus;
+  details?: Record<string, unknown>;
+}
 
 export interface ActionContext {
   /** The event the run was planned for. */
   event: CloudEvent;
   /** Stable across attempts: pass it on as an idempotency key (`Idempotency-Key`, `webhook-id`, …). */
   runId: string;
+  /** The run: its tenant and service, when it was created, its labels. */
+  run: Pick<Run, 'orgId' | 'service' | 'createdAt' | 'labels'>;
   /** 1 for the first attempt. */
   attempt: number;
   /** Aborted when the attempt times out, the run is canceled or the dispatcher stops. */
@@ -72,6 +86,13 @@ export interface ActionServices {
   resolveRuns?(resolutions: RunResolution[]): Promise<ResolveResult[]>;
   /** HTTP to other services, through the address policy of `actions.http.allow`. */
   http?: HttpClient;
+  /**
+   * How directives reach recipients (`actions.playbook`): the recipients connected to this dispatcher, or a
+   * Cloud Connector; paced by the token bucket of `actions.playbook.rps` and `bucket`.
+   */
+  connector?: Connector;
+  /** The URL this dispatcher is reached at (`server.publicUrl`, else where it listens), without a trailing slash. */
+  publicUrl?(): string;
 }
 
 export interface Action {

@@ -138,7 +138,8 @@ export class Authenticator {
     return clientPrincipal(client);
   }
 
-  identity(value: string): Principal {
+  /** The identity header's principal; `anyType` takes any identity type (the caller checks it). */
+  identity(value: string, options: { anyType?: boolean } = {}): Principal {
     let doc: unknown;
     try {
       doc = JSON.parse(Buffer.from(value, 'base64').toString('utf8'));
@@ -151,7 +152,7 @@ export class Authenticator {
       throw new DispatcherError('unauthorized', `the ${this.#config.identityHeader.name} header names no identity.org_id`);
     }
     const type = String(identity.type ?? '').toLowerCase();
-    if (!this.#config.identityHeader.types.includes(type)) throw new DispatcherError('forbidden', `unauthorized principal type: ${type || '(none)'}`);
+    if (options.anyType !== true && !this.#config.identityHeader.types.includes(type)) throw new DispatcherError('forbidden', `unauthorized principal type: ${type || '(none)'}`);
     const name = identity.user?.username ?? identity.service_account?.username ?? identity.service_account?.client_id ?? type;
     const user = String(name);
     return { kind: 'identity', id: `identity:${orgId}:${user}`, service: user, orgId, grants: this.#config.identityHeader.grants };

@@ -118,7 +118,8 @@ export interface DirectDispatch {
   leaseFor(now: number): { owner: string; leaseUntil: number };
   /** Accept-first (see `Intake.receiveAccepted`): a first attempt before the commit, then its outcome kept or dropped. */
   attemptFirst(claimed: ClaimedRun): Promise<RunOutcome>;
-  keep(outcome: RunOutcome): void;
+  /** Record the outcome of a run that was stored; resolves once it is recorded. */
+  keep(outcome: RunOutcome): Promise<void>;
   drop(runId: string): void;
 }
 
@@ -294,10 +295,12 @@ export class Intake {
     results.forEach((r) => {
       if (r.status === 'accepted') for (const id of r.runIds) stored.add(id);
     });
+    const recording: Array<Promise<void>> = [];
     for (const o of kept) {
-      if (stored.has(o.run.id)) dispatch.keep(o);
+      if (stored.has(o.run.id)) recording.push(dispatch.keep(o));
       else dispatch.drop(o.run.id);
     }
+    await Promise.all(recording);
     const accepted = results.filter((r) => r.status === 'accepted').length;
     if (accepted > 0) this.#deps.metrics.eventsReceived.inc({ input: message.input, outcome: 'accepted' }, accepted);
     if (accepted < results.length) this.#deps.metrics.eventsReceived.inc({ input: message.input, outcome: 'duplicate' }, results.length - accepted);

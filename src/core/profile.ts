@@ -91,10 +91,14 @@ export interface DecoderContext {
 
 export type { Presented } from './outbox.js';
 
+/**
+ * How a stream publishes what it relays: `present` shapes one item; `accepts`, when given, leaves out the
+ * items the presenter has nothing to show for (a run the seed system never knew of), besides the stream's filter.
+ */
 export type Presenter =
-  | { readonly stream: 'runEvents'; readonly description?: string; present(event: RunEvent): Presented }
-  | { readonly stream: 'hostEvents'; readonly description?: string; present(event: HostEvent): Presented }
-  | { readonly stream: 'deadLetters'; readonly description?: string; present(deadLetter: DeadLetter): Presented };
+  | { readonly stream: 'runEvents'; readonly description?: string; present(event: RunEvent): Presented; accepts?(event: RunEvent): boolean }
+  | { readonly stream: 'hostEvents'; readonly description?: string; present(event: HostEvent): Presented; accepts?(event: HostEvent): boolean }
+  | { readonly stream: 'deadLetters'; readonly description?: string; present(deadLetter: DeadLetter): Presented; accepts?(deadLetter: DeadLetter): boolean };
 
 /** The kinds of stream an output can carry. */
 export const STREAM_KINDS = ['runEvents', 'hostEvents', 'deadLetters'] as const;

@@ -11,7 +11,7 @@ import { newId } from './ids.js';
 import type { Action, ActionType } from './action.js';
 import { configProblems, DispatcherError, type ErrorProblem } from './errors.js';
 import { fromPointer, toDisplayPath, toPointer, type Path } from './paths.js';
-import { duration, map, object, section, Type, type Options } from './options.js';
+import { duration, object, section, Type, type Options } from './options.js';
 import { buildRouteIndex, checkRouteMatch, type RouteIndex } from './router.js';
 import { TemplateEngine, templateScope, type Template } from './template.js';
 import type { CloudEvent } from './types.js';
@@ -70,8 +70,12 @@ export const ROUTE_SCHEMA = object(
     orderingKey: Type.Optional(
       Type.String({ minLength: 1, description: 'Template (`{{ subject }}`): runs with the same key run one at a time, in the order of their events.' }),
     ),
-    labels: map(Type.String({ description: 'A string template (`{{ data.team }}`).' }), {
-      description: 'Labels put on every run of the route; values are string templates.',
+    labels: Type.Unsafe<Record<string, string> | string>({
+      anyOf: [
+        { type: 'object', additionalProperties: { type: 'string', description: 'A string template (`{{ data.team }}`).' } },
+        { type: 'string', minLength: 1, description: 'One template whose value is an object (`{{ data.labels }}`): its keys and values are the labels.' },
+      ],
+      description: 'Labels put on every run of the route: a map whose values are string templates, or one template that gives the whole map.',
       default: {},
     }),
   },
@@ -225,7 +229,7 @@ export async function compileRoutes(options: CompileRoutesOptions): Promise<Rout
       thrown([...at, 'orderingKey'], err);
     }
     try {
-      if (config.labels && Object.keys(config.labels).length > 0) labels = engine.compile(config.labels, [...at, 'labels']);
+      if (typeof config.labels === 'string' || Object.keys(config.labels).length > 0) labels = engine.compile(config.labels, [...at, 'labels']);
     } catch (err) {
       thrown([...at, 'labels'], err);
     }

@@ -26,14 +26,14 @@
 
 import type { Logger } from 'pino';
 import { duration, section, Type, type Options } from './options.js';
-import type { ActionContext, ActionOutcome, ActionServices } from './action.js';
+import type { ActionContext, ActionOutcome, ActionServices, OutcomeHost } from './action.js';
 import { DispatcherError, toDispatcherError } from './errors.js';
 import type { Metrics } from './metrics.js';
 import type { RoutePlan } from './routes.js';
 import { templateScope } from './template.js';
-import type { Attempt, CloudEvent, Run } from './types.js';
+import type { Attempt, CloudEvent, Run, RunStatus } from './types.js';
 import { runDeadLetter } from './run-state.js';
-import type { ClaimedRun, RunOutcome, Store } from '../store/types.js';
+import type { ClaimedRun, HostUpsert, RunOutcome, Store } from '../store/types.js';
 
 /** How long outcomes gather before they are recorded, and how many are recorded at once at most. */
 const RECORD_DELAY_MS = 2;
@@ -192,6 +192,8 @@ export class Runner {
     this.#deps = deps;
   }
 
+  /** Accept-first outcomes being recorded → what resolves `keep` once they are. */
+  readonly #kept = new Map<string, () => void>();
   /** Outcomes of ended attempts not yet recorded in the store: waiting, or being recorded. */
   get unrecorded(): number {
     return this.#outcomes.length + this.#recording;
@@ -337,9 +339,16 @@ export class Runner {
     }
   }
 
-  /** Accept-first, step 2: the run was committed; its first attempt's outcome is recorded as any other. */
-  keep(outcome: RunOutcome): void {
-    this.#finish(outcome);
+  /**
+   * Accept-first, step 2: the run was committed; its first attempt's outcome is recorded as any other, in
+   * the next batch. Resolves once it is (or once recording it was given up), so that whoever answers for the
+   * run answers with what the store holds: an answer to a waiting run can then find it.
+   */
+  keep(outcome: RunOutcome): Promise<void> {
+    return new Promise((resolve) => {
+      this.#kept.set(outcome.run.id, resolve);
+      this.#finish(outcome);
+    });
   }
 
   /** Accept-first, step 2, otherwise: the run was not stored. */
@@ -485,6 +494,7 @@ export class Runner {
           return (event ??= JSON.parse(claimed.envelope) as CloudEvent);
         },
         runId: run.id,
+        run,
         attempt: run.attempts,
         // Made on first use: most actions that finish at once never look at it.
         get signal() {
@@ -544,11 +554,12 @@ export class Runner {
           correlationId: outcome.correlationId,
           deadlineAt: outcome.deadlineAt ?? run.deadlineAt,
           ...(outcome.result === undefined ? {} : { result: outcome.result }),
+          ...outcomeHosts(run.id, outcome.hosts, 'running', at),
         };
       }
       attempt.httpStatus = outcome.httpStatus ?? null;
       const result = outcome.result ?? (outcome.httpStatus !== undefined ? { httpStatus: outcome.httpStatus } : null);
-      return { run, owner, status: 'success', attempt, at, result };
+      return { run, owner, status: 'success', attempt, at, result, ...outcomeHosts(run.id, outcome.hosts, 'success', at) };
     }
     const err = error ?? new DispatcherError('internal', 'the action returned nothing');
     attempt.errorCode = err.code;
@@ -659,6 +670,11 @@ export class Runner {
     for (const o of batch) {
       this.#settle(o.run.id);
       if (o.status === 'queued') retries = true;
+      const kept = this.#kept.get(o.run.id);
+      if (kept !== undefined) {
+        this.#kept.delete(o.run.id);
+        kept();
+      }
     }
     this.#ended(batch.length);
     if (retries) void this.#armWakeTimer();
@@ -886,4 +902,10 @@ export class Runner {
 function truncate(text: string | undefined, max: number): string | null {
   if (text === undefined) return null;
   return text.length > max ? text.slice(0, max) : text;
+}
+
+/** The hosts an outcome brings, as upserts that only create (a host the run has already is left as it is). */
+function outcomeHosts(runId: string, hosts: readonly OutcomeHost[] | undefined, status: RunStatus, at: number): { hosts?: HostUpsert[] } {
+  if (hosts === undefined || hosts.length === 0) return {};
+  return { hosts: hosts.map((h) => ({ runId, name: h.name, at, status: h.status ?? status, details: h.details ?? {}, only: 'create' as const })) };
 }

@@ -15,6 +15,8 @@ import type { Metrics } from './metrics.js';
 import type { HttpClient } from './http.js';
 import type { PublishTo, TransportHealth } from './outbox.js';
 import type { Scope } from './principal.js';
+import type { Connector } from './connector.js';
+import type { RecipientHub } from './recipients.js';
 import type { RelayState } from './relay.js';
 import type { DeadLetter, Run } from './types.js';
 import type { AccessStore } from '../store/access.js';
@@ -84,6 +86,16 @@ export interface Services {
   readonly feed: RunEventFeed;
   readonly metrics: Metrics;
   readonly http: HttpClient;
+  /**
+   * The recipients (agents) connected to this dispatcher process over `GET /v1/recipients/{id}/connect`:
+   * the built-in connector (`send` a directive and wait for its answer, `status`), and who is connected (`list`).
+   */
+  readonly recipients: RecipientHub;
+  /**
+   * How directives reach recipients, as `actions.playbook` says: the recipients above, or a Cloud Connector;
+   * paced by its token bucket. The `playbook` action sends through it, and so may a profile (a cancel).
+   */
+  readonly connector: Connector;
   /**
    * Take a message in as an input would: decoded by the named decoder (`http`, the CloudEvents HTTP
    * binding, by default; or a profile's, `<profile>.<name>`), checked, routed and committed; a bad one is

@@ -76,7 +76,8 @@ const PERMISSION_NODE: SchemaNode = {
   ],
 };
 
-const permissions = (description: string, value?: PermissionSpec[]) =>
+/** A list of permissions (strings, or objects with a service filter), as options of a section. */
+export const permissions = (description: string, value?: PermissionSpec[]) =>
   Type.Array(Type.Unsafe<PermissionSpec>(PERMISSION_NODE), value === undefined ? { description } : { description, default: value });
 
 export const AUTH_SECTION = section(

@@ -135,6 +135,8 @@ export interface RunOutcome {
   deadlineAt?: number;
   /** For a final failure: the dead letter to keep. */
   deadLetter?: NewDeadLetter;
+  /** Hosts the attempt made (a waiting run's targets): upserted with the outcome, only if it applies. */
+  hosts?: HostUpsert[];
 }
 
 export interface SweepResult {

@@ -13,7 +13,7 @@ import { randomUUID } from 'node:crypto';
 import { DispatcherError } from '../../core/errors.js';
 import type { HttpAnswer, HttpClient } from '../../core/http.js';
 import { isRetryableStatus, parseRetryAfter } from '../http/index.js';
-import type { Connector, ConnectorContext, RecipientMessage } from './connector.js';
+import type { Connector, ConnectorContext, RecipientMessage } from '../../core/connector.js';
 
 export interface CloudConnectorSettings {
   /** Its base URL (`http://cloud-connector:8080`). */

@@ -511,7 +511,8 @@ export class PostgresStore implements Store {
       SELECT id FROM u`;
 
     const deadLetters = unique.filter((o) => o.deadLetter !== undefined);
-    if (deadLetters.length === 0) {
+    const withHosts = unique.filter((o) => o.hosts !== undefined && o.hosts.length > 0);
+    if (deadLetters.length === 0 && withHosts.length === 0) {
       // One statement is one transaction: the fenced update, its attempts and its run events commit together.
       const applied = new Set((await this.#query<{ id: string }>(text, p.values)).rows.map((r) => r.id));
       return after.filter((r) => applied.has(r.id)).map((r) => r.id);
@@ -519,6 +520,8 @@ export class PostgresStore implements Store {
     return this.#transaction(async (c) => {
       const applied = new Set((await c.query<{ id: string }>(text, p.values)).rows.map((r) => r.id));
       await insertDeadLetters(c, deadLetters.filter((o) => applied.has(o.run.id)).map((o) => o.deadLetter!));
+      const hosts = withHosts.filter((o) => applied.has(o.run.id)).flatMap((o) => o.hosts!);
+      if (hosts.length > 0) await upsertHostsIn(c, hosts);
       return after.filter((r) => applied.has(r.id)).map((r) => r.id);
     });
   }
@@ -704,44 +707,7 @@ export class PostgresStore implements Store {
 
   async upsertHosts(hosts: HostUpsert[]): Promise<HostResult[]> {
     if (hosts.length === 0) return [];
-    return this.#transaction(async (c) => {
-      const runIds = [...new Set(hosts.map((h) => h.runId))];
-      await lockHostsOf(c, runIds);
-      const owners = new Map(
-        (await c.query<{ id: string; service: string; org_id: string }>('SELECT id, service, org_id FROM runs WHERE id = ANY($1::text[])', [runIds])).rows.map((r) => [
-          r.id,
-          { service: r.service, orgId: r.org_id },
-        ]),
-      );
-      const stored = new Map(
-        (
-          await c.query<HostRow>('SELECT h.* FROM hosts h JOIN unnest($1::text[], $2::text[]) AS k(run_id, name) ON h.run_id = k.run_id AND h.name = k.name', [
-            hosts.map((h) => h.runId),
-            hosts.map((h) => h.name),
-          ])
-        ).rows.map((row) => [`${row.run_id}\0${row.name}`, toHost(row)]),
-      );
-      const results: HostResult[] = [];
-      const changed: Array<{ host: Host; created: boolean }> = [];
-      for (const u of hosts) {
-        const key = `${u.runId}\0${u.name}`;
-        const existing = stored.get(key) ?? null;
-        const owner = owners.get(u.runId);
-        if (existing === null && owner === undefined) {
-          results.push({ outcome: 'not_found', host: null });
-          continue;
-        }
-        const result = upsertedHost(existing, u, owner ?? existing!, () => newId(u.at));
-        results.push(result);
-        if (result.outcome !== 'created' && result.outcome !== 'updated') continue;
-        stored.set(key, result.host!);
-        const earlier = changed.find((x) => x.host.id === result.host!.id);
-        if (earlier !== undefined) earlier.host = result.host!;
-        else changed.push({ host: result.host!, created: result.outcome === 'created' });
-      }
-      await saveHosts(c, changed);
-      return results;
-    });
+    return this.#transaction((c) => upsertHostsIn(c, hosts));
   }
 
   async getHost(id: string, scope?: Scope): Promise<Host | null> {
@@ -1324,4 +1290,44 @@ function describe(err: unknown): string {
 /** The connection string without its password, for messages. */
 function redact(url: string): string {
   return url.replace(/:[^:@/]*@/, ':***@');
+}
+
+/** Creates or changes hosts inside a transaction, with their host events; their runs' hosts locked first. */
+async function upsertHostsIn(c: Queryable, hosts: HostUpsert[]): Promise<HostResult[]> {
+  const runIds = [...new Set(hosts.map((h) => h.runId))];
+  await lockHostsOf(c, runIds);
+  const owners = new Map(
+    (await c.query<{ id: string; service: string; org_id: string }>('SELECT id, service, org_id FROM runs WHERE id = ANY($1::text[])', [runIds])).rows.map((r) => [
+      r.id,
+      { service: r.service, orgId: r.org_id },
+    ]),
+  );
+  const stored = new Map(
+    (
+      await c.query<HostRow>('SELECT h.* FROM hosts h JOIN unnest($1::text[], $2::text[]) AS k(run_id, name) ON h.run_id = k.run_id AND h.name = k.name', [
+        hosts.map((h) => h.runId),
+        hosts.map((h) => h.name),
+      ])
+    ).rows.map((row) => [`${row.run_id}\0${row.name}`, toHost(row)]),
+  );
+  const results: HostResult[] = [];
+  const changed: Array<{ host: Host; created: boolean }> = [];
+  for (const u of hosts) {
+    const key = `${u.runId}\0${u.name}`;
+    const existing = stored.get(key) ?? null;
+    const owner = owners.get(u.runId);
+    if (existing === null && owner === undefined) {
+      results.push({ outcome: 'not_found', host: null });
+      continue;
+    }
+    const result = upsertedHost(existing, u, owner ?? existing!, () => newId(u.at));
+    results.push(result);
+    if (result.outcome !== 'created' && result.outcome !== 'updated') continue;
+    stored.set(key, result.host!);
+    const earlier = changed.find((x) => x.host.id === result.host!.id);
+    if (earlier !== undefined) earlier.host = result.host!;
+    else changed.push({ host: result.host!, created: result.outcome === 'created' });
+  }
+  await saveHosts(c, changed);
+  return results;
 }

@@ -540,6 +540,7 @@ export class SqliteStore implements Store {
         this.#insertAttempt(o.attempt);
         this.#writeRunEvent(run, 'update', o.at);
         if (o.deadLetter !== undefined) this.#insertDeadLetter(o.deadLetter);
+        for (const h of o.hosts ?? []) this.#upsertHost(h);
         applied.push(run.id);
       }
       return applied;
@@ -659,21 +660,21 @@ export class SqliteStore implements Store {
 
   async upsertHosts(hosts: HostUpsert[]): Promise<HostResult[]> {
     if (hosts.length === 0) return [];
-    return this.#write(() =>
-      hosts.map((u): HostResult => {
-        const row = this.#s.hostByName.get(u.runId, u.name) as HostRow | undefined;
-        let owner: { service: string; orgId: string } | undefined;
-        if (row === undefined) {
-          const run = this.#s.selectRun.get(u.runId) as RunRow | undefined;
-          if (run === undefined) return { outcome: 'not_found', host: null };
-          owner = { service: run.service, orgId: run.org_id };
-        }
-        const existing = row === undefined ? null : toHost(row);
-        const result = upsertedHost(existing, u, owner ?? existing!, () => newId(u.at));
-        if (result.outcome === 'created' || result.outcome === 'updated') this.#saveHost(result.host!, result.outcome === 'created');
-        return result;
-      }),
-    );
+    return this.#write(() => hosts.map((u) => this.#upsertHost(u)));
+  }
+
+  #upsertHost(u: HostUpsert): HostResult {
+    const row = this.#s.hostByName.get(u.runId, u.name) as HostRow | undefined;
+    let owner: { service: string; orgId: string } | undefined;
+    if (row === undefined) {
+      const run = this.#s.selectRun.get(u.runId) as RunRow | undefined;
+      if (run === undefined) return { outcome: 'not_found', host: null };
+      owner = { service: run.service, orgId: run.org_id };
+    }
+    const existing = row === undefined ? null : toHost(row);
+    const result = upsertedHost(existing, u, owner ?? existing!, () => newId(u.at));
+    if (result.outcome === 'created' || result.outcome === 'updated') this.#saveHost(result.host!, result.outcome === 'created');
+    return result;
   }
 
   async getHost(id: string, scope?: Scope): Promise<Host | null> {
