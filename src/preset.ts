@@ -13,10 +13,11 @@ import type { FastifyInstance } from 'fastify';
 import { BUILTIN_ACTIONS } from './actions/index.js';
 import { CORE_API } from './api/entry.js';
 import type { Profile } from './core/profile.js';
+import { PLAYBOOK_DISPATCHER } from './profiles/playbook-dispatcher/index.js';
 
 /** An entry of the preset: a profile whose HTTP scope is a Fastify instance and whose CLI is commander's. */
 export type DispatcherProfile = Profile<FastifyInstance, Command>;
 
 export type Preset = readonly DispatcherProfile[];
 
-export const PRESET: Preset = [BUILTIN_ACTIONS, CORE_API];
+export const PRESET: Preset = [BUILTIN_ACTIONS, CORE_API, PLAYBOOK_DISPATCHER];

@@ -1,0 +1,73 @@
+/**
+ * The Playbook Dispatcher profile: the original's internal and public APIs at their paths, its result
+ * uploads and its run events, over the core's runs and hosts (one store, one model: see model.ts).
+ *
+ * A dispatch item becomes an event (`playbook-dispatcher.dispatch`, its data the item with the original's
+ * defaults) taken in accept-first through the profile's route, whose one `playbook` action sends the
+ * directive: the run exists only once the recipient's connector took it. Uploads resolve the waiting runs
+ * and fill their hosts; the sweeper times out what no upload ended.
+ */
+
+import { randomUUID } from 'node:crypto';
+import { DispatcherError } from '../../core/errors.js';
+import { parseJsonBytes } from '../../core/json.js';
+import type { Command } from 'commander';
+import type { FastifyInstance } from 'fastify';
+import type { Profile } from '../../core/profile.js';
+import { PLAYBOOK_DISPATCHER_SECTION, type PlaybookDispatcherConfig } from './config.js';
+import { PRESENTERS } from './events.js';
+import { DISPATCH_TYPE, INTERNAL_PERMISSION, PROFILE, READ_PERMISSION, registerRoutes, UPLOAD_PERMISSION } from './http.js';
+
+export const PLAYBOOK_DISPATCHER: Profile<FastifyInstance, Command> = {
+  name: PROFILE,
+  description: 'Playbook Dispatcher: Ansible playbooks dispatched to recipients at `/internal/v2/dispatch`, results uploaded, runs read at `/api/playbook-dispatcher/v1`.',
+  config: PLAYBOOK_DISPATCHER_SECTION,
+  permissions: {
+    [READ_PERMISSION]: 'list playbook runs and their hosts (`/api/playbook-dispatcher/v1/runs`, `/run_hosts`); `service` filters narrow it',
+    [INTERNAL_PERMISSION]: 'the internal API (dispatch, cancel, recipients’ status, run hosts): every pre-shared key holds it',
+    [UPLOAD_PERMISSION]: 'upload results (`POST /api/ingress/v1/upload`): every identity and pre-shared key holds it, and recipients’ clients',
+  },
+  routes: ({ name, config }) => {
+    const c = config as PlaybookDispatcherConfig;
+    return [
+      {
+        name,
+        description: 'Dispatch items (`POST /internal/v2/dispatch`) become playbook runs.',
+        match: { type: DISPATCH_TYPE },
+        labels: '{{ data.labels }}',
+        deadline: c.deadline,
+        retry: { attempts: 1 },
+        actions: [
+          {
+            playbook: {
+              recipient: '{{ data.recipient }}',
+              url: '{{ data.url }}',
+              name: '{{ data.name }}',
+              webConsoleUrl: '{{ data.web_console_url }}',
+              principal: '{{ data.principal }}',
+              timeout: '{{ data.timeout }}',
+              hosts: '{{ data.hosts }}',
+              satellite: '{{ data.recipient_config }}',
+            },
+          },
+        ],
+      },
+    ];
+  },
+  decoders: {
+    dispatch: {
+      description: 'A dispatch item (the JSON of one `RunInputV2`, its defaults applied) → a `playbook-dispatcher.dispatch` event.',
+      create: (_options, context) => (message) => {
+        const item = parseJsonBytes(message.raw) as Record<string, unknown> | null;
+        if (item === null || typeof item !== 'object' || Array.isArray(item) || typeof item.recipient !== 'string' || typeof item.url !== 'string') {
+          throw new DispatcherError('invalid_event', 'a dispatch item is an object with a recipient and a url', { problems: [{ pointer: '', message: 'not a dispatch item' }] });
+        }
+        return { events: [{ specversion: '1.0', id: randomUUID(), source: context.source, type: DISPATCH_TYPE, datacontenttype: 'application/json', data: item }], batch: false };
+      },
+    },
+  },
+  presenters: PRESENTERS,
+  http(scope, context) {
+    registerRoutes(scope, context);
+  },
+};
