@@ -64,7 +64,10 @@ describe('defaults', () => {
     expect(config.runner).toEqual({ concurrency: 512, batchSize: 256, lease: 30_000, poll: 1000, sweepInterval: 5000, shutdownTimeout: 10_000, dispatchWait: 1000 });
     expect(config.deadLetters).toEqual({ maxBytes: 256 * 1024, maxCount: 100_000 });
     expect(config.metrics).toEqual({ enabled: true });
-    expect(config.actions).toEqual({ http: { allow: [], timeout: 10_000, maxResponseBytes: 4096, userAgent: 'dispatcher' } });
+    expect(config.actions).toEqual({
+      http: { allow: [], timeout: 10_000, maxResponseBytes: 4096, userAgent: 'dispatcher' },
+      playbook: { rps: 100, bucket: 60, responseInterval: 600, satelliteResponseFull: true, defaultTimeout: 3600, demoMode: false },
+    });
     expect(config.plugins).toEqual({});
     expect(config.types).toEqual({});
     expect(config.routes).toEqual([
@@ -169,7 +172,9 @@ describe('environment variables', () => {
       };
       for (const [key, value] of Object.entries(node as object)) walk([...keys, key], value);
     }
-    expected.push('DISPATCHER_ACTIONS_HTTP_SIGNING_SECRET'); // optional, so not in DEFAULTS
+    // Optional, so not in DEFAULTS.
+    expected.push('DISPATCHER_ACTIONS_HTTP_SIGNING_SECRET', 'DISPATCHER_SERVER_PUBLIC_URL', 'DISPATCHER_ACTIONS_PLAYBOOK_RETURN_URL');
+    for (const key of ['URL', 'CLIENT_ID', 'PSK', 'TIMEOUT']) expected.push(`DISPATCHER_ACTIONS_PLAYBOOK_CLOUD_CONNECTOR_${key}`);
     expect([...names].sort()).toEqual(expected.sort());
     expect(names).toContain('DISPATCHER_DEAD_LETTERS_MAX_COUNT');
     expect(names).toContain('DISPATCHER_SERVER_PORT');

@@ -5,6 +5,7 @@ import { configInvalid, findConfigFile, inFileOrder, inspectConfig } from '../co
 import { DispatcherError } from '../core/errors.js';
 import { TypeRegistry } from '../core/type-registry.js';
 import { CliError, count } from './output.js';
+import { profileAdvice } from './advice.js';
 
 export async function initConfigCommand(file: string, options: { interactive?: boolean; yes?: boolean; force?: boolean }): Promise<void> {
   try {
@@ -46,9 +47,11 @@ export async function validateConfigCommand(file: string | undefined, options: {
     } catch (err) {
       later(err);
     }
+    warnings.push(...profileAdvice(config));
   }
   for (const w of warnings) process.stderr.write(`warning: ${w}\n`);
   if (problems.length > 0) throw new CliError(configInvalid(inFileOrder(problems)).message);
   const profiles = Object.keys(config!.profiles);
   process.stdout.write(`${path}: valid (${count(config!.routes.length, 'route')}, ${count(Object.keys(config!.types).length, 'type')}${profiles.length === 0 ? '' : `, profiles: ${profiles.join(', ')}`})\n`);
 }
+

@@ -207,6 +207,19 @@ export function buildProgram(preset: Preset = PRESET): Command {
     .option('--json', 'print the whole answer as JSON')
     .action(lazy(() => import('./access.js'), 'tokenCommand'));
 
+  program
+    .command('agent')
+    .description('be a recipient: connect to the dispatcher, run the rhc-worker-playbook directives it sends with ansible-runner, upload their events (docs/agent.md)')
+    .addOption(urlOption()).addOption(configOption())
+    .requiredOption('--id <uuid>', "the agent's recipient id (a UUID)")
+    .option('--max-runs <n>', 'playbooks run at once; directives beyond are refused', '4')
+    .option('--max-backoff <duration>', 'the longest wait between reconnections (seconds, or 30s, 5m)', '60')
+    .option('--grace <duration>', 'on SIGINT/SIGTERM, how long running playbooks may finish (seconds, or 30s, 5m)', '30')
+    .option('--ansible-runner <path>', 'the ansible-runner command', 'ansible-runner')
+    .option('--trust <origin...>', "other origins (https://host:port) sent the agent's credential with downloads and uploads")
+    .option('-l, --log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info')
+    .action(lazy(() => import('./agent.js'), 'agentCommand'));
+
   const audit = program.command('audit').description('the audit log');
   audit
     .command('list')

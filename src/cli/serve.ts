@@ -3,6 +3,7 @@
 import { findConfigFile, loadConfig } from '../config/load.js';
 import type { DispatcherConfig } from '../config/schema.js';
 import { createDispatcher } from '../dispatcher.js';
+import { profileAdvice } from './advice.js';
 import { openStore } from '../store/index.js';
 import { CliError, integerOption } from './output.js';
 
@@ -26,6 +27,7 @@ export async function configFromFlags(options: ServeOptions): Promise<Dispatcher
 export async function serveCommand(options: ServeOptions): Promise<void> {
   const config = await configFromFlags(options);
   const dispatcher = await createDispatcher({ config });
+  for (const advice of profileAdvice(config)) dispatcher.log.warn(advice);
   const address = await dispatcher.listen();
   const file = findConfigFile(options.config);
   dispatcher.log.info(

@@ -57,6 +57,11 @@ export interface Profile<Http = unknown, Cli = unknown> {
    * authentication hook and error answers. Every route declares its permission or `public`, as the core's do.
    */
   http?(scope: Http, context: ProfileContext): void | Promise<void>;
+  /**
+   * What it advises about the rest of the configuration while it is on (`validate-config` prints each as a
+   * warning; `serve` logs them): a setting it relies on that is not set the way it expects.
+   */
+  advise?(setup: Pick<ProfileSetup, 'name' | 'config'>, whole: Readonly<Record<string, unknown>>): string[];
   /** Commands it adds to the command line (`dispatcher <command>`), whether or not a configuration switches it on. */
   cli?(program: Cli): void;
 }

@@ -67,6 +67,15 @@ export const PLAYBOOK_DISPATCHER: Profile<FastifyInstance, Command> = {
     },
   },
   presenters: PRESENTERS,
+  advise: (_setup, whole) => {
+    const auth = whole.auth as { identityHeader?: { enabled?: boolean } } | undefined;
+    return auth?.identityHeader?.enabled === true
+      ? []
+      : [
+          'its public API and uploads trust the x-rh-identity header as the original trusts its gateway: set auth.identityHeader.enabled: true to say ' +
+            'that a gateway sets it (and keep the dispatcher reachable only through one)',
+        ];
+  },
   http(scope, context) {
     registerRoutes(scope, context);
   },

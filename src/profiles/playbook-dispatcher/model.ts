@@ -13,32 +13,10 @@
  *   inventory and subscription-manager ids are in its `details` (`HostDetails`).
  */
 
+import type { PlaybookResult } from '../../actions/playbook/index.js';
 import type { Host, Run, RunStatus, RunSummary } from '../../core/types.js';
 
-/** The directives the action sends: to rhc-worker-playbook on a host, or to Satellite's foreman_rh_cloud. */
-export const RUNNER_DIRECTIVE = 'rhc-worker-playbook';
-export const SATELLITE_DIRECTIVE = 'foreman_rh_cloud';
-
-/** The `playbook` action's result while its run waits, and after: what was sent to whom. */
-export interface PlaybookResult {
-  recipient: string;
-  correlationId: string;
-  directive: typeof RUNNER_DIRECTIVE | typeof SATELLITE_DIRECTIVE;
-  /** The playbook's URL (the directive's payload). */
-  url: string;
-  name: string | null;
-  webConsoleUrl: string | null;
-  /** Who asked for the run (the original's `principal`; its SHA-256 goes to Satellite). */
-  principal: string | null;
-  /** Seconds the run may take from its creation. */
-  timeout: number;
-  satId: string | null;
-  satOrgId: string | null;
-  /** Satellite sends the whole console with each update (true) or only what is new (false). */
-  responseFull: boolean;
-  /** The connector's id for the message it sent. */
-  messageId: string | null;
-}
+export { RUNNER_DIRECTIVE, SATELLITE_DIRECTIVE, type PlaybookResult } from '../../actions/playbook/index.js';
 
 /** What a run host keeps in its `details`. */
 export interface HostDetails {
