@@ -12,7 +12,9 @@ import { gzipSync } from 'node:zlib';
 import type { FastifyInstance } from 'fastify';
 import pg from 'pg';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { POSTGRES_URL, probePostgres, startDispatcher, type TestDispatcher } from './helpers.js';
+import { POSTGRES_URL, probePostgres, startDispatcher, waitFor, type TestDispatcher } from './helpers.js';
+import type { RunEvent } from '../src/core/types.js';
+import { showsRun } from '../src/profiles/playbook-dispatcher/events.js';
 import { startFakeCloudConnector, type FakeCloudConnector } from './fake-cloud-connector.js';
 
 const FIXTURES = new URL('./fixtures/playbook-dispatcher/', import.meta.url);
@@ -211,6 +213,61 @@ for (const [backend, storeUrl] of backends) {
       });
     });
 
+    describe('POST /internal/v2/cancel', () => {
+      const cancel = (body: unknown) => app.inject({ method: 'POST', url: '/internal/v2/cancel', headers: { ...INTERNAL, 'content-type': 'application/json' }, payload: JSON.stringify(body) });
+      const NOT_A_RUN = '7a5b0a4e-6f0f-4a59-8d4d-3c0f3d0b9a11';
+
+      it('signals Satellite to cancel; refuses unknown runs, other tenants, runner runs and ended runs in the original’s codes', async () => {
+        const sat = ((await dispatch([item({ recipient_config: { sat_id: SAT_ID, sat_org_id: '123' }, hosts: [{ inventory_id: INVENTORY[0] }] })])).json() as Array<{ id: string }>)[0]!.id;
+        const runner = ((await dispatch([item()])).json() as Array<{ id: string }>)[0]!.id;
+        const correlationId = cc.messages[0]!.body.metadata.correlation_id;
+        cc.messages.length = 0;
+        const res = await cancel([
+          { run_id: sat, org_id: '5318290', principal: 'test_user' },
+          { run_id: NOT_A_RUN, org_id: '5318290', principal: 'test_user' },
+          { run_id: sat, org_id: '111', principal: 'test_user' },
+          { run_id: runner, org_id: '5318290', principal: 'test_user' },
+        ]);
+        expect(res.statusCode).toBe(207);
+        expect(res.json()).toEqual([
+          { code: 202, run_id: sat },
+          { code: 404, run_id: '00000000-0000-0000-0000-000000000000' },
+          { code: 400, run_id: '00000000-0000-0000-0000-000000000000' },
+          { code: 400, run_id: '00000000-0000-0000-0000-000000000000' },
+        ]);
+        expect(cc.messages).toHaveLength(1);
+        expect(cc.messages[0]!.body).toEqual({
+          directive: 'foreman_rh_cloud',
+          payload: '',
+          metadata: { operation: 'cancel', correlation_id: correlationId, initiator_user_id: createHash('sha256').update('test_user').digest('hex') },
+        });
+        // The cancel changes nothing yet: Satellite's events will say it was canceled.
+        expect((await t.d.store.getRun(sat))!.status).toBe('running');
+        await t.d.cancelRun(sat);
+        expect((await cancel([{ run_id: sat, org_id: '5318290', principal: 'test_user' }])).json()).toEqual([{ code: 409, run_id: '00000000-0000-0000-0000-000000000000' }]);
+      });
+    });
+
+    describe('timeouts', () => {
+      it('the sweeper turns a run past its timeout and its running hosts into timeout, with their events', async () => {
+        const id = ((await dispatch([item({ timeout: 1, hosts: [{ ansible_host: 'web1' }] })])).json() as Array<{ id: string }>)[0]!.id;
+        const listed = await app.inject({ method: 'GET', url: '/api/playbook-dispatcher/v1/runs?filter[status]=running&fields[data]=id', headers: { 'x-rh-identity': identity('5318290') } });
+        expect((listed.json() as { data: Array<{ id: string }> }).data).toContainEqual({ id });
+        const run = await waitFor(() => t.d.store.getRun(id), (r) => r?.status === 'timeout', 10_000, 'the run to time out');
+        expect(run!.status).toBe('timeout');
+        const hosts = await t.d.store.listHosts({ runId: [id], limit: 5, offset: 0 });
+        expect(hosts.items.map((h) => h.status)).toEqual(['timeout']);
+        const events = await t.d.store.readRunEvents(0, 10_000);
+        const shown = events.filter((e) => e.kind === 'run' && e.runId === id).filter((e) => showsRun(e as RunEvent)).map((e) => e.eventType + ':' + e.status);
+        expect(shown).toEqual(['update:running', 'update:timeout']);
+        // A late upload may still end it (timeout is not terminal for uploads).
+        const correlationId = run!.correlationId!;
+        const late = await uploadAs(withCorrelation(fixture('examples/events-success.jsonl'), correlationId), 'application/vnd.redhat.playbook.v1+jsonl');
+        expect(late.statusCode).toBe(202);
+        expect((await t.d.store.getRun(id))!.status).toBe('success');
+      });
+    });
+
     describe('POST /internal/v2/recipients/status', () => {
       it('says which recipients are connected', async () => {
         const res = await app.inject({
@@ -230,17 +287,19 @@ for (const [backend, storeUrl] of backends) {
       });
     });
 
+    const uploadAs = (file: Buffer, type: string, orgId = '5318290', identityType = 'System') => {
+      const boundary = '----dispatcher-test';
+      const payload = Buffer.concat([
+        Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="events"\r\nContent-Type: ${type}\r\n\r\n`),
+        file,
+        Buffer.from(`\r\n--${boundary}--\r\n`),
+      ]);
+      return app.inject({ method: 'POST', url: '/api/ingress/v1/upload', headers: { 'x-rh-identity': identity(orgId, identityType), 'content-type': `multipart/form-data; boundary=${boundary}` }, payload });
+    };
+    const withCorrelation = (file: Buffer, correlationId: string) => Buffer.from(file.toString('utf8').replaceAll('00000000-0000-0000-0000-000000000000', correlationId));
+
     describe('uploads and the public API', () => {
-      const upload = (file: Buffer, type: string, orgId = '5318290', identityType = 'System') => {
-        const boundary = '----dispatcher-test';
-        const payload = Buffer.concat([
-          Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="events"\r\nContent-Type: ${type}\r\n\r\n`),
-          file,
-          Buffer.from(`\r\n--${boundary}--\r\n`),
-        ]);
-        return app.inject({ method: 'POST', url: '/api/ingress/v1/upload', headers: { 'x-rh-identity': identity(orgId, identityType), 'content-type': `multipart/form-data; boundary=${boundary}` }, payload });
-      };
-      const withCorrelation = (file: Buffer, correlationId: string) => Buffer.from(file.toString('utf8').replaceAll('00000000-0000-0000-0000-000000000000', correlationId));
+      const upload = uploadAs;
 
       it('a successful Runner upload ends the run as success, with its host and output', async () => {
         const res = await dispatch([item()]);

@@ -19,6 +19,8 @@ const ajv = new Ajv({ allErrors: false, strict: false });
 ajv.addFormat('uuid', new RegExp(UUID));
 ajv.addFormat('sat-id-uuid', new RegExp(SAT_ID));
 ajv.addFormat('url', new RegExp(URL));
+// The runs' own ids are UUIDv7 (the original's were v4): a run id may be any version.
+ajv.addFormat('run-id', /^[a-f0-9]{8}-[a-f0-9]{4}-[1-8][a-f0-9]{3}-[89aAbB][a-f0-9]{3}-[a-f0-9]{12}$/);
 
 const recipient = { type: 'string', format: 'uuid' };
 const orgId = { type: 'string', minLength: 1, maxLength: 10 };
@@ -73,7 +75,7 @@ export const DISPATCH_V1_SCHEMA = items(
 export const CANCEL_SCHEMA = items(
   {
     type: 'object',
-    properties: { run_id: recipient, org_id: orgId, principal: { type: 'string', minLength: 1 } },
+    properties: { run_id: { type: 'string', format: 'run-id' }, org_id: orgId, principal: { type: 'string', minLength: 1 } },
     required: ['run_id', 'org_id', 'principal'],
   },
   50,

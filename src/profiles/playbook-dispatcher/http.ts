@@ -63,6 +63,9 @@ export const DISPATCH_DECODER = `${PROFILE}.dispatch`;
 const INTERNAL_GRANT: Grant = { app: 'playbook-dispatcher', resource: 'internal', verb: 'write' };
 const UPLOAD_GRANT: Grant = { app: 'playbook-dispatcher', resource: 'upload', verb: 'write' };
 
+/** How long an upload whose run is not found yet is looked for again (its dispatch may still be committing). */
+const OVERTAKE_MS = 3000;
+
 /** The content types of result uploads → what they hold (the original's ingress mapping). */
 const UPLOAD_TYPES = /^application\/vnd\.redhat\.(playbook|playbook-sat)\.(v1|v3)\+(jsonl|gzip|xz)$/;
 
@@ -451,7 +454,13 @@ async function uploads(scope: FastifyInstance, config: PlaybookDispatcherConfig,
     } catch (err) {
       throw await services.reject(message, err instanceof DispatcherError ? err : new DispatcherError('invalid_upload', (err as Error).message));
     }
-    const applied = await applyUpload(services, principal.orgId, parsed, Date.now());
+    // An upload may overtake the dispatch it answers: a recipient starts once it took the directive, which
+    // may be before the run is stored. So an unknown correlation id is looked for again a while.
+    let applied = await applyUpload(services, principal.orgId, parsed, Date.now());
+    for (const until = Date.now() + OVERTAKE_MS; applied.outcome === 'not_found' && Date.now() < until; ) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      applied = await applyUpload(services, principal.orgId, parsed, Date.now());
+    }
     if (applied.outcome === 'not_found') {
       throw await services.reject(message, new DispatcherError('not_found', `no run of tenant ${principal.orgId} has the correlation id ${parsed.correlationId}`));
     }
