@@ -98,7 +98,7 @@ export interface DispatchItem {
   name: string | null;
   web_console_url: string;
   labels: Record<string, string>;
-  timeout: number;
+  timeout: number | null;
   hosts: DispatchHost[];
   recipient_config: { sat_id?: string; sat_org_id?: string } | null;
 }
@@ -197,8 +197,11 @@ export function checkSatellite(item: Pick<RawDispatchItem, 'recipient_config' | 
   if (item.hosts.some((h) => h.inventory_id === undefined)) throw new DispatcherError('bad_request', 'Inventory ID needs to be defined');
 }
 
-/** A v2 item with its defaults: the web console URL, the timeout, labels and hosts. */
-export function withDefaults(item: RawDispatchItem, defaults: { webConsoleUrl: string; timeout: number }): DispatchItem {
+/**
+ * A v2 item with its defaults: the web console URL, labels and hosts. A missing timeout stays null: the
+ * `playbook` action applies `actions.playbook.defaultTimeout` (the original's `DEFAULT_RUN_TIMEOUT`).
+ */
+export function withDefaults(item: RawDispatchItem, defaults: { webConsoleUrl: string }): DispatchItem {
   return {
     recipient: item.recipient,
     org_id: item.org_id,
@@ -207,7 +210,7 @@ export function withDefaults(item: RawDispatchItem, defaults: { webConsoleUrl: s
     name: item.name ?? null,
     web_console_url: item.web_console_url ?? defaults.webConsoleUrl,
     labels: item.labels ?? {},
-    timeout: item.timeout ?? defaults.timeout,
+    timeout: item.timeout ?? null,
     hosts: item.hosts ?? [],
     recipient_config: item.recipient_config === undefined || Object.keys(item.recipient_config).length === 0 ? null : item.recipient_config,
   };

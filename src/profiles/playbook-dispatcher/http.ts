@@ -152,7 +152,7 @@ function internalApi(scope: FastifyInstance, config: PlaybookDispatcherConfig, s
     const who = identityPrincipal(services, identity, null);
     return { ...principal, orgId: who.orgId };
   });
-  const defaults = { webConsoleUrl: config.webConsoleUrl, timeout: 3600 };
+  const defaults = { webConsoleUrl: config.webConsoleUrl };
   const connector = (): Connector => services.connector;
 
   const dispatchItem = async (request: FastifyRequest, principal: Principal, item: RawDispatchItem): Promise<Record<string, unknown>> => {
