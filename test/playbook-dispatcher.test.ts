@@ -9,6 +9,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import pg from 'pg';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -354,3 +356,73 @@ for (const [backend, storeUrl] of backends) {
     });
   });
 }
+
+describe('playbook-dispatcher public API: permissions from an RBAC service', () => {
+  let t: TestDispatcher;
+  let app: FastifyInstance;
+  let cc: FakeCloudConnector;
+  let rbac: Server;
+  /** What the fake RBAC answers, by the identity's org id. */
+  const answers = new Map<string, { status: number; body: unknown }>();
+  const asked: string[] = [];
+  const ids: Record<string, string> = {};
+
+  beforeAll(async () => {
+    rbac = createServer((req, res) => {
+      const who = JSON.parse(Buffer.from(String(req.headers['x-rh-identity']), 'base64').toString()) as { identity: { org_id: string } };
+      asked.push(`${req.url} ${who.identity.org_id}`);
+      const answer = answers.get(who.identity.org_id) ?? { status: 200, body: { data: [] } };
+      res.writeHead(answer.status, { 'content-type': 'application/json' }).end(JSON.stringify(answer.body));
+    });
+    await new Promise<void>((resolve) => rbac.listen(0, '127.0.0.1', resolve));
+    cc = await startFakeCloudConnector([RECIPIENT]);
+    t = await startDispatcher({
+      auth: { keyFile: '', psk: [{ service: 'remediations', key: PSK }, { service: 'config_manager', key: PSK_OTHER }] },
+      actions: { http: { allow: ['127.0.0.1'] }, playbook: { cloudConnector: { url: cc.url, psk: 'ccpsk' } } },
+      profiles: { 'playbook-dispatcher': { rbac: { url: `http://127.0.0.1:${(rbac.address() as AddressInfo).port}`, cache: '1ms' } } },
+    });
+    app = await t.d.app();
+    for (const [service, key] of [['remediations', PSK], ['config_manager', PSK_OTHER]] as const) {
+      const res = await app.inject({ method: 'POST', url: '/internal/v2/dispatch', headers: { authorization: `PSK ${key}`, 'content-type': 'application/json' }, payload: JSON.stringify([item({ org_id: '77' })]) });
+      ids[service] = (res.json() as Array<{ id: string }>)[0]!.id;
+    }
+  });
+  afterAll(async () => {
+    await t?.close();
+    await cc?.close();
+    await new Promise((resolve) => rbac?.close(resolve));
+  });
+
+  const access = (...entries: unknown[]) => ({ status: 200, body: { meta: { count: entries.length }, links: { next: null }, data: entries } });
+  const listed = async (orgId: string) => {
+    const res = await app.inject({ method: 'GET', url: '/api/playbook-dispatcher/v1/runs?fields[data]=id,service', headers: { 'x-rh-identity': identity(orgId) } });
+    return { status: res.statusCode, body: res.body, services: res.statusCode === 200 ? (res.json() as { data: Array<{ service: string }> }).data.map((r) => r.service).sort() : [] };
+  };
+
+  it('asks RBAC with the caller’s identity, and narrows to the services of `equal` and `in` filters', async () => {
+    answers.set('77', access({ permission: 'playbook-dispatcher:run:read', resourceDefinitions: [{ attributeFilter: { key: 'service', operation: 'equal', value: 'remediations' } }] }));
+    expect((await listed('77')).services).toEqual(['remediations']);
+    expect(asked.at(-1)).toMatch(/^\/api\/rbac\/v1\/access\/\?application=playbook-dispatcher.* 77$/);
+    answers.set('77', access({ permission: 'playbook-dispatcher:run:read', resourceDefinitions: [{ attributeFilter: { key: 'service', operation: 'in', value: ['remediations', 'config_manager'] } }] }));
+    expect((await listed('77')).services).toEqual(['config_manager', 'remediations']);
+  });
+
+  it('takes wildcards, and refuses other verbs and other applications', async () => {
+    for (const permission of ['playbook-dispatcher:*:read', 'playbook-dispatcher:run:*', 'playbook-dispatcher:*:*']) {
+      answers.set('77', access({ permission, resourceDefinitions: [] }));
+      expect((await listed('77')).services, permission).toEqual(['config_manager', 'remediations']);
+    }
+    for (const permission of ['playbook-dispatcher:run:write', 'playbook-dispatcher:*:destroy', 'inventory:*:*']) {
+      answers.set('77', access({ permission, resourceDefinitions: [] }));
+      expect((await listed('77')).status, permission).toBe(403);
+    }
+  });
+
+  it('answers 503 when RBAC fails or pages its answer', async () => {
+    answers.set('77', { status: 500, body: {} });
+    const failed = await listed('77');
+    expect([failed.status, JSON.parse(failed.body)]).toEqual([503, { message: 'error getting permissions from RBAC' }]);
+    answers.set('77', { status: 200, body: { links: { next: '/api/rbac/v1/access/?offset=10' }, data: [{ permission: 'playbook-dispatcher:run:read', resourceDefinitions: [] }] } });
+    expect((await listed('77')).status).toBe(503);
+  });
+});
