@@ -349,6 +349,14 @@ for (const [backend, storeUrl] of backends) {
         expect(sa.headers['x-rh-playbook-dispatcher-internal-request-id']).toMatch(/^[0-9a-f-]{36}$/);
       });
 
+      it('serves its OpenAPI document without credentials', async () => {
+        const res = await app.inject({ method: 'GET', url: '/api/playbook-dispatcher/v1/openapi.json' });
+        expect(res.statusCode).toBe(200);
+        const doc = res.json() as { openapi: string; paths: Record<string, { get?: { parameters?: Array<{ name: string }> } }> };
+        expect(Object.keys(doc.paths).sort()).toEqual(['/api/playbook-dispatcher/v1/run_hosts', '/api/playbook-dispatcher/v1/runs']);
+        expect(doc.paths['/api/playbook-dispatcher/v1/runs']!.get!.parameters!.map((p) => p.name)).toContain('filter[recipient]');
+      });
+
       it('isolates tenants', async () => {
         const other = await app.inject({ method: 'GET', url: '/api/playbook-dispatcher/v1/runs', headers: { 'x-rh-identity': identity('999') } });
         expect(other.json()).toMatchObject({ data: [], meta: { count: 0, total: 0 } });

@@ -343,7 +343,7 @@ function publicApi(scope: FastifyInstance, config: PlaybookDispatcherConfig, ser
 
   scope.get(`${PUBLIC_BASE}/openapi.json`, { config: { public: true }, schema: { hide: true } }, async () => publicOpenApi(scope));
 
-  scope.get(`${PUBLIC_BASE}/runs`, { config: { permission: READ_PERMISSION }, schema: { hide: true } }, async (request) => {
+  scope.get(`${PUBLIC_BASE}/runs`, { config: { permission: READ_PERMISSION, openapi: RUNS_DOC }, schema: { tags: [PROFILE], summary: 'List playbook runs' } }, async (request) => {
     const raw = rawQuery(request);
     const q = parseRunsQuery(raw);
     const scopeOf = request.scope ?? { orgId: request.principal!.orgId };
@@ -368,11 +368,52 @@ function publicApi(scope: FastifyInstance, config: PlaybookDispatcherConfig, ser
     return { data, meta: { count: data.length, total: listing.total }, links: links(`${PUBLIC_BASE}/runs`, raw, q.limit, q.offset, listing.total, 'public') };
   });
 
-  scope.get(`${PUBLIC_BASE}/run_hosts`, { config: { permission: READ_PERMISSION }, schema: { hide: true } }, async (request) => {
+  scope.get(`${PUBLIC_BASE}/run_hosts`, { config: { permission: READ_PERMISSION, openapi: HOSTS_DOC }, schema: { tags: [PROFILE], summary: 'List the hosts of playbook runs' } }, async (request) => {
     const scopeOf = request.scope ?? { orgId: request.principal!.orgId };
     return listHosts(services, rawQuery(request), scopeOf, `${PUBLIC_BASE}/run_hosts`, 'public');
   });
 }
+
+/** What the OpenAPI document says of the public listings (documentation only: answers are not filtered by it). */
+const param = (name: string, description: string, schema: object = { type: 'string' }): [string, object] => [name, { ...schema, description }];
+const query = (...params: Array<[string, object]>) => ({ type: 'object', properties: Object.fromEntries(params) });
+const LISTING = {
+  type: 'object',
+  required: ['data', 'meta', 'links'],
+  properties: {
+    data: { type: 'array', items: { type: 'object', additionalProperties: true } },
+    meta: { type: 'object', properties: { count: { type: 'integer' }, total: { type: 'integer' } } },
+    links: { type: 'object', properties: { first: { type: 'string' }, last: { type: 'string' }, next: { type: 'string' }, previous: { type: 'string' } } },
+  },
+};
+const STATUS = { type: 'string', enum: ['running', 'success', 'failure', 'timeout', 'canceled'] };
+const PAGING = [param('limit', '1–200, default 50', { type: 'integer', minimum: 1, maximum: 200 }), param('offset', 'default 0', { type: 'integer', minimum: 0 })];
+const RUNS_DOC = {
+  description: 'The tenant’s playbook runs (of the services its permission allows); a run still running past its timeout is `timeout`.',
+  querystring: query(
+    param('filter[status]', 'one status', STATUS),
+    param('filter[recipient]', 'a recipient id (UUID)'),
+    param('filter[service]', 'the service that dispatched it'),
+    param('filter[labels][KEY]', 'a label’s value (any number of labels, all must match)'),
+    param('fields[data]', 'comma-separated: id, org_id, recipient, correlation_id, url, labels, timeout, status, service, name, web_console_url, created_at, updated_at'),
+    param('sort_by', 'created_at, created_at:asc or created_at:desc (default)'),
+    ...PAGING,
+  ),
+  response: { 200: { description: 'The runs, `meta` and `links`.', ...LISTING }, 400: { description: 'A parameter is not valid: `{"message"}`.' } },
+};
+const HOSTS_DOC = {
+  description: 'The hosts of the tenant’s playbook runs.',
+  querystring: query(
+    param('filter[status]', 'one status', STATUS),
+    param('filter[run][id]', 'a run id'),
+    param('filter[run][service]', 'the service of the run'),
+    param('filter[run][labels][KEY]', 'a label of the run'),
+    param('filter[inventory_id]', 'an inventory id (UUID)'),
+    param('fields[data]', 'comma-separated: host, run, status, stdout, links, inventory_id'),
+    ...PAGING,
+  ),
+  response: { 200: { description: 'The hosts, `meta` and `links`.', ...LISTING }, 400: { description: 'A parameter is not valid: `{"message"}`.' } },
+};
 
 /** The core statuses a Playbook status filter matches (read at the listing's time: expired runs are `timeout`). */
 function coreStatuses(status: PlaybookStatus): RunStatus[] {
