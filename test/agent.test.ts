@@ -5,7 +5,7 @@
  * with the dispatcher itself, not here.
  */
 
-import { execFileSync } from 'node:child_process';
+import { hasCommand } from './helpers.js';
 import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -39,14 +39,7 @@ const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dispatcher-agent-test-'));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 /** Whether ansible-runner is here (Debian: python3-ansible-runner and ansible-core). */
-const hasAnsibleRunner = (() => {
-  try {
-    execFileSync('ansible-runner', ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const hasAnsibleRunner = hasCommand('ansible-runner');
 
 // ------------------------------------------------------------------------------------------------ the server
 

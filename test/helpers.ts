@@ -3,6 +3,7 @@
  * configuration loader as `serve`; polling helpers that fail with what they last saw.
  */
 
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -177,4 +178,14 @@ export function logSink(): { sink: Writable; chunks: string[] } {
     },
   });
   return { sink, chunks };
+}
+
+/** Whether a command runs here (`ansible-runner --version`). */
+export function hasCommand(command: string, args: string[] = ['--version']): boolean {
+  try {
+    execFileSync(command, args, { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
 }

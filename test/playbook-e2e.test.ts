@@ -5,7 +5,6 @@
  * endpoint: the run and its host end `success` in the public API and in the run-event stream's presenter.
  */
 
-import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -13,16 +12,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startAgent } from '../src/agent/index.js';
 import type { HostEvent, RunEvent } from '../src/core/types.js';
 import { presentHostEvent, presentRunEvent, showsRun } from '../src/profiles/playbook-dispatcher/events.js';
-import { startDispatcher, TEST_KEY, waitFor, type TestDispatcher } from './helpers.js';
+import { hasCommand, startDispatcher, TEST_KEY, waitFor, type TestDispatcher } from './helpers.js';
 
-const hasAnsibleRunner = (() => {
-  try {
-    execFileSync('ansible-runner', ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-})();
+const hasAnsibleRunner = hasCommand('ansible-runner');
 if (!hasAnsibleRunner) {
   if (process.env.CI === 'true') throw new Error('playbook-e2e.test.ts: ansible-runner is not installed (apt-get install ansible python3-ansible-runner); with CI=true it must run');
   console.warn('playbook-e2e.test.ts skipped: ansible-runner is not installed (apt-get install ansible python3-ansible-runner)');

@@ -22,6 +22,7 @@ import type { JobOptions, PlaybookDirective } from './job.js';
 import { runJob } from './job.js';
 import type { AgentLog } from './log.js';
 import { SILENT } from './log.js';
+import { isHttpUrl } from '../core/url.js';
 
 export { backoffCeiling, backoffDelay, type BackoffSettings } from './backoff.js';
 export { executorOnFailed, executorOnStart, toUploadEvent, type FailureCode, type JobEvent } from './events.js';
@@ -137,15 +138,6 @@ export function readDirective(message: DirectiveMessage): { refused: string } | 
     directive: { id: message.id, returnUrl, correlationId: correlationId.toLowerCase(), responseIntervalS, playbookUrl: message.payload },
     warnings,
   };
-}
-
-function isHttpUrl(text: string): boolean {
-  try {
-    const url = new URL(text);
-    return url.protocol === 'http:' || url.protocol === 'https:';
-  } catch {
-    return false;
-  }
 }
 
 /** The origin of a URL, or null when it is not one. */

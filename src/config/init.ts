@@ -19,6 +19,7 @@ import { generateSecret } from '../core/credentials.js';
 import { DispatcherError } from '../core/errors.js';
 import { DEFAULTS } from './defaults.js';
 import { CONFIG_SCHEMA } from './schema.js';
+import { isHttpUrl } from '../core/url.js';
 
 export interface InitConfigOptions {
   /** Where to write the file. */
@@ -157,15 +158,6 @@ async function askAnswers(input: NodeJS.ReadableStream, output: NodeJS.WritableS
     return { port: port.value, storeUrl: storeUrl.value, includeExample: includeExample.value, webhookUrl: webhookUrl.value, keyFile: keyFile.value };
   } finally {
     rl.close();
-  }
-}
-
-function isHttpUrl(text: string): boolean {
-  try {
-    const url = new URL(text);
-    return url.protocol === 'http:' || url.protocol === 'https:';
-  } catch {
-    return false;
   }
 }
 
