@@ -1,39 +1,73 @@
+#!/usr/bin/env node
 /**
  * The Playbook Dispatcher profile beside the core's generic batch path, in one run of one `dispatcher serve`
- * on SQLite (`node bench/playbook.js`):
+ * child process on SQLite (`node bench/playbook.js`), every phase over HTTP from this process:
  *
- * - core: `POST /v1/events`, batches of 50 events to a `noop` route; runs/s until every run ended;
- * - dispatch: `POST /internal/v2/dispatch`, 50 items per request, to recipients connected over the built-in
- *   connector (WebSocket clients of this script that accept every directive at once); runs/s until every
- *   207 came back (each run is stored waiting by then);
- * - upload: one gzip JSON Lines file of 100 Runner events per run to `POST /api/ingress/v1/upload`, which
- *   ends it `success`; uploads/s.
+ * - core: `POST /v1/events`, batches of 50 events to a `noop` route; runs/s from the first POST until no run
+ *   is left queued or running (as `bench/run.js throughput` measures, at this batch size);
+ * - dispatch: `POST /internal/v2/dispatch`, 50 items per request (each `{recipient, org_id, principal, url,
+ *   name}`), to recipients connected over the built-in connector: WebSocket clients of this script that
+ *   answer every directive `accepted` at once. Runs/s until every 207 came back with its 50 `{code: 201, id}`
+ *   (each run is stored waiting by then);
+ * - upload: for each run, one gzip JSON Lines file of 100 Ansible Runner events (built from
+ *   test/fixtures/playbook-dispatcher/examples/events-success.jsonl, its correlation id the one the recipient
+ *   got in the directive's metadata) as multipart/form-data to `POST /api/ingress/v1/upload` with a `System`
+ *   identity header; each ends its run `success`. Uploads/s.
  *
- * A playbook run costs one dispatch and one upload; its cost per run is set beside the core's (the target:
- * at most twice). Each phase is `BENCH_RUNS` runs (default 2,000), 4 requests in flight; the whole is
- * repeated `BENCH_REPEAT` times (default 3) and the medians printed, with the server's CPU time per run.
+ * A playbook run costs one dispatch and one upload; its time and the server's CPU per run are set beside the
+ * core's (the issue's target: at most twice). Each phase is `BENCH_RUNS` runs (default 2,000), 4 requests in
+ * flight over 4 connections; the whole is repeated `BENCH_REPEAT` times (default 3), a new server each time,
+ * and the medians printed. `BENCH_SERVER_ARGS` adds Node flags to the dispatcher (e.g. `--cpu-prof
+ * --cpu-prof-dir=.prof`); then each round also prints its phases' bounds on the monotonic clock (µs), which is
+ * the clock of the profile's timestamps, so that its samples can be told apart by phase.
  */
 
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
+import Database from 'better-sqlite3';
+import { Pool } from 'undici';
 import WebSocket from 'ws';
 import { cpuSeconds, DISPATCHER_MAIN, dispatcherNodeFlags, freePort, median, waitServing } from './common.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 2000);
 const REPEAT = Number(process.env.BENCH_REPEAT ?? 3);
+const SERVER_ARGS = (process.env.BENCH_SERVER_ARGS ?? '').split(' ').filter((a) => a !== '');
 const BATCH = 50;
 const IN_FLIGHT = 4;
 const AGENTS = 8;
 const KEY = 'benchKey0123456789abcdef';
 const AUTH = { authorization: `PSK ${KEY}` };
-const IDENTITY = Buffer.from(JSON.stringify({ identity: { org_id: 'default', type: 'System', system: { cn: 'bench' } } })).toString('base64');
+// The PSK principal has no orgId of its own: its tenant is `default`, and so must the items' and the uploader's be.
+const ORG = 'default';
+const IDENTITY = Buffer.from(JSON.stringify({ identity: { org_id: ORG, type: 'System', system: { cn: 'bench' } } })).toString('base64');
+const FIXTURE = readFileSync(new URL('../test/fixtures/playbook-dispatcher/examples/events-success.jsonl', import.meta.url), 'utf8')
+  .split('\n')
+  .filter((l) => l.trim() !== '')
+  .map((l) => JSON.parse(l));
+
+let clockTicks;
+
+/** CPU seconds the whole machine was busy so far (every core, from /proc/stat; NaN elsewhere). */
+function machineBusy() {
+  try {
+    const [, ...ticks] = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0].trim().split(/\s+/).map(Number);
+    // user nice system idle iowait irq softirq steal: all but idle and iowait were busy.
+    clockTicks ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+    return (ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6] + ticks[7]) / clockTicks;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** The monotonic clock in µs: V8's profile timestamps are on it. */
+const monotonic = () => Number(process.hrtime.bigint() / 1000n);
 
 /** `count` jobs, `IN_FLIGHT` at a time. */
-async function pool(count, job) {
+async function inFlight(count, job) {
   let next = 0;
   await Promise.all(
     Array.from({ length: IN_FLIGHT }, async () => {
@@ -42,24 +76,23 @@ async function pool(count, job) {
   );
 }
 
-/** A Runner upload of 100 events: executor_on_start with the correlation id, 98 task results, the stats. */
+/**
+ * A Runner upload of 100 events from the fixture: its `executor_on_start` with this correlation id, its
+ * playbook and play starts, then its task (task start, runner start, ok) again and again with increasing
+ * counters and lines, and its `playbook_on_stats` last (counter 99).
+ */
 function runnerFile(correlationId) {
-  const lines = [JSON.stringify({ event: 'executor_on_start', uuid: randomUUID(), counter: -1, stdout: '', start_line: 0, end_line: 0, event_data: { crc_dispatcher_correlation_id: correlationId } })];
-  for (let i = 1; i <= 98; i++) {
-    lines.push(
-      JSON.stringify({
-        event: 'runner_on_ok',
-        uuid: randomUUID(),
-        counter: i,
-        stdout: `ok: [localhost] => task ${i}`,
-        start_line: i - 1,
-        end_line: i,
-        event_data: { host: 'localhost', playbook: 'bench.yml', crc_dispatcher_correlation_id: correlationId },
-      }),
-    );
+  const [start, playbook, play, task, runnerStart, ok, stats] = FIXTURE;
+  const events = [{ ...start, uuid: randomUUID(), event_data: { ...start.event_data, crc_dispatcher_correlation_id: correlationId } }, playbook, play];
+  let line = 2;
+  while (events.length < 99) {
+    const e = [task, runnerStart, ok][(events.length - 3) % 3];
+    const lines = e.end_line - e.start_line;
+    events.push({ ...e, uuid: randomUUID(), counter: events.length, start_line: line, end_line: line + lines });
+    line += lines;
   }
-  lines.push(JSON.stringify({ event: 'playbook_on_stats', uuid: randomUUID(), counter: 99, stdout: 'PLAY RECAP', start_line: 98, end_line: 99, event_data: { crc_dispatcher_correlation_id: correlationId } }));
-  return gzipSync(lines.join('\n') + '\n');
+  events.push({ ...stats, uuid: randomUUID(), counter: 99, start_line: line, end_line: line + stats.end_line - stats.start_line });
+  return gzipSync(events.map((e) => JSON.stringify(e)).join('\n') + '\n');
 }
 
 function multipart(file) {
@@ -72,22 +105,29 @@ function multipart(file) {
   return { body, type: `multipart/form-data; boundary=${boundary}` };
 }
 
-async function post(url, headers, body) {
-  const res = await fetch(url, { method: 'POST', headers, body });
-  const text = await res.text();
-  if (res.status >= 300 && res.status !== 207) throw new Error(`${url}: ${res.status} ${text.slice(0, 300)}`);
-  return text === '' ? null : JSON.parse(text);
+/** Each request's time (ms) in the phase under way. */
+let latencies = [];
+
+async function post(pool, path, headers, body, expected) {
+  const t0 = performance.now();
+  const res = await pool.request({ path, method: 'POST', headers, body });
+  const text = await res.body.text();
+  latencies.push(performance.now() - t0);
+  if (res.statusCode !== expected) throw new Error(`${path}: HTTP ${res.statusCode} ${text.slice(0, 300)}`);
+  return JSON.parse(text);
 }
 
-async function unfinished(url) {
-  const res = await fetch(`${url}/v1/runs?filter[status]=queued,running&limit=1`, { headers: AUTH });
-  return (await res.json()).meta.total;
+/** Runs by status, read from the server's database (read-only, through the index of unfinished runs for the poll). */
+function counter(dbPath) {
+  const db = new Database(dbPath, { readonly: true, fileMustExist: true });
+  const left = db.prepare(`SELECT count(*) AS n FROM runs WHERE status IN ('queued', 'running')`);
+  const succeeded = db.prepare(`SELECT count(*) AS n FROM runs WHERE status = 'success'`);
+  return { unfinished: () => left.get().n, succeeded: () => succeeded.get().n, close: () => db.close() };
 }
 
-async function once(round) {
+async function startServer() {
   const dir = mkdtempSync(join(tmpdir(), 'dispatcher-bench-playbook-'));
   const port = await freePort();
-  const url = `http://127.0.0.1:${port}`;
   const config = join(dir, 'dispatcher.json');
   writeFileSync(
     config,
@@ -101,15 +141,54 @@ async function once(round) {
       profiles: { 'playbook-dispatcher': {} },
     }),
   );
-  const child = spawn(process.execPath, [...dispatcherNodeFlags(), DISPATCHER_MAIN, 'serve', '--config', config], { stdio: ['ignore', 'inherit', 'inherit'] });
+  const child = spawn(process.execPath, [...dispatcherNodeFlags(), ...SERVER_ARGS, DISPATCHER_MAIN, 'serve', '--config', config], { cwd: process.cwd(), stdio: ['ignore', 'inherit', 'inherit'] });
+  const url = `http://127.0.0.1:${port}`;
+  await waitServing(url, child);
+  return {
+    url,
+    port,
+    db: join(dir, 'dispatcher.db'),
+    cpu: () => cpuSeconds(child.pid),
+    async stop() {
+      child.kill('SIGTERM');
+      await new Promise((resolve) => child.once('exit', resolve));
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * One phase's wall time, server CPU, client CPU (this process: the client shares the machine's cores) and
+ * median request time.
+ */
+async function phase(server, work) {
+  latencies = [];
+  const cpu = server.cpu();
+  const busy = machineBusy();
+  const client = process.cpuUsage();
+  const from = monotonic();
+  const t0 = performance.now();
+  await work();
+  const seconds = (performance.now() - t0) / 1000;
+  const c = process.cpuUsage(client);
+  const serverCpu = server.cpu() - cpu;
+  const clientCpu = (c.user + c.system) / 1e6;
+  // Whatever else ran on the machine meanwhile (other processes, the kernel's threads), in cores.
+  const others = (machineBusy() - busy - serverCpu - clientCpu) / seconds;
+  return { seconds, cpu: serverCpu, clientCpu, others, latency: median(latencies), from, to: monotonic() };
+}
+
+async function once(round) {
+  const server = await startServer();
+  const pool = new Pool(server.url, { connections: IN_FLIGHT, pipelining: 1 });
   const agents = [];
+  const runs = counter(server.db);
   try {
-    await waitServing(url, child);
-    // Recipients that take every directive at once, and note its correlation id.
-    const correlation = new Map();
+    // Recipients that take every directive at once, and keep its correlation id for the upload.
+    const correlations = [];
     const recipients = Array.from({ length: AGENTS }, () => randomUUID());
     for (const id of recipients) {
-      const ws = new WebSocket(`ws://127.0.0.1:${port}/v1/recipients/${id}/connect`, { headers: AUTH });
+      const ws = new WebSocket(`ws://127.0.0.1:${server.port}/v1/recipients/${id}/connect`, { headers: AUTH });
       await new Promise((resolve, reject) => {
         ws.once('open', resolve);
         ws.once('error', reject);
@@ -117,73 +196,95 @@ async function once(round) {
       ws.on('message', (data) => {
         const m = JSON.parse(String(data));
         if (m.type !== 'directive') return;
-        correlation.set(m.metadata.crc_dispatcher_correlation_id, true);
+        correlations.push(m.metadata.crc_dispatcher_correlation_id);
         ws.send(JSON.stringify({ type: 'accepted', id: m.id }));
       });
       agents.push(ws);
     }
-
     const batches = Math.ceil(RUNS / BATCH);
-    const cpu0 = cpuSeconds(child.pid);
-    // The core's batch path.
-    let t0 = performance.now();
-    await pool(batches, (b) =>
-      post(`${url}/v1/events`, { ...AUTH, 'content-type': 'application/cloudevents-batch+json' }, JSON.stringify(Array.from({ length: BATCH }, (_, i) => ({ specversion: '1.0', id: `e-${round}-${b}-${i}`, source: 'urn:bench', type: 'bench.run' })))),
+    const runsIn = (b) => Math.min(BATCH, RUNS - b * BATCH);
+    const bodies = Array.from({ length: batches }, (_, b) =>
+      JSON.stringify(Array.from({ length: runsIn(b) }, (_, i) => ({ specversion: '1.0', id: `e-${round}-${b}-${i}`, source: 'urn:bench', type: 'bench.run', data: { n: b * BATCH + i, host: 'web-1' } }))),
     );
-    while ((await unfinished(url)) > 0) await new Promise((resolve) => setTimeout(resolve, 20));
-    const core = { seconds: (performance.now() - t0) / 1000 };
-    const cpu1 = cpuSeconds(child.pid);
-    core.cpu = cpu1 - cpu0;
 
-    // Dispatches of 50 items.
-    const runIds = [];
-    t0 = performance.now();
-    await pool(batches, async (b) => {
-      const items = Array.from({ length: BATCH }, (_, i) => ({ recipient: recipients[(b * BATCH + i) % AGENTS], org_id: 'default', principal: 'bench', url: 'https://example.com/bench.yml', name: 'bench' }));
-      const answers = await post(`${url}/internal/v2/dispatch`, { ...AUTH, 'content-type': 'application/json' }, JSON.stringify(items));
-      for (const a of answers) {
-        if (a.code !== 201) throw new Error(`dispatch answered ${JSON.stringify(a)}`);
-        runIds.push(a.id);
-      }
+    // The core's batch path: until every run ended.
+    const core = await phase(server, async () => {
+      await inFlight(batches, (b) => post(pool, '/v1/events', { ...AUTH, 'content-type': 'application/cloudevents-batch+json' }, bodies[b], 202));
+      while (runs.unfinished() > 0) await new Promise((resolve) => setTimeout(resolve, 20));
     });
-    const dispatch = { seconds: (performance.now() - t0) / 1000 };
-    const cpu2 = cpuSeconds(child.pid);
-    dispatch.cpu = cpu2 - cpu1;
+    if (runs.succeeded() !== RUNS) throw new Error(`${runs.succeeded()} of ${RUNS} core runs ended in success`);
 
-    // Uploads of a 100-event Runner file, one per run.
-    const files = [...correlation.keys()].map((id) => multipart(runnerFile(id)));
-    t0 = performance.now();
-    await pool(files.length, (i) => post(`${url}/api/ingress/v1/upload`, { 'x-rh-identity': IDENTITY, 'content-type': files[i].type }, files[i].body));
-    const upload = { seconds: (performance.now() - t0) / 1000 };
-    upload.cpu = cpuSeconds(child.pid) - cpu2;
-    const left = await unfinished(url);
-    if (left !== 0) throw new Error(`${left} runs did not end after their uploads`);
-    return { core, dispatch, upload, runs: runIds.length, uploads: files.length };
+    // Dispatches of 50 items: every item answered 201 with its run's id.
+    const items = Array.from({ length: batches }, (_, b) =>
+      JSON.stringify(Array.from({ length: runsIn(b) }, (_, i) => ({ recipient: recipients[(b * BATCH + i) % AGENTS], org_id: ORG, principal: 'bench', url: 'https://example.com/bench.yml', name: 'bench' }))),
+    );
+    let dispatched = 0;
+    const dispatch = await phase(server, () =>
+      inFlight(batches, async (b) => {
+        const answers = await post(pool, '/internal/v2/dispatch', { ...AUTH, 'content-type': 'application/json' }, items[b], 207);
+        if (answers.length !== runsIn(b)) throw new Error(`a dispatch of ${runsIn(b)} items answered ${answers.length}`);
+        for (const a of answers) if (a.code !== 201 || typeof a.id !== 'string') throw new Error(`dispatch answered ${JSON.stringify(a)}`);
+        dispatched += answers.length;
+      }),
+    );
+    if (correlations.length !== RUNS || runs.unfinished() !== RUNS) throw new Error(`${correlations.length} directives taken, ${runs.unfinished()} runs waiting, for ${RUNS} dispatched`);
+
+    // One upload of 100 Runner events per run, each ending its run `success`.
+    const files = correlations.map((id) => multipart(runnerFile(id)));
+    const upload = await phase(server, () =>
+      inFlight(files.length, async (i) => {
+        const answer = await post(pool, '/api/ingress/v1/upload', { 'x-rh-identity': IDENTITY, 'content-type': files[i].type }, files[i].body, 202);
+        if (answer.run?.status !== 'success') throw new Error(`an upload answered ${JSON.stringify(answer)}`);
+      }),
+    );
+    if (runs.unfinished() !== 0 || runs.succeeded() !== 2 * RUNS) throw new Error(`after the uploads: ${runs.unfinished()} runs unfinished, ${runs.succeeded()} of ${2 * RUNS} in success`);
+    return { core, dispatch, upload, dispatched, uploads: files.length, gzipBytes: files[0].body.length };
   } finally {
+    runs.close();
     for (const ws of agents) ws.terminate();
-    child.kill('SIGTERM');
-    await new Promise((resolve) => child.once('exit', resolve));
-    rmSync(dir, { recursive: true, force: true });
+    await pool.close();
+    await server.stop();
   }
 }
 
+const fmt = (n, digits = 0) => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
+const us = (seconds, n) => (seconds * 1e6) / n;
+
+console.log(`machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`);
+console.log(`each round: ${fmt(RUNS)} runs per phase, batches of ${BATCH}, ${IN_FLIGHT} requests in flight; figures: median of ${REPEAT} rounds\n`);
+
 const rounds = [];
 for (let r = 0; r < REPEAT; r++) {
-  const result = await once(r);
-  rounds.push(result);
-  const rate = (phase, n) => `${Math.round(n / phase.seconds)}/s, ${((phase.cpu / n) * 1e6).toFixed(0)} µs CPU each`;
-  console.log(`round ${r + 1}: core ${rate(result.core, RUNS)}; dispatch ${rate(result.dispatch, result.runs)}; upload ${rate(result.upload, result.uploads)}`);
+  const x = await once(r);
+  rounds.push(x);
+  const line = (p, n, unit) => `${fmt(n / p.seconds)} ${unit}/s (${fmt(us(p.cpu, n))} µs server CPU, ${fmt(us(p.clientCpu, n))} µs client CPU each)`;
+  console.log(`round ${r + 1}: core ${line(x.core, RUNS, 'runs')}; dispatch ${line(x.dispatch, x.dispatched, 'runs')}; upload ${line(x.upload, x.uploads, 'uploads')}`);
+  console.log(`  the rest of the machine meanwhile: ${['core', 'dispatch', 'upload'].map((k) => `${k} ${fmt(Math.max(0, x[k].others), 2)}`).join(', ')} cores`);
+  if (SERVER_ARGS.length > 0) console.log(`  phases on the monotonic clock (µs): core ${x.core.from}–${x.core.to}, dispatch ${x.dispatch.from}–${x.dispatch.to}, upload ${x.upload.from}–${x.upload.to}`);
 }
+
 const m = (pick) => median(rounds.map(pick));
 const coreRate = m((r) => RUNS / r.core.seconds);
-const dispatchRate = m((r) => r.runs / r.dispatch.seconds);
+const dispatchRate = m((r) => r.dispatched / r.dispatch.seconds);
 const uploadRate = m((r) => r.uploads / r.upload.seconds);
-const coreCpu = m((r) => r.core.cpu / RUNS) * 1e6;
-const dispatchCpu = m((r) => r.dispatch.cpu / r.runs) * 1e6;
-const uploadCpu = m((r) => r.upload.cpu / r.uploads) * 1e6;
-const profilePerRun = 1 / dispatchRate + 1 / uploadRate;
-console.log(`\nmedians of ${REPEAT} rounds, ${RUNS} runs each, batches of ${BATCH}, ${IN_FLIGHT} requests in flight:`);
-console.log(`  core batch path (POST /v1/events → noop):     ${Math.round(coreRate)} runs/s, ${coreCpu.toFixed(0)} µs server CPU per run`);
-console.log(`  dispatch (POST /internal/v2/dispatch, 50):    ${Math.round(dispatchRate)} runs/s, ${dispatchCpu.toFixed(0)} µs server CPU per run`);
-console.log(`  upload (100 Runner events, gzip, multipart): ${Math.round(uploadRate)} uploads/s, ${uploadCpu.toFixed(0)} µs server CPU per upload`);
-console.log(`  a playbook run (dispatch + upload):           ${Math.round(1 / profilePerRun)} runs/s; ${(profilePerRun * coreRate).toFixed(2)}× the core's time per run, ${((dispatchCpu + uploadCpu) / coreCpu).toFixed(2)}× its CPU`);
+const coreCpu = m((r) => us(r.core.cpu, RUNS));
+const dispatchCpu = m((r) => us(r.dispatch.cpu, r.dispatched));
+const uploadCpu = m((r) => us(r.upload.cpu, r.uploads));
+const coreLatency = m((r) => r.core.latency);
+const dispatchLatency = m((r) => r.dispatch.latency);
+const uploadLatency = m((r) => r.upload.latency);
+const coreClient = m((r) => us(r.core.clientCpu, RUNS));
+const dispatchClient = m((r) => us(r.dispatch.clientCpu, r.dispatched));
+const uploadClient = m((r) => us(r.upload.clientCpu, r.uploads));
+// Each round's own ratio (the reference measured beside it), then their median.
+const timeRatio = m((r) => (r.dispatch.seconds / r.dispatched + r.upload.seconds / r.uploads) / (r.core.seconds / RUNS));
+const cpuRatio = m((r) => (r.dispatch.cpu / r.dispatched + r.upload.cpu / r.uploads) / (r.core.cpu / RUNS));
+const dispatchTimeRatio = m((r) => r.dispatch.seconds / r.dispatched / (r.core.seconds / RUNS));
+const dispatchCpuRatio = m((r) => r.dispatch.cpu / r.dispatched / (r.core.cpu / RUNS));
+
+console.log(`\nmedians of ${REPEAT} rounds (ms per request: the median time of one request, ${IN_FLIGHT} in flight; upload file: 100 events, ${fmt(rounds[0].gzipBytes)} bytes gzip with its multipart envelope):`);
+console.log(`  core batch path (POST /v1/events, 50 → noop):   ${fmt(coreRate)} runs/s, ${fmt(coreLatency, 1)} ms per request; server CPU ${fmt(coreCpu)} µs per run, client ${fmt(coreClient)}`);
+console.log(`  dispatch (POST /internal/v2/dispatch, 50 items): ${fmt(dispatchRate)} runs/s, ${fmt(dispatchLatency, 1)} ms per request; server CPU ${fmt(dispatchCpu)} µs per run, client ${fmt(dispatchClient)}`);
+console.log(`  upload (100 Runner events, gzip, multipart):    ${fmt(uploadRate)} uploads/s, ${fmt(uploadLatency, 1)} ms per request; server CPU ${fmt(uploadCpu)} µs per upload, client ${fmt(uploadClient)}`);
+console.log(`  a playbook run (one dispatch item + one upload): ${fmt(1 / (1 / dispatchRate + 1 / uploadRate))} runs/s`);
+console.log(`  profile ÷ core, per run (target ≤ 2):           ${fmt(timeRatio, 2)}× the time, ${fmt(cpuRatio, 2)}× the server CPU (the dispatch alone: ${fmt(dispatchTimeRatio, 2)}×, ${fmt(dispatchCpuRatio, 2)}×)   (rounds: ${rounds.map((r) => fmt((r.dispatch.seconds / r.dispatched + r.upload.seconds / r.uploads) / (r.core.seconds / RUNS), 2)).join(', ')})`);
