@@ -11,7 +11,6 @@
  *   checked to show in health, not the reconnection.
  */
 
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,65 +19,11 @@ import { pino } from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/load.js';
 import { kafkaConfig, transport } from '../src/transports/kafka/index.js';
+import { fileMockCluster, startMockCluster } from './kafka-mock.js';
 import { startDispatcher, waitFor, type TestDispatcher } from './helpers.js';
 import { describeDeliveries, type PeerMessage } from './transport.suite.js';
 
-const KCAT = process.env.DISPATCHER_TEST_KCAT ?? 'kcat';
-const requireServices = process.env.CI === 'true';
-
-interface MockCluster {
-  brokers: string[];
-  process: ChildProcess;
-}
-
-/** Start a mock cluster of `brokers` brokers; its bootstrap address is in the notice kcat prints on start. */
-function startMockCluster(brokers = 3): Promise<MockCluster> {
-  const child = spawn(KCAT, ['-X', `test.mock.num.brokers=${brokers}`, '-b', 'mock:1', '-C', '-t', 'dispatcher-mock-bootstrap'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  child.stdout.resume();
-  return new Promise((resolve, reject) => {
-    let text = '';
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`${KCAT} printed no mock cluster address within 10s: ${text.slice(-500)}`));
-    }, 10_000);
-    child.once('error', (err) => {
-      clearTimeout(timer);
-      reject(new Error(`${KCAT} could not be started (${err.message}); install kcat (apt-get install kcat) to run the Kafka tests`));
-    });
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`${KCAT} exited (${code}) before printing a mock cluster address: ${text.slice(-500)}`));
-    });
-    child.stderr.on('data', (b: Buffer) => {
-      text += b.toString();
-      const m = /Mock cluster enabled: .* replaced with (\S+)/.exec(text);
-      if (m) {
-        clearTimeout(timer);
-        child.removeAllListeners('exit');
-        resolve({ brokers: m[1]!.split(','), process: child });
-      }
-    });
-  });
-}
-
-const kcatFound = spawnSync(KCAT, ['-V'], { encoding: 'utf8' }).error === undefined;
-let cluster: MockCluster | undefined;
-let clusterError: string | null = kcatFound ? null : `${KCAT} is not installed (librdkafka's mock cluster comes with it: apt-get install kcat)`;
-if (clusterError === null) {
-  try {
-    cluster = await startMockCluster();
-  } catch (err) {
-    clusterError = (err as Error).message;
-  }
-}
-if (clusterError !== null) {
-  if (requireServices) throw new Error(`transport-kafka.test.ts: ${clusterError}; with CI=true the Kafka tests must run`);
-  console.warn(`transport-kafka.test.ts skipped: ${clusterError}. Install kcat, or set CI=true to make this a failure.`);
-}
-
-afterAll(() => {
-  cluster?.process.kill('SIGKILL');
-});
+const { cluster, error: clusterError } = await fileMockCluster('transport-kafka.test.ts');
 
 const client = () => new Kafka({ brokers: cluster!.brokers, clientId: 'dispatcher-test', logLevel: logLevel.NOTHING });
 
