@@ -12,7 +12,6 @@ import type { Connector } from './connector.js';
 import type { CloudEvent, Run, RunStatus } from './types.js';
 import type { HttpClient } from './http.js';
 import type { PublishTo } from './outbox.js';
-import type { Records } from './services.js';
 import type { HostResult, HostUpsert, ResolveResult, RunResolution } from '../store/types.js';
 import type { CompileOptions, Template } from './template.js';
 
@@ -85,8 +84,6 @@ export interface ActionServices {
   upsertHosts?(hosts: HostUpsert[]): Promise<HostResult[]>;
   /** Answer waiting runs. */
   resolveRuns?(resolutions: RunResolution[]): Promise<ResolveResult[]>;
-  /** What the store keeps, to read (runs, hosts): read-only. */
-  records?: Records;
   /** HTTP to other services, through the address policy of `actions.http.allow`. */
   http?: HttpClient;
   /**
