@@ -157,6 +157,7 @@ export class Dispatcher {
         publishTo: this.publishTo.bind(this),
         upsertHosts: (hosts) => this.upsertHosts(hosts),
         resolveRuns: (resolutions) => this.resolveRuns(resolutions),
+        records: this.store,
         http: this.#http,
         connector: this.connector,
         publicUrl: () => this.publicUrl,

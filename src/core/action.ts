@@ -12,7 +12,7 @@ import type { Connector } from './connector.js';
 import type { CloudEvent, Run, RunStatus } from './types.js';
 import type { HttpClient } from './http.js';
 import type { PublishTo } from './outbox.js';
-import type { HostResult, HostUpsert, ResolveResult, RunResolution } from '../store/types.js';
+import type { HostResult, HostUpsert, Records, ResolveResult, RunResolution } from '../store/types.js';
 import type { CompileOptions, Template } from './template.js';
 
 /** What an attempt may report besides throwing. Throw a DispatcherError to fail (retryable or not). */
@@ -84,6 +84,8 @@ export interface ActionServices {
   upsertHosts?(hosts: HostUpsert[]): Promise<HostResult[]>;
   /** Answer waiting runs. */
   resolveRuns?(resolutions: RunResolution[]): Promise<ResolveResult[]>;
+  /** What the store keeps, to read (runs, hosts): read-only. */
+  records?: Records;
   /** HTTP to other services, through the address policy of `actions.http.allow`. */
   http?: HttpClient;
   /**

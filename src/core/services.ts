@@ -19,26 +19,9 @@ import type { Connector } from './connector.js';
 import type { RecipientHub } from './recipients.js';
 import type { RelayState } from './relay.js';
 import type { DeadLetter, Run } from './types.js';
-import type { AccessStore } from '../store/access.js';
-import type { DialectSql, HostResult, HostUpsert, RepublishQuery, ResolveResult, RunResolution, Store } from '../store/types.js';
+import type { DialectSql, HostResult, HostUpsert, Records, RepublishQuery, ResolveResult, RunResolution } from '../store/types.js';
 
-/** What the store keeps, to read. */
-export type Records = Pick<
-  Store,
-  | 'dialect'
-  | 'ping'
-  | 'stats'
-  | 'getRun'
-  | 'getAttempts'
-  | 'listRuns'
-  | 'getHost'
-  | 'listHosts'
-  | 'getEvent'
-  | 'listEvents'
-  | 'getDeadLetter'
-  | 'listDeadLetters'
-  | 'readRunEvents'
-> & { readonly access: Pick<AccessStore, 'getClient' | 'listClients' | 'listAudit'> };
+export type { Records };
 
 export interface InputHealth extends TransportHealth {
   input: string;

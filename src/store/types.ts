@@ -469,3 +469,21 @@ export interface Store {
 }
 
 export type { CloudEvent };
+
+/** What the store keeps, to read. */
+export type Records = Pick<
+  Store,
+  | 'dialect'
+  | 'ping'
+  | 'stats'
+  | 'getRun'
+  | 'getAttempts'
+  | 'listRuns'
+  | 'getHost'
+  | 'listHosts'
+  | 'getEvent'
+  | 'listEvents'
+  | 'getDeadLetter'
+  | 'listDeadLetters'
+  | 'readRunEvents'
+> & { readonly access: Pick<AccessStore, 'getClient' | 'listClients' | 'listAudit'> };

@@ -47,7 +47,7 @@ export const PLAYBOOK_DISPATCHER_SECTION = section(
           validationTopic: Type.String({ minLength: 1, description: 'Where validation answers go.', default: 'platform.upload.validation' }),
           downloadTimeout: duration('Longest time one download of an announced upload may take.', '10s'),
         },
-        { description: 'For deployments that keep an ingress service: its announcements taken in, each upload downloaded and applied, and the validation answered. Being built: it does nothing yet.' },
+        { description: 'For deployments that keep an ingress service: its announcements taken in, each upload downloaded and applied, and the validation answered.' },
       ),
     ),
   },

@@ -17,6 +17,7 @@ import type { Profile } from '../../core/profile.js';
 import { PLAYBOOK_DISPATCHER_SECTION, type PlaybookDispatcherConfig } from './config.js';
 import { PRESENTERS } from './events.js';
 import { DISPATCH_TYPE, INTERNAL_PERMISSION, PROFILE, READ_PERMISSION, registerRoutes, UPLOAD_PERMISSION } from './http.js';
+import { ANNOUNCE_DECODER, ANNOUNCED_TYPE, INGRESS_ACTION, ingressActionType } from './ingress.js';
 
 export const PLAYBOOK_DISPATCHER: Profile<FastifyInstance, Command> = {
   name: PROFILE,
@@ -52,9 +53,25 @@ export const PLAYBOOK_DISPATCHER: Profile<FastifyInstance, Command> = {
           },
         ],
       },
+      // With an ingress service: its announcements (`playbook-dispatcher.announce`) downloaded, applied, answered.
+      ...(c.ingress === undefined
+        ? []
+        : [
+            {
+              name: `${name}.ingress`,
+              description: 'Uploads an ingress service announces (`platform.upload.announce`) are downloaded, applied to their runs and answered (`platform.upload.validation`).',
+              match: { type: ANNOUNCED_TYPE },
+              // The original tries a download 3 times; an attempt is the download, the apply and the answer.
+              retry: { attempts: 3 },
+              timeout: c.ingress.downloadTimeout + 30_000,
+              actions: [{ [INGRESS_ACTION]: {} }],
+            },
+          ]),
     ];
   },
+  actionTypes: (setup) => [ingressActionType(setup.config as PlaybookDispatcherConfig)],
   decoders: {
+    announce: ANNOUNCE_DECODER,
     dispatch: {
       description: 'A dispatch item (the JSON of one `RunInputV2`, its defaults applied) → a `playbook-dispatcher.dispatch` event.',
       create: (_options, context) => (message) => {
@@ -67,14 +84,25 @@ export const PLAYBOOK_DISPATCHER: Profile<FastifyInstance, Command> = {
     },
   },
   presenters: PRESENTERS,
-  advise: (_setup, whole) => {
+  advise: (setup, whole) => {
     const auth = whole.auth as { identityHeader?: { enabled?: boolean } } | undefined;
-    return auth?.identityHeader?.enabled === true
-      ? []
-      : [
-          'its public API and uploads trust the x-rh-identity header as the original trusts its gateway: set auth.identityHeader.enabled: true to say ' +
-            'that a gateway sets it (and keep the dispatcher reachable only through one)',
-        ];
+    const advice =
+      auth?.identityHeader?.enabled === true
+        ? []
+        : [
+            'its public API and uploads trust the x-rh-identity header as the original trusts its gateway: set auth.identityHeader.enabled: true to say ' +
+              'that a gateway sets it (and keep the dispatcher reachable only through one)',
+          ];
+    const ingress = (setup.config as PlaybookDispatcherConfig).ingress;
+    if (ingress !== undefined) {
+      const inputs = (whole.inputs ?? {}) as Record<string, { decoder?: { format?: string } } | undefined>;
+      const input = Object.hasOwn(inputs, ingress.input) ? inputs[ingress.input] : undefined;
+      if (input === undefined) advice.push(`ingress.input: no input "${ingress.input}" is configured: no announcement of the ingress service is taken in`);
+      else if (input.decoder?.format !== `${PROFILE}.announce`) {
+        advice.push(`ingress.input: the input "${ingress.input}" does not decode with ${PROFILE}.announce (decoder: { format: ${PROFILE}.announce }): its announcements reach no upload`);
+      }
+    }
+    return advice;
   },
   http(scope, context) {
     registerRoutes(scope, context);
