@@ -93,7 +93,7 @@ describe.skipIf(unreachable !== null && !requireDatabase)('PostgresStore', () =>
         const applied = await admin.query(`SELECT name FROM "${schema}".dispatcher_migrations ORDER BY name`);
         expect(applied.rows.map((r) => r.name)).toEqual(Object.keys(POSTGRES_MIGRATIONS).sort());
         const tables = await admin.query(`SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY tablename`, [schema]);
-        expect(tables.rows.map((r) => r.tablename)).toEqual(['attempts', 'audit_head', 'audit_log', 'clients', 'dead_letters', 'dispatcher_migrations', 'events', 'hosts', 'output_cursors', 'run_events', 'runs', 'settings']);
+        expect(tables.rows.map((r) => r.tablename)).toEqual(['attempts', 'audit_head', 'audit_log', 'clients', 'dead_letters', 'dispatcher_migrations', 'events', 'hosts', 'inbox_counts', 'inbox_messages', 'output_cursors', 'run_events', 'runs', 'settings']);
         const indexes = await admin.query(`SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = 'runs'`, [schema]);
         const defs = new Map(indexes.rows.map((r) => [r.indexname as string, r.indexdef as string]));
         expect(defs.get('runs_labels')).toMatch(/USING gin/);

@@ -14,6 +14,7 @@ import { MAX_LEASE_EXPIRIES } from '../src/core/run-state.js';
 import { GENESIS_HASH, verifyAuditChain } from '../src/core/audit.js';
 import type { Attempt, CloudEvent, Run, RunEvent } from '../src/core/types.js';
 import type { ClaimOptions, ClaimedRun, HostQuery, HostUpsert, IntakeItem, IntakeResult, NewDeadLetter, NewRun, RunOutcome, RunQuery, EventQuery, Store } from '../src/store/types.js';
+import type { InboxLimits, NewInboxMessage } from '../src/store/inboxes.js';
 
 export interface StoreFixture {
   store: Store;
@@ -1638,6 +1639,225 @@ export function defineStoreSuite(name: string, open: () => Promise<StoreFixture>
       });
     });
 
+    describe('inboxes', () => {
+      const message = (clientId: string, o: Partial<NewInboxMessage> = {}): NewInboxMessage => ({
+        id: uuidv7(), clientId, orgId: 'org-1', topic: 'things.created', body: '{"n":1}', sender: 'client-x', createdAt: T0, runId: null, ...o,
+      });
+      const REFUSE: InboxLimits = { maxMessages: 100, whenFull: 'refuse' };
+      const pop = (clientId: string, max = 10, now = T0, on: Store = store) => on.inboxes.take({ clientId, max, now });
+      const lease = (clientId: string, max: number, now: number, leaseUntil: number, on: Store = store) => on.inboxes.take({ clientId, max, now, leaseUntil });
+      const ids = (messages: Array<{ id: string }>) => messages.map((m) => m.id);
+      /** The counts of these clients, as one object. */
+      const counts = async (...clientIds: string[]) => Object.fromEntries((await store.inboxes.counts(clientIds)).map((c) => [c.clientId, c.messages]));
+
+      it('keeps each message exactly as put (null topic and run, body text as sent) and pops the oldest first', async () => {
+        const a1 = message('a', { body: '{ "text" : "quotes \\" and \\\\ backslashes, ünïcode, {braces}, NULL, a,b" }', runId: 'run-1', createdAt: T0 + 1 });
+        const b1 = message('b');
+        const a2 = message('a', { topic: null, runId: null, sender: 'route:r', body: '[1, 2,3]' });
+        const a3 = message('a', { orgId: 'org-2', body: '"x"' });
+        expect(await store.inboxes.put([a1, b1, a2, a3], REFUSE)).toEqual({ stored: [a1.id, b1.id, a2.id, a3.id], duplicates: [], refused: [], dropped: [] });
+        expect(await counts('a', 'b', 'nobody')).toEqual({ a: 3, b: 1, nobody: 0 });
+        expect(await pop('a', 2)).toEqual([
+          { ...a1, deliveries: 0 },
+          { ...a2, deliveries: 0 },
+        ]);
+        expect(await counts('a', 'b')).toEqual({ a: 1, b: 1 });
+        expect(await pop('a')).toEqual([{ ...a3, deliveries: 0 }]);
+        expect(await pop('a')).toEqual([]);
+        expect(await pop('a', 0)).toEqual([]);
+        // Without ids: only the clients that have messages.
+        expect(await store.inboxes.counts()).toEqual([{ clientId: 'b', messages: 1 }]);
+        expect(await store.inboxes.counts(['b', 'a', 'b'])).toEqual([{ clientId: 'b', messages: 1 }, { clientId: 'a', messages: 0 }]);
+      });
+
+      it('leases: a leased message is hidden until leaseUntil, then handed out again with its deliveries counted; ack removes it', async () => {
+        const m1 = message('a');
+        const m2 = message('a');
+        await store.inboxes.put([m1, m2], REFUSE);
+        expect(await lease('a', 1, T0, T0 + 1000)).toEqual([{ ...m1, deliveries: 1 }]);
+        expect(await lease('a', 10, T0 + 10, T0 + 1010)).toEqual([{ ...m2, deliveries: 1 }]);
+        expect(await lease('a', 10, T0 + 999, T0 + 2000)).toEqual([]);
+        expect(await pop('a', 10, T0 + 999)).toEqual([]);
+        // Leased messages are still in the inbox.
+        expect(await counts('a')).toEqual({ a: 2 });
+        expect(await lease('a', 10, T0 + 1000, T0 + 2000)).toEqual([{ ...m1, deliveries: 2 }]);
+        expect(await store.inboxes.ack('a', [m1.id])).toBe(1);
+        expect(await store.inboxes.ack('a', [m1.id])).toBe(0);
+        expect(await counts('a')).toEqual({ a: 1 });
+        expect(await pop('a', 10, T0 + 5000)).toEqual([{ ...m2, deliveries: 1 }]);
+        expect(await counts('a')).toEqual({ a: 0 });
+        expect(await store.inboxes.ack('a', [])).toBe(0);
+      });
+
+      it("acknowledges only the client's own messages", async () => {
+        const a1 = message('a');
+        const b1 = message('b');
+        await store.inboxes.put([a1, b1], REFUSE);
+        expect(await store.inboxes.ack('a', [b1.id, 'no-such-message'])).toBe(0);
+        expect(await store.inboxes.ack('b', [a1.id])).toBe(0);
+        expect(await counts('a', 'b')).toEqual({ a: 1, b: 1 });
+        expect(await store.inboxes.ack('a', [a1.id, b1.id])).toBe(1);
+        expect(await counts('a', 'b')).toEqual({ a: 0, b: 1 });
+        expect(ids(await pop('b'))).toEqual([b1.id]);
+      });
+
+      it('stores a message once per run and client, within a batch and across puts; messages without a run are never alike', async () => {
+        const x = message('a', { runId: 'run-1' });
+        const again = message('a', { runId: 'run-1' });
+        const other = message('b', { runId: 'run-1' });
+        expect(await store.inboxes.put([x, again, other], REFUSE)).toEqual({ stored: [x.id, other.id], duplicates: [again.id], refused: [], dropped: [] });
+        const later = message('a', { runId: 'run-1' });
+        const w1 = message('a');
+        const w2 = message('a');
+        expect(await store.inboxes.put([later, w1, w2], REFUSE)).toEqual({ stored: [w1.id, w2.id], duplicates: [later.id], refused: [], dropped: [] });
+        // The same message again (a put repeated after a crash) is a duplicate too.
+        expect(await store.inboxes.put([w1, x], REFUSE)).toEqual({ stored: [], duplicates: [w1.id, x.id], refused: [], dropped: [] });
+        expect(await counts('a', 'b')).toEqual({ a: 3, b: 1 });
+        expect(ids(await pop('a'))).toEqual([x.id, w1.id, w2.id]);
+      });
+
+      it('refuses messages for a full inbox, and takes them again once there is room', async () => {
+        const limits: InboxLimits = { maxMessages: 2, whenFull: 'refuse' };
+        const [a1, a2, a3, b1] = [message('a'), message('a'), message('a'), message('b')] as const;
+        expect(await store.inboxes.put([a1, a2, a3, b1], limits)).toEqual({ stored: [a1.id, a2.id, b1.id], duplicates: [], refused: [{ id: a3.id, clientId: 'a' }], dropped: [] });
+        expect(await counts('a', 'b')).toEqual({ a: 2, b: 1 });
+        const a4 = message('a');
+        expect(await store.inboxes.put([a4], limits)).toMatchObject({ stored: [], refused: [{ id: a4.id, clientId: 'a' }] });
+        // A leased message still takes room.
+        expect(ids(await lease('a', 1, T0, T0 + LEASE))).toEqual([a1.id]);
+        expect(await store.inboxes.put([message('a')], limits)).toMatchObject({ stored: [] });
+        expect(ids(await pop('a', 1))).toEqual([a2.id]);
+        expect(await counts('a')).toEqual({ a: 1 });
+        const [a5, a6] = [message('a'), message('a')] as const;
+        expect(await store.inboxes.put([a5, a6], limits)).toEqual({ stored: [a5.id], duplicates: [], refused: [{ id: a6.id, clientId: 'a' }], dropped: [] });
+        expect(await counts('a')).toEqual({ a: 2 });
+        expect(ids(await pop('a', 10, T0 + LEASE))).toEqual([a1.id, a5.id]);
+        expect(await counts('a', 'b')).toEqual({ a: 0, b: 1 });
+      });
+
+      it('drops the oldest messages of a full inbox to make room, leased ones and those of the same batch too', async () => {
+        const limits: InboxLimits = { maxMessages: 2, whenFull: 'drop-oldest' };
+        const [a1, a2, a3] = [message('a'), message('a'), message('a')] as const;
+        await store.inboxes.put([a1, a2], limits);
+        expect(ids(await lease('a', 1, T0, T0 + LEASE))).toEqual([a1.id]);
+        expect(await store.inboxes.put([a3], limits)).toEqual({ stored: [a3.id], duplicates: [], refused: [], dropped: [{ id: a1.id, clientId: 'a' }] });
+        expect(await counts('a')).toEqual({ a: 2 });
+        expect(await store.inboxes.ack('a', [a1.id])).toBe(0);
+        // Each message one outcome: a4 stored, then pushed out by a6, is reported dropped only.
+        const [a4, a5, a6, b1] = [message('a'), message('a'), message('a'), message('b')] as const;
+        expect(await store.inboxes.put([a4, b1, a5, a6], limits)).toEqual({
+          stored: [b1.id, a5.id, a6.id],
+          duplicates: [],
+          refused: [],
+          dropped: [{ id: a2.id, clientId: 'a' }, { id: a3.id, clientId: 'a' }, { id: a4.id, clientId: 'a' }],
+        });
+        expect(await counts('a', 'b')).toEqual({ a: 2, b: 1 });
+        // A limit lowered since the inbox filled: as many are dropped as it takes.
+        const c = [message('c'), message('c'), message('c'), message('c')] as const;
+        await store.inboxes.put(c.slice(0, 3), { maxMessages: 5, whenFull: 'drop-oldest' });
+        expect(await store.inboxes.put([c[3]], limits)).toMatchObject({ stored: [c[3].id], dropped: [{ id: c[0].id, clientId: 'c' }, { id: c[1].id, clientId: 'c' }] });
+        expect(await counts('a', 'b', 'c')).toEqual({ a: 2, b: 1, c: 2 });
+        expect(ids(await pop('a'))).toEqual([a5.id, a6.id]);
+        expect(ids(await pop('c'))).toEqual([c[2].id, c[3].id]);
+      });
+
+      it('refuses a limit of less than one message', async () => {
+        await expect(store.inboxes.put([message('a')], { maxMessages: 0, whenFull: 'drop-oldest' })).rejects.toMatchObject({ code: 'config_invalid' });
+        expect(await counts('a')).toEqual({ a: 0 });
+      });
+
+      it('expires messages created before a time, the oldest first, at most a limit at a time', async () => {
+        const a0 = message('a', { createdAt: T0 });
+        const a1 = message('a', { createdAt: T0 + 1 });
+        const b1 = message('b', { createdAt: T0 + 1 });
+        const a2 = message('a', { createdAt: T0 + 2 });
+        const c = message('c', { createdAt: T0 + 10 });
+        await store.inboxes.put([a0, a1, b1, a2, c], REFUSE);
+        // A leased message expires too.
+        await lease('a', 1, T0, T0 + LEASE);
+        expect(await store.inboxes.expire(T0 + 5, 3)).toEqual([{ clientId: 'a', messages: 2 }, { clientId: 'b', messages: 1 }]);
+        expect(await counts('a', 'b', 'c')).toEqual({ a: 1, b: 0, c: 1 });
+        expect(await store.inboxes.expire(T0 + 5, 10)).toEqual([{ clientId: 'a', messages: 1 }]);
+        expect(await store.inboxes.expire(T0 + 5, 10)).toEqual([]);
+        expect(await store.inboxes.expire(T0 + 11, 0)).toEqual([]);
+        expect(await store.inboxes.counts()).toEqual([{ clientId: 'c', messages: 1 }]);
+        expect(await pop('a', 10, T0 + LEASE)).toEqual([]);
+        expect(ids(await pop('c'))).toEqual([c.id]);
+      });
+
+      it("clears a client's inbox and its count; a new message starts a new one", async () => {
+        await store.inboxes.put([message('a'), message('a'), message('b'), message('a')], REFUSE);
+        await lease('a', 1, T0, T0 + LEASE);
+        expect(await store.inboxes.clear('a')).toBe(3);
+        expect(await counts('a', 'b')).toEqual({ a: 0, b: 1 });
+        expect(await store.inboxes.counts()).toEqual([{ clientId: 'b', messages: 1 }]);
+        expect(await pop('a', 10, T0 + LEASE)).toEqual([]);
+        expect(await store.inboxes.clear('a')).toBe(0);
+        const again = message('a');
+        expect(await store.inboxes.put([again], { maxMessages: 1, whenFull: 'refuse' })).toMatchObject({ stored: [again.id] });
+        expect(await counts('a')).toEqual({ a: 1 });
+      });
+
+      it('never hands one message to two takers at once (pops and leases, on this store and another on the same database)', async () => {
+        const other = await peer();
+        const all = Array.from({ length: 120 }, () => message('a'));
+        await store.inboxes.put(all, { maxMessages: 1000, whenFull: 'refuse' });
+        const takers = Array.from({ length: 16 }, (_, i) => {
+          const on = i % 2 === 0 ? store : other;
+          return i % 4 < 2 ? pop('a', 10, T0, on).then((m) => ({ popped: m, leased: [] })) : lease('a', 10, T0, T0 + LEASE, on).then((m) => ({ popped: [], leased: m }));
+        });
+        const taken = await Promise.all(takers);
+        const popped = taken.flatMap((t) => ids(t.popped));
+        const leased = taken.flatMap((t) => ids(t.leased));
+        expect(popped.length + leased.length).toBeGreaterThan(0);
+        expect(new Set([...popped, ...leased]).size).toBe(popped.length + leased.length);
+        // Each taker got its messages oldest first.
+        const order = new Map(all.map((m, i) => [m.id, i]));
+        for (const t of taken) {
+          const got = [...t.popped, ...t.leased].map((m) => order.get(m.id)!);
+          expect(got).toEqual([...got].sort((x, y) => x - y));
+        }
+        // Every message accounted for once: popped, leased (still counted, hidden), or left.
+        expect(await counts('a')).toEqual({ a: all.length - popped.length });
+        const left = ids(await pop('a', 1000, T0));
+        expect(new Set([...popped, ...leased, ...left]).size).toBe(all.length);
+        expect(popped.length + leased.length + left.length).toBe(all.length);
+        expect(await counts('a')).toEqual({ a: leased.length });
+      });
+
+      it('keeps the counts right when several writers fill the same inboxes at once', async () => {
+        const other = await peer();
+        const limits: InboxLimits = { maxMessages: 25, whenFull: 'refuse' };
+        // Clients in both orders across the batches, on this store and another.
+        const batches = Array.from({ length: 10 }, (_, i) =>
+          Array.from({ length: 10 }, (_, j) => message(i % 2 === 0 ? (j % 2 === 0 ? 'a' : 'b') : j % 2 === 0 ? 'b' : 'a', { runId: `run-${i}-${j}` })),
+        );
+        const results = await Promise.all(batches.map((b, i) => (i % 2 === 0 ? store : other).inboxes.put(b, limits)));
+        const stored = results.flatMap((r) => r.stored);
+        const refused = results.flatMap((r) => r.refused);
+        expect(stored).toHaveLength(50);
+        expect(refused).toHaveLength(50);
+        expect(await counts('a', 'b')).toEqual({ a: 25, b: 25 });
+        const a = ids(await pop('a', 100));
+        const b = ids(await pop('b', 100));
+        expect(new Set([...a, ...b])).toEqual(new Set(stored));
+        expect(await counts('a', 'b')).toEqual({ a: 0, b: 0 });
+        // Pops, acks and expiry at once with more puts: the counts still match what is there.
+        await Promise.all(batches.map((batch, i) => (i % 2 === 0 ? store : other).inboxes.put(batch.map((m) => ({ ...m, id: uuidv7(), runId: null })), limits)));
+        const held = await lease('a', 5, T0, T0 + LEASE);
+        await Promise.all([
+          pop('a', 3, T0, other),
+          pop('b', 4, T0),
+          store.inboxes.ack('a', ids(held).slice(0, 2)),
+          other.inboxes.expire(T0 + 1, 7),
+          store.inboxes.put([message('b'), message('a')], limits),
+        ]);
+        const remaining = { a: ids(await pop('a', 100, T0 + LEASE)).length, b: ids(await pop('b', 100, T0 + LEASE)).length };
+        expect(remaining.a + remaining.b).toBeGreaterThan(0);
+        expect(await counts('a', 'b')).toEqual({ a: 0, b: 0 });
+      });
+    });
+
     describe('access: clients, settings, the audit log', () => {
       const client = (overrides: Record<string, unknown> = {}) => ({
         id: uuidv7(), name: 'c', service: 'svc-a', orgId: 'org-1', permissions: ['dispatcher:runs:read', { permission: 'dispatcher:runs:write', service: ['svc-a'] }],
@@ -1663,6 +1883,21 @@ export function defineStoreSuite(name: string, open: () => Promise<StoreFixture>
         expect(await store.access.deleteClient(a.id)).toBe(true);
         expect(await store.access.deleteClient(a.id)).toBe(false);
         expect(await store.access.getClient(a.id)).toBeNull();
+      });
+
+      it('changes a client\'s name and subscription, only what is given', async () => {
+        const a = client({ subscription: 'things.#' });
+        const b = client({ name: 'b' });
+        await store.access.createClient(a);
+        await store.access.createClient(b);
+        expect(await store.access.updateClient(a.id, { name: 'renamed' }, T0 + 5)).toEqual({ ...a, name: 'renamed', updatedAt: T0 + 5 });
+        expect(await store.access.updateClient(a.id, { subscription: 'other.*' }, T0 + 6)).toEqual({ ...a, name: 'renamed', subscription: 'other.*', updatedAt: T0 + 6 });
+        expect(await store.access.updateClient(a.id, { subscription: null }, T0 + 7)).toEqual({ ...a, name: 'renamed', subscription: null, updatedAt: T0 + 7 });
+        expect(await store.access.updateClient(a.id, { name: 'both', subscription: 'x.y' }, T0 + 8)).toMatchObject({ name: 'both', subscription: 'x.y', secretVersion: 1 });
+        expect(await store.access.getClient(a.id)).toEqual({ ...a, name: 'both', subscription: 'x.y', updatedAt: T0 + 8 });
+        // The other client is untouched; no such client is null.
+        expect(await store.access.getClient(b.id)).toEqual(b);
+        expect(await store.access.updateClient('nobody', { name: 'x' }, T0)).toBeNull();
       });
 
       it('keeps the first value of a generated setting', async () => {

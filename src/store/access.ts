@@ -43,6 +43,8 @@ export interface AccessStore extends AuditSink {
   listClients(orgId?: string): Promise<ClientRecord[]>;
   /** New secret hash and version + 1; null when there is no such client. */
   rotateClientSecret(id: string, secretHash: string, now: number): Promise<ClientRecord | null>;
+  /** Change what is given of its name and subscription (null: none), and `updatedAt`; null when there is no such client. */
+  updateClient(id: string, changes: { name?: string; subscription?: string | null }, now: number): Promise<ClientRecord | null>;
   deleteClient(id: string): Promise<boolean>;
 
   /** The value stored under `key`; when there is none, `value` is stored and returned (first writer wins). */

@@ -10,6 +10,7 @@
  */
 
 import type { AccessStore } from './access.js';
+import type { InboxStore } from './inboxes.js';
 import type { NewAuditEntry } from '../core/audit.js';
 import type { Scope } from '../core/principal.js';
 import type {
@@ -365,6 +366,8 @@ export interface Store {
   readonly dialect: 'sqlite' | 'postgres';
   /** Clients, generated settings and the audit log. */
   readonly access: AccessStore;
+  /** Clients' inboxes: the messages `deliver` put there for them to receive. */
+  readonly inboxes: InboxStore;
   /**
    * Create or upgrade the schema: the store's own migrations, then those given (the profiles switched on),
    * each set in name order. Safe to call from several processes at once.

@@ -55,6 +55,17 @@ export class PostgresAccess implements AccessStore {
     return row === undefined ? null : toClient(row);
   }
 
+  async updateClient(id: string, changes: { name?: string; subscription?: string | null }, now: number): Promise<ClientRecord | null> {
+    // A subscription given as null clears it: "not given" is told apart by a flag, not by null.
+    const row = (
+      await this.#deps.query<ClientRow>(
+        'UPDATE clients SET name = coalesce($1, name), subscription = CASE WHEN $2::boolean THEN $3::text ELSE subscription END, updated_at = $4 WHERE id = $5 RETURNING *',
+        [changes.name ?? null, changes.subscription !== undefined, changes.subscription ?? null, now, id],
+      )
+    ).rows[0];
+    return row === undefined ? null : toClient(row);
+  }
+
   async deleteClient(id: string): Promise<boolean> {
     return ((await this.#deps.query('DELETE FROM clients WHERE id = $1', [id])).rowCount ?? 0) > 0;
   }

@@ -28,6 +28,7 @@
  */
 
 import { PostgresAccess } from './access.js';
+import { PostgresInboxes } from './inboxes.js';
 import pg from 'pg';
 import { Kysely, PostgresDialect, sql, type Expression, type SqlBool } from 'kysely';
 import { v7 as uuidv7 } from 'uuid';
@@ -161,6 +162,7 @@ type Queryable = Pick<pg.PoolClient, 'query'>;
 export class PostgresStore implements Store {
   readonly dialect = 'postgres' as const;
   readonly access: PostgresAccess;
+  readonly inboxes: PostgresInboxes;
   readonly #pool: pg.Pool;
   readonly #kysely: Kysely<queries.Database>;
   readonly #schema: string | undefined;
@@ -223,6 +225,7 @@ export class PostgresStore implements Store {
       transaction: (fn) => this.#transaction(fn),
       lockName: schema ?? '',
     });
+    this.inboxes = new PostgresInboxes({ query: (text, values) => this.#query(text, values), transaction: (fn) => this.#transaction(fn) });
   }
 
   async migrate(extra: readonly OwnedMigrations[] = []): Promise<void> {

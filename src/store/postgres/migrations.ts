@@ -209,4 +209,30 @@ export const POSTGRES_MIGRATIONS: Readonly<Record<string, readonly string[]>> = 
     // Host events share the outbox (and its seq) with run events: a host event names its host.
     `ALTER TABLE run_events ADD COLUMN host_id text COLLATE "C"`,
   ],
+  '0007_inboxes': [
+    // Clients' inboxes (../inboxes.ts): messages in delivery order (seq), each once per run and client.
+    // visible_at starts at 0 (visible at once, whatever the clock of the process that takes it); a lease moves
+    // it into the future. The body is `text`: JSON kept exactly as sent, never searched inside.
+    `CREATE TABLE inbox_messages (
+      seq bigserial PRIMARY KEY,
+      id text COLLATE "C" NOT NULL,
+      client_id text COLLATE "C" NOT NULL,
+      org_id text NOT NULL,
+      topic text,
+      body text NOT NULL,
+      sender text NOT NULL,
+      created_at bigint NOT NULL,
+      run_id text COLLATE "C",
+      deliveries integer NOT NULL DEFAULT 0,
+      visible_at bigint NOT NULL DEFAULT 0
+    )`,
+    `CREATE UNIQUE INDEX inbox_messages_id ON inbox_messages (id)`,
+    `CREATE UNIQUE INDEX inbox_messages_run_client ON inbox_messages (run_id, client_id) WHERE run_id IS NOT NULL`,
+    // Receiving: a client's oldest first. Expiry: the oldest of all.
+    `CREATE INDEX inbox_messages_client ON inbox_messages (client_id, seq)`,
+    `CREATE INDEX inbox_messages_created ON inbox_messages (created_at)`,
+    // Messages per client, kept in the transaction of every change: "is it full" is one row read, not a
+    // count; and its row is what writers of one inbox lock (see postgres/inboxes.ts).
+    `CREATE TABLE inbox_counts (client_id text COLLATE "C" PRIMARY KEY, messages integer NOT NULL)`,
+  ],
 };

@@ -60,6 +60,16 @@ export class SqliteAccess implements AccessStore {
     });
   }
 
+  updateClient(id: string, changes: { name?: string; subscription?: string | null }, now: number): Promise<ClientRecord | null> {
+    return this.#write(() => {
+      // A subscription given as null clears it: "not given" is told apart by a flag, not by null.
+      const row = this.#db
+        .prepare('UPDATE clients SET name = coalesce(?, name), subscription = CASE WHEN ? THEN ? ELSE subscription END, updated_at = ? WHERE id = ? RETURNING *')
+        .get(changes.name ?? null, changes.subscription === undefined ? 0 : 1, changes.subscription ?? null, now, id) as ClientRow | undefined;
+      return row === undefined ? null : toClient(row);
+    });
+  }
+
   deleteClient(id: string): Promise<boolean> {
     return this.#write(() => this.#db.prepare('DELETE FROM clients WHERE id = ?').run(id).changes > 0);
   }

@@ -65,6 +65,7 @@ import type {
 } from '../types.js';
 import { ENDED_STATUSES_SQL, fingerprint, inScope, intakeAuditEntries, migrationsInOrder, plannedStateJson, REPUBLISH_BATCH, v7Floor } from '../shared.js';
 import { SqliteAccess } from './access.js';
+import { SqliteInboxes } from './inboxes.js';
 import { Checkpointer } from './checkpointer.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
 
@@ -106,6 +107,7 @@ const RUN_COLUMNS =
 export class SqliteStore implements Store {
   readonly dialect = 'sqlite' as const;
   readonly access: SqliteAccess;
+  readonly inboxes: SqliteInboxes;
   readonly #db: Database.Database;
   readonly #kysely: Kysely<queries.Database>;
   readonly #ops: queries.DialectOps = {
@@ -157,6 +159,7 @@ export class SqliteStore implements Store {
     if (this.#checkpointWorker) this.#db.pragma('wal_autocheckpoint = 65536');
     this.#kysely = new Kysely({ dialect: new SqliteDialect({ database: this.#db }) });
     this.access = new SqliteAccess(this.#db, (fn) => this.#write(fn));
+    this.inboxes = new SqliteInboxes(this.#db, (fn) => this.#write(fn));
   }
 
   async migrate(extra: readonly OwnedMigrations[] = []): Promise<void> {

@@ -203,4 +203,29 @@ export const SQLITE_MIGRATIONS: Readonly<Record<string, readonly string[]>> = {
     // Host events share the outbox (and its seq) with run events: a host event names its host.
     `ALTER TABLE run_events ADD COLUMN host_id TEXT`,
   ],
+  '0007_inboxes': [
+    // Clients' inboxes (../inboxes.ts): messages in delivery order (seq, the rowid), each once per run and
+    // client. visible_at starts at 0 (visible at once, whatever the clock of whoever takes it); a lease moves
+    // it into the future.
+    `CREATE TABLE inbox_messages (
+      seq INTEGER PRIMARY KEY,
+      id TEXT NOT NULL,
+      client_id TEXT NOT NULL,
+      org_id TEXT NOT NULL,
+      topic TEXT,
+      body TEXT NOT NULL,
+      sender TEXT NOT NULL,
+      created_at INTEGER NOT NULL,
+      run_id TEXT,
+      deliveries INTEGER NOT NULL DEFAULT 0,
+      visible_at INTEGER NOT NULL DEFAULT 0
+    )`,
+    `CREATE UNIQUE INDEX inbox_messages_id ON inbox_messages (id)`,
+    `CREATE UNIQUE INDEX inbox_messages_run_client ON inbox_messages (run_id, client_id) WHERE run_id IS NOT NULL`,
+    // Receiving: a client's oldest first. Expiry: the oldest of all.
+    `CREATE INDEX inbox_messages_client ON inbox_messages (client_id, seq)`,
+    `CREATE INDEX inbox_messages_created ON inbox_messages (created_at)`,
+    // Messages per client, kept in the transaction of every change: "is it full" is one row read, not a count.
+    `CREATE TABLE inbox_counts (client_id TEXT PRIMARY KEY, messages INTEGER NOT NULL) WITHOUT ROWID`,
+  ],
 };
