@@ -17,6 +17,7 @@ import { Authenticator } from './core/authenticator.js';
 import { DispatcherError } from './core/errors.js';
 import { DEFAULT_OWNER, type Scope } from './core/principal.js';
 import { RecipientHub, type RecipientHubSettings } from './core/recipients.js';
+import { Inboxes } from './core/inboxes.js';
 import type { Connector } from './core/connector.js';
 import { playbookConnector } from './actions/playbook/connectors.js';
 import { RunEventFeed } from './core/feed.js';
@@ -86,6 +87,8 @@ export class Dispatcher {
   readonly recipients: RecipientHub;
   /** How directives reach recipients (`actions.playbook`): the recipients above or a Cloud Connector, paced. */
   readonly connector: Connector;
+  /** Client inboxes: what `deliver` fills and clients receive. */
+  readonly inboxes: Inboxes;
   #listening: string | undefined;
   readonly owner: string;
   /** Action types whose attempts change nothing outside (no audit entry). */
@@ -146,6 +149,11 @@ export class Dispatcher {
     this.feed = new RunEventFeed(store, log);
     this.recipients = new RecipientHub({ ...recipients, log: log.child({ part: 'recipients' }), registry: this.metrics.registry });
     this.connector = playbookConnector(config.actions.playbook, { http: this.#http, recipients: this.recipients });
+    this.inboxes = new Inboxes({ store, settings: config.inboxes, log: log.child({ part: 'inboxes' }), registry: this.metrics.registry });
+    this.auth.onClientChange(({ kind, client }) => {
+      this.inboxes.clientsChanged(client.orgId);
+      if (kind === 'deleted') this.inboxes.clear(client.id).catch((err: unknown) => log.warn({ err, client: client.id }, 'could not empty the inbox of a deleted client'));
+    });
     this.runner = new Runner({
       store,
       plan: () => this.#plan,
@@ -160,6 +168,7 @@ export class Dispatcher {
         records: this.store,
         http: this.#http,
         connector: this.connector,
+        inboxes: this.inboxes,
         publicUrl: () => this.publicUrl,
       },
       onRecorded: (outcomes) => {
@@ -206,6 +215,7 @@ export class Dispatcher {
       http: this.#http,
       recipients: this.recipients,
       connector: this.connector,
+      inboxes: this.inboxes,
       receive: (message, decoder = 'http') => this.receive(message, decoder),
       receiveAccepted: (message, decoder) => this.receiveAccepted(message, decoder),
       reject: (message, error) => this.intake.reject(message, error),
@@ -421,6 +431,7 @@ export class Dispatcher {
    */
   start(): Promise<void> {
     this.runner.start();
+    this.inboxes.start();
     this.#started ??= (async () => {
       for (const o of this.outputs.values()) await o.driver.start();
       for (const relay of this.relays) relay.start();
@@ -630,6 +641,7 @@ export class Dispatcher {
     this.intake.close();
     // Connected recipients are told (1001) before the server stops; directives awaiting their answer fail.
     this.recipients.close();
+    this.inboxes.stop();
     if (this.#app !== undefined) {
       // Requests in flight get a moment to finish; connections still open after it (keep-alive sockets a
       // client holds, streams a client stopped reading) are closed, so that stopping stays bounded.

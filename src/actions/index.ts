@@ -8,17 +8,18 @@ import { isAbsolute } from 'node:path';
 import type { ActionType } from '../core/action.js';
 import { DispatcherError } from '../core/errors.js';
 import type { Profile } from '../core/profile.js';
+import { deliverAction } from './deliver/index.js';
 import { httpAction } from './http/index.js';
 import { noopAction } from './noop/index.js';
 import { playbookAction } from './playbook/index.js';
 import { publishAction } from './publish/index.js';
 
-export const builtinActionTypes: readonly ActionType[] = [httpAction, publishAction, noopAction, playbookAction];
+export const builtinActionTypes: readonly ActionType[] = [httpAction, publishAction, deliverAction, noopAction, playbookAction];
 
 /** The built-in actions, as the first entry of the preset. */
 export const BUILTIN_ACTIONS: Profile = {
   name: 'actions',
-  description: 'The built-in actions: `http` (webhooks), `publish` (an event to intake or an output), `noop` and `playbook` (a playbook sent to a recipient).',
+  description: 'The built-in actions: `http` (webhooks), `publish` (an event to intake or an output), `deliver` (a message to client inboxes), `noop` and `playbook` (a playbook sent to a recipient).',
   builtIn: true,
   actionTypes: builtinActionTypes,
 };

@@ -10,6 +10,7 @@ import { PERMISSIONS } from '../core/principal.js';
 import type { Profile } from '../core/profile.js';
 import { hostResource, runResource } from './resources.js';
 import { registerAccessRoutes } from './routes/access.js';
+import { registerInboxRoutes } from './routes/inbox.js';
 import { registerDeadLetterRoutes } from './routes/dead-letters.js';
 import { registerEventRoutes } from './routes/events.js';
 import { registerHostRoutes } from './routes/hosts.js';
@@ -34,6 +35,7 @@ export const CORE_API: Profile<FastifyInstance> = {
     registerDeadLetterRoutes(app, services);
     registerStreamRoute(app, services);
     registerAccessRoutes(app, services);
+    registerInboxRoutes(app, services);
     registerRecipientRoutes(app, services);
   },
 };

@@ -36,6 +36,7 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   http_status: 502,
   network_error: 502,
   attempt_timeout: 504,
+  inbox_full: 507,
   recipient_not_found: 404,
   address_blocked: 502,
   template_error: 500,

@@ -5,6 +5,7 @@
  */
 
 import { Command, CommanderError, Option } from 'commander';
+import type { CliApi } from '../core/profile.js';
 import { PRESET, type Preset } from '../preset.js';
 import { CliError, fail } from './output.js';
 
@@ -259,7 +260,15 @@ export function buildProgram(preset: Preset = PRESET): Command {
     .addOption(configOption())
     .action(lazy(() => import('./config.js'), 'validateConfigCommand'));
 
-  for (const profile of preset) profile.cli?.(program);
+  const cliApi: CliApi = {
+    async connect(options) {
+      const { call, connect } = await import('./connection.js');
+      const connection = await connect(options);
+      return { url: connection.url, call: (path, init) => call(connection, path, init) };
+    },
+    fail: (message, exitCode = 1) => new CliError(message, exitCode),
+  };
+  for (const profile of preset) profile.cli?.(program, cliApi);
   return program;
 }
 

@@ -13,7 +13,7 @@ import { pino } from 'pino';
 import type { ActionType } from '../core/action.js';
 import { PRESET, type Preset } from '../preset.js';
 import { DEFAULTS } from './defaults.js';
-import { CONFIG_SCHEMA, ENV_OPTIONS, FIXED_SECTIONS, unitOf, type SchemaNode } from './schema.js';
+import { CONFIG_SCHEMA, ENV_OPTIONS, FIXED_SECTIONS, profileEnvOptions, unitOf, type SchemaNode } from './schema.js';
 
 /**
  * The published JSON Schema: the configuration's, plus what the loader checks later and an editor should
@@ -81,7 +81,7 @@ function defaultOf(node: SchemaNode, required: boolean): string {
 }
 
 function collectRows(): OptionRow[] {
-  const env = new Map(ENV_OPTIONS.map((o) => [o.path.join('.'), o.variable]));
+  const env = new Map([...ENV_OPTIONS, ...profileEnvOptions()].map((o) => [o.path.join('.'), o.variable]));
   const rows: OptionRow[] = [];
   const visit = (node: SchemaNode, path: string, keyPath: string | null, required: boolean): void => {
     rows.push({

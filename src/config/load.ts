@@ -35,6 +35,7 @@ import { toGrant, type Grant, type PermissionSpec } from '../core/principal.js';
 import { qualified, STREAM_KINDS, type StreamKind } from '../core/profile.js';
 import { ROUTE_SCHEMA, routeActions, type RouteConfig } from '../core/routes.js';
 import { RETENTION_SECTION, RUNNER_SECTION } from '../core/runner.js';
+import { INBOXES_SECTION } from '../core/inboxes.js';
 import { AUTH_SECTION, DEAD_LETTERS_SECTION, LOG_SECTION, METRICS_SECTION, type AuthConfig, type PskConfig } from '../core/settings.js';
 import { parseDuration, parseSize } from '../core/units.js';
 import { PRESET, type Preset } from '../preset.js';
@@ -47,6 +48,7 @@ import {
   ENV_OPTIONS,
   kindOf,
   presetNames,
+  profileEnvOptions,
   schemaAt,
   unitOf,
   type DeepPartial,
@@ -139,6 +141,9 @@ export async function inspectConfig(options: LoadConfigOptions = {}): Promise<Co
     const fileLayer = await readFileLayer(file, env, problems, configSchema(preset));
     if (fileLayer !== null) layers.push(fileLayer);
   }
+  // The original variables of the profiles the file (or the flags) switch on, after the file, before `DISPATCHER_*`.
+  const on = new Set([...Object.keys(profilesOf(layers[layers.length - 1]!.value)), ...Object.keys(profilesOf(options.overrides))]);
+  layers.push(...readProfileEnvLayers(env, preset, on, problems));
   layers.push(...readEnvLayers(env, problems));
   if (options.overrides !== undefined) {
     layers.push({ source: FLAGS_SOURCE, value: resolvePaths(structuredClone(options.overrides), process.cwd()) });
@@ -368,6 +373,29 @@ function parseYamlText(text: string, source: string, at: Path, problems: Problem
     problems.add(source, at, `cannot read the YAML: ${(err as Error).message}`);
     return undefined;
   }
+}
+
+function profilesOf(value: unknown): Record<string, unknown> {
+  return isPlainObject(value) && isPlainObject(value.profiles) ? value.profiles : {};
+}
+
+/** The variables of the profiles switched on (`Profile.environment`): one layer each, named by the variable. */
+function readProfileEnvLayers(env: NodeJS.ProcessEnv, preset: Preset, on: ReadonlySet<string>, problems: Problems): Layer[] {
+  const layers: Layer[] = [];
+  for (const option of profileEnvOptions(preset)) {
+    if (!on.has(option.profile)) continue;
+    const text = env[option.variable];
+    if (text === undefined || text === '') continue;
+    const coerced = coerceText(option.kind, text);
+    if (!coerced.ok) {
+      problems.add(option.variable, option.path, `must be ${coerced.expected}, got ${describe(text)}`);
+      continue;
+    }
+    let value: unknown = option.map === undefined ? coerced.value : option.map(coerced.value);
+    for (const key of [...option.path].reverse()) value = { [key]: value };
+    layers.push({ source: option.variable, value });
+  }
+  return layers;
 }
 
 /** One layer per variable set, so that a problem with its value names that variable. */
@@ -706,6 +734,7 @@ async function normalize(raw: RawConfig, preset: Preset, origins: Origins, probl
     runner: decoded(RUNNER_SECTION, raw.runner),
     deadLetters: decoded(DEAD_LETTERS_SECTION, raw.deadLetters),
     retention: decoded(RETENTION_SECTION, raw.retention),
+    inboxes: decoded(INBOXES_SECTION, raw.inboxes),
     metrics: decoded(METRICS_SECTION, raw.metrics),
     auth: normalizeAuth(raw.auth, origins, problems, env),
     actions: { ...otherActions, http: decoded(HTTP_ACTION_SECTION, http), playbook: decoded(PLAYBOOK_ACTION_SECTION, playbook) },

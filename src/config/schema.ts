@@ -27,6 +27,7 @@ import { defaultsOf, map, object, unitOf, Type, type Raw, type SchemaNode } from
 import { qualified, type StreamKind } from '../core/profile.js';
 import { EXAMPLE_ROUTE, ROUTE_SCHEMA, type RouteConfig } from '../core/routes.js';
 import { RETENTION_SECTION, RUNNER_SECTION, type RetentionConfig, type RunnerConfig } from '../core/runner.js';
+import { INBOXES_SECTION, type InboxesConfig } from '../core/inboxes.js';
 import { AUTH_SECTION, DEAD_LETTERS_SECTION, LOG_SECTION, METRICS_SECTION, NAME_PATTERN, type AuthConfig, type DeadLettersConfig, type LogConfig, type MetricsConfig } from '../core/settings.js';
 import { TYPE_SCHEMA, type TypeDefinition } from '../core/type-registry.js';
 import { PRESET, type Preset } from '../preset.js';
@@ -51,7 +52,7 @@ export type JsonSchema = Record<string, unknown>;
 // The schema, composed of the sections.
 
 /** The sections whose scalar options can be set from `DISPATCHER_*` environment variables. */
-export const FIXED_SECTIONS = ['server', 'store', 'log', 'intake', 'runner', 'deadLetters', 'retention', 'metrics', 'auth', 'actions.http', 'actions.playbook'] as const;
+export const FIXED_SECTIONS = ['server', 'store', 'log', 'intake', 'runner', 'deadLetters', 'retention', 'inboxes', 'metrics', 'auth', 'actions.http', 'actions.playbook'] as const;
 
 const ACTIONS_SCHEMA = Type.Unsafe<{ http: Raw<typeof HTTP_ACTION_SECTION>; playbook: Raw<typeof PLAYBOOK_ACTION_SECTION> } & Record<string, Record<string, unknown>>>({
   type: 'object',
@@ -106,6 +107,7 @@ export function configSchema(preset: Preset = PRESET): SchemaNode {
         runner: RUNNER_SECTION,
         deadLetters: DEAD_LETTERS_SECTION,
         retention: RETENTION_SECTION,
+        inboxes: INBOXES_SECTION,
         metrics: METRICS_SECTION,
         auth: AUTH_SECTION,
         actions: ACTIONS_SCHEMA,
@@ -161,6 +163,7 @@ export interface RawConfig {
   runner: Raw<typeof RUNNER_SECTION>;
   deadLetters: Raw<typeof DEAD_LETTERS_SECTION>;
   retention: Raw<typeof RETENTION_SECTION>;
+  inboxes: Raw<typeof INBOXES_SECTION>;
   metrics: Raw<typeof METRICS_SECTION>;
   auth: Raw<typeof AUTH_SECTION>;
   actions: Raw<typeof ACTIONS_SCHEMA>;
@@ -225,6 +228,7 @@ export interface DispatcherConfig {
   readonly runner: RunnerConfig;
   readonly deadLetters: DeadLettersConfig;
   readonly retention: RetentionConfig;
+  readonly inboxes: InboxesConfig;
   readonly metrics: MetricsConfig;
   readonly auth: AuthConfig;
   readonly actions: ActionsConfig;
@@ -282,6 +286,27 @@ export interface EnvOption {
   readonly path: readonly string[];
   readonly kind: ValueKind;
   readonly node: SchemaNode;
+}
+
+/** An environment variable of a profile (`Profile.environment`), read while the profile is on. */
+export interface ProfileEnvOption extends EnvOption {
+  readonly profile: string;
+  readonly map?: (value: unknown) => unknown;
+}
+
+/** The variables the preset's profiles read, each with the option it sets (`['profiles', <name>, …]`). */
+export function profileEnvOptions(preset: Preset = PRESET): ProfileEnvOption[] {
+  const out: ProfileEnvOption[] = [];
+  for (const p of preset) {
+    for (const [variable, v] of Object.entries(p.environment ?? {})) {
+      const path = ['profiles', p.name, ...v.path];
+      const node = schemaAt(path, configSchema(preset));
+      const kind = v.kind ?? kindOf(node);
+      if (node === undefined || kind === null) throw new Error(`profile ${p.name}: ${variable} names ${v.path.join('.')}, which is not an option of its section that text can set`);
+      out.push({ variable, path, kind, node, profile: p.name, ...(v.map === undefined ? {} : { map: v.map }) });
+    }
+  }
+  return out;
 }
 
 /** The schema node at a path of keys (array indexes step into `items`), or undefined when there is none. */

@@ -11,6 +11,7 @@ import type { Logger } from 'pino';
 import type { Connector } from './connector.js';
 import type { CloudEvent, Run, RunStatus } from './types.js';
 import type { HttpClient } from './http.js';
+import type { Inboxes } from './inboxes.js';
 import type { PublishTo } from './outbox.js';
 import type { HostResult, HostUpsert, Records, ResolveResult, RunResolution } from '../store/types.js';
 import type { CompileOptions, Template } from './template.js';
@@ -93,6 +94,8 @@ export interface ActionServices {
    * Cloud Connector; paced by the token bucket of `actions.playbook.rps` and `bucket`.
    */
   connector?: Connector;
+  /** Client inboxes (`deliver`): who a topic reaches, and their messages. */
+  inboxes?: Inboxes;
   /** The URL this dispatcher is reached at (`server.publicUrl`, else where it listens), without a trailing slash. */
   publicUrl?(): string;
 }

@@ -25,11 +25,24 @@ const CLIENT_CACHE_MS = 5_000;
 const TOKEN_SECRET_SETTING = 'auth.token_secret';
 
 export interface NewClient {
+  /** Its id (letters, digits, `.`, `_`, `-`; at most 100): a generated UUIDv7 when absent. */
+  id?: string;
   name: string;
   service?: string;
   orgId: string;
   permissions: PermissionSpec[];
   subscription?: string | null;
+}
+
+/** What a client id may be: it names queues and appears in URLs, so no spaces, slashes or wildcards. */
+export const CLIENT_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
+
+/** A change of a client, as listeners hear of it (after it is stored). */
+export interface ClientChange {
+  kind: 'created' | 'updated' | 'rotated' | 'deleted';
+  client: ClientRecord;
+  /** Before an update. */
+  previous?: ClientRecord;
 }
 
 export class Authenticator {
@@ -38,7 +51,9 @@ export class Authenticator {
   readonly #log: Logger;
   #psk: KeyTable<PskConfig> = new KeyTable([]);
   #signer: TokenSigner | undefined;
+  #secrets: readonly string[] = [];
   readonly #clients = new Map<string, { record: ClientRecord | null; until: number }>();
+  readonly #listeners = new Set<(change: ClientChange) => void>();
   /** The generated admin key's file, when one is in use. */
   adminKeyFile: string | null = null;
 
@@ -64,6 +79,7 @@ export class Authenticator {
   /** Signing secrets and the admin key. Call once, after the store is migrated. */
   async init(): Promise<void> {
     const secrets = this.#config.tokens.secrets.length > 0 ? this.#config.tokens.secrets : [await this.#store.ensureSetting(TOKEN_SECRET_SETTING, generateSecret(64))];
+    this.#secrets = secrets;
     this.#signer = new TokenSigner(secrets, this.#config.tokens.lifetime);
     const keys: PskConfig[] = [...this.#config.psk];
     const admin = await this.#adminKey();
@@ -93,6 +109,12 @@ export class Authenticator {
     }
     this.adminKeyFile = file;
     return { service: 'admin', key, orgId: this.#config.defaults.orgId, grants: this.#config.defaults.grants, from: file };
+  }
+
+  /** A signer of the dispatcher's own secrets whose tokens live `lifetimeMs` (a profile's token lifetime). */
+  signerFor(lifetimeMs: number): TokenSigner {
+    if (this.#signer === undefined) throw new DispatcherError('internal', 'the authenticator was not initialized');
+    return new TokenSigner(this.#secrets, lifetimeMs);
   }
 
   get #tokens(): TokenSigner {
@@ -130,8 +152,9 @@ export class Authenticator {
     return { kind: 'psk', id: `psk:${found.service}`, service: found.service, orgId: found.orgId, grants: found.grants };
   }
 
-  async bearer(token: string): Promise<Principal> {
-    const claims = await this.#tokens.verify(token);
+  /** A bearer token's client; `signer`: a profile's own (`SOAR_TOKEN_SECRET`), else the dispatcher's. */
+  async bearer(token: string, signer?: TokenSigner): Promise<Principal> {
+    const claims = await (signer ?? this.#tokens).verify(token);
     const client = await this.#client(claims.sub);
     if (client === null) throw new DispatcherError('unauthorized', 'the client of this token no longer exists');
     if (client.secretVersion !== claims.ver) throw new DispatcherError('unauthorized', "the token was issued before the client's secret was rotated");
@@ -171,7 +194,7 @@ export class Authenticator {
   }
 
   /** Client credentials → a token. Unknown id and wrong secret answer the same, after the same slow hash. */
-  async issueToken(clientId: string, secret: string): Promise<IssuedToken & { client: ClientRecord }> {
+  async issueToken(clientId: string, secret: string, signer?: TokenSigner): Promise<IssuedToken & { client: ClientRecord }> {
     // Past `auth.tokens.rateLimit.perClient` failures in a window, a client id is refused before its secret is hashed.
     const now = Date.now();
     const wait = this.#failures.wait(clientId, now);
@@ -183,7 +206,7 @@ export class Authenticator {
       throw new DispatcherError('unauthorized', 'unknown client or wrong secret');
     }
     this.#clients.set(client.id, { record: client, until: Date.now() + CLIENT_CACHE_MS });
-    return { ...(await this.#tokens.sign({ sub: client.id, ver: client.secretVersion })), client };
+    return { ...(await (signer ?? this.#tokens).sign({ sub: client.id, ver: client.secretVersion })), client };
   }
 
   /**
@@ -193,10 +216,14 @@ export class Authenticator {
   async createClient(spec: NewClient, by?: Principal): Promise<{ client: ClientRecord; secret: string }> {
     const grants = parseGrants(spec.permissions);
     if (by !== undefined) checkCovered(by, grants);
+    if (spec.id !== undefined && !CLIENT_ID_PATTERN.test(spec.id)) {
+      throw new DispatcherError('bad_request', `client_id "${spec.id}": 1 to 100 letters, digits, ".", "_" or "-", starting with a letter or digit`);
+    }
+    if (spec.id !== undefined && (await this.#store.getClient(spec.id)) !== null) throw new DispatcherError('invalid_state', `a client ${spec.id} already exists`);
     const secret = generateSecret();
     const now = Date.now();
     const client: ClientRecord = {
-      id: uuidv7(),
+      id: spec.id ?? uuidv7(),
       name: spec.name,
       service: spec.service ?? spec.name,
       orgId: by?.orgId ?? spec.orgId,
@@ -207,8 +234,42 @@ export class Authenticator {
       updatedAt: now,
       subscription: spec.subscription ?? null,
     };
-    await this.#store.createClient(client);
+    try {
+      await this.#store.createClient(client);
+    } catch (err) {
+      // Two requests for one id at once: the second meets the first's row.
+      if (spec.id !== undefined && (await this.#store.getClient(spec.id)) !== null) throw new DispatcherError('invalid_state', `a client ${spec.id} already exists`);
+      throw err;
+    }
+    this.#changed({ kind: 'created', client });
     return { client, secret };
+  }
+
+  /** Change a client's name or subscription; tokens stay valid. */
+  async updateClient(id: string, changes: { name?: string; subscription?: string | null }, orgId?: string): Promise<ClientRecord> {
+    const existing = await this.#store.getClient(id);
+    if (existing === null || (orgId !== undefined && existing.orgId !== orgId)) throw new DispatcherError('not_found', `no client ${id}`);
+    const client = await this.#store.updateClient(id, changes, Date.now());
+    if (client === null) throw new DispatcherError('not_found', `no client ${id}`);
+    this.#clients.delete(id);
+    this.#changed({ kind: 'updated', client, previous: existing });
+    return client;
+  }
+
+  /** Hear of every client made, changed, given a new secret or deleted through this authenticator. */
+  onClientChange(listener: (change: ClientChange) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  #changed(change: ClientChange): void {
+    for (const listener of this.#listeners) {
+      try {
+        listener(change);
+      } catch (err) {
+        this.#log.warn({ err, client: change.client.id }, 'a client change listener failed');
+      }
+    }
   }
 
   async rotateSecret(id: string, orgId?: string): Promise<{ client: ClientRecord; secret: string }> {
@@ -218,6 +279,7 @@ export class Authenticator {
     const client = await this.#store.rotateClientSecret(id, await hashSecret(secret), Date.now());
     if (client === null) throw new DispatcherError('not_found', `no client ${id}`);
     this.#clients.delete(id);
+    this.#changed({ kind: 'rotated', client });
     return { client, secret };
   }
 
@@ -226,6 +288,7 @@ export class Authenticator {
     if (existing === null || (orgId !== undefined && existing.orgId !== orgId)) throw new DispatcherError('not_found', `no client ${id}`);
     await this.#store.deleteClient(id);
     this.#clients.delete(id);
+    this.#changed({ kind: 'deleted', client: existing });
     return existing;
   }
 

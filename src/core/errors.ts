@@ -46,6 +46,7 @@ export const ERROR_CODES = {
   http_status: { description: 'The receiver answered with an HTTP status that means failure (retryable for 408, 425, 429 and 5xx).', retryable: true },
   network_error: { description: 'The receiver could not be reached (connection refused, reset, DNS).', retryable: true },
   attempt_timeout: { description: "The attempt took longer than the route's timeout.", retryable: true },
+  inbox_full: { description: 'A client’s inbox holds `inboxes.maxMessages` messages and refuses more (`inboxes.whenFull: refuse`) until the client receives some.', retryable: true },
   recipient_not_found: { description: 'The recipient a directive is for is not connected.', retryable: true },
   address_blocked: { description: 'The target resolves to a private, loopback or link-local address that is not allowlisted.', retryable: false },
   template_error: { description: 'A template could not be rendered from the event.', retryable: false },

@@ -175,6 +175,7 @@ export const PERMISSIONS = {
   'dispatcher:metrics:read': 'scrape `/metrics` (when metrics are not public)',
   'dispatcher:recipients:connect': 'connect as a recipient (an agent that runs directives) over `GET /v1/recipients/{id}/connect`',
   'dispatcher:recipients:read': 'list the connected recipients',
+  'dispatcher:inbox:receive': 'receive and acknowledge the messages of one’s own inbox (`GET /v1/inbox`; clients only)',
 } as const;
 
 export type Permission = keyof typeof PERMISSIONS;

@@ -37,6 +37,14 @@ export interface Profile<Http = unknown, Cli = unknown> {
    */
   readonly config?: TObject;
   /**
+   * Environment variables of the seed system, read into its section while it is switched on: the original's
+   * names (`SOAR_TOKEN_LIFETIME`), so that a deployment's settings carry over unchanged. They override the
+   * configuration file and are overridden by `DISPATCHER_*` variables and flags. Each names the option it sets
+   * (a path inside the section), and may say how its text reads (`kind`, default the option's) and turn
+   * what it read into the option's value (`map`: hours into a duration).
+   */
+  readonly environment?: Readonly<Record<string, ProfileVariable>>;
+  /**
    * Routes it brings, written as the configuration's `routes` are (and checked the same way), given its
    * section: what its own routes take in becomes runs without a route in the user's file. Their names are
    * the profile's (`playbook-dispatcher`, `playbook-dispatcher.<name>`); a configured route may not take one.
@@ -62,8 +70,35 @@ export interface Profile<Http = unknown, Cli = unknown> {
    * warning; `serve` logs them): a setting it relies on that is not set the way it expects.
    */
   advise?(setup: Pick<ProfileSetup, 'name' | 'config'>, whole: Readonly<Record<string, unknown>>): string[];
-  /** Commands it adds to the command line (`dispatcher <command>`), whether or not a configuration switches it on. */
-  cli?(program: Cli): void;
+  /**
+   * Commands it adds to the command line (`dispatcher <command>`), whether or not a configuration switches it
+   * on; those that speak the HTTP API reach it through `api`, as the core's commands do.
+   */
+  cli?(program: Cli, api: CliApi): void;
+}
+
+/** An environment variable a profile reads (see `Profile.environment`). */
+export interface ProfileVariable {
+  /** The option it sets, inside the profile's section: `['token', 'lifetime']`. */
+  readonly path: readonly string[];
+  /** How its text reads, when not as the option's own kind (`number` for hours that `map` makes a duration). */
+  readonly kind?: 'string' | 'integer' | 'number' | 'boolean' | 'duration' | 'size' | 'string[]';
+  /** What the option gets from the value read. */
+  readonly map?: (value: unknown) => unknown;
+  /** For the reference, when the option's own description does not say it all. */
+  readonly description?: string;
+}
+
+/** What the command line lends a profile's commands (its own files stay out of the profile's imports). */
+export interface CliApi {
+  /**
+   * The dispatcher a command talks to, found as the core's commands find it (`-u`/`DISPATCHER_URL`, else the
+   * configuration of `-c`), with the credential they use (`DISPATCHER_TOKEN`, `DISPATCHER_PSK`, the admin key):
+   * `call` answers the parsed body, or fails with what went wrong and what to do.
+   */
+  connect(options: { url?: string; config?: string }): Promise<{ readonly url: string; call(path: string, init?: RequestInit): Promise<any> }>;
+  /** An error that ends the command with its message: exit code 1, or 2 for a usage error. */
+  fail(message: string, exitCode?: 1 | 2): Error;
 }
 
 /** What a profile's action types are made from (no services yet: the routes are compiled before the dispatcher exists). */

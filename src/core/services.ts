@@ -13,6 +13,7 @@ import type { RunEventFeed } from './feed.js';
 import type { AcceptedAnswer, InboundMessage, IntakeAnswer } from './intake.js';
 import type { Metrics } from './metrics.js';
 import type { HttpClient } from './http.js';
+import type { Inboxes } from './inboxes.js';
 import type { PublishTo, TransportHealth } from './outbox.js';
 import type { Scope } from './principal.js';
 import type { Connector } from './connector.js';
@@ -79,6 +80,8 @@ export interface Services {
    * paced by its token bucket. The `playbook` action sends through it, and so may a profile (a cancel).
    */
   readonly connector: Connector;
+  /** Client inboxes: what `deliver` fills, what clients receive and acknowledge; `clientsChanged` when a client is made, changed or deleted. */
+  readonly inboxes: Inboxes;
   /**
    * Take a message in as an input would: decoded by the named decoder (`http`, the CloudEvents HTTP
    * binding, by default; or a profile's, `<profile>.<name>`), checked, routed and committed; a bad one is

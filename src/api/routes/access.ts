@@ -9,6 +9,7 @@
 
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { DispatcherError } from '../../core/errors.js';
+import { checkSubscription } from '../../core/inboxes.js';
 import { inScope, type PermissionSpec, type Principal } from '../../core/principal.js';
 import type { Services } from '../../core/services.js';
 import { mediaType, parseJsonBytes } from '../../core/json.js';
@@ -120,7 +121,8 @@ export function registerAccessRoutes(app: FastifyInstance, s: Services): void {
         tags: ['access'],
         summary: 'Create a client; its secret is in this answer and never again',
         description:
-          'Body: `name`, `permissions` (each within what the caller holds), optional `service` (default: the name; within the caller\'s service filter) and `subscription`. ' +
+          'Body: `name`, `permissions` (each within what the caller holds), optional `id` (letters, digits, `.`, `_`, `-`; default a generated UUID), ' +
+          '`service` (default: the name; within the caller\'s service filter) and `subscription` (a topic pattern: `*` one word, `#` zero or more). ' +
           'The client belongs to the caller\'s tenant.',
         response: { 201: anyObject, ...errors(400, 403) },
       },
@@ -136,11 +138,12 @@ export function registerAccessRoutes(app: FastifyInstance, s: Services): void {
       }
       const { client, secret } = await s.auth.createClient(
         {
+          ...(b.id === undefined ? {} : { id: text(b.id, 'id', 100) }),
           name,
           service,
           orgId: principal.orgId,
           permissions: (b.permissions ?? []) as PermissionSpec[],
-          subscription: b.subscription === undefined ? null : text(b.subscription, 'subscription', 1000),
+          subscription: b.subscription === undefined || b.subscription === null ? null : checkSubscription(b.subscription),
         },
         principal.kind === 'anonymous' ? undefined : principal,
       );
@@ -157,6 +160,32 @@ export function registerAccessRoutes(app: FastifyInstance, s: Services): void {
     if (client === null || !inScope({ org_id: client.orgId, service: client.service }, request.scope)) throw new DispatcherError('not_found', `no client ${id}`);
     return { principal, id };
   };
+
+  app.patch(
+    '/v1/clients/:id',
+    {
+      config: { permission: 'dispatcher:clients:write', audit: 'clients.update' },
+      schema: {
+        operationId: 'updateClient',
+        tags: ['access'],
+        summary: "Change a client's name or subscription (its secret and tokens stay)",
+        description: 'Body: `name` and/or `subscription` (a topic pattern, or null for none).',
+        params: idParams,
+        response: { 200: anyObject, ...errors(400, 404) },
+      },
+    },
+    async (request) => {
+      const { id } = await owned(request);
+      const b = body(request);
+      const changes: { name?: string; subscription?: string | null } = {};
+      if (b.name !== undefined) changes.name = text(b.name, 'name');
+      if (b.subscription !== undefined) changes.subscription = b.subscription === null ? null : checkSubscription(b.subscription);
+      if (Object.keys(changes).length === 0) throw new DispatcherError('bad_request', 'nothing to change: give name or subscription');
+      const client = await s.auth.updateClient(id, changes);
+      request.auditDetails = changes;
+      return clientResource(client);
+    },
+  );
 
   app.post(
     '/v1/clients/:id/rotate-secret',
