@@ -13,6 +13,7 @@ import type { FastifyInstance } from 'fastify';
 import { BUILTIN_ACTIONS } from './actions/index.js';
 import { CORE_API } from './api/entry.js';
 import type { Profile } from './core/profile.js';
+import { COMMUNICATIONS_BACKBONE } from './profiles/communications-backbone/index.js';
 import { PLAYBOOK_DISPATCHER } from './profiles/playbook-dispatcher/index.js';
 
 /** An entry of the preset: a profile whose HTTP scope is a Fastify instance and whose CLI is commander's. */
@@ -20,4 +21,4 @@ export type DispatcherProfile = Profile<FastifyInstance, Command>;
 
 export type Preset = readonly DispatcherProfile[];
 
-export const PRESET: Preset = [BUILTIN_ACTIONS, CORE_API, PLAYBOOK_DISPATCHER];
+export const PRESET: Preset = [BUILTIN_ACTIONS, CORE_API, PLAYBOOK_DISPATCHER, COMMUNICATIONS_BACKBONE];
