@@ -29,7 +29,7 @@ interface Registered {
 async function listening(overrides: Record<string, unknown> = {}): Promise<{ t: TestDispatcher; url: string }> {
   const t = await startDispatcher({
     server: { port: 0, host: '127.0.0.1' },
-    auth: { keyFile: '', psk: [{ service: 'admin', key: ADMIN }] },
+    auth: { keyFile: '', psk: [{ service: 'admin', key: ADMIN }], tokens: { rateLimit: { perAddress: 1000 } } },
     ...overrides,
     profiles: { 'communications-backbone': { websocket: { handshakeTimeout: '500ms', maxMessagesPerSecond: 20 }, ...((overrides.profiles as Record<string, Record<string, unknown>> | undefined)?.['communications-backbone'] ?? {}) } },
   });
@@ -330,10 +330,107 @@ describe('communications-backbone: the original’s environment variables', () =
   });
 });
 
+describe('communications-backbone: tokens end', () => {
+  it('refuses a token once it expired, and limits grants per address', { timeout: 20_000 }, async () => {
+    const { t, url } = await listening({
+      auth: { keyFile: '', psk: [{ service: 'admin', key: ADMIN }], tokens: { rateLimit: { perAddress: 5, perClient: 0 } } },
+      profiles: { 'communications-backbone': { token: { lifetime: '1s' } } },
+    });
+    try {
+      const reg = await call(url, '/client', { method: 'POST', psk: ADMIN, body: { client_name: 'Brief', subscription: '#' } });
+      const got = await call(url, `/token?client_id=${reg.body.client_id}&secret=${reg.body.secret}`);
+      expect((await call(url, '/receive', { token: got.body.token })).status).toBe(200);
+      // Past its expiry and the 5 s of clock tolerance tokens are given.
+      await new Promise((resolve) => setTimeout(resolve, 7100));
+      const late = await call(url, '/receive', { token: got.body.token });
+      expect(late.status).toBe(401);
+      expect(late.body.message).toMatch(/expired/);
+      // Four more grants, then the address is refused for the window.
+      const codes: number[] = [];
+      for (let i = 0; i < 6; i++) codes.push((await call(url, `/token?client_id=${reg.body.client_id}&secret=${reg.body.secret}`)).status);
+      expect(codes).toEqual([200, 200, 200, 200, 429, 429]);
+    } finally {
+      await t.close();
+    }
+  });
+});
+
+describe('communications-backbone: the RabbitMQ layout through the profile', () => {
+  const AMQP = process.env.DISPATCHER_TEST_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+  let problem: string | null = null;
+  beforeAll(async () => {
+    const amqp = await import('amqplib');
+    try {
+      const c = await amqp.connect(AMQP);
+      await c.close();
+    } catch (err) {
+      problem = `RabbitMQ at ${AMQP}: ${(err as Error).message}`;
+      if (process.env.CI === 'true') throw new Error(`RabbitMQ is needed under CI: ${problem}`);
+      console.log(`the profile's RabbitMQ layout skipped: ${problem}`);
+    }
+  });
+
+  it('declares the client queues, mirrors deliveries into them, and takes outbox messages in', async (ctx) => {
+    if (problem !== null) return ctx.skip();
+    const amqp = await import('amqplib');
+    const suffix = `${process.pid}-${Date.now().toString(36)}`;
+    const publishExchange = `bb-publish-${suffix}`;
+    const broadcastExchange = `bb-broadcast-${suffix}`;
+    const { t, url } = await listening({ profiles: { 'communications-backbone': { amqp: { url: AMQP, publishExchange, broadcastExchange } } } });
+    const conn = await amqp.connect(AMQP);
+    const ch = await conn.createChannel();
+    const a = `bb-a-${suffix}`;
+    const b = `bb-b-${suffix}`;
+    try {
+      const ra = (await call(url, '/client', { method: 'POST', psk: ADMIN, body: { client_id: a, client_name: 'A', subscription: 'mirror.#' } })).body;
+      const rb = (await call(url, '/client', { method: 'POST', psk: ADMIN, body: { client_id: b, client_name: 'B', subscription: 'other' } })).body;
+      // Declared as the client was registered.
+      await waitFor(async () => ch.checkQueue(`${a}-inbox`).then(() => true, () => false), (ok) => ok, 5000, 'the inbox queue');
+      for (const q of [`${a}-outbox`, `${a}-broadcast`, `${b}-inbox`]) expect((await ch.checkQueue(q)).queue).toBe(q);
+      // A delivery is mirrored into the matching inbox queue.
+      const tb = (await call(url, `/token?client_id=${b}&secret=${rb.secret}`)).body.token;
+      await call(url, '/send', { method: 'POST', token: tb, body: { topic: 'mirror.one', body: { n: 1 } } });
+      const mirrored = await waitFor(() => ch.get(`${a}-inbox`, { noAck: true }), (m) => m !== false, 5000, 'the mirrored message');
+      expect(JSON.parse((mirrored as { content: Buffer }).content.toString())).toMatchObject({ topic: 'mirror.one', body: { n: 1 }, sender: b });
+      expect(await ch.get(`${b}-inbox`, { noAck: true })).toBe(false);
+      // What another system writes to b's outbox is b's /send: it reaches a's inbox in the store.
+      ch.sendToQueue(`${b}-outbox`, Buffer.from(JSON.stringify({ topic: 'mirror.two', body: 'from the queue' })), { persistent: true });
+      const ta = (await call(url, `/token?client_id=${a}&secret=${ra.secret}`)).body.token;
+      const got = await waitFor(async () => (await call(url, '/receive', { token: ta })).body as Array<{ body: unknown }>, (m) => m.some((x) => x.body === 'from the queue'), 5000, 'the outbox message');
+      expect(got.find((x) => x.body === 'from the queue')).toMatchObject({ topic: 'mirror.two', sender: b });
+      // Not JSON: a dead letter, named by its queue.
+      ch.sendToQueue(`${b}-outbox`, Buffer.from('not json'));
+      const dead = await waitFor(() => t.d.store.listDeadLetters({ limit: 10, offset: 0 }), (l) => l.items.some((d) => d.source === `amqp://${b}-outbox`), 5000, 'the dead letter');
+      expect(dead.items.find((d) => d.source === `amqp://${b}-outbox`)?.raw.toString()).toBe('not json');
+      // Deleting a client deletes its queues.
+      await call(url, `/client/${a}`, { method: 'DELETE', psk: ADMIN });
+      await waitFor(async () => {
+        const probe = await conn.createChannel();
+        probe.on('error', () => {});
+        return probe.checkQueue(`${a}-inbox`).then(
+          async () => {
+            await probe.close();
+            return true;
+          },
+          () => false,
+        );
+      }, (exists) => !exists, 5000, 'the queues to go');
+    } finally {
+      await t.close();
+      const cleanup = await conn.createChannel();
+      cleanup.on('error', () => {});
+      for (const q of [`${a}-inbox`, `${a}-outbox`, `${a}-broadcast`, `${b}-inbox`, `${b}-outbox`, `${b}-broadcast`]) await cleanup.deleteQueue(q).catch(() => {});
+      await cleanup.deleteExchange(publishExchange).catch(() => {});
+      await cleanup.deleteExchange(broadcastExchange).catch(() => {});
+      await conn.close().catch(() => {});
+    }
+  });
+});
+
 describe('communications-backbone: topic routing against an independent model', () => {
   let t: TestDispatcher;
   beforeAll(async () => {
-    t = await startDispatcher({ auth: { keyFile: '', psk: [{ service: 'admin', key: ADMIN }] }, profiles: { 'communications-backbone': {} } });
+    t = await startDispatcher({ auth: { keyFile: '', psk: [{ service: 'admin', key: ADMIN }], tokens: { rateLimit: { perAddress: 1000 } } }, profiles: { 'communications-backbone': {} } });
   });
   afterAll(async () => {
     await t?.close();

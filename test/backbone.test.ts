@@ -63,7 +63,7 @@ for (const [backend, storeUrl] of backends) {
     beforeAll(async () => {
       t = await startDispatcher(
         {
-          auth: { keyFile: '', psk: [{ service: 'admin', key: ADMIN }] },
+          auth: { keyFile: '', psk: [{ service: 'admin', key: ADMIN }], tokens: { rateLimit: { perAddress: 1000 } } },
           inboxes: { lease: '400ms', maxReceive: 500 },
           profiles: { 'communications-backbone': { maxBodyBytes: '4KiB' } },
         },

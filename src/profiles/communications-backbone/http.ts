@@ -239,10 +239,14 @@ export function registerRoutes(app: FastifyInstance, context: ProfileContext, se
     ...(method === 'GET' ? { querystring: { type: 'object', properties: { client_id: { type: 'string' }, secret: { type: 'string' } } } } : {}),
     response: { 200: { type: 'object', properties: { token: { type: 'string' }, expiry: { type: 'string', format: 'date-time' } } }, ...errors(400, 401, 429) },
   });
-  app.get('/token', { config: { public: true, audit: 'token.issue' }, schema: tokenSchema('GET') }, async (request, reply) =>
+  // As the core's token route: its own limit per address, since every request costs a memory-hard hash.
+  const limit = services.auth.tokenRateLimit;
+  const rateLimit =
+    limit.perAddress > 0 ? { rateLimit: { max: limit.perAddress, timeWindow: limit.window, keyGenerator: (request: FastifyRequest) => `token@${request.ip}` } } : {};
+  app.get('/token', { config: { public: true, audit: 'token.issue', ...rateLimit }, schema: tokenSchema('GET') }, async (request, reply) =>
     reply.header('cache-control', 'no-store').send(await grant(request, request.query as Record<string, unknown>)),
   );
-  app.post('/token', { config: { public: true, audit: 'token.issue' }, schema: tokenSchema('POST') }, async (request, reply) =>
+  app.post('/token', { config: { public: true, audit: 'token.issue', ...rateLimit }, schema: tokenSchema('POST') }, async (request, reply) =>
     reply.header('cache-control', 'no-store').send(await grant(request, objectBody(request))),
   );
 
