@@ -13,13 +13,14 @@ import { httpAction } from './http/index.js';
 import { noopAction } from './noop/index.js';
 import { playbookAction } from './playbook/index.js';
 import { publishAction } from './publish/index.js';
+import { restAction } from './rest/index.js';
 
-export const builtinActionTypes: readonly ActionType[] = [httpAction, publishAction, deliverAction, noopAction, playbookAction];
+export const builtinActionTypes: readonly ActionType[] = [httpAction, publishAction, deliverAction, restAction, noopAction, playbookAction];
 
 /** The built-in actions, as the first entry of the preset. */
 export const BUILTIN_ACTIONS: Profile = {
   name: 'actions',
-  description: 'The built-in actions: `http` (webhooks), `publish` (an event to intake or an output), `deliver` (a message to client inboxes), `noop` and `playbook` (a playbook sent to a recipient).',
+  description: 'The built-in actions: `http` (webhooks), `publish` (an event to intake or an output), `deliver` (a message to client inboxes), `rest` (find objects of a REST API by a selector, then change them), `noop` and `playbook` (a playbook sent to a recipient).',
   builtIn: true,
   actionTypes: builtinActionTypes,
 };

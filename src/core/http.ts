@@ -10,6 +10,11 @@ export interface HttpRequest {
   /** Most bytes of the answer kept (default 1 MiB); a longer answer is refused (`action_failed`). */
   maxBytes?: number;
   signal?: AbortSignal;
+  /**
+   * Do not verify the server's TLS certificate: for a self-signed internal API, when configured so. The
+   * address policy still applies.
+   */
+  insecure?: boolean;
 }
 
 export interface HttpAnswer {

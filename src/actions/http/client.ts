@@ -4,11 +4,11 @@
  * (`actions.http.allow`, ./guard.ts), with its timeout and user agent, and the same coded failures.
  */
 
-import { isIP } from 'node:net';
-import { Agent, request } from 'undici';
+import net, { isIP } from 'node:net';
+import { Agent, buildConnector, request } from 'undici';
 import { DispatcherError } from '../../core/errors.js';
 import type { HttpAnswer, HttpClient, HttpRequest } from '../../core/http.js';
-import { addressBlocked, createAddressGuard } from './guard.js';
+import { addressBlocked, createAddressGuard, type AddressGuard } from './guard.js';
 import type { HttpActionSettings } from './settings.js';
 
 /** The most bytes of an answer kept unless a request asks for another bound. */
@@ -39,10 +39,41 @@ export function describe(err: unknown): string {
   return String((err as { code?: unknown }).code ?? err.name);
 }
 
-/** A client with its own connection pool; `close` ends it. */
+/**
+ * The guard's connector, but with TLS certificates not verified (`rejectUnauthorized: false`): for the
+ * requests that ask for it (`insecure`). The address policy is the same: names resolve through the guard's
+ * lookup, and refused IP-literal hosts are refused here.
+ */
+function insecureConnector(guard: AddressGuard): buildConnector.connector {
+  const base = buildConnector({ lookup: guard.lookup, keepAlive: true, rejectUnauthorized: false });
+  return (connectOptions, callback) => {
+    const hostname = connectOptions.hostname;
+    const host = hostname.startsWith('[') && hostname.endsWith(']') ? hostname.slice(1, -1) : hostname;
+    if (net.isIP(host) !== 0) {
+      const why = guard.refusal(host);
+      if (why !== null) {
+        callback(addressBlocked(host, host, why), null);
+        return;
+      }
+    }
+    base(connectOptions, callback);
+  };
+}
+
+/**
+ * A client with its own connection pools; `close` ends them. Requests with `insecure` go through a second
+ * pool whose TLS connections do not verify the server's certificate, so that they never share a
+ * connection with verified requests.
+ */
 export function createHttpClient(settings: Pick<HttpActionSettings, 'allow' | 'timeout' | 'userAgent'>): HttpClient & { close(): Promise<void> } {
   const guard = createAddressGuard(settings.allow);
   const agent = new Agent({ connect: guard.connector });
+  let insecureAgent: Agent | undefined;
+  const agentFor = (insecure: boolean | undefined): Agent => {
+    if (insecure !== true) return agent;
+    insecureAgent ??= new Agent({ connect: insecureConnector(guard) });
+    return insecureAgent;
+  };
   return {
     async request(url: string | URL, r: HttpRequest = {}): Promise<HttpAnswer> {
       let target: URL;
@@ -67,7 +98,7 @@ export function createHttpClient(settings: Pick<HttpActionSettings, 'allow' | 't
       const signal = r.signal === undefined ? timer.signal : AbortSignal.any([r.signal, timer.signal]);
       try {
         const res = await request(target, {
-          dispatcher: agent,
+          dispatcher: agentFor(r.insecure),
           method,
           headers: { 'user-agent': settings.userAgent, ...(r.headers ?? {}) },
           body: r.body ?? null,
@@ -92,6 +123,8 @@ export function createHttpClient(settings: Pick<HttpActionSettings, 'allow' | 't
         clearTimeout(handle);
       }
     },
-    close: () => agent.close(),
+    async close() {
+      await Promise.all([agent.close(), insecureAgent?.close()]);
+    },
   };
 }
