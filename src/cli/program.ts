@@ -267,6 +267,16 @@ export function buildProgram(preset: Preset = PRESET): Command {
       return { url: connection.url, call: (path, init) => call(connection, path, init) };
     },
     fail: (message, exitCode = 1) => new CliError(message, exitCode),
+    async serve(options) {
+      const { serveCommand } = await import('./serve.js');
+      await serveCommand(options);
+    },
+    async section(profile, base) {
+      const { loadConfig } = await import('../config/load.js');
+      // Only the profile's section is wanted: no configuration file is read.
+      const config = await loadConfig({ env: process.env, preset, base: base as never, file: undefined });
+      return { ...config.profiles[profile] };
+    },
   };
   for (const profile of preset) profile.cli?.(program, cliApi);
   return program;

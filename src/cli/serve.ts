@@ -7,8 +7,12 @@ import { profileAdvice } from './advice.js';
 import { openStore } from '../store/index.js';
 import { CliError, integerOption } from './output.js';
 
-interface ServeOptions {
+export interface ServeOptions {
   config?: string;
+  /** Settings under the file: a seed system's own configuration (see `LoadConfigOptions.base`). */
+  base?: { source: string; value: Record<string, unknown> };
+  /** Settings over everything, as flags are. */
+  overrides?: Record<string, unknown>;
   port?: string;
   host?: string;
   store?: string;
@@ -21,7 +25,12 @@ export async function configFromFlags(options: ServeOptions): Promise<Dispatcher
   if (options.host !== undefined) overrides.server = { ...overrides.server, host: options.host };
   if (options.store !== undefined) overrides.store = { url: options.store };
   if (options.logLevel !== undefined) overrides.log = { level: options.logLevel };
-  return loadConfig({ file: findConfigFile(options.config), env: process.env, overrides: overrides as never });
+  return loadConfig({
+    file: findConfigFile(options.config),
+    env: process.env,
+    overrides: { ...(options.overrides ?? {}), ...overrides } as never,
+    ...(options.base === undefined ? {} : { base: options.base as never }),
+  });
 }
 
 export async function serveCommand(options: ServeOptions): Promise<void> {

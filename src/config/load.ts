@@ -40,7 +40,7 @@ import { AUTH_SECTION, DEAD_LETTERS_SECTION, LOG_SECTION, METRICS_SECTION, type 
 import { parseDuration, parseSize } from '../core/units.js';
 import { PRESET, type Preset } from '../preset.js';
 import { STORE_SECTION } from '../store/settings.js';
-import { BUILTIN_DECODERS, TRANSPORT_NAMES, type TransportName } from '../transports/schema.js';
+import { BUILTIN_DECODERS, inputSchema, OUTPUT_SCHEMA, TRANSPORT_NAMES, type TransportName } from '../transports/schema.js';
 import type { DecoderConfig } from '../transports/decode.js';
 import {
   configSchema,
@@ -70,6 +70,11 @@ export interface LoadConfigOptions {
   env?: NodeJS.ProcessEnv;
   /** The last layer: command-line flags. Relative paths in it are taken from the working directory. */
   overrides?: DeepPartial<RawConfig>;
+  /**
+   * A layer under the file (and so under the environment): settings read from a seed system's own
+   * configuration file (`dispatcher ciso consume` reads `.dispatcher_config.yaml`), named by `source`.
+   */
+  base?: { source: string; value: DeepPartial<RawConfig> };
   /** What the dispatcher is made of: the profiles whose sections `profiles` may hold (default: src/preset.ts). */
   preset?: Preset;
 }
@@ -137,12 +142,13 @@ export async function inspectConfig(options: LoadConfigOptions = {}): Promise<Co
   const problems = new Problems();
 
   const layers: Layer[] = [{ source: DEFAULTS_SOURCE, value: defaultConfig(preset) }];
+  if (options.base !== undefined) layers.push({ source: options.base.source, value: structuredClone(options.base.value) });
   if (file !== undefined) {
     const fileLayer = await readFileLayer(file, env, problems, configSchema(preset));
     if (fileLayer !== null) layers.push(fileLayer);
   }
   // The original variables of the profiles the file (or the flags) switch on, after the file, before `DISPATCHER_*`.
-  const on = new Set([...Object.keys(profilesOf(layers[layers.length - 1]!.value)), ...Object.keys(profilesOf(options.overrides))]);
+  const on = new Set([...layers.flatMap((l) => Object.keys(profilesOf(l.value))), ...Object.keys(profilesOf(options.overrides))]);
   layers.push(...readProfileEnvLayers(env, preset, on, problems));
   layers.push(...readEnvLayers(env, problems));
   if (options.overrides !== undefined) {
@@ -723,9 +729,14 @@ function decoded<T extends TSchema>(section: T, value: unknown): Options<T> {
   return decodeOptions(section as SchemaNode, value) as Options<T>;
 }
 
-async function normalize(raw: RawConfig, preset: Preset, origins: Origins, problems: Problems, env: NodeJS.ProcessEnv): Promise<DispatcherConfig> {
-  const { http, playbook, ...otherActions } = raw.actions;
-  const profiles = normalizeProfiles(raw, preset);
+async function normalize(given: RawConfig, preset: Preset, origins: Origins, problems: Problems, env: NodeJS.ProcessEnv): Promise<DispatcherConfig> {
+  const { http, playbook, ...otherActions } = given.actions;
+  const profiles = normalizeProfiles(given, preset);
+  const raw: RawConfig = {
+    ...given,
+    inputs: { ...given.inputs, ...profileTransports('inputs', given, preset, profiles, origins, problems) },
+    outputs: { ...given.outputs, ...profileTransports('outputs', given, preset, profiles, origins, problems) },
+  };
   return {
     server: decoded(SERVER_SECTION, raw.server),
     store: decoded(STORE_SECTION, raw.store),
@@ -786,6 +797,52 @@ function profileRoutes(
       }
       taken.set(name, -1);
       out.push(copy as RawConfig['routes'][number]);
+    }
+  }
+  return out;
+}
+
+/** Validators of the profiles' inputs and outputs, per preset (its decoders are in the input schema) and section. */
+const transportValidators = new WeakMap<Preset, Partial<Record<'inputs' | 'outputs', ValidateFunction>>>();
+
+/**
+ * The inputs or outputs of the profiles switched on (`Profile.inputs`, `Profile.outputs`): checked against
+ * the schema a configured one meets (a profile's that does not pass is reported under its name), named after
+ * the profile, none taking a configured one's name.
+ */
+function profileTransports(
+  section: 'inputs' | 'outputs',
+  raw: RawConfig,
+  preset: Preset,
+  sections: Readonly<Record<string, Record<string, unknown>>>,
+  origins: Origins,
+  problems: Problems,
+): Record<string, Record<string, unknown>> {
+  const out: Record<string, Record<string, unknown>> = {};
+  for (const profile of preset) {
+    const make = profile[section];
+    if (make === undefined || sections[profile.name] === undefined) continue;
+    const at: Path = ['profiles', profile.name];
+    for (const [name, entry] of Object.entries(make({ name: profile.name, config: sections[profile.name]! }))) {
+      if (!(name === profile.name || name.startsWith(`${profile.name}.`))) {
+        problems.add(origins.of(at), at, `the profile's ${section === 'inputs' ? 'input' : 'output'} "${name}" is not named after the profile (${profile.name} or ${profile.name}.<name>)`);
+        continue;
+      }
+      if (Object.hasOwn(raw[section], name)) {
+        problems.add(origins.of([section, name]), [section, name], `${section}.${name} is the ${profile.name} profile's own: name this one otherwise`);
+        continue;
+      }
+      let validators = transportValidators.get(preset);
+      if (validators === undefined) transportValidators.set(preset, (validators = {}));
+      const node = section === 'inputs' ? inputSchema(presetNames(preset).decoders) : OUTPUT_SCHEMA;
+      const validate = (validators[section] ??= new Ajv({ allErrors: true, useDefaults: true, allowUnionTypes: true, strict: false }).compile(node as object));
+      const copy = structuredClone(entry) as Record<string, unknown>;
+      if (!validate(copy)) {
+        const why = (validate.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message ?? 'is invalid'}`).join('; ');
+        problems.add(origins.of(at), at, `the profile's ${section === 'inputs' ? 'input' : 'output'} "${name}" is not valid: ${why}`);
+        continue;
+      }
+      out[name] = copy;
     }
   }
   return out;

@@ -50,6 +50,13 @@ export interface Profile<Http = unknown, Cli = unknown> {
    * the profile's (`playbook-dispatcher`, `playbook-dispatcher.<name>`); a configured route may not take one.
    */
   readonly routes?: (setup: Pick<ProfileSetup, 'name' | 'config'>) => ReadonlyArray<Readonly<Record<string, unknown>>>;
+  /**
+   * Inputs and outputs it brings, written as the configuration's `inputs` and `outputs` are (and checked the
+   * same way), given its section: keyed `<profile>` or `<profile>.<name>`, names no configured one may take.
+   * For a seed system whose own settings name its bus (a Kafka topic it consumes, a topic its errors go to).
+   */
+  readonly inputs?: (setup: Pick<ProfileSetup, 'name' | 'config'>) => Readonly<Record<string, Readonly<Record<string, unknown>>>>;
+  readonly outputs?: (setup: Pick<ProfileSetup, 'name' | 'config'>) => Readonly<Record<string, Readonly<Record<string, unknown>>>>;
   /** Action types it adds; a function when they depend on its configuration. */
   readonly actionTypes?: readonly ActionType[] | ((setup: ProfileSetup) => readonly ActionType[]);
   /** Decoders an input may name (`decoder: { format: '<profile>.<name>', options: {…} }`) or the profile's routes receive with. */
@@ -99,6 +106,16 @@ export interface CliApi {
   connect(options: { url?: string; config?: string }): Promise<{ readonly url: string; call(path: string, init?: RequestInit): Promise<any> }>;
   /** An error that ends the command with its message: exit code 1, or 2 for a usage error. */
   fail(message: string, exitCode?: 1 | 2): Error;
+  /**
+   * Serve as `dispatcher serve` does (until a signal stops it), with the configuration of `config` (or the
+   * usual places), `base` under it (a seed system's own settings) and `overrides` over everything.
+   */
+  serve(options: { config?: string; base?: { source: string; value: Record<string, unknown> }; overrides?: Record<string, unknown> }): Promise<void>;
+  /**
+   * A profile's section as the dispatcher would read it: `base` (a seed system's own settings) under the
+   * environment (the profile's variables), normalized. Fails with the configuration's problems.
+   */
+  section(profile: string, base: { source: string; value: Record<string, unknown> }): Promise<Record<string, unknown>>;
 }
 
 /** What a profile's action types are made from (no services yet: the routes are compiled before the dispatcher exists). */

@@ -67,15 +67,20 @@ export function attemptRow(run: Run, now: number, outcome: Attempt['outcome'], e
   };
 }
 
-/** The dead letter of a run that ended without success: replaying it retries the run. */
-export function runDeadLetter(run: Run, reason: string, message: string, now: number): NewDeadLetter {
+/**
+ * The dead letter of a run that ended without success: replaying it retries the run. Its raw bytes name the
+ * run and, when the caller has it (the worker that ran the last attempt), hold the event as JSON text
+ * (`event`), so that what failed can be read and presented (an errors topic) without another lookup.
+ */
+export function runDeadLetter(run: Run, reason: string, message: string, now: number, envelope?: string): NewDeadLetter {
+  const named = JSON.stringify({ runId: run.id, eventKey: run.eventKey, route: run.route, action: run.action });
   return {
     origin: 'run',
     source: run.route,
     reason,
     error: message,
     details: { action: run.action, attempts: run.attempts },
-    raw: Buffer.from(JSON.stringify({ runId: run.id, eventKey: run.eventKey, route: run.route, action: run.action })),
+    raw: Buffer.from(envelope === undefined ? named : `${named.slice(0, -1)},"event":${envelope}}`),
     contentType: 'application/json',
     runId: run.id,
     eventKey: run.eventKey,

@@ -590,7 +590,7 @@ export class Runner {
       attempt,
       at,
       error: finalError,
-      deadLetter: runDeadLetter(run, err.code, finalError.message, at),
+      deadLetter: runDeadLetter(run, err.code, finalError.message, at, claimed.envelope),
     };
   }
 
