@@ -13,6 +13,7 @@ import type { FastifyInstance } from 'fastify';
 import { BUILTIN_ACTIONS } from './actions/index.js';
 import { CORE_API } from './api/entry.js';
 import type { Profile } from './core/profile.js';
+import { CISO_ASSISTANT } from './profiles/ciso-assistant/index.js';
 import { COMMUNICATIONS_BACKBONE } from './profiles/communications-backbone/index.js';
 import { PLAYBOOK_DISPATCHER } from './profiles/playbook-dispatcher/index.js';
 
@@ -21,4 +22,4 @@ export type DispatcherProfile = Profile<FastifyInstance, Command>;
 
 export type Preset = readonly DispatcherProfile[];
 
-export const PRESET: Preset = [BUILTIN_ACTIONS, CORE_API, PLAYBOOK_DISPATCHER, COMMUNICATIONS_BACKBONE];
+export const PRESET: Preset = [BUILTIN_ACTIONS, CORE_API, PLAYBOOK_DISPATCHER, COMMUNICATIONS_BACKBONE, CISO_ASSISTANT];
