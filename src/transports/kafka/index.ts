@@ -51,6 +51,7 @@ export interface KafkaInputOptions extends KafkaConnectionOptions {
   partitionsConsumedConcurrently?: number;
   /** Bytes. */
   maxBytesPerPartition?: number;
+  maxWait?: Duration;
 }
 
 export interface KafkaOutputOptions extends KafkaConnectionOptions {
@@ -176,6 +177,7 @@ class KafkaInput implements InputDriver {
       ...optional('rebalanceTimeout', o.rebalanceTimeout),
       ...optional('heartbeatInterval', o.heartbeatInterval),
       ...optional('maxBytesPerPartition', o.maxBytesPerPartition),
+      ...optional('maxWaitTimeInMs', o.maxWait),
       retry: { initialRetryTime: 300, maxRetryTime: 30_000, retries: 8, restartOnFailure: async () => true },
     });
     this.#consumer = consumer;

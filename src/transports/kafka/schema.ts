@@ -52,6 +52,7 @@ export const KAFKA_INPUT_SCHEMA: SchemaNode = {
       description: 'Partitions whose batches are handed over at once (default 4); order is kept within each partition.',
     },
     maxBytesPerPartition: size('The most fetched from one partition in one request (default 1MiB): the size of a batch.'),
+    maxWait: duration('How long a broker may hold a fetch while it has nothing new (default 5s). Kafka answers as soon as a message arrives; a broker that does not (librdkafka\'s mock cluster) delivers a message up to this late.'),
   },
 };
 
