@@ -48,7 +48,7 @@ describe.skipIf(cluster === undefined)('ciso-assistant profile (Kafka → CISO A
 
   const profile = () => ({
     api: { url: api.url, token: TOKEN },
-    kafka: { bootstrapServers: cluster!.brokers, topic, groupId: `ciso-${topic}` },
+    kafka: { bootstrapServers: cluster!.brokers, topic, groupId: `ciso-${topic}`, maxWait: '100ms' },
     errorsTopic,
     s3: { url: s3Url, ...S3_KEY },
     maxFileBytes: MiB,
@@ -271,6 +271,22 @@ describe.skipIf(cluster === undefined)('ciso-assistant profile (Kafka → CISO A
     await produce(html);
     const he = await errorFor((m) => JSON.stringify(m.message) === JSON.stringify(html));
     expect(he!.error).toMatch(/where JSON was expected/);
+  });
+
+  it('updates with the same selector are applied in the topic\'s order, even when the first is retried', async () => {
+    api.failNext({ status: 503, retryAfter: 1, method: 'PATCH', path: '/api/applied-controls/ac-many-4/', times: 1 });
+    await producer.send({
+      topic,
+      acks: -1,
+      // One partition: Kafka orders messages within a partition only.
+      messages: ['first', 'second'].map((name) => ({ partition: 0, value: JSON.stringify({ message_type: 'update_applied_control', selector: { ref_id: 'many-4' }, values: { name } }) })),
+    });
+    const second = await runFor('ciso-assistant.update_applied_control', (d) => d.selector?.ref_id === 'many-4' && d.values?.name === 'second');
+    const first = await runFor('ciso-assistant.update_applied_control', (d) => d.selector?.ref_id === 'many-4' && d.values?.name === 'first');
+    expect([first.status, first.attempts, second.status]).toEqual(['success', 2, 'success']);
+    expect(api.objects['applied-controls']!.find((o) => o.id === 'ac-many-4')!.name).toBe('second');
+    const patches = api.requests.filter((r) => r.method === 'PATCH' && r.path === '/api/applied-controls/ac-many-4/').map((r) => (JSON.parse(r.body.toString()) as { name: string }).name);
+    expect(patches).toEqual(['first', 'first', 'second']);
   });
 
   it('a 401 is reported as an expired token', async () => {

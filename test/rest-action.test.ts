@@ -546,6 +546,25 @@ describe('RestClient: the building blocks for a profile', () => {
     expect(session.token).toBe(f.issued[0]);
   });
 
+  it('tells onExchange of every request: method, URL without its query, status (0 when none came), time', async () => {
+    const f = await fake({ pageSize: 2 });
+    const seen: Array<{ method: string; url: string; status: number; ms: number }> = [];
+    const client = new RestClient(httpClient(), { url: f.url, token: TOKEN, onExchange: (e) => seen.push(e) });
+    await client.find('applied-controls', { folder: 'f1', target: 'multiple' });
+    expect(seen.map((e) => [e.method, e.url, e.status])).toEqual([
+      ['GET', `${f.url}/applied-controls/`, 200],
+      ['GET', `${f.url}/applied-controls/`, 200],
+      ['GET', `${f.url}/applied-controls/`, 200],
+    ]);
+    expect(seen.every((e) => e.ms >= 0)).toBe(true);
+    f.failNext({ method: 'PATCH', status: 503, body: { detail: 'down' } });
+    await rejection(client.request('PATCH', resourcePath('applied-controls', 'ac-1'), { json: { status: 'active' } }));
+    expect(seen.at(-1)).toMatchObject({ method: 'PATCH', url: `${f.url}/applied-controls/ac-1/`, status: 503 });
+    const closed = new RestClient(httpClient(), { url: 'http://127.0.0.1:9/api', token: TOKEN, onExchange: (e) => seen.push(e) });
+    await rejection(closed.request('GET', resourcePath('applied-controls')));
+    expect(seen.at(-1)).toMatchObject({ method: 'GET', url: 'http://127.0.0.1:9/api/applied-controls/', status: 0 });
+  });
+
   it("bounds the pages it reads, and never sends the token to another origin's next link", async () => {
     const f = await fake({ pageSize: 1 });
     const http = httpClient();

@@ -99,6 +99,16 @@ export interface RestClientOptions {
   maxPages?: number;
   maxResults?: number;
   maxBytes?: number;
+  /** Told of every request once answered (its status) or failed (status 0): for logs. */
+  onExchange?: (exchange: RestExchange) => void;
+}
+
+/** One request of a client, as `onExchange` is told of it; the URL without its query (a selector may hold names). */
+export interface RestExchange {
+  method: string;
+  url: string;
+  status: number;
+  ms: number;
 }
 
 export interface RestRequestOptions {
@@ -138,6 +148,7 @@ export class RestClient {
   readonly #maxPages: number;
   readonly #maxResults: number;
   readonly #maxBytes: number;
+  readonly #onExchange: ((exchange: RestExchange) => void) | undefined;
 
   constructor(http: HttpClient, options: RestClientOptions) {
     this.#http = http;
@@ -152,6 +163,7 @@ export class RestClient {
     this.#maxPages = options.maxPages ?? DEFAULT_MAX_PAGES;
     this.#maxResults = options.maxResults ?? DEFAULT_MAX_RESULTS;
     this.#maxBytes = options.maxBytes ?? DEFAULT_MAX_BYTES;
+    this.#onExchange = options.onExchange;
   }
 
   /** The API root, without a trailing slash. */
@@ -275,15 +287,23 @@ export class RestClient {
       body = Buffer.from(options.bytes);
       headers['content-type'] ??= 'application/octet-stream';
     }
-    return this.#http.request(url, {
-      method,
-      headers,
-      ...(body === undefined ? {} : { body }),
-      timeoutMs: this.#timeoutMs,
-      maxBytes: this.#maxBytes,
-      ...(this.#signal === undefined ? {} : { signal: this.#signal }),
-      ...(this.#insecure ? { insecure: true } : {}),
-    });
+    const started = performance.now();
+    let status = 0;
+    try {
+      const answer = await this.#http.request(url, {
+        method,
+        headers,
+        ...(body === undefined ? {} : { body }),
+        timeoutMs: this.#timeoutMs,
+        maxBytes: this.#maxBytes,
+        ...(this.#signal === undefined ? {} : { signal: this.#signal }),
+        ...(this.#insecure ? { insecure: true } : {}),
+      });
+      status = answer.status;
+      return answer;
+    } finally {
+      this.#onExchange?.({ method, url: `${url.origin}${url.pathname}`, status, ms: Math.round((performance.now() - started) * 10) / 10 });
+    }
   }
 
   /**
@@ -692,6 +712,7 @@ class RestAction implements Action {
       timeoutMs: p.timeoutMs,
       headers,
       signal: ctx.signal,
+      onExchange: (e) => ctx.log.debug(e, 'rest: request'),
     });
     const request: RestRequestOptions = { headers: { 'idempotency-key': ctx.runId } };
     if (p.body !== null) {

@@ -48,6 +48,17 @@ function isObject(value: unknown): value is Record<string, unknown> {
 
 const nonEmpty = (value: unknown): value is Record<string, unknown> => isObject(value) && Object.keys(value).length > 0;
 
+/** With `debug` on (`DEBUG`), a run's logger at debug: its observation and every API call are logged, as the original's debug mode did. */
+function traced(config: CisoAssistantConfig, ctx: ActionContext): ActionContext {
+  if (!config.debug) return ctx;
+  const log = ctx.log.child({}, { level: 'debug' });
+  const data = ctx.event.data as { values?: Record<string, unknown> } | null;
+  // The observation, without the file it may carry.
+  const values = isObject(data?.values) && typeof data.values.file_content === 'string' ? { ...data.values, file_content: `(${data.values.file_content.length} base64 characters)` } : data?.values;
+  log.debug({ observation: { ...(isObject(data) ? data : {}), values } }, 'ciso-assistant: observation');
+  return { ...ctx, log };
+}
+
 export function cisoActionTypes(config: CisoAssistantConfig): ActionType[] {
   const api = connection(config);
   const update: ActionType = {
@@ -58,8 +69,9 @@ export function cisoActionTypes(config: CisoAssistantConfig): ActionType[] {
       additionalProperties: false,
       properties: { resource: { type: 'string', minLength: 1 }, method: { enum: ['PATCH', 'PUT', 'POST', 'DELETE'], default: 'PATCH' } },
     },
-    create(params, settings) {
-      return restAction.create({ ...api, resource: params.resource, method: params.method ?? 'PATCH', selector: '{{ data.selector }}', body: '{{ data.values }}' }, settings);
+    async create(params, settings) {
+      const inner = await restAction.create({ ...api, resource: params.resource, method: params.method ?? 'PATCH', selector: '{{ data.selector }}', body: '{{ data.values }}' }, settings);
+      return { execute: (ctx) => inner.execute(traced(config, ctx)), ...(inner.close === undefined ? {} : { close: () => inner.close!() }) };
     },
   };
 
@@ -72,7 +84,8 @@ export function cisoActionTypes(config: CisoAssistantConfig): ActionType[] {
       const files = () => (s3 ??= new S3Files({ url: config.s3.url, accessKey: config.s3.accessKey, secretKey: config.s3.secretKey, region: config.s3.region }));
       const login = api.login as RestClientOptions['login'] | undefined;
       return {
-        async execute(ctx: ActionContext): Promise<ActionOutcome> {
+        async execute(run: ActionContext): Promise<ActionOutcome> {
+          const ctx = traced(config, run);
           const http = ctx.services.http;
           if (http === undefined) throw new DispatcherError('internal', 'the ciso-upload action needs the HTTP client of the dispatcher');
           const message = ctx.event.data as { selector?: unknown; values?: Record<string, unknown> } | null;
@@ -87,6 +100,7 @@ export function cisoActionTypes(config: CisoAssistantConfig): ActionType[] {
             verifyTls: config.api.verifyCertificate,
             timeoutMs: config.api.timeout,
             signal: ctx.signal,
+            onExchange: (e) => ctx.log.debug(e, 'rest: request'),
           });
 
           // 1. The file: base64 wins when both are given, as in the original.

@@ -30,6 +30,7 @@ export const CISO_ASSISTANT_SECTION = section(
         password: Type.String({ description: 'The SASL password (`KAFKA_PASSWORD`).', default: '' }),
         topic: Type.String({ minLength: 1, description: 'The topic observations are consumed from (the original’s fixed `observation`).', default: 'observation' }),
         groupId: Type.String({ minLength: 1, description: 'The consumer group (the original’s `my-group`).', default: 'my-group' }),
+        maxWait: duration('How long a broker may hold a fetch while it has nothing new (the Kafka input’s `maxWait`).', '5s'),
       },
       { description: 'The Kafka cluster the observations come from and the errors go to.' },
     ),
@@ -43,6 +44,18 @@ export const CISO_ASSISTANT_SECTION = section(
       },
       { description: 'Files of `upload_attachment` kept in S3.' },
     ),
+    retry: section(
+      {
+        attempts: Type.Integer({ minimum: 1, description: 'Attempts in all for an observation the API could not take for now (a connection error, a timeout, 408, 425, 429, 5xx), the first included.', default: 5 }),
+        backoff: duration('Wait before the first retry; doubles with each further one (full jitter), and a `Retry-After` is honoured.', '1s'),
+        maxBackoff: duration('The longest wait between two attempts.', '5m'),
+      },
+      { description: 'How an observation is retried before it goes to the errors topic (the original retried a connection error at once, for ever).' },
+    ),
+    inOrder: Type.Boolean({
+      description: 'Observations of one message type with the same selector are applied one at a time, in the order of the topic (a route `orderingKey`), as the original applied every one in turn. `false`: all at once.',
+      default: true,
+    }),
     maxFileBytes: size('Largest attachment taken (base64 decoded, or read from S3).', '25MiB'),
     messageTypes: map(
       object(
@@ -58,7 +71,7 @@ export const CISO_ASSISTANT_SECTION = section(
         propertyNames: { type: 'string', pattern: '^[a-z][a-z0-9_]*$' },
       },
     ),
-    debug: Type.Boolean({ description: 'Log each observation and each API call at info (`DEBUG`).', default: false }),
+    debug: Type.Boolean({ description: 'Log each observation and each API call of its run (`DEBUG`): the runs\' loggers at `debug`, whatever `log.level` says.', default: false }),
   },
   { description: 'Its API, its Kafka cluster, its errors topic and S3 store, each readable from the original’s environment variables.' },
 );

@@ -42,7 +42,7 @@ export const CISO_ASSISTANT: Profile<FastifyInstance, Command> = {
     const c = config as CisoAssistantConfig;
     return {
       [`${name}.observation`]: {
-        kafka: { ...kafkaConnection(c.kafka), topics: [c.kafka.topic], groupId: c.kafka.groupId, fromBeginning: true },
+        kafka: { ...kafkaConnection(c.kafka), topics: [c.kafka.topic], groupId: c.kafka.groupId, fromBeginning: true, maxWait: c.kafka.maxWait },
         decoder: { format: `${name}.observation`, options: { types: Object.keys(c.messageTypes), maxFileBytes: c.maxFileBytes } },
         service: name,
         // An attachment in base64 is a third larger than the file.
@@ -61,12 +61,17 @@ export const CISO_ASSISTANT: Profile<FastifyInstance, Command> = {
   },
   routes: ({ name, config }) => {
     const c = config as CisoAssistantConfig;
+    const retry = { attempts: c.retry.attempts, backoff: c.retry.backoff, maxBackoff: c.retry.maxBackoff };
+    // The same selector (as written) of the same type: one run at a time, in the topic's order.
+    const ordered = c.inOrder ? { orderingKey: '{{ data.selector | json }}' } : {};
     const routes: Array<Record<string, unknown>> = [];
     for (const [type, resource] of Object.entries(UPDATES)) {
       routes.push({
         name: `${name}.${type}`,
         description: `\`${type}\`: the targets its selector finds in \`${resource}\` are PATCHed with its values.`,
         match: { type: `${EVENT_PREFIX}${type}` },
+        retry,
+        ...ordered,
         actions: [{ [UPDATE_ACTION]: { resource, method: 'PATCH' } }],
       });
     }
@@ -74,6 +79,8 @@ export const CISO_ASSISTANT: Profile<FastifyInstance, Command> = {
       name: `${name}.upload_attachment`,
       description: '`upload_attachment`: the file (base64 or S3) uploaded to the evidence its selector finds (or a new one), then linked to the applied controls.',
       match: { type: `${EVENT_PREFIX}upload_attachment` },
+      retry,
+      ...ordered,
       timeout: '5m',
       actions: [{ [UPLOAD_ACTION]: {} }],
     });
@@ -82,6 +89,8 @@ export const CISO_ASSISTANT: Profile<FastifyInstance, Command> = {
         name: `${name}.${type}`,
         description: `\`${type}\` (configured): its selector's targets in \`${t.resource}\`, ${t.method} with its values.`,
         match: { type: `${EVENT_PREFIX}${type}` },
+        retry,
+        ...ordered,
         actions: [{ [UPDATE_ACTION]: { resource: t.resource, method: t.method } }],
       });
     }
