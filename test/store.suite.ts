@@ -865,6 +865,9 @@ export function defineStoreSuite(name: string, open: () => Promise<StoreFixture>
         const run = await claimOne(store, { leaseMs: 1000 });
         expect(await store.sweep(T0 + 2000, 100)).toEqual({ requeued: 0, timedOut: 0, failed: 1 });
         expect(await store.getRun(run.id)).toMatchObject({ status: 'failure', error: { code: 'attempts_exhausted' } });
+        const [letter] = (await store.listDeadLetters({ limit: 10, offset: 0, runId: run.id })).items;
+        const raw = JSON.parse((await store.getDeadLetter(letter!.id))!.raw.toString('utf8')) as { event: unknown };
+        expect(raw.event).toEqual((await store.getEvent(run.eventKey))!.event);
       });
 
       it('times out runs past their deadline, queued or running, with dead letters; the deadline wins over an expired lease', async () => {
@@ -885,6 +888,13 @@ export function defineStoreSuite(name: string, open: () => Promise<StoreFixture>
         const letters = await store.listDeadLetters({ limit: 10, offset: 0, reason: ['deadline_exceeded'] });
         expect(letters.items.map((d) => d.runId).sort()).toEqual([queued, running].sort());
         expect(letters.items.map((d) => d.origin)).toEqual(['run', 'run']);
+        // Each holds its run's event, as the worker's own dead letters do: a presenter shows what failed.
+        for (const item of letters.items) {
+          const letter = await store.getDeadLetter(item.id);
+          const run = await store.getRun(item.runId!);
+          const event = (await store.getEvent(run!.eventKey))!.event;
+          expect(JSON.parse(letter!.raw.toString('utf8'))).toEqual({ runId: run!.id, eventKey: run!.eventKey, route: run!.route, action: run!.action, event });
+        }
       });
 
       it('sweeps at most limit runs per kind at a time', async () => {

@@ -99,7 +99,7 @@ export function runDeadLetter(run: Run, reason: string, message: string, now: nu
 export const MAX_LEASE_EXPIRIES = 3;
 
 /** What the sweeper makes of a run whose lease expired, given how many times that happened before. */
-export function afterLeaseExpiry(run: Run, now: number, expiriesBefore: number): { attempt: Attempt; to: Run; deadLetter?: NewDeadLetter } {
+export function afterLeaseExpiry(run: Run, now: number, expiriesBefore: number, envelope?: string): { attempt: Attempt; to: Run; deadLetter?: NewDeadLetter } {
   const error = { code: 'lease_expired', message: `worker ${run.leaseOwner} stopped renewing its lease` };
   const attempt = attemptRow(run, now, 'failure', error);
   if (now >= run.expiresAt || expiriesBefore + 1 > MAX_LEASE_EXPIRIES) {
@@ -110,19 +110,19 @@ export function afterLeaseExpiry(run: Run, now: number, expiriesBefore: number):
     return {
       attempt,
       to: { ...run, status: 'failure', error: final, finishedAt: now, updatedAt: now },
-      deadLetter: runDeadLetter(run, final.code, final.message, now),
+      deadLetter: runDeadLetter(run, final.code, final.message, now, envelope),
     };
   }
   return { attempt, to: { ...run, status: 'queued', availableAt: now, error, updatedAt: now, maxAttempts: run.maxAttempts + 1 } };
 }
 
 /** A queued or running run past its deadline: `timeout`, with a dead letter; the attempt under way (if a worker holds one) ends too. */
-export function timedOutRun(run: Run, now: number): { to: Run; attempt: Attempt | null; deadLetter: NewDeadLetter } {
+export function timedOutRun(run: Run, now: number, envelope?: string): { to: Run; attempt: Attempt | null; deadLetter: NewDeadLetter } {
   const error = { code: 'deadline_exceeded', message: `the run did not end before its deadline (${new Date(run.deadlineAt).toISOString()})` };
   return {
     to: { ...run, status: 'timeout', error, finishedAt: now, updatedAt: now, leaseOwner: null, leaseUntil: null },
     attempt: run.status === 'running' && run.leaseOwner !== null ? attemptRow(run, now, 'timeout', error) : null,
-    deadLetter: runDeadLetter(run, 'deadline_exceeded', error.message, now),
+    deadLetter: runDeadLetter(run, 'deadline_exceeded', error.message, now, envelope),
   };
 }
 

@@ -566,8 +566,9 @@ export class PostgresStore implements Store {
       if (late.length > 0) {
         const attempts: Attempt[] = [];
         const deadLetters: NewDeadLetter[] = [];
+        const envelopes = await eventEnvelopes(c, late);
         const changes = late.map((run) => {
-          const { to, attempt, deadLetter } = timedOutRun(run, now);
+          const { to, attempt, deadLetter } = timedOutRun(run, now, envelopes.get(run.eventKey));
           if (attempt !== null) attempts.push(attempt);
           deadLetters.push(deadLetter);
           return { from: run, to };
@@ -598,8 +599,9 @@ export class PostgresStore implements Store {
             )
           ).rows.map((r) => [r.run_id, r.n]),
         );
+        const envelopes = await eventEnvelopes(c, expired);
         const changes = expired.map((run) => {
-          const { attempt, to, deadLetter } = afterLeaseExpiry(run, now, counts.get(run.id) ?? 0);
+          const { attempt, to, deadLetter } = afterLeaseExpiry(run, now, counts.get(run.id) ?? 0, envelopes.get(run.eventKey));
           attempts.push(attempt);
           if (deadLetter !== undefined) deadLetters.push(deadLetter);
           return { from: run, to };
@@ -1141,6 +1143,13 @@ async function endHosts(c: Queryable, runIds: string[], status: 'timeout' | 'can
  * ids in the order given. One `INSERT … ON CONFLICT DO UPDATE` may not touch a row twice, so a batch that
  * holds the same fingerprint more than once is written in rounds, each with every fingerprint once.
  */
+/** The envelopes of the runs' events, by event key: what a run's dead letter holds. */
+async function eventEnvelopes(c: Queryable, runs: readonly Run[]): Promise<Map<string, string>> {
+  if (runs.length === 0) return new Map();
+  const { rows } = await c.query<{ key: string; envelope: string }>('SELECT key, envelope::text AS envelope FROM events WHERE key = ANY($1::text[])', [[...new Set(runs.map((r) => r.eventKey))]]);
+  return new Map(rows.map((r) => [r.key, r.envelope]));
+}
+
 async function insertDeadLetters(c: Queryable, items: NewDeadLetter[]): Promise<string[]> {
   const fingerprints = items.map(fingerprint);
   const ids: string[] = new Array(items.length);

@@ -267,6 +267,7 @@ export class SqliteStore implements Store {
       expiredLeases: db.prepare(
         `SELECT ${RUN_COLUMNS} FROM runs WHERE status = 'running' AND lease_owner IS NOT NULL AND lease_until < ? LIMIT ?`,
       ),
+      eventEnvelope: db.prepare(`SELECT envelope FROM events WHERE key = ?`).pluck(),
       expiredDeadlines: db.prepare(
         `SELECT ${RUN_COLUMNS} FROM runs WHERE status IN ('queued', 'running') AND deadline_at < ? LIMIT ?`,
       ),
@@ -573,7 +574,7 @@ export class SqliteStore implements Store {
       // Deadlines first: a run past its deadline ends as `timeout`, whatever its lease says.
       for (const row of s.expiredDeadlines.all(now, limit) as RunRow[]) {
         const run = toRun(row);
-        const { to, attempt, deadLetter } = timedOutRun(run, now);
+        const { to, attempt, deadLetter } = timedOutRun(run, now, s.eventEnvelope.get(run.eventKey) as string | undefined);
         if (!this.#setState(run, to, now)) continue;
         if (attempt !== null) this.#insertAttempt(attempt);
         this.#insertDeadLetter(deadLetter);
@@ -582,7 +583,7 @@ export class SqliteStore implements Store {
       }
       for (const row of s.expiredLeases.all(now, limit) as RunRow[]) {
         const run = toRun(row);
-        const { attempt, to, deadLetter } = afterLeaseExpiry(run, now, s.leaseExpiries.get(run.id) as number);
+        const { attempt, to, deadLetter } = afterLeaseExpiry(run, now, s.leaseExpiries.get(run.id) as number, s.eventEnvelope.get(run.eventKey) as string | undefined);
         this.#insertAttempt(attempt);
         this.#setState(run, to, now);
         if (deadLetter !== undefined) {
