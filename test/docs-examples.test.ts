@@ -20,7 +20,7 @@ import { TypeRegistry } from '../src/core/type-registry.js';
 import { PRESET } from '../src/preset.js';
 import { ensureBuilt, exited, freePort, MAIN, ROOT, startChild, waitHealthy, type Child } from './child.js';
 
-const DOCS = ['README.md', 'docs/actions.md', 'docs/api.md', 'docs/auth.md', 'docs/configuration.md', 'docs/errors.md', 'docs/outputs.md', 'docs/routing.md', 'docs/transports.md', 'docs/profiles/README.md'];
+const DOCS = ['README.md', 'docs/actions.md', 'docs/api.md', 'docs/auth.md', 'docs/configuration.md', 'docs/errors.md', 'docs/outputs.md', 'docs/routing.md', 'docs/transports.md', 'docs/profiles/README.md', 'docs/profiles/playbook-dispatcher.md', 'docs/profiles/communications-backbone.md', 'docs/profiles/ciso-assistant.md'];
 const SECTIONS = new Set(Object.keys(CONFIG_SCHEMA.properties!));
 const TRANSPORTS = new Set(['kafka', 'amqp', 'nats', 'sqs', 'mqtt']);
 const PROFILES = new Set(PRESET.map((p) => p.name));
@@ -58,10 +58,15 @@ function configOf(value: unknown): Record<string, unknown> | string {
   return `no rule places an example with keys ${keys.join(', ')}`;
 }
 
-/** `${VAR}` references read a placeholder (letters and digits, long enough for a key or a secret). */
-const ENV = new Proxy({} as NodeJS.ProcessEnv, {
-  get: (_target, key) => (typeof key === 'string' && /^[A-Z][A-Z0-9_]*$/.test(key) && !key.startsWith('DISPATCHER_') ? 'placeholder0123456789abcdefghij' : undefined),
-});
+/**
+ * The example's `${VAR}` references read a placeholder (letters and digits, long enough for a key or a
+ * secret); nothing else is set, so that a profile's own variables (`DEBUG`, `API_URL`) keep the example's values.
+ */
+function envFor(text: string): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const m of text.matchAll(/\$\{([A-Z][A-Z0-9_]*)\}/g)) if (!m[1]!.startsWith('DISPATCHER_')) env[m[1]!] = 'placeholder0123456789abcdefghij';
+  return env;
+}
 
 describe('the YAML examples of the docs', () => {
   const dir = mkdtempSync(join(tmpdir(), 'dispatcher-docs-'));
@@ -90,7 +95,7 @@ describe('the YAML examples of the docs', () => {
       expect(typeof config, `${example.where}: ${String(config)}`).toBe('object');
       const file = join(dir, `example-${i}.yaml`);
       writeFileSync(file, JSON.stringify(config));
-      const inspection = await inspectConfig({ file, env: ENV });
+      const inspection = await inspectConfig({ file, env: envFor(example.text) });
       expect(inspection.problems.map((p) => p.message), example.where).toEqual([]);
       new TypeRegistry(inspection.config!.types);
       await (await compileForCheck(inspection.config!)).close();

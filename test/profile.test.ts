@@ -130,6 +130,37 @@ describe('the profile surface, configured', () => {
     await expect(wrongKind).rejects.toThrow(/the presenter "example\.job" shows runEvents, not deadLetters/);
   });
 
+  it('adds the inputs and outputs a profile brings while it is on, checked as configured ones are, and keeps their names its own', async () => {
+    const input = { amqp: { url: AMQP_URL, queue: 'jobs' }, decoder: { format: 'example.job', options: { type: 'example.other' } } };
+    const output = { amqp: { url: AMQP_URL, exchange: 'x' }, deadLetters: { topic: 'errors' } };
+    const withBus = (inputs: Record<string, Record<string, unknown>>, outputs: Record<string, Record<string, unknown>> = {}): Preset =>
+      PRESET_WITH_EXAMPLE.map((p) => (p.name === 'example' ? { ...p, inputs: () => inputs, outputs: () => outputs } : p));
+    const on = await loadConfig({ env: {}, preset: withBus({ 'example.jobs': input }, { 'example.errors': output }), overrides: { profiles: { example: {} } } as never });
+    expect(on.inputs.map((i) => [i.name, i.transport, i.decoder])).toEqual([['example.jobs', 'amqp', { format: 'example.job', options: { type: 'example.other' } }]]);
+    expect(on.outputs.map((o) => [o.name, o.streams.map((st) => [st.kind, st.topic])])).toEqual([['example.errors', [['deadLetters', 'errors']]]]);
+    const off = await loadConfig({ env: {}, preset: withBus({ 'example.jobs': input }, { 'example.errors': output }) });
+    expect([off.inputs, off.outputs]).toEqual([[], []]);
+    // A configured input may not take the profile's name; a profile's input must be named after it and valid.
+    const clash = loadConfig({ env: {}, preset: withBus({ 'example.jobs': input }), overrides: { profiles: { example: {} }, inputs: { 'example.jobs': input } } as never });
+    await expect(clash).rejects.toThrow(/inputs\.example\.jobs is the example profile's own: name this one otherwise/);
+    await expect(loadConfig({ env: {}, preset: withBus({ jobs: input }), overrides: { profiles: { example: {} } } as never })).rejects.toThrow(
+      /the profile's input "jobs" is not named after the profile/,
+    );
+    await expect(loadConfig({ env: {}, preset: withBus({ 'example.jobs': { amqp: { queue: 'q' } } }), overrides: { profiles: { example: {} } } as never })).rejects.toThrow(
+      /profiles\.example: the profile's input "example\.jobs" is not valid/,
+    );
+  });
+
+  it('reads a base layer under the file and the environment, and switches on the profiles it names', async () => {
+    const base = { source: '.original.yaml', value: { profiles: { example: { tenant: 'from-base' } }, server: { port: 9001 } } };
+    const under = await loadConfig({ env: {}, preset: PRESET_WITH_EXAMPLE, base: base as never });
+    expect([under.server.port, (under.profiles as Record<string, { tenant?: string }>).example?.tenant]).toEqual([9001, 'from-base']);
+    const over = await loadConfig({ env: { DISPATCHER_SERVER_PORT: '9002' }, preset: PRESET_WITH_EXAMPLE, base: base as never, overrides: { profiles: { example: { tenant: 'flag' } } } as never });
+    expect([over.server.port, (over.profiles as Record<string, { tenant?: string }>).example?.tenant]).toEqual([9002, 'flag']);
+    // A problem in it is reported under its source.
+    await expect(loadConfig({ env: {}, preset: PRESET_WITH_EXAMPLE, base: { source: '.original.yaml', value: { server: { port: 'x' } } } as never })).rejects.toThrow(/\.original\.yaml/);
+  });
+
   it('adds the profile\'s commands to the command line', () => {
     const names = (preset: Preset) => buildProgram(preset).commands.map((c) => c.name());
     expect(names(PRESET_WITH_EXAMPLE)).toContain('example');
