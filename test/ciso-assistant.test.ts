@@ -316,7 +316,7 @@ describe.skipIf(cluster === undefined)('ciso-assistant profile: a restart mid-st
     await producer.connect();
     const config = {
       actions: { http: { allow: ['127.0.0.1'] } },
-      profiles: { 'ciso-assistant': { api: { url: api.url, token: TOKEN }, kafka: { bootstrapServers: cluster!.brokers, topic, groupId: `g-${topic}` }, errorsTopic: `errors-${topic}` } },
+      profiles: { 'ciso-assistant': { api: { url: api.url, token: TOKEN }, kafka: { bootstrapServers: cluster!.brokers, topic, groupId: `g-${topic}`, maxWait: '100ms' }, errorsTopic: `errors-${topic}` } },
     };
     const storeUrl = `sqlite:${join(dir, 'dispatcher.db')}`;
     let t: TestDispatcher | undefined;
@@ -352,6 +352,44 @@ describe.skipIf(cluster === undefined)('ciso-assistant profile: a restart mid-st
       await producer.disconnect();
       await api.close();
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe.skipIf(cluster === undefined)('ciso-assistant profile: auto-renew (AUTO_RENEW_SESSION)', () => {
+  it('logs in again with the email and password when the token expired, once for every run, and applies the observation', { timeout: 60_000 }, async () => {
+    const topic = `observation-renew-${randomBytes(3).toString('hex')}`;
+    const user = { username: 'admin@tests.com', password: 'badpass12345' };
+    const api = await startFakeCiso({ tokens: ['stale'], users: [user], objects: { 'applied-controls': [{ id: 'c-1', ref_id: 'r-1' }, { id: 'c-2', ref_id: 'r-2' }] } });
+    api.expireToken('stale');
+    const producer = new Kafka({ brokers: cluster!.brokers, clientId: 'ciso-renew', logLevel: logLevel.NOTHING }).producer({ allowAutoTopicCreation: true, idempotent: false });
+    await producer.connect();
+    const t = await startDispatcher({
+      actions: { http: { allow: ['127.0.0.1'] } },
+      profiles: {
+        'ciso-assistant': {
+          api: { url: api.url, token: 'stale', email: user.username, password: user.password, autoRenew: true },
+          kafka: { bootstrapServers: cluster!.brokers, topic, groupId: `g-${topic}`, maxWait: '100ms' },
+          errorsTopic: `errors-${topic}`,
+        },
+      },
+    });
+    try {
+      await producer.send({
+        topic,
+        acks: -1,
+        messages: ['r-1', 'r-2'].map((ref) => ({ partition: 0, value: JSON.stringify({ message_type: 'update_applied_control', selector: { ref_id: ref }, values: { status: 'active' } }) })),
+      });
+      await waitFor(async () => api.objects['applied-controls']!.filter((o) => o.status === 'active').length, (n) => n === 2, 30_000, 'both controls updated');
+      expect(api.issued).toHaveLength(1);
+      const logins = api.requests.filter((r) => r.path === '/api/iam/login/');
+      expect(JSON.parse(logins[0]!.body.toString())).toEqual({ username: user.username, password: user.password });
+      const patches = api.requests.filter((r) => r.method === 'PATCH');
+      expect(patches.map((r) => r.headers.authorization)).toEqual([`Token ${api.issued[0]}`, `Token ${api.issued[0]}`]);
+    } finally {
+      await t.close();
+      await producer.disconnect();
+      await api.close();
     }
   });
 });
