@@ -39,14 +39,14 @@
  * postgres://postgres@127.0.0.1:5432/test; a fresh schema there, dropped after).
  */
 
-import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import pg from 'pg';
 import { Pool } from 'undici';
-import { cpuSeconds, DISPATCHER_MAIN, dispatcherNodeFlags, dropPostgresSchema, freePort, median, PG_URL, postgresSchemaUrl, waitServing } from './common.js';
+import { cpuSeconds, DISPATCHER_MAIN, dispatcherNodeFlags, dropPostgresSchema, freePort, machineBusy, median, PG_URL, postgresSchemaUrl, waitServing } from './common.js';
 
 const STORES = (process.env.BENCH_STORE ?? 'both') === 'both' ? ['sqlite', 'postgres'] : [process.env.BENCH_STORE];
 const REPEAT = Number(process.env.BENCH_REPEAT ?? 3);
@@ -137,21 +137,6 @@ function matches(pattern, topic, p = 0, t = 0) {
   }
   if (t === topic.length) return false;
   return (w === '*' || w === topic[t]) && matches(pattern, topic, p + 1, t + 1);
-}
-
-// -------------------------------------------------------------------------------------- the machine
-
-let clockTicks;
-
-/** CPU seconds the whole machine was busy so far (every core, from /proc/stat; NaN elsewhere). */
-function machineBusy() {
-  try {
-    const [, ...ticks] = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0].trim().split(/\s+/).map(Number);
-    clockTicks ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-    return (ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6] + ticks[7]) / clockTicks;
-  } catch {
-    return Number.NaN;
-  }
 }
 
 // --------------------------------------------------------------------------------------- the server

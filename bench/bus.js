@@ -27,6 +27,7 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import {
   coresUsed,
+  countLogged,
   cpuByGroup,
   cpuLimitedGroup,
   cpuSeconds,
@@ -34,6 +35,7 @@ import {
   dispatcherNodeFlags,
   dropPostgresSchema,
   freePort,
+  kafkaBrokers,
   median,
   postgresSchemaUrl,
   runEventsPerRun,
@@ -131,24 +133,6 @@ const TRANSPORTS = {
   },
 };
 
-/** librdkafka's mock cluster, started with kcat: its bootstrap address is in the notice kcat prints. */
-let mockCluster;
-function kafkaBrokers() {
-  if (process.env.BENCH_KAFKA_BROKERS) return Promise.resolve(process.env.BENCH_KAFKA_BROKERS.split(','));
-  mockCluster ??= new Promise((resolve, reject) => {
-    const child = spawn('kcat', ['-X', 'test.mock.num.brokers=3', '-b', 'mock:1', '-C', '-t', 'dispatcher-bench-bootstrap'], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let text = '';
-    child.once('error', (err) => reject(new Error(`kcat could not be started (${err.message}): apt-get install kcat`)));
-    child.stderr.on('data', (b) => {
-      text += b;
-      const m = /Mock cluster enabled: .* replaced with (\S+)/.exec(text);
-      if (m) resolve({ child, brokers: m[1].split(',') });
-    });
-    process.once('exit', () => child.kill('SIGKILL'));
-  });
-  return mockCluster.then((c) => c.brokers);
-}
-
 async function startProcess(dir, n, input, transport, storeUrl) {
   const port = await freePort();
   const config = join(dir, `d${n}.json`);
@@ -177,36 +161,6 @@ async function startProcess(dir, n, input, transport, storeUrl) {
   const logged = countLogged(child.stdout);
   await waitServing(`http://127.0.0.1:${port}`, child, () => err);
   return { child, port, logged };
-}
-
-/**
- * The errors and warnings a dispatcher logs (pino's JSON lines on stdout), and the first error's message: a
- * run that lost or redid work says so here, not only in its rate.
- */
-function countLogged(stdout) {
-  const logged = { errors: 0, warnings: 0, first: undefined };
-  let rest = '';
-  stdout.setEncoding('utf8');
-  stdout.on('data', (chunk) => {
-    const lines = (rest + chunk).split('\n');
-    rest = lines.pop();
-    for (const line of lines) {
-      let level;
-      let msg;
-      try {
-        ({ level, msg } = JSON.parse(line));
-      } catch {
-        continue;
-      }
-      if (level >= 50) {
-        logged.errors += 1;
-        logged.first ??= msg;
-      } else if (level >= 40) {
-        logged.warnings += 1;
-      }
-    }
-  });
-  return logged;
 }
 
 /**

@@ -1,6 +1,6 @@
 /** What the benchmarks share. */
 
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
@@ -135,6 +135,18 @@ export function cpuSeconds(pid) {
   }
 }
 
+/** CPU seconds the whole machine was busy so far (every core, from /proc/stat; NaN elsewhere). */
+export function machineBusy() {
+  try {
+    const [, ...ticks] = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0].trim().split(/\s+/).map(Number);
+    // user nice system idle iowait irq softirq steal: all but idle and iowait were busy.
+    clockTicks ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+    return (ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6] + ticks[7]) / clockTicks;
+  } catch {
+    return Number.NaN;
+  }
+}
+
 /**
  * CPU time (seconds) every process on the machine has used so far, summed by group: the processes in
  * `named` under the name given there, kernel worker threads as `kernel`, PostgreSQL's processes as
@@ -216,4 +228,63 @@ export function cpuLimitedGroup(name, cores) {
       }
     },
   };
+}
+
+let mockCluster;
+
+/**
+ * The Kafka brokers the benchmarks use: `BENCH_KAFKA_BROKERS` (comma-separated), or else librdkafka's mock
+ * cluster (3 brokers), started once with `kcat` and stopped when this process exits; its bootstrap address is
+ * in the notice kcat prints.
+ */
+export function kafkaBrokers() {
+  if (process.env.BENCH_KAFKA_BROKERS) return Promise.resolve(process.env.BENCH_KAFKA_BROKERS.split(','));
+  mockCluster ??= new Promise((resolve, reject) => {
+    const child = spawn('kcat', ['-X', 'test.mock.num.brokers=3', '-b', 'mock:1', '-C', '-t', 'dispatcher-bench-bootstrap'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let text = '';
+    child.once('error', (err) => reject(new Error(`kcat could not be started (${err.message}): apt-get install kcat`)));
+    child.stderr.on('data', (b) => {
+      text += b;
+      const m = /Mock cluster enabled: .* replaced with (\S+)/.exec(text);
+      if (m) resolve({ child, brokers: m[1].split(',') });
+    });
+    process.once('exit', () => child.kill('SIGKILL'));
+  });
+  return mockCluster.then((c) => c.brokers);
+}
+
+/** The process id of the mock cluster `kafkaBrokers` started (undefined when the brokers were given). */
+export async function kafkaMockPid() {
+  return mockCluster === undefined ? undefined : (await mockCluster).child.pid;
+}
+
+/**
+ * The errors and warnings a dispatcher logs (pino's JSON lines on `stdout`, a child's stream), and the first
+ * error's message: a run that lost or redid work says so here, not only in its rate. The object returned is
+ * kept up to date as lines come.
+ */
+export function countLogged(stdout) {
+  const logged = { errors: 0, warnings: 0, first: undefined };
+  let rest = '';
+  stdout.setEncoding('utf8');
+  stdout.on('data', (chunk) => {
+    const lines = (rest + chunk).split('\n');
+    rest = lines.pop();
+    for (const line of lines) {
+      let level;
+      let msg;
+      try {
+        ({ level, msg } = JSON.parse(line));
+      } catch {
+        continue;
+      }
+      if (level >= 50) {
+        logged.errors += 1;
+        logged.first ??= msg;
+      } else if (level >= 40) {
+        logged.warnings += 1;
+      }
+    }
+  });
+  return logged;
 }

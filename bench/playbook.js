@@ -22,7 +22,7 @@
  * the clock of the profile's timestamps, so that its samples can be told apart by phase.
  */
 
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
@@ -31,7 +31,7 @@ import { gzipSync } from 'node:zlib';
 import Database from 'better-sqlite3';
 import { Pool } from 'undici';
 import WebSocket from 'ws';
-import { cpuSeconds, DISPATCHER_MAIN, dispatcherNodeFlags, freePort, median, waitServing } from './common.js';
+import { cpuSeconds, DISPATCHER_MAIN, dispatcherNodeFlags, freePort, machineBusy, median, waitServing } from './common.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 2000);
 const REPEAT = Number(process.env.BENCH_REPEAT ?? 3);
@@ -50,20 +50,6 @@ const FIXTURE = readFileSync(new URL('../test/fixtures/playbook-dispatcher/examp
   .split('\n')
   .filter((l) => l.trim() !== '')
   .map((l) => JSON.parse(l));
-
-let clockTicks;
-
-/** CPU seconds the whole machine was busy so far (every core, from /proc/stat; NaN elsewhere). */
-function machineBusy() {
-  try {
-    const [, ...ticks] = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0].trim().split(/\s+/).map(Number);
-    // user nice system idle iowait irq softirq steal: all but idle and iowait were busy.
-    clockTicks ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-    return (ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6] + ticks[7]) / clockTicks;
-  } catch {
-    return Number.NaN;
-  }
-}
 
 /** The monotonic clock in µs: V8's profile timestamps are on it. */
 const monotonic = () => Number(process.hrtime.bigint() / 1000n);
