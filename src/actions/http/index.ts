@@ -433,7 +433,8 @@ async function readSummary(body: Dispatcher.ResponseData['body'], max: number, s
 // ---------------------------------------------------------------------------------------------------
 // Helpers
 
-function render(ctx: ActionContext, template: Template, what: string): unknown {
+/** Render a parameter; a failure is `template_error`, naming the parameter. */
+export function render(ctx: ActionContext, template: Template, what: string): unknown {
   try {
     return ctx.render(template);
   } catch (err) {
@@ -475,7 +476,8 @@ function appendQuery(url: URL, value: unknown): void {
   }
 }
 
-function renderHeaders(ctx: ActionContext, template: Template): Record<string, string> {
+/** Rendered headers: null and undefined left out; an object, a line break or NUL is `template_error` (values never quoted). */
+export function renderHeaders(ctx: ActionContext, template: Template): Record<string, string> {
   const rendered = render(ctx, template, 'headers') as Record<string, unknown>;
   const out: Record<string, string> = {};
   for (const [name, value] of Object.entries(rendered)) {

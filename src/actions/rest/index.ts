@@ -24,7 +24,7 @@ import { DispatcherError } from '../../core/errors.js';
 import type { HttpAnswer, HttpClient } from '../../core/http.js';
 import type { Template } from '../../core/template.js';
 import { DURATION_SCHEMA, parseDuration } from '../../core/units.js';
-import { isRetryableStatus, parseRetryAfter } from '../http/index.js';
+import { isRetryableStatus, parseRetryAfter, render, renderHeaders } from '../http/index.js';
 
 // ---------------------------------------------------------------------------------------------------
 // The original's texts (filtering.process_selector), kept word for word: they reach its errors topic.
@@ -812,15 +812,6 @@ function host(resource: string, id: string, httpStatus: number, method: Method):
   return { name: `${resource}/${id}`, status: 'success', details: { method, httpStatus } };
 }
 
-function render(ctx: ActionContext, template: Template, what: string): unknown {
-  try {
-    return ctx.render(template);
-  } catch (err) {
-    if (err instanceof DispatcherError) throw err;
-    throw new DispatcherError('template_error', `${what}: ${(err as Error).message}`, { cause: err });
-  }
-}
-
 /** A parameter that renders to text; an empty one is absent (or an error when `required`). */
 function text(ctx: ActionContext, template: Template, what: string, required: boolean): string | undefined {
   const value = render(ctx, template, what);
@@ -832,16 +823,3 @@ function text(ctx: ActionContext, template: Template, what: string, required: bo
   return String(value);
 }
 
-function renderHeaders(ctx: ActionContext, template: Template): Record<string, string> {
-  const rendered = render(ctx, template, 'headers') as Record<string, unknown>;
-  const out: Record<string, string> = {};
-  for (const [name, value] of Object.entries(rendered)) {
-    if (value === undefined || value === null) continue;
-    if (typeof value === 'object') throw new DispatcherError('template_error', `headers.${name}: renders to an object, not a header value`);
-    const t = String(value);
-    // Values are never quoted in messages: headers often carry credentials.
-    if (/[\r\n\0]/.test(t)) throw new DispatcherError('template_error', `headers.${name}: renders to a value with a line break or NUL`);
-    out[name] = t;
-  }
-  return out;
-}
