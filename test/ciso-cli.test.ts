@@ -8,9 +8,6 @@
  * directory (the `forks` pool allows `process.chdir`), and as the built CLI (`dist/cli/main.js`) in a child
  * process wherever standard input is read (the prompts) or the verb serves (`consume`: the whole Docker
  * entrypoint, `init-config -y && auth && consume`, against librdkafka's mock cluster and the fake API).
- *
- * `it.fails` marks what src/ does wrong today (each says what it should do): such a test passes while the
- * bug is there and fails once it is fixed, to be turned into a plain `it`.
  */
 
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -144,14 +141,7 @@ describe('ciso-assistant: the original’s environment variables, through loadCo
     expect(config.profiles[PROFILE]).toMatchObject({ api: { url: 'https://flags.example.org/api' }, kafka: { useAuth: true, username: 'ku' } });
   });
 
-  // BUG (src/config/load.ts, mergeLayer, l. 305-317): an object that a layer puts where there was none is
-  // recorded as one origin at its top (`origins.set(p, source, true)`, no recursion), so when a later layer
-  // merges into that object (`origins.set(p, source, false)`), every value in it is attributed to the later
-  // layer. Here the file's bad mechanism is blamed on API_URL ("API_URL: profiles.ciso-assistant.kafka.
-  // saslMechanism: must be one of …"), without the file's line; `dispatcher ciso init-config` over a
-  // .dispatcher_config.yaml says the same. Fix: when `over` is an object and `base` is not, clear the subtree's
-  // origins and merge `over` into `{}` key by key, so that every leaf records its own source.
-  it.fails('blames a bad value in the file on the file, not on a variable set beside it', async () => {
+  it('blames a bad value in the file on the file, not on a variable set beside it', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ciso-env-'));
     try {
       writeFileSync(join(dir, 'dispatcher.yaml'), 'profiles:\n  ciso-assistant:\n    kafka:\n      saslMechanism: FOO\n');
@@ -242,11 +232,16 @@ describe('ciso-assistant: the Kafka connection its section makes, and its advice
       expect(await advice({ ...PUBLIC, USER_TOKEN: 'pat', KAFKA_USE_AUTH: 'yes', KAFKA_USERNAME: 'ku', KAFKA_PASSWORD: 'kp' })).toEqual([]);
     });
 
-    it.each(['localhost:8443', '127.0.0.1:8000', '10.1.2.3', '192.168.1.10', '172.20.0.5'])('says when the API is private (%s) and not in actions.http.allow', async (host) => {
+    it.each(['localhost:8443', '127.0.0.1:8000', '10.1.2.3', '192.168.1.10', '172.20.0.5', '[::1]:8443', '169.254.169.254', '100.64.0.7', '[fd00::5]'])('says when the API is private (%s) and not in actions.http.allow', async (host) => {
       const url = `http://${host}/api`;
       const hostname = new URL(url).hostname;
       expect(await advice({ API_URL: url, USER_TOKEN: 'pat' })).toEqual([`profiles.ciso-assistant: api.url points at a private address (${hostname}): add it to actions.http.allow, or every API call is refused (address_blocked)`]);
-      expect(await advice({ API_URL: url, USER_TOKEN: 'pat' }, { actions: { http: { allow: [hostname] } } })).toEqual([]);
+      expect(await advice({ API_URL: url, USER_TOKEN: 'pat' }, { actions: { http: { allow: [hostname.replace(/^\[|\]$/g, '')] } } })).toEqual([]);
+    });
+
+    it('counts a CIDR of actions.http.allow as allowing the API', async () => {
+      expect(await advice({ API_URL: 'http://10.1.2.3/api', USER_TOKEN: 'pat' }, { actions: { http: { allow: ['10.0.0.0/8'] } } })).toEqual([]);
+      expect(await advice({ API_URL: 'http://10.1.2.3/api', USER_TOKEN: 'pat' }, { actions: { http: { allow: ['192.168.0.0/16'] } } })).toHaveLength(1);
     });
 
     it('says nothing of a public API host, nor of 172.32.x (not private)', async () => {
@@ -357,19 +352,13 @@ describe('dispatcher ciso init-config and auth, through the program’s own pars
       expect(readFileSync(file('.dispatcher_config.yaml'), 'utf8')).toBe(text);
     });
 
-    // BUG (src/profiles/ciso-assistant/cli.ts, initConfigCommand → baseSection): the session token `auth` kept
-    // in .tmp.yaml is written into the file as the Personal Access Token. The original's init-config never read
-    // .tmp.yaml. With the entrypoint (`init-config -y && auth && consume`) run again, the file's stale session
-    // token then wins over the fresh .tmp.yaml one.
-    it.fails('-y does not copy the session token of .tmp.yaml into credentials.token', async () => {
+    it('-y does not copy the session token of .tmp.yaml into credentials.token', async () => {
       writeFileSync(file('.tmp.yaml'), stringify({ expiry: '2030-01-01T00:00:00Z', token: 'session-token' }), { mode: 0o600 });
       await ciso(['init-config', '-y']);
       expect(readYaml(file('.dispatcher_config.yaml')).credentials).toEqual({ token: '' });
     });
 
-    // BUG (cli.ts, initConfigCommand: writeFileSync(CONFIG_FILE, …, { mode: 0o600 })): `mode` applies only when
-    // the file is created, so an existing world-readable file gets the token and passwords and stays 0644.
-    it.fails('-y over an existing 0644 file leaves it 0600 (it holds the token and passwords)', async () => {
+    it('-y over an existing 0644 file leaves it 0600 (it holds the token and passwords)', async () => {
       writeFileSync(file('.dispatcher_config.yaml'), 'errors_topic: e\n');
       chmodSync(file('.dispatcher_config.yaml'), 0o644);
       await ciso(['init-config', '-y'], { USER_TOKEN: 'pat-secret' });
@@ -427,9 +416,7 @@ describe('dispatcher ciso init-config and auth, through the program’s own pars
       expect(existsSync(file('.tmp.yaml'))).toBe(false);
     });
 
-    // BUG (cli.ts, authCommand: writeFileSync(TOKEN_FILE, …, { mode: 0o600 })): as for init-config, an existing
-    // .tmp.yaml keeps its mode, world-readable or not, while it gets the new token.
-    it.fails('leaves an existing 0644 .tmp.yaml 0600', async () => {
+    it('leaves an existing 0644 .tmp.yaml 0600', async () => {
       writeFileSync(file('.tmp.yaml'), 'token: old\n');
       chmodSync(file('.tmp.yaml'), 0o644);
       await ciso(['auth', '--email', USER.username, '--password', USER.password], { API_URL: api.url });
@@ -576,31 +563,27 @@ describe('dispatcher ciso init-config, asking (the built CLI)', () => {
     expect(existsSync(config())).toBe(false);
   });
 
-  // BUG (cli.ts, `ask`): every question opens a new readline interface on process.stdin and closes it after one
-  // line; the lines a pipe delivered in the same chunk are read by that interface and lost, and the process
-  // ends (exit 0!) with the next question unanswered and nothing written. `printf '…\n…\n' | dispatcher ciso
-  // init-config -i -y` therefore never works. One interface for the whole command (or reading lines from one
-  // async iterator) fixes it.
-  it.fails('-i -y: answers piped all at once land in the file', { timeout: 90_000 }, async () => {
+  it('-i -y: answers piped all at once land in the file', { timeout: 90_000 }, async () => {
     const ran = await runCli(['init-config', '-i', '-y'], dir, { stdin: `${interactive('SCRAM-SHA-512').map(([, a]) => a).join('\n')}\n` });
     expect(ran.code, ran.stderr).toBe(0);
     expect(readYaml(config())).toEqual(ANSWERED);
   });
 
-  // BUG (cli.ts, initConfigCommand, `api: { ...answers.api }`): with -i, what is not asked in `api` is dropped:
-  // credentials.email, credentials.password and auto_renew_session of the file (or USER_EMAIL, …) are gone
-  // from the file written, so `auth` and auto-renew stop working after `init-config -i`.
-  it.fails('-i -y keeps what it does not ask: credentials.email, credentials.password, auto_renew_session', { timeout: 90_000 }, async () => {
+  it('-i: input that ends before the last question fails, saying so, and writes nothing', { timeout: 90_000 }, async () => {
+    const ran = await runCli(['init-config', '-i', '-y'], dir, { stdin: 'http://ciso.example.org/api\nfalse\n' });
+    expect(ran.code).toBe(1);
+    expect(ran.stderr).toMatch(/no answer to "Personal Access Token": the input ended .*nothing written/);
+    expect(existsSync(config())).toBe(false);
+  });
+
+  it('-i -y keeps what it does not ask: credentials.email, credentials.password, auto_renew_session', { timeout: 90_000 }, async () => {
     writeFileSync(config(), stringify({ credentials: { token: '', email: 'me@example.org', password: 'pw' }, auto_renew_session: true }));
     const ran = await runCli(['init-config', '-i', '-y'], dir, { answers: interactive('SCRAM-SHA-512') });
     expect(ran.code, ran.stderr).toBe(0);
     expect(readYaml(config())).toMatchObject({ credentials: { token: 'typed-pat', email: 'me@example.org', password: 'pw' }, auto_renew_session: true });
   });
 
-  // BUG (cli.ts, initConfigCommand: the answers are checked with `api.section`, which puts the environment over
-  // them): a variable that is set wins over what the user typed. The original used the environment only as the
-  // prompts' defaults.
-  it.fails('-i -y: the answer wins over the environment (KAFKA_SASL_MECHANISM=PLAIN, SCRAM-SHA-512 typed)', { timeout: 90_000 }, async () => {
+  it('-i -y: the answer wins over the environment (KAFKA_SASL_MECHANISM=PLAIN, SCRAM-SHA-512 typed)', { timeout: 90_000 }, async () => {
     const ran = await runCli(['init-config', '-i', '-y'], dir, { answers: interactive('SCRAM-SHA-512'), env: { KAFKA_SASL_MECHANISM: 'PLAIN' } });
     expect(ran.code, ran.stderr).toBe(0);
     expect(readYaml(config()).kafka.sasl_mechanism).toBe('SCRAM-SHA-512');
@@ -632,7 +615,8 @@ describe.skipIf(cluster === undefined)('dispatcher ciso consume: the Docker entr
       expect(api.issued).toHaveLength(1);
 
       // Everything else from a dispatcher.yaml: any free port, the store in the temporary directory.
-      writeFileSync(join(dir, 'dispatcher.yaml'), stringify({ server: { host: '127.0.0.1', port: 0 }, store: { url: `sqlite:${join(dir, 'consume.db')}` }, log: { level: 'info' } }));
+      // Its own allow list, which the API's host (127.0.0.1, private) is added to, not replaced by.
+      writeFileSync(join(dir, 'dispatcher.yaml'), stringify({ server: { host: '127.0.0.1', port: 0 }, store: { url: `sqlite:${join(dir, 'consume.db')}` }, log: { level: 'info' }, actions: { http: { allow: ['10.9.9.0/24'] } } }));
       consume = spawnCli(['ciso', 'consume', '-c', 'dispatcher.yaml'], dir);
       consume.process.stdin!.end();
       const c = consume;

@@ -271,10 +271,16 @@ export function buildProgram(preset: Preset = PRESET): Command {
       const { serveCommand } = await import('./serve.js');
       await serveCommand(options);
     },
-    async section(profile, base) {
+    async section(profile, base, over) {
       const { loadConfig } = await import('../config/load.js');
       // Only the profile's section is wanted: no configuration file is read.
-      const config = await loadConfig({ env: process.env, preset, base: base as never, file: undefined });
+      const config = await loadConfig({
+        env: process.env,
+        preset,
+        base: base as never,
+        file: undefined,
+        ...(over === undefined ? {} : { overrides: { profiles: { [profile]: over.value } } as never, overridesSource: over.source }),
+      });
       return { ...config.profiles[profile] };
     },
   };

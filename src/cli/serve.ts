@@ -13,6 +13,8 @@ export interface ServeOptions {
   base?: { source: string; value: Record<string, unknown> };
   /** Settings over everything, as flags are. */
   overrides?: Record<string, unknown>;
+  /** Hosts the HTTP client may reach beside `actions.http.allow` (a profile's API, named by its user). */
+  allow?: readonly string[];
   port?: string;
   host?: string;
   store?: string;
@@ -25,12 +27,16 @@ export async function configFromFlags(options: ServeOptions): Promise<Dispatcher
   if (options.host !== undefined) overrides.server = { ...overrides.server, host: options.host };
   if (options.store !== undefined) overrides.store = { url: options.store };
   if (options.logLevel !== undefined) overrides.log = { level: options.logLevel };
-  return loadConfig({
+  const config = await loadConfig({
     file: findConfigFile(options.config),
     env: process.env,
     overrides: { ...(options.overrides ?? {}), ...overrides } as never,
     ...(options.base === undefined ? {} : { base: options.base as never }),
   });
+  if (options.allow === undefined || options.allow.length === 0) return config;
+  // Added to the merged list, which a layer's own `allow` would otherwise replace.
+  const allow = [...new Set([...config.actions.http.allow, ...options.allow])];
+  return { ...config, actions: { ...config.actions, http: { ...config.actions.http, allow } } };
 }
 
 export async function serveCommand(options: ServeOptions): Promise<void> {

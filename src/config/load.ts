@@ -70,6 +70,8 @@ export interface LoadConfigOptions {
   env?: NodeJS.ProcessEnv;
   /** The last layer: command-line flags. Relative paths in it are taken from the working directory. */
   overrides?: DeepPartial<RawConfig>;
+  /** What the overrides are called in messages (default: the flags). */
+  overridesSource?: string;
   /**
    * A layer under the file (and so under the environment): settings read from a seed system's own
    * configuration file (`dispatcher ciso consume` reads `.dispatcher_config.yaml`), named by `source`.
@@ -152,7 +154,7 @@ export async function inspectConfig(options: LoadConfigOptions = {}): Promise<Co
   layers.push(...readProfileEnvLayers(env, preset, on, problems));
   layers.push(...readEnvLayers(env, problems));
   if (options.overrides !== undefined) {
-    layers.push({ source: FLAGS_SOURCE, value: resolvePaths(structuredClone(options.overrides), process.cwd()) });
+    layers.push({ source: options.overridesSource ?? FLAGS_SOURCE, value: resolvePaths(structuredClone(options.overrides), process.cwd()) });
   }
   // A layer that could not be read (or a variable that did not parse) is left out, but the rest is still
   // checked, so that one run reports every problem.
@@ -304,13 +306,16 @@ interface Layer {
  */
 function mergeLayer(base: unknown, over: unknown, p: Path, source: string, origins: Origins): unknown {
   if (over === undefined) return base;
-  if (isPlainObject(over) && isPlainObject(base)) {
-    origins.set(p, source, false);
+  if (isPlainObject(over)) {
+    // An object where there was none starts empty, so that each of its values records its own source and a
+    // later layer merging into it takes the blame for its own values only.
+    const into = isPlainObject(base) ? base : {};
+    origins.set(p, source, into !== base);
     for (const [key, value] of Object.entries(over)) {
       if (value === undefined) continue;
-      base[key] = mergeLayer(base[key], value, [...p, key], source, origins);
+      into[key] = mergeLayer(into[key], value, [...p, key], source, origins);
     }
-    return base;
+    return into;
   }
   origins.set(p, source, true);
   return structuredClone(over);

@@ -110,12 +110,19 @@ export interface CliApi {
    * Serve as `dispatcher serve` does (until a signal stops it), with the configuration of `config` (or the
    * usual places), `base` under it (a seed system's own settings) and `overrides` over everything.
    */
-  serve(options: { config?: string; base?: { source: string; value: Record<string, unknown> }; overrides?: Record<string, unknown> }): Promise<void>;
+  serve(options: {
+    config?: string;
+    base?: { source: string; value: Record<string, unknown> };
+    overrides?: Record<string, unknown>;
+    /** Hosts the HTTP client may reach beside `actions.http.allow` (a seed system's API its user named). */
+    allow?: readonly string[];
+  }): Promise<void>;
   /**
    * A profile's section as the dispatcher would read it: `base` (a seed system's own settings) under the
-   * environment (the profile's variables), normalized. Fails with the configuration's problems.
+   * environment (the profile's variables), and `over` (what the user just gave: prompts' answers) over both,
+   * normalized. Fails with the configuration's problems, each blamed on its source.
    */
-  section(profile: string, base: { source: string; value: Record<string, unknown> }): Promise<Record<string, unknown>>;
+  section(profile: string, base: { source: string; value: Record<string, unknown> }, over?: { source: string; value: Record<string, unknown> }): Promise<Record<string, unknown>>;
 }
 
 /** What a profile's action types are made from (no services yet: the routes are compiled before the dispatcher exists). */

@@ -13,8 +13,9 @@
  * original took only the exact string `True` from the environment.
  */
 
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { createInterface } from 'node:readline/promises';
+import { closeSync, existsSync, fchmodSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { createInterface, type Interface } from 'node:readline/promises';
+import { Writable } from 'node:stream';
 import { Command } from 'commander';
 import { parse, stringify } from 'yaml';
 import type { CliApi } from '../../core/profile.js';
@@ -106,11 +107,14 @@ export function readOriginal(path = CONFIG_FILE, warn: (line: string) => void = 
   return value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Original) : {};
 }
 
-/** The section `consume` and `init-config` start from: the file, and `.tmp.yaml`'s token when no PAT is set. */
-function baseSection(): Record<string, unknown> {
+/**
+ * The section the verbs start from: the file, and for `auth` and `consume` `.tmp.yaml`'s token when no PAT is
+ * set (`init-config` never writes that session token into the file as a Personal Access Token).
+ */
+function baseSection(withSessionToken: boolean): Record<string, unknown> {
   const section = fromOriginal(readOriginal());
   const api = (section.api ?? {}) as Record<string, unknown>;
-  if (api.token === undefined && existsSync(TOKEN_FILE)) {
+  if (withSessionToken && api.token === undefined && existsSync(TOKEN_FILE)) {
     const saved = parse(readFileSync(TOKEN_FILE, 'utf8')) as { token?: unknown } | null;
     if (typeof saved?.token === 'string' && saved.token !== '') section.api = { ...api, token: saved.token };
   }
@@ -119,26 +123,91 @@ function baseSection(): Record<string, unknown> {
 
 const base = (section: Record<string, unknown>) => ({ source: CONFIG_FILE, value: { profiles: { [PROFILE]: section } } });
 
-async function ask(question: string, fallback: string, secret = false): Promise<string> {
-  const rl = createInterface({ input: process.stdin, output: process.stderr, terminal: !secret && process.stdin.isTTY === true });
+/** Private files (the token, the passwords): 0600 whether created now or there before, set before they are written. */
+function writePrivate(file: string, text: string): void {
+  const fd = openSync(file, 'w', 0o600);
   try {
-    const shown = secret ? (fallback === '' ? '' : ' [keep]') : fallback === '' ? '' : ` [${fallback}]`;
-    const answer = (await rl.question(`${question}${shown}: `)).trim();
-    return answer === '' ? fallback : answer;
+    fchmodSync(fd, 0o600);
+    writeSync(fd, text);
   } finally {
-    rl.close();
+    closeSync(fd);
   }
 }
 
-async function confirm(question: string): Promise<boolean> {
-  return /^y(es)?$/i.test(await ask(`${question} [y/N]`, 'n'));
+/**
+ * The questions of one command, on one reader of standard input: answers piped all at once are each read in
+ * turn, and what is typed for a secret is not echoed on a terminal.
+ */
+class Prompts {
+  #reader: { rl: Interface; lines: AsyncIterator<string> } | undefined;
+  #muted = false;
+
+  /** Standard input is read from the first question on only (`init-config -y` never touches it). */
+  #open(): { rl: Interface; lines: AsyncIterator<string> } {
+    if (this.#reader !== undefined) return this.#reader;
+    const output = new Writable({
+      write: (chunk: Buffer, _encoding, done) => {
+        if (!this.#muted) process.stderr.write(chunk);
+        done();
+      },
+    });
+    const rl = createInterface({ input: process.stdin, output, terminal: process.stdin.isTTY === true });
+    this.#reader = { rl, lines: rl[Symbol.asyncIterator]() };
+    return this.#reader;
+  }
+
+  async ask(question: string, fallback: string, secret = false): Promise<string> {
+    const shown = secret ? (fallback === '' ? '' : ' [keep]') : fallback === '' ? '' : ` [${fallback}]`;
+    const { rl, lines } = this.#open();
+    rl.setPrompt(`${question}${shown}: `);
+    rl.prompt();
+    this.#muted = secret;
+    let line: IteratorResult<string>;
+    try {
+      line = await lines.next();
+    } finally {
+      this.#muted = false;
+      if (secret && process.stdin.isTTY === true) process.stderr.write('\n');
+    }
+    if (line.done === true) throw new PromptEnded(question);
+    const answer = line.value.trim();
+    return answer === '' ? fallback : answer;
+  }
+
+  async confirm(question: string): Promise<boolean> {
+    return /^y(es)?$/i.test(await this.ask(`${question} [y/N]`, 'n'));
+  }
+
+  close(): void {
+    this.#reader?.rl.close();
+  }
+}
+
+class PromptEnded extends Error {
+  constructor(question: string) {
+    super(`no answer to "${question}": the input ended (give one answer per line)`);
+  }
 }
 
 export async function initConfigCommand(api: CliApi, options: { interactive?: boolean; yes?: boolean }): Promise<void> {
-  let section = (await api.section(PROFILE, base(baseSection()))) as unknown as CisoAssistantConfig;
+  const prompts = new Prompts();
+  try {
+    await initConfig(api, options, prompts);
+  } catch (err) {
+    if (err instanceof PromptEnded) throw api.fail(`${err.message}; nothing written`);
+    throw err;
+  } finally {
+    prompts.close();
+  }
+}
+
+async function initConfig(api: CliApi, options: { interactive?: boolean; yes?: boolean }, prompts: Prompts): Promise<void> {
+  const file = base(baseSection(false));
+  let section = (await api.section(PROFILE, file)) as unknown as CisoAssistantConfig;
   if (options.interactive === true) {
+    const ask = prompts.ask.bind(prompts);
     const answers: Record<string, any> = { api: {}, kafka: {}, s3: {} };
-    answers.api.url = await ask('API URL', section.api.url);
+    answers.api.url = (await ask('API URL', section.api.url)).replace(/\/+$/, '');
     answers.api.verifyCertificate = flag(await ask('Verify the API’s TLS certificate? (true/false)', String(section.api.verifyCertificate)));
     const token = await ask('Personal Access Token', section.api.token ?? '', true);
     if (token !== '') answers.api.token = token;
@@ -159,19 +228,20 @@ export async function initConfigCommand(api: CliApi, options: { interactive?: bo
       answers.s3.accessKey = await ask('S3 access key', section.s3.accessKey);
       answers.s3.secretKey = await ask('S3 secret key', section.s3.secretKey, true);
     }
-    // The answers, checked and normalized as the dispatcher reads them.
-    section = (await api.section(PROFILE, base({ ...fromOriginal(toOriginal(section)), ...answers, api: { ...answers.api } }))) as unknown as CisoAssistantConfig;
+    // The answers over the file and the environment (which gave the defaults), checked and normalized as the
+    // dispatcher reads them; what was not asked (credentials.email, auto_renew_session, …) is kept.
+    section = (await api.section(PROFILE, file, { source: 'the answers', value: answers })) as unknown as CisoAssistantConfig;
   }
-  if (options.yes !== true && existsSync(CONFIG_FILE) && !(await confirm(`This will create/reset '${CONFIG_FILE}'. Do you wish to continue?`))) {
+  if (options.yes !== true && existsSync(CONFIG_FILE) && !(await prompts.confirm(`This will create/reset '${CONFIG_FILE}'. Do you wish to continue?`))) {
     process.stderr.write('nothing written\n');
     return;
   }
-  writeFileSync(CONFIG_FILE, stringify(toOriginal(section)), { mode: 0o600 });
+  writePrivate(CONFIG_FILE, stringify(toOriginal(section)));
   process.stderr.write(`wrote ${CONFIG_FILE}\n`);
 }
 
 export async function authCommand(api: CliApi, options: { email?: string; password?: string }): Promise<void> {
-  const section = (await api.section(PROFILE, base(baseSection()))) as unknown as CisoAssistantConfig;
+  const section = (await api.section(PROFILE, base(baseSection(true)))) as unknown as CisoAssistantConfig;
   const email = options.email ?? section.api.email;
   const password = options.password ?? section.api.password;
   if (email === undefined || password === undefined || password === '') throw api.fail('Could not find any usable credentials: give --email and --password, or USER_EMAIL and USER_PASSWORD');
@@ -198,12 +268,12 @@ export async function authCommand(api: CliApi, options: { email?: string; passwo
     throw api.fail(`${url} answered what is not JSON: ${text.slice(0, 200)}`);
   }
   if (typeof answer.token !== 'string') throw api.fail(`${url} answered no token`);
-  writeFileSync(TOKEN_FILE, stringify({ expiry: answer.expiry ?? null, token: answer.token }), { mode: 0o600 });
+  writePrivate(TOKEN_FILE, stringify({ expiry: answer.expiry ?? null, token: answer.token }));
   process.stdout.write(`Successfully authenticated. Token saved to ${TOKEN_FILE}\n`);
 }
 
 export async function consumeCommand(api: CliApi, options: { config?: string }): Promise<void> {
-  const section = baseSection();
+  const section = baseSection(true);
   const checked = (await api.section(PROFILE, base(section))) as unknown as CisoAssistantConfig;
   let host: string | undefined;
   try {
@@ -211,8 +281,9 @@ export async function consumeCommand(api: CliApi, options: { config?: string }):
   } catch {
     throw api.fail(`API URL is missing or not a URL in the configuration (${checked.api.url}): set API_URL or rest.url`);
   }
-  // The API the user named is where the observations go: the HTTP client may reach it, private or not.
-  await api.serve({ ...(options.config === undefined ? {} : { config: options.config }), base: { source: CONFIG_FILE, value: { profiles: { [PROFILE]: section }, actions: { http: { allow: [host] } } } } });
+  // The API the user named is where the observations go: the HTTP client may reach it, private or not, beside
+  // whatever actions.http.allow of a dispatcher.yaml lists.
+  await api.serve({ ...(options.config === undefined ? {} : { config: options.config }), base: base(section), allow: [host] });
 }
 
 export function registerCisoCli(program: Command, api: CliApi): void {

@@ -11,8 +11,10 @@
  * to the errors topic through a presenter.
  */
 
+import { isIP } from 'node:net';
 import type { Command } from 'commander';
 import type { FastifyInstance } from 'fastify';
+import { createAddressGuard } from '../../actions/http/guard.js';
 import type { Profile } from '../../core/profile.js';
 import { cisoActionTypes, UPDATE_ACTION, UPLOAD_ACTION } from './actions.js';
 import { registerCisoCli } from './cli.js';
@@ -31,6 +33,22 @@ function kafkaConnection(k: CisoAssistantConfig['kafka']): Record<string, unknow
   if (k.securityProtocol === 'SSL' || k.securityProtocol === 'SASL_SSL') out.tls = { enabled: true };
   if (k.useAuth) out.sasl = { mechanism: k.saslMechanism.toLowerCase(), username: k.username, password: k.password };
   return out;
+}
+
+/**
+ * Whether the HTTP client's address policy refuses `host` as written: an IP literal outside `allow` (its
+ * CIDRs included) that is not public, or `localhost`. Other names are judged when they resolve.
+ */
+function isBlocked(host: string, allow: readonly string[]): boolean {
+  let guard: ReturnType<typeof createAddressGuard>;
+  try {
+    guard = createAddressGuard(allow);
+  } catch {
+    return false; // a bad allow list is the http action's problem to report
+  }
+  const bare = host.replace(/^\[|\]$/g, '');
+  if (isIP(bare) !== 0) return guard.refusal(bare, host) !== null;
+  return host.toLowerCase() === 'localhost' && !guard.isAllowedHost(host);
 }
 
 export const CISO_ASSISTANT: Profile<FastifyInstance, Command> = {
@@ -115,7 +133,7 @@ export const CISO_ASSISTANT: Profile<FastifyInstance, Command> = {
     } catch {
       advice.push(`api.url (API_URL) is not a URL: ${c.api.url}`);
     }
-    if (host !== '' && !allow.includes(host) && /^(localhost|127\.|10\.|192\.168\.|172\.(1[6-9]|2\d|3[01])\.)/.test(host)) {
+    if (host !== '' && isBlocked(host, allow)) {
       advice.push(`api.url points at a private address (${host}): add it to actions.http.allow, or every API call is refused (address_blocked)`);
     }
     return advice;
