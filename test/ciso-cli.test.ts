@@ -491,6 +491,41 @@ function runCli(args: string[], cwd: string, options: { env?: Record<string, str
   });
 }
 
+/**
+ * `dispatcher ciso …` on a terminal: util-linux's `script` gives the child a pseudo-terminal, so that what it
+ * echoes is what a person would see. Each answer is typed (ending in a carriage return) once its prompt,
+ * escape sequences left out, is on the terminal.
+ */
+function runOnTerminal(args: string[], cwd: string, answers: Array<[RegExp, string]>): Promise<{ code: number | null; screen: string }> {
+  const command = [process.execPath, MAIN, 'ciso', ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+  const c = spawn('script', ['-qfec', command, '/dev/null'], { cwd, env: { ...childEnv({}), TERM: 'xterm' }, stdio: ['pipe', 'pipe', 'pipe'] });
+  children.add(c);
+  const pending = answers.map(([prompt, answer]): [RegExp, string] => [new RegExp(prompt.source.replace(/\$$/, '')), answer]);
+  let screen = '';
+  let from = 0;
+  const plain = (text: string) => text.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '');
+  c.stdin!.on('error', () => {});
+  c.stdout!.on('data', (b: Buffer) => {
+    screen += b.toString();
+    const next = pending[0];
+    if (next === undefined || !next[0].test(plain(screen.slice(from)))) return;
+    pending.shift();
+    from = screen.length;
+    c.stdin!.write(`${next[1]}\r`);
+  });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      c.kill('SIGKILL');
+      reject(new Error(`on a terminal, dispatcher ciso ${args.join(' ')}: no end within 60 s; waiting for ${String(pending[0]?.[0] ?? 'the exit')}; screen: ${plain(screen).slice(-2000)}`));
+    }, 60_000);
+    c.once('close', (code) => {
+      clearTimeout(timer);
+      c.stdin!.end();
+      resolve({ code, screen: plain(screen) });
+    });
+  });
+}
+
 describe('dispatcher ciso init-config, asking (the built CLI)', () => {
   let dir: string;
   const config = () => join(dir, '.dispatcher_config.yaml');
@@ -554,6 +589,17 @@ describe('dispatcher ciso init-config, asking (the built CLI)', () => {
     expect(ran.code, ran.stderr).toBe(0);
     expect(readYaml(config())).toEqual(ANSWERED);
     expect(modeOf(config())).toBe(0o600);
+  });
+
+  it('-i -y on a terminal: what is typed is echoed, except the secrets', { timeout: 90_000 }, async () => {
+    const ran = await runOnTerminal(['init-config', '-i', '-y'], dir, interactive('SCRAM-SHA-512'));
+    expect(ran.code, ran.screen).toBe(0);
+    expect(readYaml(config())).toEqual(ANSWERED);
+    // The answers that are not secret are on the screen, so the ones that are not were hidden.
+    expect(ran.screen).toContain('kuser');
+    expect(ran.screen).toContain('my-errors');
+    expect(ran.screen).not.toContain('typed-pat');
+    expect(ran.screen).not.toContain('kpass');
   });
 
   it('-i -y: a SASL mechanism FOO is refused with a clear message, and nothing is written', { timeout: 90_000 }, async () => {
