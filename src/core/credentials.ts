@@ -8,7 +8,7 @@
  *   first signs, every one verifies (rotation with an overlap); the token names its secret in `kid`.
  */
 
-import { createHash, randomBytes, scrypt as scryptCallback, timingSafeEqual, type ScryptOptions } from 'node:crypto';
+import { createHash, randomBytes, scrypt as scryptCallback, timingSafeEqual, type ScryptOptions, webcrypto } from 'node:crypto';
 import { errors as joseErrors, jwtVerify, SignJWT, type JWTPayload } from 'jose';
 import { DispatcherError } from './errors.js';
 
@@ -107,12 +107,17 @@ const AUDIENCE = 'dispatcher';
 
 /** Signs and verifies bearer tokens with one or more HMAC secrets (the first signs). */
 export class TokenSigner {
-  readonly #keys: Array<{ kid: string; key: Uint8Array }>;
+  /** Each secret's WebCrypto key, imported once (jose would import raw bytes again on every call). */
+  readonly #keys: Array<{ kid: string; key: Promise<webcrypto.CryptoKey> }>;
   readonly #lifetimeMs: number;
 
   constructor(secrets: readonly string[], lifetimeMs: number) {
     if (secrets.length === 0) throw new DispatcherError('config_invalid', 'auth.tokens.secrets: at least one signing secret is needed');
-    this.#keys = secrets.map((s) => ({ kid: keyId(s), key: new TextEncoder().encode(s) }));
+    if (secrets.some((s) => s === '')) throw new DispatcherError('config_invalid', 'auth.tokens.secrets: a signing secret may not be empty');
+    this.#keys = secrets.map((s) => ({
+      kid: keyId(s),
+      key: webcrypto.subtle.importKey('raw', new TextEncoder().encode(s), { name: 'HMAC', hash: 'SHA-256' }, false, ['sign', 'verify']),
+    }));
     this.#lifetimeMs = lifetimeMs;
   }
 
@@ -132,7 +137,7 @@ export class TokenSigner {
       .setIssuedAt(iat)
       .setExpirationTime(exp)
       .setJti(randomBytes(12).toString('base64url'))
-      .sign(key);
+      .sign(await key);
     return { token, expiresAt: exp * 1000, expiresIn: exp - iat };
   }
 
@@ -145,7 +150,7 @@ export class TokenSigner {
         (header) => {
           const found = this.#keys.find((k) => k.kid === header.kid);
           if (found === undefined) throw new DispatcherError('unauthorized', 'the token was signed with a key that is no longer accepted');
-          return found.key;
+          return found.key; // a promise of the key, which jose awaits
         },
         { algorithms: ['HS256'], issuer: ISSUER, audience: AUDIENCE, currentDate: new Date(now), clockTolerance: 5 },
       ));

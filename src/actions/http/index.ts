@@ -23,7 +23,7 @@ import type { Template } from '../../core/template.js';
 import { decodeOptions, defaultsOf } from '../../core/options.js';
 import { DURATION_SCHEMA, parseDuration } from '../../core/units.js';
 import { HTTP_ACTION_SECTION, type HttpActionSettings } from './settings.js';
-import { requestFailure } from './client.js';
+import { RequestDeadline, requestFailure } from './client.js';
 import { addressBlocked, createAddressGuard, type AddressGuard } from './guard.js';
 import { signWebhook, signingKey } from './signature.js';
 
@@ -384,9 +384,8 @@ async function send(
   headers: Record<string, string>,
   payload: Buffer | undefined,
 ): Promise<Answer> {
-  const timer = new AbortController();
-  const handle = setTimeout(() => timer.abort(), p.timeout);
-  const signal = AbortSignal.any([ctx.signal, timer.signal]);
+  const deadline = new RequestDeadline(p.timeout, ctx.signal);
+  const { signal } = deadline;
   try {
     const res = await request(url, {
       dispatcher: lease.agent,
@@ -400,9 +399,9 @@ async function send(
     const text = await readSummary(res.body, p.maxResponseBytes, signal);
     return { status: res.statusCode, headers: res.headers, text };
   } catch (err) {
-    throw requestFailure(err, target, p.timeout, timer.signal.aborted, ctx.signal.aborted);
+    throw requestFailure(err, target, p.timeout, deadline.timedOut, ctx.signal.aborted);
   } finally {
-    clearTimeout(handle);
+    deadline.clear();
   }
 }
 
@@ -426,7 +425,12 @@ async function readSummary(body: Dispatcher.ResponseData['body'], max: number, s
     }
   }
   // The status is known: a slow or endless remainder must not turn the answer into a timeout.
-  await body.dump({ limit: max + DRAIN_BYTES, signal: AbortSignal.any([signal, AbortSignal.timeout(DRAIN_MS)]) }).catch(() => undefined);
+  const drain = new RequestDeadline(DRAIN_MS, signal);
+  try {
+    await body.dump({ limit: max + DRAIN_BYTES, signal: drain.signal }).catch(() => undefined);
+  } finally {
+    drain.clear();
+  }
   return text;
 }
 
