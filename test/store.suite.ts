@@ -1009,6 +1009,14 @@ export function defineStoreSuite(name: string, open: () => Promise<StoreFixture>
         return Promise.all(claimed.map(async (c) => (await store.getRun(c.run.id))!));
       }
 
+      it('finds a tenant\'s run by its correlation id, and no other tenant\'s', async () => {
+        const [, b] = await waiting(2);
+        expect((await store.getRunByCorrelation('org-1', 'corr-1'))?.id).toBe(b!.id);
+        expect((await store.getRunByCorrelation('org-1', 'corr-1'))).toMatchObject({ status: 'running', correlationId: 'corr-1', orgId: 'org-1' });
+        expect(await store.getRunByCorrelation('org-2', 'corr-1')).toBeNull();
+        expect(await store.getRunByCorrelation('org-1', 'corr-9')).toBeNull();
+      });
+
       it('ends waiting runs by id or by tenant and correlation id, with their attempts and run events; the same answer again changes nothing', async () => {
         const [a, b] = await waiting(2);
         const results = await store.resolveRuns([

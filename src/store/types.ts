@@ -394,6 +394,8 @@ export interface Store {
 
   // operations on one run
   getRun(id: string, scope?: Scope): Promise<Run | null>;
+  /** The newest of a tenant's runs under a correlation id (an upload or a callback names its run so), or null. */
+  getRunByCorrelation(orgId: string, correlationId: string): Promise<Run | null>;
   getAttempts(runId: string): Promise<Attempt[]>;
   /** queued or running → canceled. Throws not_found / invalid_state. */
   cancelRun(id: string, now: number, scope?: Scope): Promise<Run>;
@@ -480,6 +482,7 @@ export type Records = Pick<
   | 'ping'
   | 'stats'
   | 'getRun'
+  | 'getRunByCorrelation'
   | 'getAttempts'
   | 'listRuns'
   | 'getHost'

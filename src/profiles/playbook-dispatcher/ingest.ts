@@ -55,8 +55,8 @@ async function applyRunner(
 
 /** The tenant's playbook run with this correlation id, or null. */
 async function findRun(services: Pick<Services, 'records'>, orgId: string, correlationId: string): Promise<Run | null> {
-  const found = await services.records.listRuns({ scope: { orgId }, correlationId, actionType: ['playbook'], limit: 1, offset: 0 });
-  return found.items[0] ?? null;
+  const run = await services.records.getRunByCorrelation(orgId, correlationId);
+  return run?.actionType === 'playbook' ? run : null;
 }
 
 /**

@@ -632,6 +632,12 @@ export class PostgresStore implements Store {
     return toRun(row);
   }
 
+  async getRunByCorrelation(orgId: string, correlationId: string): Promise<Run | null> {
+    const sql = `SELECT ${RUN_COLUMNS} FROM runs WHERE correlation_id = $1 AND org_id = $2 ORDER BY id DESC LIMIT 1`;
+    const row = (await this.#query<RunRow>(sql, [correlationId, orgId])).rows[0];
+    return row === undefined ? null : toRun(row);
+  }
+
   async getAttempts(runId: string): Promise<Attempt[]> {
     return (await this.#query<AttemptRow>('SELECT * FROM attempts WHERE run_id = $1 ORDER BY n', [runId])).rows.map(toAttempt);
   }

@@ -618,6 +618,11 @@ export class SqliteStore implements Store {
     return toRun(row);
   }
 
+  async getRunByCorrelation(orgId: string, correlationId: string): Promise<Run | null> {
+    const row = this.#s.runByCorrelation.get(correlationId, orgId) as RunRow | undefined;
+    return row === undefined ? null : toRun(row);
+  }
+
   async getAttempts(runId: string): Promise<Attempt[]> {
     return (this.#db.prepare('SELECT * FROM attempts WHERE run_id = ? ORDER BY n').all(runId) as never[]).map(toAttempt);
   }
