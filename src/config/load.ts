@@ -828,7 +828,16 @@ function profileTransports(
     const make = profile[section];
     if (make === undefined || sections[profile.name] === undefined) continue;
     const at: Path = ['profiles', profile.name];
-    for (const [name, entry] of Object.entries(make({ name: profile.name, config: sections[profile.name]! }))) {
+    let made: Readonly<Record<string, Readonly<Record<string, unknown>>>>;
+    try {
+      made = make({ name: profile.name, config: sections[profile.name]! });
+    } catch (err) {
+      // A profile refuses a section it cannot make a transport of, in its users' words.
+      if (!(err instanceof DispatcherError)) throw err;
+      problems.add(origins.of(at), at, err.message);
+      continue;
+    }
+    for (const [name, entry] of Object.entries(made)) {
       if (!(name === profile.name || name.startsWith(`${profile.name}.`))) {
         problems.add(origins.of(at), at, `the profile's ${section === 'inputs' ? 'input' : 'output'} "${name}" is not named after the profile (${profile.name} or ${profile.name}.<name>)`);
         continue;
