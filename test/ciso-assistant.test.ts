@@ -52,7 +52,7 @@ describe.skipIf(cluster === undefined)('ciso-assistant profile (Kafka → CISO A
     errorsTopic,
     s3: { url: s3Url, ...S3_KEY },
     maxFileBytes: MiB,
-    messageTypes: { update_risk_scenario: { resource: 'risk-scenarios' } },
+    messageTypes: { update_risk_scenario: { resource: 'risk-scenarios' }, create_risk_scenario: { resource: 'risk-scenarios', method: 'POST' } },
   });
 
   const start = async (dir?: string) =>
@@ -208,6 +208,37 @@ describe.skipIf(cluster === undefined)('ciso-assistant profile (Kafka → CISO A
     const made = api.objects.evidences!.find((o) => o.name === message.values.name);
     expect(made).toBeDefined();
     expect(api.uploads.find((u) => u.evidence === made!.id)?.bytes.toString()).toBe('JPEG bytes from S3');
+  });
+
+  it('a configured POST type creates an object when it has no selector, and still refuses an empty one', async () => {
+    await produce({ message_type: 'create_risk_scenario', values: { ref_id: 'R.new', treatment: 'open' } });
+    const run = await runFor('ciso-assistant.create_risk_scenario', (d) => d.values?.ref_id === 'R.new');
+    expect(run.status, JSON.stringify(run.error)).toBe('success');
+    expect(api.objects['risk-scenarios']!.filter((o) => o.ref_id === 'R.new')).toMatchObject([{ treatment: 'open' }]);
+    const empty = { message_type: 'create_risk_scenario', selector: {}, values: { ref_id: 'R.empty' } };
+    await produce(empty);
+    const e = await errorFor((m) => JSON.stringify(m.message) === JSON.stringify(empty));
+    expect(e!.error).toMatch(/No selector provided/);
+  });
+
+  it('a retried upload goes to the evidence its own earlier attempt made, never to another of the same name; the file name quoted as the original did', async () => {
+    const name = `Same name ${randomBytes(2).toString('hex')}`;
+    api.objects.evidences!.push({ id: 'ev-somebody-elses', name });
+    // Attempt 1 cannot make the evidence (an earlier fix looked one up by name then, and found somebody
+    // else's); attempt 2 makes it and cannot upload; attempt 3 uploads to the one attempt 2 made.
+    api.failNext({ status: 503, retryAfter: 1, method: 'POST', path: '/api/evidences/', times: 1 });
+    api.failNext({ status: 503, retryAfter: 1, method: 'POST', path: /^\/api\/evidences\/[^/]+\/upload\/$/, times: 1 });
+    const fileName = 'report (1)/ü.pdf';
+    await produce({ message_type: 'upload_attachment', values: { name, file_name: fileName, file_content: Buffer.from('retried bytes').toString('base64') } });
+    const run = await runFor('ciso-assistant.upload_attachment', (d) => d.values?.name === name);
+    expect([run.status, run.attempts], JSON.stringify(run.error)).toEqual(['success', 3]);
+    const mine = api.objects.evidences!.filter((o) => o.name === name && o.id !== 'ev-somebody-elses');
+    expect(mine).toHaveLength(1);
+    const uploads = api.uploads.filter((u) => u.bytes.toString() === 'retried bytes');
+    expect(uploads.map((u) => u.evidence)).toEqual([mine[0]!.id]);
+    expect(api.uploads.some((u) => u.evidence === 'ev-somebody-elses')).toBe(false);
+    // Python's quote: '(' and ')' encoded, '/' kept, UTF-8.
+    expect(uploads[0]!.contentDisposition).toBe('attachment; filename=report%20%281%29/%C3%BC.pdf');
   });
 
   it('the README’s base64 example as it is (not base64) and a missing S3 object: errors-topic messages, nothing uploaded', async () => {

@@ -59,6 +59,23 @@ function traced(config: CisoAssistantConfig, ctx: ActionContext): ActionContext 
   return { ...ctx, log };
 }
 
+/** The evidence an earlier attempt of this run made, or null. */
+async function evidenceMadeBefore(ctx: ActionContext): Promise<string | null> {
+  const listed = await ctx.services.records?.listHosts({ runId: [ctx.runId], limit: 100, offset: 0 });
+  const host = listed?.items.find((h) => h.name.startsWith(`${EVIDENCES}/`) && h.details.made === true);
+  return host === undefined ? null : host.name.slice(EVIDENCES.length + 1);
+}
+
+/**
+ * A file name as the original put it in `Content-Disposition`: Python's `urllib.parse.quote` (UTF-8, `/`
+ * and the unreserved characters `A-Z a-z 0-9 _ . - ~` as they are, everything else percent-encoded).
+ */
+export function pythonQuote(text: string): string {
+  return encodeURIComponent(text)
+    .replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`)
+    .replace(/%2F/g, '/');
+}
+
 export function cisoActionTypes(config: CisoAssistantConfig): ActionType[] {
   const api = connection(config);
   const update: ActionType = {
@@ -70,8 +87,20 @@ export function cisoActionTypes(config: CisoAssistantConfig): ActionType[] {
       properties: { resource: { type: 'string', minLength: 1 }, method: { enum: ['PATCH', 'PUT', 'POST', 'DELETE'], default: 'PATCH' } },
     },
     async create(params, settings) {
-      const inner = await restAction.create({ ...api, resource: params.resource, method: params.method ?? 'PATCH', selector: '{{ data.selector }}', body: '{{ data.values }}' }, settings);
-      return { execute: (ctx) => inner.execute(traced(config, ctx)), ...(inner.close === undefined ? {} : { close: () => inner.close!() }) };
+      const method = params.method ?? 'PATCH';
+      const inner = await restAction.create({ ...api, resource: params.resource, method, selector: '{{ data.selector }}', body: '{{ data.values }}' }, settings);
+      // POST without a selector creates an object (the decoder lets such an observation through).
+      const creating = method === 'POST' ? await restAction.create({ ...api, resource: params.resource, method, body: '{{ data.values }}' }, settings) : undefined;
+      return {
+        execute: (ctx) => {
+          const data = ctx.event.data as { selector?: unknown } | null;
+          return (creating !== undefined && data?.selector === undefined ? creating : inner).execute(traced(config, ctx));
+        },
+        close: async () => {
+          await inner.close?.();
+          await creating?.close?.();
+        },
+      };
     },
   };
 
@@ -122,14 +151,17 @@ export function cisoActionTypes(config: CisoAssistantConfig): ActionType[] {
           if (nonEmpty(message?.selector)) {
             evidence = (await client.find(EVIDENCES, { ...message.selector, target: 'single' }))[0]!;
           } else {
-            // A retry looks for the evidence an earlier attempt made before it failed, instead of making another.
-            const earlier = ctx.attempt > 1 ? await client.find(EVIDENCES, { name, target: 'multiple' }).catch(() => []) : [];
-            if (earlier.length === 1) evidence = earlier[0]!;
+            // A retry takes the evidence its own earlier attempt made before it failed (kept as a host of the
+            // run as soon as it was made), instead of making another; never one found by name, which may be
+            // somebody else's.
+            const earlier = ctx.attempt > 1 ? await evidenceMadeBefore(ctx) : null;
+            if (earlier !== null) evidence = earlier;
             else {
               const made = await client.request('POST', resourcePath(EVIDENCES), { form: { name } });
               const id = idOf(made);
               if (id === null) throw new DispatcherError('action_failed', "the new evidence's answer has no id", { retryable: false });
               evidence = id;
+              await ctx.services.upsertHosts?.([{ runId: ctx.runId, name: `${EVIDENCES}/${evidence}`, at: Date.now(), status: 'running', details: { file_name: fileName, made: true } }]);
             }
           }
           const hosts: OutcomeHost[] = [];
@@ -137,7 +169,7 @@ export function cisoActionTypes(config: CisoAssistantConfig): ActionType[] {
           // 3. The upload.
           await client.request('POST', `${resourcePath(EVIDENCES, evidence)}upload/`, {
             bytes,
-            headers: { 'content-disposition': `attachment; filename=${encodeURIComponent(fileName)}`, 'content-type': 'application/octet-stream' },
+            headers: { 'content-disposition': `attachment; filename=${pythonQuote(fileName)}`, 'content-type': 'application/octet-stream' },
             expect: 'any',
           });
           hosts.push({ name: `${EVIDENCES}/${evidence}`, status: 'success', details: { file_name: fileName, bytes: bytes.length } });

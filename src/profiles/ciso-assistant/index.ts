@@ -68,7 +68,14 @@ export const CISO_ASSISTANT: Profile<FastifyInstance, Command> = {
     return {
       [`${name}.observation`]: {
         kafka: { ...kafkaConnection(c.kafka), topics: [c.kafka.topic], groupId: c.kafka.groupId, fromBeginning: true, maxWait: c.kafka.maxWait },
-        decoder: { format: `${name}.observation`, options: { types: Object.keys(c.messageTypes), maxFileBytes: c.maxFileBytes } },
+        decoder: {
+          format: `${name}.observation`,
+          options: {
+            types: Object.keys(c.messageTypes),
+            creates: Object.entries(c.messageTypes).filter(([, t]) => t.method === 'POST').map(([type]) => type),
+            maxFileBytes: c.maxFileBytes,
+          },
+        },
         service: name,
         // An attachment in base64 is a third larger than the file.
         maxBytes: Math.ceil((c.maxFileBytes * 4) / 3) + 64 * 1024,

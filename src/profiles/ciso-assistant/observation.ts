@@ -29,6 +29,8 @@ const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 export interface ObservationOptions {
   /** Message types added by configuration. */
   types: string[];
+  /** Those of them that create (`POST`): a selector is not needed. */
+  creates?: string[];
   maxFileBytes: number;
 }
 
@@ -39,7 +41,7 @@ function isObject(value: unknown): value is Record<string, unknown> {
 const empty = (value: unknown) => value === undefined || value === null || (isObject(value) && Object.keys(value).length === 0);
 
 /** The original's own checks, in its order and words (notes §5.2, §5.3). */
-function originalChecks(type: string, message: Record<string, unknown>, maxFileBytes: number): void {
+function originalChecks(type: string, message: Record<string, unknown>, maxFileBytes: number, mayCreate: boolean): void {
   const values = message.values;
   if (type === 'upload_attachment') {
     const v = isObject(values) ? values : {};
@@ -56,7 +58,8 @@ function originalChecks(type: string, message: Record<string, unknown>, maxFileB
     return;
   }
   if (empty(values)) throw new DispatcherError('invalid_event', 'No update values provided in the message.');
-  if (empty(message.selector)) throw new DispatcherError('invalid_event', 'No selector provided.');
+  // A configured type that POSTs creates an object when it has no selector.
+  if (empty(message.selector) && !(mayCreate && message.selector === undefined)) throw new DispatcherError('invalid_event', 'No selector provided.');
 }
 
 export const OBSERVATION_DECODER: DecoderType = {
@@ -66,12 +69,14 @@ export const OBSERVATION_DECODER: DecoderType = {
     additionalProperties: false,
     properties: {
       types: { type: 'array', items: { type: 'string' }, default: [] },
+      creates: { type: 'array', items: { type: 'string' }, default: [] },
       maxFileBytes: { type: 'integer', minimum: 1, default: 25 * 1024 * 1024 },
     },
   },
   create: (options, context) => {
     const o = options as unknown as ObservationOptions;
     const known = new Set([...Object.keys(SCHEMAS), ...(o.types ?? [])]);
+    const creates = new Set(o.creates ?? []);
     const maxFileBytes = o.maxFileBytes ?? 25 * 1024 * 1024;
     return (message) => {
       const body = parseJsonBytes(message.raw);
@@ -79,7 +84,7 @@ export const OBSERVATION_DECODER: DecoderType = {
       const type = body.message_type;
       if (typeof type !== 'string' || type === '') throw new DispatcherError('invalid_event', 'Message type is missing (message_type)', { problems: [{ pointer: '/message_type', message: 'is required' }] });
       if (!known.has(type)) throw new DispatcherError('unknown_type', `Message type not supported: ${type} (known: ${[...known].join(', ')})`, { problems: [{ pointer: '/message_type', message: 'is not a known type' }] });
-      originalChecks(type, body, maxFileBytes);
+      originalChecks(type, body, maxFileBytes, creates.has(type));
       const validate = validatorOf(type);
       if (!validate(body)) {
         const problems: ErrorProblem[] = (validate.errors ?? []).map((e) => ({ pointer: e.instancePath || '/', message: e.message ?? 'is invalid' }));
