@@ -608,6 +608,24 @@ describe('dispatcher ciso init-config, asking (the built CLI)', () => {
     expect(ran.screen).not.toContain('kpass');
   });
 
+  it('-i -y without Kafka authentication: the protocol prompt defaults to KAFKA_SECURITY_PROTOCOL, as the original’s did', { timeout: 90_000 }, async () => {
+    const answers: Array<[RegExp, string]> = [
+      [/API URL \[[^\]]*\]: $/, ''],
+      [/Verify the API’s TLS certificate\? \(true\/false\) \[true\]: $/, ''],
+      [/Personal Access Token: $/, ''],
+      [/Kafka bootstrap servers \[localhost:9092\]: $/, ''],
+      [/Does your Kafka broker require authentication\? \(yes\/no\) \[yes\]: $/, 'no'],
+      [/Security protocol \(SSL, PLAINTEXT\) \[SSL\]: $/, ''],
+      [/Errors topic \[errors\]: $/, ''],
+      [/S3 URL \(optional\) \[http:\/\/localhost:9000\]: $/, ''],
+      [/S3 access key: $/, ''],
+      [/S3 secret key: $/, ''],
+    ];
+    const ran = await runCli(['init-config', '-i', '-y'], dir, { answers, env: { KAFKA_SECURITY_PROTOCOL: 'ssl' } });
+    expect(ran.code, ran.stderr).toBe(0);
+    expect(readYaml(config()).kafka).toMatchObject({ use_auth: false, security_protocol: 'SSL' });
+  });
+
   it('-i -y: a SASL mechanism FOO is refused with a clear message, and nothing is written', { timeout: 90_000 }, async () => {
     const ran = await runCli(['init-config', '-i', '-y'], dir, { answers: interactive('FOO') });
     expect(ran.code).toBe(1);

@@ -219,7 +219,9 @@ async function initConfig(api: CliApi, options: { interactive?: boolean; yes?: b
       answers.kafka.saslMechanism = (await ask('SASL mechanism (SCRAM-SHA-256, SCRAM-SHA-512, PLAIN)', 'SCRAM-SHA-256')).toUpperCase();
       answers.kafka.securityProtocol = (await ask('Security protocol (SASL_SSL, SASL_PLAINTEXT)', 'SASL_SSL')).toUpperCase();
     } else {
-      answers.kafka.securityProtocol = (await ask('Security protocol (SSL, PLAINTEXT)', 'PLAINTEXT')).toUpperCase();
+      // The file's or the environment's protocol when it is one of these, as the original's prompt took it.
+      const protocol = section.kafka.securityProtocol.startsWith('SASL_') ? 'PLAINTEXT' : section.kafka.securityProtocol;
+      answers.kafka.securityProtocol = (await ask('Security protocol (SSL, PLAINTEXT)', protocol)).toUpperCase();
     }
     answers.errorsTopic = await ask('Errors topic', section.errorsTopic);
     const s3 = await ask('S3 URL (optional)', section.s3.url);
