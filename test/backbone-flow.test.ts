@@ -117,6 +117,36 @@ describe('communications-backbone over real sockets', () => {
     expect(run.body).toMatchObject({ action_type: 'deliver', status: 'success' });
   });
 
+  it('delivers to the backbone’s clients only, not to other clients of the tenant; refuses a client id RabbitMQ would refuse', async () => {
+    const member = await register('only.#', id('member'));
+    const token = await tokenOf(member);
+    const { orgId } = (await t.d.store.access.getClient(member.client_id))!;
+    // A client of the tenant that is not the backbone's (made through the core API, by another profile, …).
+    const outsider = id('outsider');
+    await t.d.store.access.createClient({ id: outsider, name: outsider, service: 'another-service', orgId, permissions: [], secretHash: 'unused', secretVersion: 1, createdAt: 0, updatedAt: 0, subscription: '#' });
+    t.d.inboxes.clientsChanged(orgId);
+    const sent = await call(url, '/send', { method: 'POST', token, body: { topic: 'only.backbone', body: 'topic' } });
+    const told = await call(url, '/notify', { method: 'POST', token, body: { body: 'broadcast' } });
+    await waitForRun(t.d, sent.body.run, ['success']);
+    await waitForRun(t.d, told.body.run, ['success']);
+    const got = await waitFor(async () => (await call(url, '/receive', { token })).body as Array<{ body: unknown }>, (m) => m.length >= 2, 5000, 'both at the member');
+    expect(got.map((m) => m.body).sort()).toEqual(['broadcast', 'topic']);
+    expect(await t.d.inboxes.receive(outsider, { max: 10 })).toEqual([]);
+
+    // `message` for `body`, as the original's command-line client wrote it; a topic is counted in bytes.
+    const viaMessage = await call(url, '/send', { method: 'POST', token, body: { topic: 'only.cli', message: 'via message' } });
+    expect(viaMessage.status).toBe(200);
+    await waitForRun(t.d, viaMessage.body.run, ['success']);
+    expect((await call(url, '/receive', { token })).body.map((m: { body: unknown }) => m.body)).toEqual(['via message']);
+    const wide = await call(url, '/send', { method: 'POST', token, body: { topic: `only.${'é'.repeat(126)}`, body: 'x' } });
+    expect([wide.status, wide.body.message]).toEqual([400, 'topic: a dotted topic of 1 to 255 bytes (UTF-8), e.g. soar.noc.slocum.status']);
+
+    const refused = await call(url, '/client', { method: 'POST', psk: ADMIN, body: { client_id: 'amq.reserved', client_name: 'Reserved', subscription: 'x' } });
+    expect(refused.status).toBe(400);
+    expect(refused.body.message).toMatch(/client_id: client id "amq\.reserved" starts with "amq\.", which RabbitMQ reserves/);
+    expect(await t.d.store.access.getClient('amq.reserved')).toBeNull();
+  });
+
   describe('the WebSocket', () => {
     const open = (path = '/ws') =>
       new Promise<{ ws: WebSocket; frames: any[]; closed: Promise<{ code: number; reason: string }> }>((resolve, reject) => {
@@ -425,6 +455,75 @@ describe('communications-backbone: the RabbitMQ layout through the profile', () 
       await conn.close().catch(() => {});
     }
   });
+});
+
+describe('communications-backbone: the RabbitMQ copy of a retried delivery', () => {
+  const AMQP = process.env.DISPATCHER_TEST_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+
+  it('is published once: a retry that fills an inbox that was full puts no second copy in the other queues', async (ctx) => {
+    const amqp = await import('amqplib');
+    const conn = await amqp.connect(AMQP).catch((err: Error) => {
+      if (process.env.CI === 'true') throw new Error(`RabbitMQ is needed under CI: ${err.message}`);
+      console.log(`the RabbitMQ copy of a retry skipped: RabbitMQ at ${AMQP}: ${err.message}`);
+      return null;
+    });
+    if (conn === null) return ctx.skip();
+    const suffix = `${process.pid}-${Date.now().toString(36)}`;
+    const publishExchange = `bb-publish-r-${suffix}`;
+    const broadcastExchange = `bb-broadcast-r-${suffix}`;
+    const { t, url } = await listening({ inboxes: { maxMessages: 1, whenFull: 'refuse' }, profiles: { 'communications-backbone': { amqp: { url: AMQP, publishExchange, broadcastExchange } } } });
+    const ch = await conn.createChannel();
+    ch.on('error', () => {});
+    const small = `bb-small-${suffix}`;
+    const other = `bb-other-${suffix}`;
+    try {
+      const rs = (await call(url, '/client', { method: 'POST', psk: ADMIN, body: { client_id: small, client_name: 'Small', subscription: 'dup' } })).body;
+      await call(url, '/client', { method: 'POST', psk: ADMIN, body: { client_id: other, client_name: 'Other', subscription: 'dup' } });
+      // Checked on a channel of its own: a queue not there yet closes the channel that asked.
+      const exists = async (queue: string) => {
+        const probe = await conn.createChannel();
+        probe.on('error', () => {});
+        return probe.checkQueue(queue).then(
+          async () => {
+            await probe.close();
+            return true;
+          },
+          () => false,
+        );
+      };
+      await waitFor(async () => (await exists(`${other}-inbox`)) && (await exists(`${small}-inbox`)), (ok) => ok, 5000, 'the inbox queues');
+      const token = (await call(url, `/token?client_id=${small}&secret=${rs.secret}`)).body.token as string;
+      await waitForRun(t.d, (await call(url, '/send', { method: 'POST', token, body: { topic: 'dup', body: 1 } })).body.run, ['success']);
+      // Both inboxes in the store hold 1 (the most they take): 2 is refused for both, then taken by "small" only
+      // after it reads, and "other" still refuses it. Make room at "other" too, so that the retry fills both.
+      const second = (await call(url, '/send', { method: 'POST', token, body: { topic: 'dup', body: 2 } })).body.run as string;
+      await waitFor(() => t.d.store.getAttempts(second), (a) => a.length > 0, 5000, 'the first attempt');
+      await t.d.inboxes.receive(other, { max: 10 });
+      await waitFor(() => t.d.store.getAttempts(second), (a) => a.length > 1, 10_000, 'the retry');
+      await t.d.inboxes.receive(small, { max: 10 });
+      await waitForRun(t.d, second, ['success'], 15_000);
+      // Each queue has each message once.
+      const bodies = async (queue: string) => {
+        const out: unknown[] = [];
+        for (;;) {
+          const m = await ch.get(queue, { noAck: true });
+          if (m === false) return out;
+          out.push(JSON.parse(m.content.toString()).body);
+        }
+      };
+      await new Promise((r) => setTimeout(r, 300));
+      expect(await bodies(`${other}-inbox`)).toEqual([1, 2]);
+      expect(await bodies(`${small}-inbox`)).toEqual([1, 2]);
+    } finally {
+      await t.close();
+      const cleanup = await conn.createChannel();
+      cleanup.on('error', () => {});
+      for (const c of [small, other]) for (const q of ['inbox', 'outbox', 'broadcast']) await cleanup.deleteQueue(`${c}-${q}`).catch(() => {});
+      await cleanup.deleteExchange(publishExchange).catch(() => {});
+      await cleanup.deleteExchange(broadcastExchange).catch(() => {});
+      await conn.close().catch(() => {});
+    }
+  }, 60_000);
 });
 
 describe('communications-backbone: topic routing against an independent model', () => {

@@ -63,11 +63,19 @@ export interface Delivery {
   sender: string;
   /** `subscribers` of the topic (the default), `all` clients of the tenant, or these client ids. */
   to: 'subscribers' | 'all' | readonly string[];
+  /** Only the clients of this service (a profile's own); absent: every client of the tenant. */
+  service?: string;
 }
 
 export interface Delivered {
   /** The clients whose inbox has the message now (stored now or already). */
   delivered: string[];
+  /** How many of them got it now: 0 when every one had it already (the same run delivering again). */
+  storedNow: number;
+  /** Already there from an earlier attempt of the same run: not stored again. */
+  alreadyThere: number;
+  /** When the message was stored (its `time` in the inboxes). */
+  at: number;
   /** Clients whose inbox was full (`refuse`). */
   refused: string[];
   /** Messages dropped to make room (`drop-oldest`), per client. */
@@ -190,12 +198,13 @@ export class Inboxes {
   async deliver(d: Delivery, now = Date.now()): Promise<Delivered> {
     let ids: string[];
     const unknown: string[] = [];
+    const served = (c: ClientRecord) => d.service === undefined || c.service === d.service;
     if (d.to === 'subscribers' || d.to === 'all') {
       const clients = await this.recipients(d.orgId, d.to === 'all' ? null : d.topic);
-      ids = clients.map((c) => c.id);
+      ids = clients.filter(served).map((c) => c.id);
     } else {
       const tenant = await this.#tenant(d.orgId);
-      const known = new Set(tenant.clients.map((c) => c.id));
+      const known = new Set(tenant.clients.filter(served).map((c) => c.id));
       ids = [];
       for (const id of new Set(d.to)) (known.has(id) ? ids : unknown).push(id);
     }
@@ -220,7 +229,7 @@ export class Inboxes {
     }
     const delivered = ids.filter((id) => !refused.has(id));
     for (const id of delivered) this.#wake(id);
-    const out = { delivered, refused: [...refused], dropped, unknown };
+    const out: Delivered = { delivered, storedNow: result.stored.length, alreadyThere: result.duplicates.length, at: now, refused: [...refused], dropped, unknown };
     for (const fn of this.#delivered) {
       try {
         fn(d, out);
@@ -321,8 +330,9 @@ function received(m: InboxMessage, leased: boolean): ReceivedMessage {
 
 /** Checks a topic a message is sent with: dotted words, no wildcards. */
 export function checkTopic(topic: unknown): string {
-  if (typeof topic !== 'string' || topic === '' || topic.length > 255) {
-    throw new DispatcherError('bad_request', 'topic: a dotted topic of 1 to 255 characters, e.g. soar.noc.slocum.status');
+  // Bytes, not characters: a topic is an AMQP routing key where a broker carries it (at most 255 bytes).
+  if (typeof topic !== 'string' || topic === '' || Buffer.byteLength(topic) > 255) {
+    throw new DispatcherError('bad_request', 'topic: a dotted topic of 1 to 255 bytes (UTF-8), e.g. soar.noc.slocum.status');
   }
   const words = topic.split('.');
   for (const [i, word] of words.entries()) {
@@ -334,7 +344,7 @@ export function checkTopic(topic: unknown): string {
 
 /** Checks a subscription (a topic pattern) as a client gives it: a `bad_request` naming what is wrong. */
 export function checkSubscription(pattern: unknown, name = 'subscription'): string {
-  if (typeof pattern !== 'string' || pattern.length > 255) throw new DispatcherError('bad_request', `${name}: a topic pattern of 1 to 255 characters, e.g. soar.*.noc.#`);
+  if (typeof pattern !== 'string' || Buffer.byteLength(pattern) > 255) throw new DispatcherError('bad_request', `${name}: a topic pattern of 1 to 255 bytes (UTF-8), e.g. soar.*.noc.#`);
   try {
     parseTopicPattern(pattern, name);
   } catch (err) {

@@ -8,6 +8,7 @@
  *   `subscribers`.
  * - `body` (template, default the event's `data`): what the clients receive.
  * - `sender` (template, default `{{ source }}`): who the clients are told sent it.
+ * - `service`: only the clients of this service (a profile's own clients); default every client.
  *
  * A message is stored once per run and client, so that an attempt made again (a crash before its outcome
  * was recorded, a retry) doubles nothing. With `inboxes.whenFull: refuse`, a client whose inbox is full
@@ -35,6 +36,7 @@ export const deliverAction: ActionType = {
       topic: { description: 'The topic (template; default `{{ subject }}`).', type: 'string', minLength: 1 },
       body: { description: 'The message (template; default the event’s data).' },
       sender: { description: 'Who sent it (template; default `{{ source }}`).', type: 'string', minLength: 1 },
+      service: { description: 'Only the clients of this service (a profile’s own clients); default: every client of the tenant.', type: 'string', minLength: 1 },
     },
   },
   create(params, settings) {
@@ -42,6 +44,7 @@ export const deliverAction: ActionType = {
     const topic = settings.compile(params.topic ?? (to === 'all' ? null : '{{ subject }}'), { at: ['topic'] });
     const body = params.body === undefined ? null : settings.compile(params.body, { at: ['body'] });
     const sender = settings.compile(params.sender ?? '{{ source }}', { at: ['sender'] });
+    const service = params.service as string | undefined;
     return {
       async execute(ctx) {
         const inboxes = ctx.services.inboxes;
@@ -54,7 +57,7 @@ export const deliverAction: ActionType = {
         const value = body === null ? ctx.event.data : ctx.render(body);
         const text = JSON.stringify(value === undefined ? null : value);
         const from = String(ctx.render(sender) ?? '');
-        const d = await inboxes.deliver({ runId: ctx.runId, orgId: ctx.run.orgId, topic: t, body: text, sender: from, to });
+        const d = await inboxes.deliver({ runId: ctx.runId, orgId: ctx.run.orgId, topic: t, body: text, sender: from, to, ...(service === undefined ? {} : { service }) });
         const result = {
           topic: t,
           delivered: d.delivered.length,

@@ -223,9 +223,13 @@ export class AmqpLayout {
 
   async start(clients: LayoutClient[]): Promise<void> {
     if (this.#connection !== undefined) throw new DispatcherError('invalid_state', 'the RabbitMQ layout is already started');
-    const problems = clients.map((c) => this.#problem(c)).filter((p) => p !== null);
-    if (problems.length > 0) throw new DispatcherError('bad_request', `These clients cannot be laid out in RabbitMQ: ${problems.join('; ')}`);
-    for (const c of clients) this.#clients.set(c.id, { id: c.id, subscription: c.subscription });
+    for (const c of clients) {
+      // A client RabbitMQ cannot name (one made before its id was checked) keeps its inbox in the store; it
+      // does not keep the others from their queues.
+      const problem = this.#problem(c);
+      if (problem !== null) this.#log.error({ client: c.id }, `this client has no RabbitMQ queues: ${problem}`);
+      else this.#clients.set(c.id, { id: c.id, subscription: c.subscription });
+    }
     // Not waiting for the first connection inside connect() lets the listeners be attached before any event.
     const connection = await amqp.connect(this.#o.url, {
       recovery: {

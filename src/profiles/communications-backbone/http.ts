@@ -29,6 +29,7 @@ import type { Principal } from '../../core/principal.js';
 import type { ProfileContext } from '../../core/profile.js';
 import type { ClientRecord } from '../../store/access.js';
 import type { CommunicationsBackboneConfig } from './config.js';
+import { clientIdProblem } from './amqp.js';
 import { CLIENT_SERVICE, CLIENTS_READ, CLIENTS_WRITE, PROFILE, RECEIVE, SEND, type Sender } from './sender.js';
 import { registerSocket } from './socket.js';
 
@@ -119,8 +120,12 @@ export function registerRoutes(app: FastifyInstance, context: ProfileContext, se
       const b = objectBody(request);
       const name = text(b.client_name, 'client_name');
       const subscription = checkSubscription(b.subscription);
+      const id = b.client_id === undefined || b.client_id === null || b.client_id === '' ? undefined : text(b.client_id, 'client_id', 100);
+      // A client id names its RabbitMQ queues (`<id>-inbox`, …), as in the original: one RabbitMQ refuses is refused here.
+      const problem = id === undefined ? null : clientIdProblem(id);
+      if (problem !== null) throw new DispatcherError('bad_request', `client_id: ${problem}`);
       const { client, secret } = await services.auth.createClient({
-        ...(b.client_id === undefined || b.client_id === null || b.client_id === '' ? {} : { id: text(b.client_id, 'client_id', 100) }),
+        ...(id === undefined ? {} : { id }),
         name,
         service: CLIENT_SERVICE,
         orgId: principal.orgId,
@@ -261,7 +266,7 @@ export function registerRoutes(app: FastifyInstance, context: ProfileContext, se
         tags: TAGS,
         operationId: 'backboneSend',
         summary: 'Publish a message to a topic: every client whose subscription matches gets it in its inbox',
-        description: 'Body: `{"topic": "soar.noc.slocum.status", "body": <any JSON>}`. Answered once the message and its delivery run are committed.',
+        description: 'Body: `{"topic": "soar.noc.slocum.status", "body": <any JSON>}` (`message` is taken for `body`, as the original\'s command-line client wrote it). Answered once the message and its delivery run are committed.',
         security: bearer,
         response: { 200: sentSchema, ...errors(400, 401, 403, 413) },
       },
@@ -271,7 +276,7 @@ export function registerRoutes(app: FastifyInstance, context: ProfileContext, se
       const b = objectBody(request);
       if (b.topic === undefined) throw new DispatcherError('bad_request', 'topic: missing (the dotted topic the message is published to)');
       const topic = checkTopic(b.topic);
-      return sender.send({ id: clientIdOf(client), orgId: client.orgId }, topic, b.body);
+      return sender.send({ id: clientIdOf(client), orgId: client.orgId }, topic, b.body === undefined ? b.message : b.body);
     },
   );
 

@@ -16,7 +16,7 @@ import { registerBackboneCli } from './cli.js';
 import { COMMUNICATIONS_BACKBONE_SECTION, type CommunicationsBackboneConfig } from './config.js';
 import { registerRoutes } from './http.js';
 import { startLayout } from './layout.js';
-import { BROADCAST_TYPE, makeSender, MESSAGE_TYPE, PROFILE, RECEIVE, SEND } from './sender.js';
+import { BROADCAST_TYPE, CLIENT_SERVICE, makeSender, MESSAGE_TYPE, PROFILE, RECEIVE, SEND } from './sender.js';
 
 export const COMMUNICATIONS_BACKBONE: Profile<FastifyInstance, Command> = {
   name: PROFILE,
@@ -35,13 +35,13 @@ export const COMMUNICATIONS_BACKBONE: Profile<FastifyInstance, Command> = {
       name,
       description: 'Messages sent to a topic (`POST /send`) go to the inbox of every client whose subscription matches it.',
       match: { type: MESSAGE_TYPE },
-      actions: [{ deliver: { to: 'subscribers', topic: '{{ subject }}', sender: '{{ sender | default: source }}' } }],
+      actions: [{ deliver: { to: 'subscribers', topic: '{{ subject }}', sender: '{{ sender | default: source }}', service: CLIENT_SERVICE } }],
     },
     {
       name: `${name}.broadcast`,
       description: 'Broadcasts (`POST /notify`) go to the inbox of every client of the tenant.',
       match: { type: BROADCAST_TYPE },
-      actions: [{ deliver: { to: 'all', sender: '{{ sender | default: source }}' } }],
+      actions: [{ deliver: { to: 'all', sender: '{{ sender | default: source }}', service: CLIENT_SERVICE } }],
     },
   ],
   async http(scope, context) {

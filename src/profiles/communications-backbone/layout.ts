@@ -56,11 +56,14 @@ export async function startLayout(scope: FastifyInstance, amqp: NonNullable<Comm
         : layout.clientSaved({ id: client.id, subscription: client.subscription }, previous === undefined ? undefined : { id: previous.id, subscription: previous.subscription });
     done.catch((err: unknown) => log.error({ err, client: client.id }, 'could not bring the RabbitMQ layout in step with a client change'));
   });
-  const stopMirror = services.inboxes.onDelivered((d) => {
+  const stopMirror = services.inboxes.onDelivered((d, result) => {
     // What the layout can route: a topic to its subscribers, a broadcast to all (not a list of named clients).
     if (d.to !== 'subscribers' && d.to !== 'all') return;
+    // Once per message: the exchange routes it to every queue bound, so a retry of the same run (some inboxes
+    // had it already) is not published again, or those queues would have it twice.
+    if (result.storedNow === 0 || result.alreadyThere > 0) return;
     layout
-      .mirror({ id: d.runId ?? '', topic: d.topic, body: d.body, sender: d.sender, time: new Date().toISOString() })
+      .mirror({ id: d.runId ?? '', topic: d.topic, body: d.body, sender: d.sender, time: new Date(result.at).toISOString() })
       .catch((err: unknown) => log.error({ err, run: d.runId }, 'could not mirror a delivery to RabbitMQ (the inboxes in the store have it)'));
   });
   scope.addHook('onClose', async () => {
