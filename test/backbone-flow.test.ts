@@ -26,13 +26,16 @@ interface Registered {
 }
 
 /** A dispatcher listening on a free port, and the admin's fetch. */
-async function listening(overrides: Record<string, unknown> = {}): Promise<{ t: TestDispatcher; url: string }> {
-  const t = await startDispatcher({
+async function listening(overrides: Record<string, unknown> = {}, env: NodeJS.ProcessEnv = {}): Promise<{ t: TestDispatcher; url: string }> {
+  const t = await startDispatcher(
+    {
     server: { port: 0, host: '127.0.0.1' },
     auth: { keyFile: '', psk: [{ service: 'admin', key: ADMIN }], tokens: { rateLimit: { perAddress: 1000 } } },
     ...overrides,
-    profiles: { 'communications-backbone': { websocket: { handshakeTimeout: '500ms', maxMessagesPerSecond: 20 }, ...((overrides.profiles as Record<string, Record<string, unknown>> | undefined)?.['communications-backbone'] ?? {}) } },
-  });
+    profiles: { 'communications-backbone': { websocket: { handshakeTimeout: '500ms', maxMessagesPerSecond: 20, recheck: '300ms' }, ...((overrides.profiles as Record<string, Record<string, unknown>> | undefined)?.['communications-backbone'] ?? {}) } },
+    },
+    { env },
+  );
   const address = await t.d.listen();
   return { t, url: address.replace('0.0.0.0', '127.0.0.1') };
 }
@@ -235,7 +238,12 @@ describe('communications-backbone over real sockets', () => {
     it('closes a socket whose client is deleted (at its next check) and refuses its token at once', async () => {
       const me = await register('gone');
       const token = await tokenOf(me);
+      const open1 = await open();
+      open1.ws.send(JSON.stringify({ token }));
+      await waitFor(async () => open1.frames, (f) => f.some((x) => x.type === 'ready'), 5000, 'the handshake');
       await call(url, `/client/${me.client_id}`, { method: 'DELETE', psk: ADMIN });
+      // The open socket, at its next check (websocket.recheck: 300ms here).
+      expect((await open1.closed).code).toBe(4401);
       const s = await open();
       s.ws.send(JSON.stringify({ token }));
       expect((await s.closed).code).toBe(4401);
@@ -344,7 +352,8 @@ describe('communications-backbone: the original’s environment variables', () =
   });
 
   it('issues tokens for SOAR_TOKEN_LIFETIME hours, signed with SOAR_TOKEN_SECRET', async () => {
-    const { t, url } = await listening({ profiles: { 'communications-backbone': { token: { lifetime: '2h', secret: 'a-secret-of-enough-length-0123456789' } } } });
+    // The original's variables, as its deployment sets them: the lifetime in hours.
+    const { t, url } = await listening({}, { SOAR_TOKEN_LIFETIME: '2', SOAR_TOKEN_SECRET: 'a-secret-of-enough-length-0123456789' });
     try {
       const reg = await call(url, '/client', { method: 'POST', psk: ADMIN, body: { client_name: 'Timed', subscription: '#' } });
       const got = await call(url, `/token?client_id=${reg.body.client_id}&secret=${reg.body.secret}`);

@@ -47,11 +47,11 @@ export interface TestDispatcher {
 /** `overrides` are configuration in the file's shape (durations as text), applied over the defaults. */
 export async function startDispatcher(
   overrides: Record<string, unknown> = {},
-  options: { start?: boolean; actionTypes?: ActionType[]; storeUrl?: string; preset?: Preset } = {},
+  options: { start?: boolean; actionTypes?: ActionType[]; storeUrl?: string; preset?: Preset; env?: NodeJS.ProcessEnv } = {},
 ): Promise<TestDispatcher> {
   const dir = mkdtempSync(join(tmpdir(), 'dispatcher-test-'));
   const config = await loadConfig({
-    env: {},
+    env: options.env ?? {},
     ...(options.preset === undefined ? {} : { preset: options.preset }),
     overrides: {
       store: { url: options.storeUrl ?? `sqlite:${join(dir, 'dispatcher.db')}` },

@@ -40,6 +40,7 @@ export const COMMUNICATIONS_BACKBONE_SECTION = section(
         handshakeTimeout: duration('How long a new socket may wait before its first message, the token handshake.', '10s'),
         maxMessagesPerSecond: Type.Integer({ minimum: 1, description: 'Messages one socket may send per second (averaged over a few seconds); beyond it the socket is closed (1008).', default: 200 }),
         pushBatch: Type.Integer({ minimum: 1, maximum: 1000, description: 'Inbox messages taken per push.', default: 100 }),
+        recheck: duration('How often an open socket checks its token again: an expired token, or a deleted client or rotated secret, closes it (4401).', '30s'),
       },
       { description: 'The WebSocket push endpoint (the original’s planned “Add websockets”).' },
     ),

@@ -13,7 +13,7 @@
  *
  * Bounds: messages over `maxBodyBytes` (plus room for the envelope) close with 1009; more than
  * `websocket.maxMessagesPerSecond` (over a few seconds) close with 1008; a deleted client, a rotated secret or
- * an expired token closes with 4401 at its next check (every 30 s). Nothing a client sends can crash the process.
+ * an expired token closes with 4401 at its next check (every `websocket.recheck`, 30 s). Nothing a client sends can crash the process.
  */
 
 import type { FastifyInstance } from 'fastify';
@@ -27,7 +27,6 @@ import { RECEIVE, SEND, type Sender } from './sender.js';
 
 export const CLOSE = { unauthorized: 4401, handshakeTimeout: 4408, policy: 1008, tooBig: 1009, stopping: 1001 } as const;
 /** How often a socket's client is checked again (deleted, secret rotated, token expired). */
-const RECHECK_MS = 30_000;
 const PING_MS = 30_000;
 /** The rate limit's window: bursts are allowed within it. */
 const RATE_WINDOW_S = 5;
@@ -141,7 +140,7 @@ export function registerSocket(app: FastifyInstance, config: CommunicationsBackb
         stop = services.inboxes.listen(clientId, push);
         recheck = setInterval(() => {
           services.auth.bearer(token, signer).catch((err: unknown) => close(CLOSE.unauthorized, toDispatcherError(err).message));
-        }, RECHECK_MS);
+        }, ws.recheck);
         recheck.unref();
       };
 
