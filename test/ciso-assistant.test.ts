@@ -33,6 +33,9 @@ interface ErrorMessage {
   error: string;
 }
 
+/** How an errors-topic message came: its key and headers (not part of the JSON). */
+const envelopes = new WeakMap<ErrorMessage, { key: string | null; headers: Record<string, string> }>();
+
 describe.skipIf(cluster === undefined)('ciso-assistant profile (Kafka → CISO Assistant API)', () => {
   const topic = `observation-${randomBytes(3).toString('hex')}`;
   const errorsTopic = `errors-${randomBytes(3).toString('hex')}`;
@@ -100,7 +103,10 @@ describe.skipIf(cluster === undefined)('ciso-assistant profile (Kafka → CISO A
     await consumer.run({
       eachMessage: async ({ message }) => {
         const value = JSON.parse(message.value!.toString()) as ErrorMessage & { warm?: string };
-        if (value.warm === undefined) errors.push(value);
+        if (value.warm !== undefined) return;
+        const headers = Object.fromEntries(Object.entries(message.headers ?? {}).map(([k, v]) => [k, String(v)]));
+        envelopes.set(value, { key: message.key === null ? null : message.key.toString(), headers });
+        errors.push(value);
       },
     });
     t = await start();
@@ -181,6 +187,8 @@ describe.skipIf(cluster === undefined)('ciso-assistant profile (Kafka → CISO A
     const e = await errorFor((m) => JSON.stringify(m.message) === JSON.stringify(message));
     expect(Object.keys(e!)).toEqual(['message', 'error']);
     expect(e).toEqual({ message, error: 'No objects match the given selector.' });
+    // No key, as in the original; one header, the content type.
+    expect(envelopes.get(e!)).toEqual({ key: null, headers: { 'content-type': 'application/json' } });
     const dead = (await t.d.store.listDeadLetters({ limit: 100, offset: 0 })).items.find((d) => d.error === 'No objects match the given selector.');
     expect(dead).toMatchObject({ origin: 'run', reason: 'action_failed' });
   });
