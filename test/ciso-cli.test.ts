@@ -194,6 +194,9 @@ describe('ciso-assistant: the Kafka connection its section makes, and its advice
     ['SSL', 'false', true, false],
     ['SASL_PLAINTEXT', 'true', false, true],
     ['PLAINTEXT', 'false', false, false],
+    // Authentication on, but a protocol without SASL: the original's librdkafka did no SASL either.
+    ['PLAINTEXT', 'true', false, false],
+    ['SSL', 'true', true, false],
   ] as const)('KAFKA_SECURITY_PROTOCOL=%s, KAFKA_USE_AUTH=%s: TLS %s, SASL %s', async (protocol, useAuth, tls, sasl) => {
     const { input, output } = await transports({ KAFKA_SECURITY_PROTOCOL: protocol, KAFKA_USE_AUTH: useAuth, KAFKA_USERNAME: 'ku', KAFKA_PASSWORD: 'kp' });
     for (const t of [input, output]) {

@@ -37,7 +37,8 @@ function kafkaConnection(k: CisoAssistantConfig['kafka']): Record<string, unknow
     if (k.username === '' || k.password === '') {
       throw new DispatcherError('config_invalid', 'KAFKA_USERNAME and KAFKA_PASSWORD (kafka.username, kafka.password) must be provided when authentication is enabled (KAFKA_USE_AUTH, kafka.useAuth)');
     }
-    out.sasl = { mechanism: k.saslMechanism.toLowerCase(), username: k.username, password: k.password };
+    // As librdkafka did for the original: SASL only where the protocol has it (PLAINTEXT or SSL ignore it).
+    if (k.securityProtocol.startsWith('SASL_')) out.sasl = { mechanism: k.saslMechanism.toLowerCase(), username: k.username, password: k.password };
   }
   return out;
 }
