@@ -376,6 +376,12 @@ describe('dispatcher ciso init-config and auth, through the program’s own pars
     });
   });
 
+  describe('consume', () => {
+    it('refuses to start without a token or credentials, in the original’s words, consuming nothing', async () => {
+      await expect(ciso(['consume'], { API_URL: api.url })).rejects.toThrow(/^Failed to obtain access token for API authentication: set USER_TOKEN .*dispatcher ciso auth/);
+    });
+  });
+
   describe('auth', () => {
     it('--email --password: logs in as the original did, keeps the token in .tmp.yaml (0600), prints the success line', async () => {
       const before = api.issued.length;

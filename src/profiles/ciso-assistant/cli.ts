@@ -277,6 +277,11 @@ export async function authCommand(api: CliApi, options: { email?: string; passwo
 export async function consumeCommand(api: CliApi, options: { config?: string }): Promise<void> {
   const section = baseSection(true);
   const checked = (await api.section(PROFILE, base(section))) as unknown as CisoAssistantConfig;
+  // As the original's consume: nothing is consumed without a way to call the API (every call would fail).
+  const canLogin = checked.api.email !== undefined && checked.api.password !== undefined && checked.api.password !== '';
+  if (checked.api.token === undefined && !canLogin) {
+    throw api.fail(`Failed to obtain access token for API authentication: set USER_TOKEN (credentials.token in ${CONFIG_FILE}), or run dispatcher ciso auth first`);
+  }
   let host: string | undefined;
   try {
     host = new URL(checked.api.url).hostname;
