@@ -324,6 +324,45 @@ for (const [backend, storeUrl] of backends) {
         expect(runHosts.json()).toMatchObject({ data: [{ host: 'localhost', status: 'success', run: { id } }], meta: { count: 1, total: 1 } });
       });
 
+      it('a Satellite upload ends every host of a run of more than a page of them; hosts found by an inventory id in upper case', async () => {
+        const count = 1205;
+        const inventory = Array.from({ length: count }, (_, i) => `aaaaaaaa-0000-4000-8000-${i.toString(16).padStart(12, '0')}`);
+        const res = await dispatch([item({ recipient_config: { sat_id: SAT_ID, sat_org_id: '123' }, hosts: inventory.map((id) => ({ inventory_id: id })) })]);
+        expect(res.statusCode, res.body).toBe(207);
+        const id = (res.json() as Array<{ id: string }>)[0]!.id;
+        const correlationId = cc.messages[0]!.body.metadata.correlation_id!;
+        const line = (o: Record<string, unknown>) => JSON.stringify({ version: 3, correlation_id: correlationId, ...o });
+        const events = [
+          ...inventory.map((host) => line({ type: 'playbook_run_update', sequence: 0, host, console: `${host} ok` })),
+          ...inventory.map((host) => line({ type: 'playbook_run_finished', host, status: 'success', connection_code: 0, execution_code: 0 })),
+          line({ type: 'playbook_run_completed', status: 'success', satellite_connection_code: 0, satellite_infrastructure_code: 0 }),
+        ];
+        const up = await upload(gzipSync(Buffer.from(`${events.join('\n')}\n`)), 'application/vnd.redhat.playbook-sat.v3+gzip');
+        expect(up.statusCode, up.body).toBe(202);
+        expect((await t.d.store.getRun(id))!.status).toBe('success');
+        const byStatus: Record<string, number> = {};
+        for (let offset = 0; offset < count; offset += 1000) {
+          for (const h of (await t.d.store.listHosts({ runId: [id], limit: 1000, offset })).items) byStatus[h.status] = (byStatus[h.status] ?? 0) + 1;
+        }
+        expect(byStatus).toEqual({ success: count });
+        // A UUID filter in upper case finds what the original's uuid column found.
+        const last = inventory.at(-1)!.toUpperCase();
+        const found = await app.inject({ method: 'GET', url: `/api/playbook-dispatcher/v1/run_hosts?filter[inventory_id]=${last}&fields[data]=inventory_id,status`, headers: { 'x-rh-identity': identity('5318290') } });
+        expect(found.json()).toMatchObject({ data: [{ inventory_id: inventory.at(-1), status: 'success' }], meta: { total: 1 } });
+      }, 60_000);
+
+      it('keeps a label with an empty value, and finds runs by a recipient written in upper case', async () => {
+        const res = await dispatch([item({ labels: { keep: 'x', empty: '' } })]);
+        expect(res.statusCode, res.body).toBe(207);
+        const id = (res.json() as Array<{ code: number; id: string }>)[0]!.id;
+        expect((await t.d.store.getRun(id))!.labels).toEqual({ keep: 'x', empty: '' });
+        const list = async (query: string) =>
+          ((await app.inject({ method: 'GET', url: `/api/playbook-dispatcher/v1/runs?${query}&fields[data]=id,labels,recipient`, headers: { 'x-rh-identity': identity('5318290') } })).json() as { data: Array<{ id: string; labels: unknown; recipient: string }> }).data;
+        expect((await list('filter[labels][empty]=')).map((r) => r.id)).toContain(id);
+        const upper = await list(`filter[recipient]=${RECIPIENT.toUpperCase()}`);
+        expect(upper.find((r) => r.id === id)).toEqual({ id, labels: { keep: 'x', empty: '' }, recipient: RECIPIENT });
+      });
+
       it('an upload with an unknown correlation id is refused and kept as a dead letter', async () => {
         const up = await upload(withCorrelation(fixture('examples/events-success.jsonl'), '1b36f2a2-8e35-4a0e-9bc4-4b0b3a0ff000'), 'application/vnd.redhat.playbook.v1+jsonl');
         expect(up.statusCode).toBe(404);
@@ -424,6 +463,18 @@ describe('playbook-dispatcher public API: permissions from an RBAC service', () 
       answers.set('77', access({ permission, resourceDefinitions: [] }));
       expect((await listed('77')).status, permission).toBe(403);
     }
+  });
+
+  it('follows the original’s rule: the services named by any matching permission, a filter on another attribute ignored', async () => {
+    // An unfiltered permission beside one filtered to remediations: the filters' union, remediations only.
+    answers.set('77', access({ permission: 'playbook-dispatcher:run:read', resourceDefinitions: [] }, { permission: 'playbook-dispatcher:run:read', resourceDefinitions: [{ attributeFilter: { key: 'service', operation: 'equal', value: 'remediations' } }] }));
+    expect((await listed('77')).services).toEqual(['remediations']);
+    // A filter on another attribute restricts nothing.
+    answers.set('77', access({ permission: 'playbook-dispatcher:run:read', resourceDefinitions: [{ attributeFilter: { key: 'group.id', operation: 'equal', value: 'g1' } }] }));
+    expect(await listed('77')).toMatchObject({ status: 200, services: ['config_manager', 'remediations'] });
+    // The application must be named: `*:*:*` is not playbook-dispatcher's permission.
+    answers.set('77', access({ permission: '*:*:*', resourceDefinitions: [] }));
+    expect((await listed('77')).status).toBe(403);
   });
 
   it('answers 503 when RBAC fails or pages its answer', async () => {

@@ -73,7 +73,7 @@ export const ROUTE_SCHEMA = object(
     labels: Type.Unsafe<Record<string, string> | string>({
       anyOf: [
         { type: 'object', additionalProperties: { type: 'string', description: 'A string template (`{{ data.team }}`).' } },
-        { type: 'string', minLength: 1, description: 'One template whose value is an object (`{{ data.labels }}`): its keys and values are the labels.' },
+        { type: 'string', minLength: 1, description: 'One template whose value is an object (`{{ data.labels }}`): its keys and values are the labels (an empty value kept).' },
       ],
       description: 'Labels put on every run of the route: a map whose values are string templates, or one template that gives the whole map.',
       default: {},
@@ -273,7 +273,9 @@ export async function compileRoutes(options: CompileRoutesOptions): Promise<Rout
             // Keys are per route: two routes keyed by the same subject do not hold each other up.
             if (key !== null && key !== undefined && key !== '') orderingKey = `${route.name}\u0000${String(key)}`;
           }
-          if (route.labels !== null) labels = stringValues(route.labels.render(scope));
+          // A map of templates drops a value that rendered empty (a field the event lacks); one template that
+          // gives the whole map keeps an empty value, which the event holds as such.
+          if (route.labels !== null) labels = stringValues(route.labels.render(scope), typeof route.config.labels === 'string');
         }
         for (const a of route.actions) {
           runs.push({
@@ -298,11 +300,11 @@ export async function compileRoutes(options: CompileRoutesOptions): Promise<Rout
   };
 }
 
-function stringValues(value: unknown): Record<string, string> {
+function stringValues(value: unknown, keepEmpty = false): Record<string, string> {
   const out: Record<string, string> = {};
   if (value === null || typeof value !== 'object') return out;
   for (const [k, v] of Object.entries(value)) {
-    if (v === null || v === undefined || v === '') continue;
+    if (v === null || v === undefined || (v === '' && !keepEmpty)) continue;
     out[k] = typeof v === 'string' ? v : JSON.stringify(v);
   }
   return out;

@@ -203,7 +203,8 @@ export function checkSatellite(item: Pick<RawDispatchItem, 'recipient_config' | 
  */
 export function withDefaults(item: RawDispatchItem, defaults: { webConsoleUrl: string }): DispatchItem {
   return {
-    recipient: item.recipient,
+    // UUIDs kept in lower case, as the original's uuid columns gave them back, so that filters match in any case.
+    recipient: item.recipient.toLowerCase(),
     org_id: item.org_id,
     principal: item.principal ?? null,
     url: item.url,
@@ -211,7 +212,7 @@ export function withDefaults(item: RawDispatchItem, defaults: { webConsoleUrl: s
     web_console_url: item.web_console_url ?? defaults.webConsoleUrl,
     labels: item.labels ?? {},
     timeout: item.timeout ?? null,
-    hosts: item.hosts ?? [],
+    hosts: (item.hosts ?? []).map((h) => (h.inventory_id === undefined ? h : { ...h, inventory_id: h.inventory_id.toLowerCase() })),
     recipient_config: item.recipient_config === undefined || Object.keys(item.recipient_config).length === 0 ? null : item.recipient_config,
   };
 }

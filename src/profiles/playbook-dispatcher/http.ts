@@ -316,18 +316,42 @@ function permissionSource(config: PlaybookDispatcherConfig, services: Services):
       throw unavailable('the answer is not JSON', err);
     }
     if (doc.links?.next !== undefined && doc.links.next !== null) throw unavailable('RBAC page overflow');
-    const grants: Grant[] = [];
-    for (const spec of doc.data ?? []) {
-      try {
-        grants.push(toGrant(spec));
-      } catch {
-        // A permission of another shape (another attribute filtered on) grants nothing here.
-      }
-    }
+    const grants = rbacGrants(doc.data ?? []);
     if (cache.size > 10_000) cache.clear();
     cache.set(identity, { grants, until: now + config.rbac.cache });
     return grants;
   };
+}
+
+/**
+ * The original's rule for RBAC's answer (notes §5.1): of the permissions that give `playbook-dispatcher:run:read`
+ * (the application exactly, the resource and the verb also `*`), the services their `service` filters name
+ * (`equal` or `in`; filters on other attributes ignored) are the ones visible; when they name none, every
+ * service is. One grant, or none (403).
+ */
+export function rbacGrants(specs: readonly unknown[]): Grant[] {
+  const [app, resource, verb] = READ_PERMISSION.split(':') as [string, string, string];
+  const services = new Set<string>();
+  let granted = false;
+  for (const spec of specs) {
+    const permission = typeof spec === 'string' ? spec : isRecord(spec) && typeof spec.permission === 'string' ? spec.permission : undefined;
+    const parts = permission?.split(':');
+    if (parts?.length !== 3 || parts[0] !== app || (parts[1] !== resource && parts[1] !== '*') || (parts[2] !== verb && parts[2] !== '*')) continue;
+    granted = true;
+    const definitions = isRecord(spec) && Array.isArray(spec.resourceDefinitions) ? spec.resourceDefinitions : [];
+    for (const def of definitions) {
+      const filter = isRecord(def) && isRecord(def.attributeFilter) ? def.attributeFilter : undefined;
+      if (filter?.key !== 'service') continue;
+      if (filter.operation === 'equal' && typeof filter.value === 'string' && filter.value !== '') services.add(filter.value);
+      if (filter.operation === 'in' && Array.isArray(filter.value)) for (const v of filter.value) if (typeof v === 'string' && v !== '') services.add(v);
+    }
+  }
+  if (!granted) return [];
+  return [services.size === 0 ? { app, resource, verb } : { app, resource, verb, services: [...services].sort() }];
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
 }
 
 function publicApi(scope: FastifyInstance, config: PlaybookDispatcherConfig, services: Services, identityHeader: string): void {

@@ -53,9 +53,12 @@ async function applyRunner(
   return { outcome: resolved.outcome, runId: run.id, status: run.status, hosts: changed.filter((h) => h.outcome === 'created' || h.outcome === 'updated').length };
 }
 
-/** The tenant's playbook run with this correlation id, or null. */
+/** Hosts read per page when an upload matches its events to a run's hosts. */
+const HOST_PAGE = 1000;
+
+/** The tenant's playbook run with this correlation id (a UUID, in any case), or null. */
 async function findRun(services: Pick<Services, 'records'>, orgId: string, correlationId: string): Promise<Run | null> {
-  const run = await services.records.getRunByCorrelation(orgId, correlationId);
+  const run = await services.records.getRunByCorrelation(orgId, correlationId.toLowerCase());
   return run?.actionType === 'playbook' ? run : null;
 }
 
@@ -90,16 +93,20 @@ async function applySatellite(
   const resolved = await resolve(services, stored, outcome.completed || responseFull ? outcome.status : 'running', at, ['timeout']);
   const run = resolved.run;
 
-  // Hosts are the ones dispatched, found by inventory id (a host is named by its Ansible name when it had one).
+  // Hosts are the ones dispatched, found by inventory id (a host is named by its Ansible name when it had one),
+  // every page of them; ids compared as UUIDs are, whatever their case.
   const byInventory = new Map<string, string>();
-  const listed = await services.records.listHosts({ runId: [run.id], limit: 1000, offset: 0 });
-  for (const h of listed.items) {
-    const inventoryId = h.details.inventoryId;
-    byInventory.set(typeof inventoryId === 'string' ? inventoryId : h.name, h.name);
+  for (let offset = 0; ; offset += HOST_PAGE) {
+    const listed = await services.records.listHosts({ runId: [run.id], limit: HOST_PAGE, offset });
+    for (const h of listed.items) {
+      const inventoryId = h.details.inventoryId;
+      byInventory.set((typeof inventoryId === 'string' ? inventoryId : h.name).toLowerCase(), h.name);
+    }
+    if (listed.items.length < HOST_PAGE) break;
   }
   const hosts: HostUpsert[] = [];
   for (const h of outcome.hosts) {
-    const name = byInventory.get(h.inventoryId);
+    const name = byInventory.get(h.inventoryId.toLowerCase());
     if (name === undefined) continue;
     const upsert: HostUpsert = { runId: run.id, name, at, status: h.status, only: 'update' };
     if (h.sequence !== null) {

@@ -165,7 +165,8 @@ export function parseRunsQuery(raw: string): RunsQuery {
   const recipient = last(q, 'filter[recipient]');
   if (recipient !== undefined) {
     if (!isUuid(recipient)) throw bad('Unable to parse recipient!');
-    out.recipient = recipient;
+    // Compared as a UUID, as the original's uuid column did: in any case.
+    out.recipient = recipient.toLowerCase();
   }
   return out;
 }
@@ -181,13 +182,13 @@ export function parseHostsQuery(raw: string): HostsQuery {
   const st = status(q);
   if (st !== undefined) out.status = st;
   const runId = last(q, 'filter[run][id]');
-  if (runId !== undefined) out.runId = runId;
+  if (runId !== undefined) out.runId = isUuid(runId) ? runId.toLowerCase() : runId;
   const runService = last(q, 'filter[run][service]');
   if (runService !== undefined) out.runService = runService;
   const inventoryId = last(q, 'filter[inventory_id]');
   if (inventoryId !== undefined) {
     if (!isUuid(inventoryId)) throw bad('Unable to parse inventory id!');
-    out.inventoryId = inventoryId;
+    out.inventoryId = inventoryId.toLowerCase();
   }
   return out;
 }
