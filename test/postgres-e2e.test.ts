@@ -80,6 +80,7 @@ describe.skipIf(unreachable !== null && !required)('the dispatcher on PostgreSQL
         actions: { http: { allow: ['127.0.0.1/32'] } },
         routes: [
           { name: 'example', match: { type: 'example.*' }, actions: [{ noop: {} }], labels: { team: '{{ data.team }}' } },
+          { name: 'ordered', match: { type: 'ordered.*' }, actions: [{ noop: {} }], orderingKey: '{{ data.key }}' },
           { name: 'hook', match: { type: 'hook.*' }, actions: [{ http: { url: `${receiver.url}/hook` } }], retry: { attempts: 3, backoff: '10ms', maxBackoff: '20ms' } },
         ],
       },
@@ -111,6 +112,13 @@ describe.skipIf(unreachable !== null && !required)('the dispatcher on PostgreSQL
     expect(again.json().events[0]).toEqual({ index: 0, id: body.events[0].id, status: 'duplicate', runs: [] });
     const listed = await app.inject({ method: 'GET', url: '/v1/runs?filter[labels][team]=b&filter[status]=success' });
     expect(listed.json().data.map((r: { id: string }) => r.id)).toEqual([body.events[1].runs[0]]);
+  });
+
+  it('runs a route with an ordering key (PostgreSQL text holds no U+0000, so the key has none)', async () => {
+    const events = [event({ type: 'ordered.a', data: { key: 'k1' } }), event({ type: 'ordered.a', data: { key: 'k1' } })];
+    const res = await app.inject({ method: 'POST', url: '/v1/events', headers: { 'content-type': 'application/cloudevents-batch+json' }, payload: JSON.stringify(events) });
+    expect(res.statusCode, res.body).toBe(202);
+    for (const e of res.json().events) expect((await waitForRun(t.d, e.runs[0], ['success'])).orderingKey).not.toContain('\u0000');
   });
 
   it('retries an http action after a 503 and records both attempts', async () => {

@@ -270,8 +270,9 @@ export async function compileRoutes(options: CompileRoutesOptions): Promise<Rout
           scope ??= templateScope(event);
           if (route.orderingKey !== null) {
             const key = route.orderingKey.render(scope);
-            // Keys are per route: two routes keyed by the same subject do not hold each other up.
-            if (key !== null && key !== undefined && key !== '') orderingKey = `${route.name}\u0000${String(key)}`;
+            // Keys are per route: two routes keyed by the same subject do not hold each other up. The separator
+            // is U+001F: PostgreSQL's text refuses U+0000.
+            if (key !== null && key !== undefined && key !== '') orderingKey = `${route.name}\u001f${String(key)}`;
           }
           // A map of templates drops a value that rendered empty (a field the event lacks); one template that
           // gives the whole map keeps an empty value, which the event holds as such.
