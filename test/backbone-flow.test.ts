@@ -210,6 +210,30 @@ describe('communications-backbone over real sockets', () => {
       ws.close();
     });
 
+    it('survives what a client sends: a deeply nested ref or body, a second handshake', async () => {
+      const me = await register('deep');
+      const token = await tokenOf(me);
+      const s = await open();
+      s.ws.send(JSON.stringify({ token }));
+      s.ws.send(JSON.stringify({ token }));
+      await waitFor(async () => s.frames, (f) => f.some((x) => x.type === 'ready'), 5000, 'the handshake');
+      expect(s.frames.filter((f) => f.type === 'ready')).toHaveLength(1);
+      const deep = (n: number) => `${'['.repeat(n)}${']'.repeat(n)}`;
+      s.ws.send(`{"type":"x","ref":${deep(6000)}}`);
+      s.ws.send(`{"type":"send","topic":"deep","body":${deep(5000)},"ref":"r2"}`);
+      const answers = await waitFor(async () => s.frames.filter((f) => f.type === 'error'), (e) => e.length >= 3, 5000, 'the answers');
+      expect(answers.slice(-2)).toEqual([
+        { type: 'error', code: 'bad_request', message: 'unknown message type "x": send, notify or ack' },
+        { type: 'error', code: 'too_deep', message: 'body: the message nests deeper than 31 levels', ref: 'r2' },
+      ]);
+      // Still served: the same socket sends.
+      s.ws.send(JSON.stringify({ type: 'send', topic: 'deep', body: 'fine', ref: 'r3' }));
+      await waitFor(async () => s.frames, (f) => f.some((x) => x.type === 'sent' && x.ref === 'r3'), 5000, 'the send');
+      s.ws.close();
+      const http = await call(url, '/send', { method: 'POST', token, body: JSON.parse(`{"topic":"deep","body":${deep(100)}}`) });
+      expect([http.status, http.body.code]).toEqual([400, 'too_deep']);
+    });
+
     it('closes with 4401 for a bad token, 4408 without a handshake, 1008 for a flood, 1009 for a frame too large', async () => {
       const bad = await open();
       bad.ws.send(JSON.stringify({ token: 'not-a-token' }));

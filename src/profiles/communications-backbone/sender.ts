@@ -7,6 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import { DispatcherError } from '../../core/errors.js';
 import { checkTopic } from '../../core/inboxes.js';
+import { depthExceeds } from '../../core/intake.js';
 import type { InboundMessage } from '../../core/intake.js';
 import type { Services } from '../../core/services.js';
 import type { CommunicationsBackboneConfig } from './config.js';
@@ -20,6 +21,8 @@ export const BROADCAST_TYPE = `${PROFILE}.broadcast`;
 export const CLIENTS_READ = 'dispatcher:clients:read';
 export const CLIENTS_WRITE = 'dispatcher:clients:write';
 export const SEND = `${PROFILE}:messages:send`;
+/** The deepest body taken (intake's default `maxDepth`, less the event around it), checked before it is serialized. */
+const MAX_BODY_DEPTH = 31;
 export const RECEIVE = `${PROFILE}:messages:receive`;
 
 /** What sending needs, shared by `/send`, `/notify`, the socket and the RabbitMQ outboxes. */
@@ -34,6 +37,7 @@ export function makeSender(config: CommunicationsBackboneConfig, services: Servi
       if (body === undefined) throw new DispatcherError('bad_request', 'body: the message is missing (any JSON value but null)');
       if (body === null || body === '') throw new DispatcherError('bad_request', 'body: the message is empty');
       if (topic !== null) checkTopic(topic);
+      if (depthExceeds(body, MAX_BODY_DEPTH)) throw new DispatcherError('too_deep', `body: the message nests deeper than ${MAX_BODY_DEPTH} levels`);
       const id = randomUUID();
       const event: Record<string, unknown> = {
         specversion: '1.0',

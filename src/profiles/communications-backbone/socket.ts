@@ -35,6 +35,12 @@ function send(socket: WebSocket, value: unknown): void {
   if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(value));
 }
 
+/** A frame's `ref`, echoed in the answer: a string or a number only (anything else is not echoed). */
+function refOf(frame: Record<string, unknown>): string | number | undefined {
+  const ref = frame.ref;
+  return typeof ref === 'string' || (typeof ref === 'number' && Number.isFinite(ref)) ? ref : undefined;
+}
+
 function parse(data: unknown, isBinary: boolean): Record<string, unknown> {
   if (isBinary) throw new DispatcherError('bad_request', 'send text frames of JSON objects');
   const raw = Array.isArray(data) ? Buffer.concat(data as Buffer[]) : Buffer.isBuffer(data) ? data : Buffer.from(data as ArrayBuffer);
@@ -98,6 +104,7 @@ export function registerSocket(app: FastifyInstance, config: CommunicationsBackb
       ping.unref();
       let recheck: NodeJS.Timeout | undefined;
       let token = '';
+      let handshaking = false;
 
       /** Push what the inbox holds, a batch at a time, while the socket keeps up. */
       const push = () => {
@@ -145,7 +152,7 @@ export function registerSocket(app: FastifyInstance, config: CommunicationsBackb
       };
 
       const handle = async (frame: Record<string, unknown>) => {
-        const ref = frame.ref;
+        const ref = refOf(frame);
         try {
           switch (frame.type) {
             case 'send':
@@ -191,14 +198,22 @@ export function registerSocket(app: FastifyInstance, config: CommunicationsBackb
           return send(socket, { type: 'error', code: toDispatcherError(err).code, message: (err as Error).message });
         }
         if (principal === null) {
-          handshake(frame).catch((err: unknown) => {
-            const e = toDispatcherError(err);
-            send(socket, { type: 'error', code: e.code, message: e.message });
-            close(CLOSE.unauthorized, e.message);
-          });
+          // One handshake: frames sent before it is answered are refused, not taken as more handshakes.
+          if (handshaking) return send(socket, { type: 'error', code: 'bad_request', message: 'wait for "ready" before sending more' });
+          handshaking = true;
+          handshake(frame)
+            .catch((err: unknown) => {
+              const e = toDispatcherError(err);
+              send(socket, { type: 'error', code: e.code, message: e.message });
+              close(CLOSE.unauthorized, e.message);
+            })
+            .finally(() => (handshaking = false));
           return;
         }
-        void handle(frame);
+        handle(frame).catch((err: unknown) => {
+          log.error({ err, client: clientId }, 'a socket message could not be answered');
+          close(CLOSE.policy, 'a message could not be answered');
+        });
       });
       socket.on('close', () => {
         closed = true;
