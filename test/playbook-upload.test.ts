@@ -3,7 +3,7 @@ import { gzipSync } from 'node:zlib';
 import { compressSync } from '@napi-rs/lzma/xz';
 import { describe, it, expect } from 'vitest';
 import { DispatcherError } from '../src/core/errors.js';
-import { DEFAULT_UPLOAD_LIMITS, decompress, parseUpload, type RunnerEvent, type UploadKind } from '../src/profiles/playbook-dispatcher/upload.js';
+import { DEFAULT_UPLOAD_LIMITS, decompress, parseUpload, xzDeclaredSize, type RunnerEvent, type UploadKind } from '../src/profiles/playbook-dispatcher/upload.js';
 
 const seed = (path: string): Buffer => readFileSync(new URL(`./fixtures/playbook-dispatcher/${path}`, import.meta.url));
 
@@ -37,6 +37,16 @@ describe('upload size', () => {
     expect(decompress(bomb, 4096)).toHaveLength(4096);
   });
 
+  it('reads the size every stream of an xz file declares, so that a bomb hidden before a small stream is refused unread', () => {
+    const big = compressSync(Buffer.alloc(300_000, 0x00));
+    const small = compressSync(Buffer.from('x'));
+    expect(xzDeclaredSize(small)).toBe(1);
+    expect(xzDeclaredSize(Buffer.concat([big, small]))).toBe(300_001);
+    // Stream padding (zeros, four at a time) between and after the streams.
+    expect(xzDeclaredSize(Buffer.concat([big, Buffer.alloc(8), small, Buffer.alloc(4)]))).toBe(300_001);
+    expect(xzDeclaredSize(Buffer.concat([Buffer.from('junk'), small]))).toBeNull();
+  });
+
   it('refuses an xz upload that grows beyond the decompressed limit', () => {
     const bomb = compressSync(Buffer.alloc(4096, 0x20));
     expect(() => decompress(bomb, 1000)).toThrow(expect.objectContaining({ code: 'payload_too_large' }));
@@ -55,6 +65,7 @@ describe('invalid uploads', () => {
     ['a Satellite host that is not a UUID', 'playbook-sat', SAT.replace('"2798f2ab-35b2-4d4e-af0c-0478dcb4a324"', '"localhost"'), /Line 1 .*host/],
     ['a Runner upload without executor_on_start', 'playbook', OK, /Correlation id not found/],
     ['a Satellite version below 3', 'playbook-sat', SAT.replace('"version": 3', '"version": 2'), /Line 1 .*version/],
+    ['a Satellite sequence no database integer holds', 'playbook-sat', SAT.replace('"sequence": 0', '"sequence": 1e300'), /Line 1 .*sequence/],
   ];
   for (const [name, kind, text, message] of cases) {
     it(`refuses ${name}`, () => {

@@ -42,7 +42,8 @@ export const SATELLITE_EVENT_SCHEMA = {
     type: { type: 'string', enum: ['playbook_run_update', 'playbook_run_finished', 'playbook_run_completed'] },
     version: { type: 'integer', minimum: 3 },
     correlation_id: { type: 'string', format: 'uuid' },
-    sequence: { type: 'integer', minimum: 0 },
+    // Bounded where the original's was not: a sequence beyond a bigint failed its database write (a 500).
+    sequence: { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER },
     host: { type: 'string', format: 'uuid' },
     console: { type: 'string' },
     status: { type: 'string', enum: ['success', 'failure', 'canceled'] },

@@ -130,30 +130,50 @@ function xzVarint(buf: Buffer, pos: number): [number, number] | null {
 }
 
 /**
- * The total uncompressed size the last xz stream's index declares, or null when it cannot be read (the
- * decoder then reports what is wrong). Read from the stream footer, which points back at the index.
+ * The total uncompressed size the indexes of every xz stream in the file declare (streams may be concatenated,
+ * with zero padding between them), or null when they cannot be read (the decoder then reports what is wrong).
+ * Read from the end: each stream's footer points back at its index, whose records give the blocks' sizes.
  */
-function xzDeclaredSize(buf: Buffer): number | null {
-  if (buf.length < 24) return null;
-  const footer = buf.length - 12;
+export function xzDeclaredSize(buf: Buffer): number | null {
+  let end = buf.length;
+  let total = 0;
+  while (end > 0) {
+    // Stream padding: zero bytes in groups of four.
+    while (end >= 4 && buf.readUInt32LE(end - 4) === 0) end -= 4;
+    if (end === 0) break;
+    const stream = xzStream(buf, end);
+    if (stream === null) return null;
+    total += stream.uncompressed;
+    end = stream.start;
+  }
+  return total;
+}
+
+/** The xz stream that ends at `end`: where it starts and what its index declares, or null. */
+function xzStream(buf: Buffer, end: number): { start: number; uncompressed: number } | null {
+  if (end < 24) return null;
+  const footer = end - 12;
   if (buf[footer + 10] !== 0x59 || buf[footer + 11] !== 0x5a) return null;
   const backwardSize = (buf.readUInt32LE(footer + 4) + 1) * 4;
-  let pos = footer - backwardSize;
-  if (pos < 12 || buf[pos] !== 0x00) return null;
-  pos += 1;
-  const count = xzVarint(buf, pos);
+  const index = footer - backwardSize;
+  if (index < 12 || buf[index] !== 0x00) return null;
+  const count = xzVarint(buf, index + 1);
   if (count === null) return null;
-  pos = count[1];
-  let total = 0;
+  let pos = count[1];
+  let uncompressed = 0;
+  let blocks = 0;
   for (let i = 0; i < count[0]; i++) {
     const unpadded = xzVarint(buf, pos);
     if (unpadded === null) return null;
-    const uncompressed = xzVarint(buf, unpadded[1]);
-    if (uncompressed === null) return null;
-    total += uncompressed[0];
-    pos = uncompressed[1];
+    const size = xzVarint(buf, unpadded[1]);
+    if (size === null) return null;
+    uncompressed += size[0];
+    blocks += Math.ceil(unpadded[0] / 4) * 4;
+    pos = size[1];
   }
-  return total;
+  const start = index - blocks - 12;
+  if (start < 0) return null;
+  return { start, uncompressed };
 }
 
 function invalid(message: string): DispatcherError {
