@@ -15,6 +15,8 @@ import { gzipSync } from 'node:zlib';
 import type { FastifyInstance } from 'fastify';
 import { Kafka, logLevel, type Consumer, type Producer } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { profileAdvice } from '../src/cli/advice.js';
+import { loadConfig } from '../src/config/load.js';
 import type { Run } from '../src/core/types.js';
 import { startDispatcher, waitFor, waitForRun, type TestDispatcher } from './helpers.js';
 import { startFakeCloudConnector, type FakeCloudConnector } from './fake-cloud-connector.js';
@@ -67,6 +69,21 @@ async function startFiles(): Promise<Files> {
 }
 
 // The cases run at once: each waits for the consumers' fetches (kafkajs waits up to 5 s on the mock cluster).
+describe('playbook-dispatcher ingress: the advice on its input', () => {
+  const load = (inputs: Record<string, unknown>) =>
+    loadConfig({ env: {}, overrides: { auth: { identityHeader: { enabled: true } }, inputs, outputs: { bus: { kafka: { brokers: ['k:9092'] } } }, profiles: { 'playbook-dispatcher': { ingress: { input: 'announce', output: 'bus' } } } } as never });
+  const kafka = { brokers: ['k:9092'], topics: ['platform.upload.announce'], groupId: 'g' };
+
+  it('says nothing of a configured input that decodes announcements', async () => {
+    expect(profileAdvice(await load({ announce: { kafka, decoder: { format: 'playbook-dispatcher.announce' } } }))).toEqual([]);
+  });
+
+  it('names an input that is missing, or that decodes otherwise', async () => {
+    expect(profileAdvice(await load({}))).toEqual([expect.stringMatching(/ingress\.input: no input "announce" is configured/)]);
+    expect(profileAdvice(await load({ announce: { kafka } }))).toEqual([expect.stringMatching(/does not decode with playbook-dispatcher\.announce/)]);
+  });
+});
+
 describe.skipIf(cluster === undefined).concurrent('playbook-dispatcher ingress: announcements in, validation answers out (Kafka)', () => {
   let t: TestDispatcher;
   let app: FastifyInstance;

@@ -95,8 +95,10 @@ export const PLAYBOOK_DISPATCHER: Profile<FastifyInstance, Command> = {
           ];
     const ingress = (setup.config as PlaybookDispatcherConfig).ingress;
     if (ingress !== undefined) {
-      const inputs = (whole.inputs ?? {}) as Record<string, { decoder?: { format?: string } } | undefined>;
-      const input = Object.hasOwn(inputs, ingress.input) ? inputs[ingress.input] : undefined;
+      // The configuration as loaded lists its inputs (each with its name); as written, it maps them by name.
+      type Input = { name?: string; decoder?: { format?: string } };
+      const inputs = (whole.inputs ?? {}) as Input[] | Record<string, Input | undefined>;
+      const input = Array.isArray(inputs) ? inputs.find((i) => i.name === ingress.input) : Object.hasOwn(inputs, ingress.input) ? inputs[ingress.input] : undefined;
       if (input === undefined) advice.push(`ingress.input: no input "${ingress.input}" is configured: no announcement of the ingress service is taken in`);
       else if (input.decoder?.format !== `${PROFILE}.announce`) {
         advice.push(`ingress.input: the input "${ingress.input}" does not decode with ${PROFILE}.announce (decoder: { format: ${PROFILE}.announce }): its announcements reach no upload`);
