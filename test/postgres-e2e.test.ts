@@ -121,6 +121,11 @@ describe.skipIf(unreachable !== null && !required)('the dispatcher on PostgreSQL
     for (const e of res.json().events) expect((await waitForRun(t.d, e.runs[0], ['success'])).orderingKey).not.toContain('\u0000');
   });
 
+  it('answers 400, not 500, for a text PostgreSQL cannot hold (U+0000) in a query', async () => {
+    const res = await app.inject({ method: 'GET', url: '/v1/runs?filter[route]=a%00b' });
+    expect([res.statusCode, res.json().code]).toEqual([400, 'bad_request']);
+  });
+
   it('retries an http action after a 503 and records both attempts', async () => {
     const res = await app.inject({ method: 'POST', url: '/v1/events', headers: { 'content-type': 'application/cloudevents+json' }, payload: JSON.stringify(event({ type: 'hook.fired' })) });
     const runId = res.json().events[0].runs[0];

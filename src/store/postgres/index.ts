@@ -975,11 +975,18 @@ export class PostgresStore implements Store {
     });
   }
 
-  /** Connection failures become `store_unavailable` (retryable), with the driver's error as the cause. */
+  /**
+   * Connection failures become `store_unavailable` (retryable), with the driver's error as the cause; a text
+   * PostgreSQL cannot hold (U+0000, an unpaired surrogate in JSON) becomes `bad_request`, never a 500.
+   */
   async #guard<T>(fn: () => Promise<T>): Promise<T> {
     try {
       return await fn();
     } catch (err) {
+      const code = (err as { code?: unknown }).code;
+      if (code === '22021' || code === '22P05') {
+        throw new DispatcherError('bad_request', `a text value holds a character PostgreSQL cannot store (U+0000 or an unpaired surrogate): ${describe(err)}`, { cause: err });
+      }
       if (err instanceof DispatcherError || !isUnavailable(err)) throw err;
       throw new DispatcherError('store_unavailable', `PostgreSQL at ${this.#where} is unavailable: ${describe(err)}`, { cause: err });
     }
