@@ -370,6 +370,13 @@ for (const [backend, storeUrl] of backends) {
         expect(letters.items[0]).toMatchObject({ source: 'playbook-dispatcher.upload', reason: 'not_found' });
       });
 
+      it('an upload over upload.maxBytes is a 413 that names the limit, and a dead letter says so', async () => {
+        const up = await upload(randomBytes(1024 * 1024 + 1), 'application/vnd.redhat.playbook.v1+gzip');
+        expect([up.statusCode, up.json()]).toEqual([413, { message: "the upload's file is larger than upload.maxBytes (1048576 bytes)" }]);
+        const letters = await t.d.store.listDeadLetters({ limit: 5, offset: 0 });
+        expect(letters.items[0]).toMatchObject({ source: 'playbook-dispatcher.upload', reason: 'payload_too_large' });
+      });
+
       it('an invalid upload is refused with invalid_upload and kept as a dead letter', async () => {
         const up = await upload(Buffer.from('{"event": "x"}\n'), 'application/vnd.redhat.playbook.v1+jsonl');
         expect(up.statusCode).toBe(400);

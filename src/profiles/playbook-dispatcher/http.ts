@@ -494,7 +494,15 @@ async function uploads(scope: FastifyInstance, config: PlaybookDispatcherConfig,
     let file: { bytes: Buffer; type: string } | undefined;
     for await (const part of request.parts()) {
       if (part.type !== 'file') continue;
-      const bytes = await part.toBuffer();
+      let bytes: Buffer;
+      try {
+        bytes = await part.toBuffer();
+      } catch (err) {
+        if ((err as { code?: unknown }).code !== 'FST_REQ_FILE_TOO_LARGE') throw err;
+        // Not read past the limit, so not kept whole: the dead letter says what came, and why it was refused.
+        const refused = new DispatcherError('payload_too_large', `the upload's file is larger than upload.maxBytes (${config.upload.maxBytes} bytes)`);
+        throw await services.reject({ input: `${PROFILE}.upload`, raw: Buffer.alloc(0), contentType: part.mimetype, headers: { 'content-type': part.mimetype }, service: principal.service, orgId: principal.orgId }, refused);
+      }
       if (part.fieldname === 'file' && file === undefined) file = { bytes, type: part.mimetype };
     }
     if (file === undefined) throw new DispatcherError('bad_request', 'the upload has no `file` field');
