@@ -4,11 +4,10 @@
  * (`actions.http.allow`, ./guard.ts), with its timeout and user agent, and the same coded failures.
  */
 
-import net, { isIP } from 'node:net';
 import { Agent, buildConnector, request } from 'undici';
 import { DispatcherError } from '../../core/errors.js';
 import type { HttpAnswer, HttpClient, HttpRequest } from '../../core/http.js';
-import { addressBlocked, createAddressGuard, type AddressGuard } from './guard.js';
+import { createAddressGuard, type AddressGuard } from './guard.js';
 import type { HttpActionSettings } from './settings.js';
 
 /** The most bytes of an answer kept unless a request asks for another bound. */
@@ -85,14 +84,10 @@ export function describe(err: unknown): string {
 function insecureConnector(guard: AddressGuard): buildConnector.connector {
   const base = buildConnector({ lookup: guard.lookup, keepAlive: true, rejectUnauthorized: false });
   return (connectOptions, callback) => {
-    const hostname = connectOptions.hostname;
-    const host = hostname.startsWith('[') && hostname.endsWith(']') ? hostname.slice(1, -1) : hostname;
-    if (net.isIP(host) !== 0) {
-      const why = guard.refusal(host);
-      if (why !== null) {
-        callback(addressBlocked(host, host, why), null);
-        return;
-      }
+    const blocked = guard.blockedLiteral(connectOptions.hostname);
+    if (blocked !== null) {
+      callback(blocked, null);
+      return;
     }
     base(connectOptions, callback);
   };
@@ -124,11 +119,8 @@ export function createHttpClient(settings: Pick<HttpActionSettings, 'allow' | 't
       const method = (r.method ?? 'GET').toUpperCase();
       // Where the request goes, for messages: no query string, which often carries tokens.
       const shown = `${method} ${target.origin}${target.pathname}`;
-      const literal = target.hostname.startsWith('[') ? target.hostname.slice(1, -1) : target.hostname;
-      if (isIP(literal) !== 0) {
-        const refusal = guard.refusal(literal);
-        if (refusal !== null) throw addressBlocked(literal, literal, refusal);
-      }
+      const blocked = guard.blockedLiteral(target.hostname);
+      if (blocked !== null) throw blocked;
       const timeoutMs = r.timeoutMs ?? settings.timeout;
       const max = r.maxBytes ?? DEFAULT_MAX_BYTES;
       const deadline = new RequestDeadline(timeoutMs, r.signal);

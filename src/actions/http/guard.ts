@@ -31,6 +31,11 @@ export interface AddressGuard {
   refusal(address: string, hostname?: string): string | null;
   /** True when the host name itself is allowlisted (any address it resolves to is allowed). */
   isAllowedHost(hostname: string): boolean;
+  /**
+   * The `address_blocked` error for a URL's host that is an IP literal (`10.0.0.1`, `[::1]`) the policy
+   * refuses; null for an allowed address or a host name (names are judged when they resolve).
+   */
+  blockedLiteral(hostname: string): DispatcherError | null;
   /** A `net` lookup that resolves the name and keeps only the addresses the policy allows. */
   readonly lookup: LookupFunction;
   /** An undici connector that uses `lookup` and refuses blocked IP-literal hosts. */
@@ -161,20 +166,21 @@ export function createAddressGuard(allow: readonly string[], options: { resolveA
     );
   };
 
+  function blockedLiteral(hostname: string): DispatcherError | null {
+    const host = normalizeHost(hostname);
+    if (net.isIP(host) === 0) return null;
+    const why = refusal(host);
+    return why === null ? null : addressBlocked(host, host, why);
+  }
+
   const base = buildConnector({ lookup, keepAlive: true });
   const connector: buildConnector.connector = (connectOptions, callback) => {
-    const host = normalizeHost(connectOptions.hostname);
-    if (net.isIP(host) !== 0) {
-      const why = refusal(host);
-      if (why !== null) {
-        callback(addressBlocked(host, host, why), null);
-        return;
-      }
-    }
-    base(connectOptions, callback);
+    const blocked = blockedLiteral(connectOptions.hostname);
+    if (blocked !== null) callback(blocked, null);
+    else base(connectOptions, callback);
   };
 
-  return { refusal, isAllowedHost, lookup, connector };
+  return { refusal, isAllowedHost, blockedLiteral, lookup, connector };
 }
 
 /** One allowlist entry, or why it is not one. `::ffff:10.0.0.0/104` means `10.0.0.0/8`. */

@@ -15,7 +15,6 @@
  * the same `actions.http` settings; the last action to close closes it.
  */
 
-import { isIP } from 'node:net';
 import { Agent, request, type Dispatcher } from 'undici';
 import type { Action, ActionContext, ActionOutcome, ActionSettings, ActionType } from '../../core/action.js';
 import { DispatcherError } from '../../core/errors.js';
@@ -24,7 +23,7 @@ import { decodeOptions, defaultsOf } from '../../core/options.js';
 import { DURATION_SCHEMA, parseDuration } from '../../core/units.js';
 import { HTTP_ACTION_SECTION, type HttpActionSettings } from './settings.js';
 import { RequestDeadline, requestFailure } from './client.js';
-import { addressBlocked, createAddressGuard, type AddressGuard } from './guard.js';
+import { createAddressGuard, type AddressGuard } from './guard.js';
 import { signWebhook, signingKey } from './signature.js';
 
 /** `actions.http` as the action uses it; its defaults where the settings leave an option out (`HTTP_ACTION_SECTION`). */
@@ -319,11 +318,8 @@ async function execute(p: PreparedRequest, lease: AgentLease, ctx: ActionContext
 
   // IP-literal hosts never reach the connector's lookup; refuse them here, before anything is sent (the
   // connector checks them again when it connects).
-  const literal = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
-  if (isIP(literal) !== 0) {
-    const refusal = lease.guard.refusal(literal);
-    if (refusal !== null) throw addressBlocked(literal, literal, refusal);
-  }
+  const blocked = lease.guard.blockedLiteral(url.hostname);
+  if (blocked !== null) throw blocked;
 
   const headers: Record<string, string> = { 'user-agent': p.userAgent };
   if (p.headers !== null) Object.assign(headers, renderHeaders(ctx, p.headers));

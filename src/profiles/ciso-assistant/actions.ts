@@ -18,7 +18,7 @@
 import type { Action, ActionContext, ActionOutcome, ActionType, OutcomeHost } from '../../core/action.js';
 import { DispatcherError } from '../../core/errors.js';
 import { idOf, restAction, RestClient, resourcePath, type RestClientOptions, type RestSession } from '../../actions/rest/index.js';
-import type { CisoAssistantConfig } from './config.js';
+import { canLogIn, type CisoAssistantConfig } from './config.js';
 import { S3Files } from './s3.js';
 
 export const UPDATE_ACTION = 'ciso-update';
@@ -30,9 +30,8 @@ const APPLIED_CONTROLS = 'applied-controls';
 /** The API's address and credentials, as `rest` takes them. */
 function connection(config: CisoAssistantConfig): Record<string, unknown> {
   const { api } = config;
-  const canLogin = api.email !== undefined && api.password !== undefined && api.password !== '';
   // The original logs in when it has no token (the `auth` command), and again on a 401 only with auto-renew.
-  const login = canLogin && (api.autoRenew || api.token === undefined) ? { username: api.email, password: api.password } : undefined;
+  const login = canLogIn(api) && (api.autoRenew || api.token === undefined) ? { username: api.email, password: api.password } : undefined;
   return {
     url: api.url,
     ...(api.token === undefined ? {} : { token: api.token }),
@@ -70,7 +69,7 @@ async function evidenceMadeBefore(ctx: ActionContext): Promise<string | null> {
  * A file name as the original put it in `Content-Disposition`: Python's `urllib.parse.quote` (UTF-8, `/`
  * and the unreserved characters `A-Z a-z 0-9 _ . - ~` as they are, everything else percent-encoded).
  */
-export function pythonQuote(text: string): string {
+function pythonQuote(text: string): string {
   return encodeURIComponent(text)
     .replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`)
     .replace(/%2F/g, '/');

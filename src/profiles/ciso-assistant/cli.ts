@@ -19,7 +19,7 @@ import { Writable } from 'node:stream';
 import { Command } from 'commander';
 import { parse, stringify } from 'yaml';
 import type { CliApi } from '../../core/profile.js';
-import type { CisoAssistantConfig } from './config.js';
+import { canLogIn, type CisoAssistantConfig } from './config.js';
 import { PROFILE } from './observation.js';
 
 export const CONFIG_FILE = '.dispatcher_config.yaml';
@@ -278,8 +278,7 @@ export async function consumeCommand(api: CliApi, options: { config?: string }):
   const section = baseSection(true);
   const checked = (await api.section(PROFILE, base(section))) as unknown as CisoAssistantConfig;
   // As the original's consume: nothing is consumed without a way to call the API (every call would fail).
-  const canLogin = checked.api.email !== undefined && checked.api.password !== undefined && checked.api.password !== '';
-  if (checked.api.token === undefined && !canLogin) {
+  if (checked.api.token === undefined && !canLogIn(checked.api)) {
     throw api.fail(`Failed to obtain access token for API authentication: set USER_TOKEN (credentials.token in ${CONFIG_FILE}), or run dispatcher ciso auth first`);
   }
   let host: string | undefined;

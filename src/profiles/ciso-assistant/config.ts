@@ -98,3 +98,8 @@ export const ENVIRONMENT: Readonly<Record<string, ProfileVariable>> = {
   S3_SECRET_KEY: { path: ['s3', 'secretKey'] },
   DEBUG: { path: ['debug'] },
 };
+
+/** Whether the API can be logged in to with an email and a password (a password that is not empty). */
+export function canLogIn(api: CisoAssistantConfig['api']): boolean {
+  return api.email !== undefined && api.password !== undefined && api.password !== '';
+}

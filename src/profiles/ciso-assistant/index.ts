@@ -11,7 +11,6 @@
  * to the errors topic through a presenter.
  */
 
-import { isIP } from 'node:net';
 import type { Command } from 'commander';
 import type { FastifyInstance } from 'fastify';
 import { createAddressGuard } from '../../actions/http/guard.js';
@@ -19,7 +18,7 @@ import { DispatcherError } from '../../core/errors.js';
 import type { Profile } from '../../core/profile.js';
 import { cisoActionTypes, UPDATE_ACTION, UPLOAD_ACTION } from './actions.js';
 import { registerCisoCli } from './cli.js';
-import { CISO_ASSISTANT_SECTION, ENVIRONMENT, type CisoAssistantConfig } from './config.js';
+import { canLogIn, CISO_ASSISTANT_SECTION, ENVIRONMENT, type CisoAssistantConfig } from './config.js';
 import { ERROR_PRESENTER, EVENT_PREFIX, OBSERVATION_DECODER, PROFILE } from './observation.js';
 
 /** The built-in message types that update: their resource. */
@@ -54,9 +53,7 @@ function isBlocked(host: string, allow: readonly string[]): boolean {
   } catch {
     return false; // a bad allow list is the http action's problem to report
   }
-  const bare = host.replace(/^\[|\]$/g, '');
-  if (isIP(bare) !== 0) return guard.refusal(bare, host) !== null;
-  return host.toLowerCase() === 'localhost' && !guard.isAllowedHost(host);
+  return guard.blockedLiteral(host) !== null || (host.toLowerCase() === 'localhost' && !guard.isAllowedHost(host));
 }
 
 export const CISO_ASSISTANT: Profile<FastifyInstance, Command> = {
@@ -135,7 +132,7 @@ export const CISO_ASSISTANT: Profile<FastifyInstance, Command> = {
   advise: (setup, whole) => {
     const c = setup.config as CisoAssistantConfig;
     const advice: string[] = [];
-    if (c.api.token === undefined && (c.api.email === undefined || c.api.password === undefined)) {
+    if (c.api.token === undefined && !canLogIn(c.api)) {
       advice.push('api.token (USER_TOKEN) is not set: every API call will be refused until a Personal Access Token is given (or api.email and api.password to log in)');
     }
     const allow = ((whole.actions as { http?: { allow?: string[] } } | undefined)?.http?.allow ?? []) as string[];

@@ -7,8 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import { DispatcherError } from '../../core/errors.js';
 import { checkTopic } from '../../core/inboxes.js';
-import { depthExceeds } from '../../core/intake.js';
-import type { InboundMessage } from '../../core/intake.js';
+import { depthExceeds, type InboundMessage } from '../../core/intake.js';
 import type { Services } from '../../core/services.js';
 import type { CommunicationsBackboneConfig } from './config.js';
 
@@ -21,9 +20,9 @@ export const BROADCAST_TYPE = `${PROFILE}.broadcast`;
 export const CLIENTS_READ = 'dispatcher:clients:read';
 export const CLIENTS_WRITE = 'dispatcher:clients:write';
 export const SEND = `${PROFILE}:messages:send`;
+export const RECEIVE = `${PROFILE}:messages:receive`;
 /** The deepest body taken (intake's default `maxDepth`, less the event around it), checked before it is serialized. */
 const MAX_BODY_DEPTH = 31;
-export const RECEIVE = `${PROFILE}:messages:receive`;
 
 /** What sending needs, shared by `/send`, `/notify`, the socket and the RabbitMQ outboxes. */
 export interface Sender {

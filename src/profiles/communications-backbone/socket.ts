@@ -26,7 +26,7 @@ import type { CommunicationsBackboneConfig } from './config.js';
 import { RECEIVE, SEND, type Sender } from './sender.js';
 
 export const CLOSE = { unauthorized: 4401, handshakeTimeout: 4408, policy: 1008, tooBig: 1009, stopping: 1001 } as const;
-/** How often a socket's client is checked again (deleted, secret rotated, token expired). */
+/** How often an open socket is pinged, so that a dead peer is noticed. */
 const PING_MS = 30_000;
 /** The rate limit's window: bursts are allowed within it. */
 const RATE_WINDOW_S = 5;

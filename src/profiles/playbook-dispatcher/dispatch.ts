@@ -203,8 +203,7 @@ export function checkSatellite(item: Pick<RawDispatchItem, 'recipient_config' | 
  */
 export function withDefaults(item: RawDispatchItem, defaults: { webConsoleUrl: string }): DispatchItem {
   return {
-    // UUIDs kept in lower case, as the original's uuid columns gave them back, so that filters match in any case.
-    recipient: item.recipient.toLowerCase(),
+    recipient: item.recipient,
     org_id: item.org_id,
     principal: item.principal ?? null,
     url: item.url,
@@ -212,7 +211,7 @@ export function withDefaults(item: RawDispatchItem, defaults: { webConsoleUrl: s
     web_console_url: item.web_console_url ?? defaults.webConsoleUrl,
     labels: item.labels ?? {},
     timeout: item.timeout ?? null,
-    hosts: (item.hosts ?? []).map((h) => (h.inventory_id === undefined ? h : { ...h, inventory_id: h.inventory_id.toLowerCase() })),
+    hosts: item.hosts ?? [],
     recipient_config: item.recipient_config === undefined || Object.keys(item.recipient_config).length === 0 ? null : item.recipient_config,
   };
 }

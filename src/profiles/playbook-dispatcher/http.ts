@@ -22,7 +22,7 @@ import { NIL_UUID, principalHash, SATELLITE_DIRECTIVE } from '../../actions/play
 import type { Connector } from '../../core/connector.js';
 import { DispatcherError } from '../../core/errors.js';
 import type { InboundMessage } from '../../core/intake.js';
-import { scopeFor, toGrant, type Grant, type PermissionSpec, type Principal, type Scope } from '../../core/principal.js';
+import { grantPermits, parsePermission, scopeFor, toGrant, type Grant, type PermissionSpec, type Principal, type Scope } from '../../core/principal.js';
 import type { ProfileContext } from '../../core/profile.js';
 import type { Services } from '../../core/services.js';
 import type { RunStatus } from '../../core/types.js';
@@ -330,13 +330,17 @@ function permissionSource(config: PlaybookDispatcherConfig, services: Services):
  * service is. One grant, or none (403).
  */
 export function rbacGrants(specs: readonly unknown[]): Grant[] {
-  const [app, resource, verb] = READ_PERMISSION.split(':') as [string, string, string];
+  const { app, resource, verb } = parsePermission(READ_PERMISSION);
   const services = new Set<string>();
   let granted = false;
   for (const spec of specs) {
-    const permission = typeof spec === 'string' ? spec : isRecord(spec) && typeof spec.permission === 'string' ? spec.permission : undefined;
-    const parts = permission?.split(':');
-    if (parts?.length !== 3 || parts[0] !== app || (parts[1] !== resource && parts[1] !== '*') || (parts[2] !== verb && parts[2] !== '*')) continue;
+    let held: Grant;
+    try {
+      held = parsePermission(typeof spec === 'string' ? spec : isRecord(spec) ? String(spec.permission) : '');
+    } catch {
+      continue; // not a permission
+    }
+    if (held.app !== app || !grantPermits(held, app, resource, verb)) continue;
     granted = true;
     const definitions = isRecord(spec) && Array.isArray(spec.resourceDefinitions) ? spec.resourceDefinitions : [];
     for (const def of definitions) {
